@@ -1,0 +1,1 @@
+"""Backends: pure functions from the IR to artifacts {relative path: text}."""

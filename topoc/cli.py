@@ -1,0 +1,151 @@
+"""The command line: `topoc check|fmt|...`, thin wrappers over the pipeline.
+
+Exit codes, the same for every command: 0 no errors (warnings allowed), 1 errors in
+the topology (or, for `fmt --check`, a file that would change), 2 usage or environment
+problems (a missing or unreadable file, a missing tool), each with a clear message and
+never a traceback.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import sys
+from pathlib import Path
+from typing import NoReturn
+
+import click
+from rich.console import Console
+
+from topoc import __version__
+from topoc.compiler import Compilation, InputError, compile_file, read_source
+from topoc.diagnostics import CODES, Diagnostic, has_errors, render_json, render_one, summary_line
+
+EXIT_OK, EXIT_ERRORS, EXIT_USAGE = 0, 1, 2
+
+
+def _console(stderr: bool = False) -> Console:
+    # rich detects a terminal and honours NO_COLOR; soft_wrap keeps long lines whole.
+    return Console(stderr=stderr, highlight=False, soft_wrap=True)
+
+
+def fail_usage(message: str) -> NoReturn:
+    _console(stderr=True).print(f"topoc: error: {message}", markup=False)
+    sys.exit(EXIT_USAGE)
+
+
+def print_diagnostics(diagnostics: list[Diagnostic], sources: dict[str, str],
+                      stderr: bool = False) -> None:
+    console = _console(stderr)
+    for i, d in enumerate(diagnostics):
+        if i:
+            console.print()
+        console.print(render_one(d, sources))
+
+
+def compile_or_exit(path: str) -> Compilation:
+    """Compile one file for a command that needs a clean lab: diagnostics go to stderr,
+    and errors end the command with exit code 1 before anything is written."""
+    try:
+        result = compile_file(path)
+    except InputError as e:
+        fail_usage(str(e))
+    if result.diagnostics:
+        print_diagnostics(result.diagnostics, {path: result.source}, stderr=True)
+    if not result.ok:
+        _console(stderr=True).print(summary_line(result.diagnostics, 1), markup=False)
+        sys.exit(EXIT_ERRORS)
+    return result
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="topoc")
+def cli() -> None:
+    """topoc compiles .topo lab topologies into libvirt XML, host scripts and diagrams,
+    checked first as a graph."""
+
+
+@cli.command()
+@click.argument("files", nargs=-1, required=False)
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
+              help="text for people, json for editors and CI")
+@click.option("--list-codes", is_flag=True, help="list every diagnostic code and exit")
+def check(files: tuple[str, ...], fmt: str, list_codes: bool) -> None:
+    """Check .topo files and report every problem at once."""
+    if list_codes:
+        from topoc.checks.registry import _load_check_modules
+
+        _load_check_modules()
+        for code in sorted(CODES.values(), key=lambda c: c.name):
+            click.echo(f"{code.name:<24} {code.severity.value:<8} {code.summary}")
+        return
+    if not files:
+        fail_usage("check needs at least one FILE")
+    diagnostics: list[Diagnostic] = []
+    sources: dict[str, str] = {}
+    for path in files:
+        try:
+            result = compile_file(path)
+        except InputError as e:
+            fail_usage(str(e))
+        sources[path] = result.source
+        diagnostics += result.diagnostics
+    if fmt == "json":
+        click.echo(render_json(diagnostics), nl=False)
+    else:
+        print_diagnostics(diagnostics, sources)
+        if diagnostics:
+            click.echo()
+        click.echo(summary_line(diagnostics, len(files)))
+    sys.exit(EXIT_ERRORS if has_errors(diagnostics) else EXIT_OK)
+
+
+@cli.command()
+@click.argument("files", nargs=-1, required=True)
+@click.option("--check", "check_only", is_flag=True, help="change nothing; exit 1 if a file would change")
+@click.option("--diff", is_flag=True, help="show the change as a unified diff instead of writing it")
+def fmt(files: tuple[str, ...], check_only: bool, diff: bool) -> None:
+    """Rewrite .topo files in the canonical layout."""
+    from topoc.fmt import FormatError, format_source
+
+    would_change = False
+    errors = False
+    for path in files:
+        try:
+            source = read_source(path)
+            formatted, diagnostics = format_source(source, path)
+        except InputError as e:
+            fail_usage(str(e))
+        except FormatError as e:
+            fail_usage(str(e))
+        if formatted is None:
+            print_diagnostics(diagnostics, {path: source}, stderr=True)
+            errors = True
+            continue
+        if formatted == source:
+            continue
+        would_change = True
+        if diff:
+            click.echo("".join(difflib.unified_diff(
+                source.splitlines(keepends=True), formatted.splitlines(keepends=True),
+                fromfile=f"{path} (original)", tofile=f"{path} (formatted)")), nl=False)
+        elif check_only:
+            click.echo(f"would reformat {path}")
+        else:
+            Path(path).write_text(formatted, encoding="utf-8")
+            click.echo(f"reformatted {path}")
+    if errors:
+        sys.exit(EXIT_ERRORS)
+    sys.exit(EXIT_ERRORS if would_change and (check_only or diff) else EXIT_OK)
+
+
+def main() -> None:
+    try:
+        cli.main(prog_name="topoc", standalone_mode=True)
+    except KeyboardInterrupt:
+        _console(stderr=True).print("topoc: interrupted", markup=False)
+        sys.exit(130)
+
+
+# Keep json imported for subcommands that print JSON documents.
+__all__ = ["cli", "main", "json"]

@@ -1,0 +1,169 @@
+"""Diagnostics: the registry of codes, the Diagnostic record, and its two renderings.
+
+Every mistake in a .topo file becomes a Diagnostic (severity, stable kebab-case code,
+message, span, hint), never an exception. Codes are registered once, here or next to
+the check that owns them, with their default severity and a one-line summary
+(`topoc check --list-codes` prints them). Rendering follows rustc and mypy:
+
+    natlab.topo:23:32: error: 188.64.100.2 is already assigned to vm0 (line 17)  [address-conflict]
+       23 |     nic eth0 on natnet address 188.64.100.2
+          |                                ^~~~~~~~~~~~
+       hint: pick a free address in 188.64.100.0/24, e.g. 188.64.100.4
+
+and `--format json` gives the same facts for editors and CI.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from dataclasses import dataclass
+from typing import Iterable, Mapping
+
+from rich.text import Text
+
+from topoc.span import Span
+
+
+class Severity(enum.StrEnum):
+    ERROR = "error"
+    WARNING = "warning"
+    NOTE = "note"
+
+
+@dataclass(frozen=True, slots=True)
+class Code:
+    name: str
+    severity: Severity
+    summary: str
+
+
+CODES: dict[str, Code] = {}
+
+
+def register(name: str, severity: Severity, summary: str) -> Code:
+    """Register a diagnostic code once; registering the same name twice is a bug."""
+    if name in CODES:
+        raise ValueError(f"diagnostic code {name!r} registered twice")
+    code = Code(name, severity, summary)
+    CODES[name] = code
+    return code
+
+
+# The front end's codes. The checks register theirs in topoc/checks/.
+SYNTAX_ERROR = register("syntax-error", Severity.ERROR, "the text does not follow the grammar")
+UNDEFINED_NAME = register("undefined-name", Severity.ERROR, "a name that nothing defines")
+DUPLICATE_NAME = register("duplicate-name", Severity.ERROR, "two things with one name")
+INVALID_VALUE = register("invalid-value", Severity.ERROR, "a value of the wrong form or out of range")
+DUPLICATE_STATEMENT = register(
+    "duplicate-statement", Severity.ERROR, "a statement that may appear once in a block appears twice"
+)
+MISSING_STATEMENT = register("missing-statement", Severity.ERROR, "a block lacks a statement it needs")
+MAC_INVALID = register("mac-invalid", Severity.ERROR, "a MAC address that is malformed, multicast or zero")
+TOO_MANY_ERRORS = register("too-many-errors", Severity.ERROR, "the parser gave up after too many errors")
+
+
+@dataclass(frozen=True, slots=True)
+class Diagnostic:
+    severity: Severity
+    code: str
+    message: str
+    span: Span
+    hint: str | None = None
+
+    @property
+    def sort_key(self) -> tuple:
+        s = self.span
+        return (s.file, s.line, s.column, s.end_line, s.end_column, self.code, self.message)
+
+    def to_json(self) -> dict:
+        s = self.span
+        return {
+            "severity": self.severity.value,
+            "code": self.code,
+            "message": self.message,
+            "file": s.file,
+            "line": s.line,
+            "column": s.column,
+            "end_line": s.end_line,
+            "end_column": s.end_column,
+            "hint": self.hint,
+        }
+
+
+def diagnostic(code: Code, span: Span, message: str, hint: str | None = None,
+               severity: Severity | None = None) -> Diagnostic:
+    """A diagnostic of a registered code, at its default severity unless overridden."""
+    return Diagnostic(severity or code.severity, code.name, message, span, hint)
+
+
+def sort_diagnostics(diagnostics: Iterable[Diagnostic]) -> list[Diagnostic]:
+    """Sorted by position, duplicates (same code, span and message) dropped."""
+    unique = {(d.sort_key, d.severity): d for d in diagnostics}
+    return [unique[k] for k in sorted(unique)]
+
+
+def has_errors(diagnostics: Iterable[Diagnostic]) -> bool:
+    return any(d.severity is Severity.ERROR for d in diagnostics)
+
+
+_STYLES = {
+    Severity.ERROR: "bold red",
+    Severity.WARNING: "bold yellow",
+    Severity.NOTE: "bold cyan",
+}
+
+
+def _excerpt(source_line: str, span: Span) -> tuple[str, int, int]:
+    """The line with tabs expanded, and the caret's start and width on it."""
+    expanded = source_line.expandtabs(4)
+    start = len(source_line[: span.column - 1].expandtabs(4))
+    if span.end_line == span.line:
+        end = len(source_line[: max(span.end_column - 1, span.column)].expandtabs(4))
+    else:
+        end = len(expanded.rstrip())
+    return expanded, start, max(end - start, 1)
+
+
+def render_one(d: Diagnostic, sources: Mapping[str, str]) -> Text:
+    """One diagnostic as styled text (Text.plain is the uncoloured form)."""
+    s = d.span
+    out = Text()
+    out.append(f"{s.file}:{s.line}:{s.column}: ", style="bold")
+    out.append(f"{d.severity.value}:", style=_STYLES[d.severity])
+    out.append(f" {d.message}  ")
+    out.append(f"[{d.code}]", style="dim")
+    lines = sources.get(s.file, "").split("\n")
+    if 1 <= s.line <= len(lines):
+        line_text, start, width = _excerpt(lines[s.line - 1].rstrip("\r"), s)
+        out.append(f"\n{s.line:>5} | ", style="blue")
+        out.append(line_text.rstrip())
+        out.append("\n      | ", style="blue")
+        out.append(" " * start)
+        out.append("^" + "~" * (width - 1), style=_STYLES[d.severity])
+    if d.hint:
+        out.append("\n   hint: ", style="bold green")
+        out.append(d.hint)
+    return out
+
+
+def summary_line(diagnostics: list[Diagnostic], files: int) -> str:
+    errors = sum(d.severity is Severity.ERROR for d in diagnostics)
+    warnings = sum(d.severity is Severity.WARNING for d in diagnostics)
+
+    def plural(n: int, word: str) -> str:
+        return f"{n} {word}{'' if n == 1 else 's'}"
+
+    checked = f"in {plural(files, 'file')}" if files else ""
+    if not errors and not warnings:
+        return f"no problems found {checked}".rstrip()
+    return f"{plural(errors, 'error')}, {plural(warnings, 'warning')} {checked}".rstrip()
+
+
+def render_text(diagnostics: Iterable[Diagnostic], sources: Mapping[str, str]) -> str:
+    """All diagnostics, uncoloured, one blank line apart (the golden-file form)."""
+    return "\n\n".join(render_one(d, sources).plain for d in diagnostics)
+
+
+def render_json(diagnostics: Iterable[Diagnostic]) -> str:
+    return json.dumps({"diagnostics": [d.to_json() for d in diagnostics]}, indent=2) + "\n"

@@ -1,0 +1,232 @@
+"""The typed IR: the one contract between the front end and every later stage.
+
+Frozen dataclasses with slots and tuples, `ipaddress` types for addresses, sizes in
+bytes, and a source span on every node that equality ignores (so a file and its
+`topoc fmt`-ed twin lower to equal IRs). `topoc.lower` builds it from the syntax tree
+and fills in everything derived (nic prefixes from their network, MACs, bridge names),
+so checks and backends read facts, never defaults.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+from types import MappingProxyType
+from typing import Mapping
+
+from topoc.span import UNKNOWN, Span
+
+
+def _span() -> Span:
+    return field(default=UNKNOWN, compare=False, repr=False)  # type: ignore[return-value]
+
+
+class Mode(enum.StrEnum):
+    """How a network reaches the world; see DESIGN.md's table of the four models.
+
+    libvirt's network XML (https://libvirt.org/formatnetwork.html#connectivity):
+    no <forward> = isolated (host-only when the bridge has an <ip>), mode='route',
+    mode='nat', mode='bridge' (an existing host bridge), mode='open' (routed without
+    any firewall rules). `external` is a network topoc does not manage: the physical
+    LAN a host sits on.
+    """
+
+    ISOLATED = "isolated"
+    ROUTED = "routed"
+    NAT = "nat"
+    BRIDGED = "bridged"
+    OPEN = "open"
+    EXTERNAL = "external"
+
+
+class NodeKind(enum.StrEnum):
+    HOST = "host"
+    VM = "vm"
+    EXTERNAL = "external"
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    destination: IPv4Network  # 0.0.0.0/0 for `route default via ...`
+    via: IPv4Address
+    span: Span = _span()
+
+    @property
+    def is_default(self) -> bool:
+        return self.destination.prefixlen == 0
+
+
+@dataclass(frozen=True, slots=True)
+class Nic:
+    owner: str  # the node (host, VM or external) the nic belongs to
+    index: int  # 0-based position among the owner's nics, in source order
+    name: str  # the interface name: as written, or eth<index> when left out
+    network: str
+    address: IPv4Interface | None  # prefix taken from the network when not written
+    mac: str | None  # lower-case aa:bb:...; every VM nic has one (derived if not written)
+    mac_derived: bool = False
+    model: str | None = None  # VM nic device model; None means virtio
+    gateway: IPv4Address | None = None
+    span: Span = _span()
+
+    @property
+    def ip(self) -> IPv4Address | None:
+        return self.address.ip if self.address is not None else None
+
+
+@dataclass(frozen=True, slots=True)
+class DhcpRange:
+    start: IPv4Address
+    end: IPv4Address
+    span: Span = _span()
+
+    def __contains__(self, address: object) -> bool:
+        return isinstance(address, IPv4Address) and self.start <= address <= self.end
+
+
+@dataclass(frozen=True, slots=True)
+class Network:
+    name: str
+    host: str | None  # the hypervisor it lives on; None for external networks
+    mode: Mode
+    via: str | None = None  # uplink device (nat/routed/open) or enslaved NIC (bridged)
+    bridge: str | None = None  # as written, or derived (see topoc.naming); None if external
+    bridge_derived: bool = False
+    address: IPv4Interface | None = None  # the host's address on the bridge: the gateway
+    declared_subnet: IPv4Network | None = None  # `subnet` as written
+    dhcp: DhcpRange | None = None
+    dns: bool = False
+    domain: str | None = None
+    mtu: int | None = None
+    stp: bool = False
+    span: Span = _span()
+    mode_span: Span = _span()
+    address_span: Span = _span()
+    bridge_span: Span = _span()
+
+    @property
+    def subnet(self) -> IPv4Network | None:
+        """The segment's subnet: from `address` when there is one, else `subnet`."""
+        if self.address is not None:
+            return self.address.network
+        return self.declared_subnet
+
+    @property
+    def gateway(self) -> IPv4Address | None:
+        return self.address.ip if self.address is not None else None
+
+    @property
+    def managed(self) -> bool:
+        """Whether topoc creates it (every mode but `external`)."""
+        return self.mode is not Mode.EXTERNAL
+
+    @property
+    def host_only(self) -> bool:
+        return self.mode is Mode.ISOLATED and self.address is not None
+
+    @property
+    def model(self) -> str:
+        """The model's name as DESIGN.md tables it: host-only is isolated with an address."""
+        return "host-only" if self.host_only else self.mode.value
+
+
+@dataclass(frozen=True, slots=True)
+class Host:
+    name: str
+    nics: tuple[Nic, ...] = ()
+    routes: tuple[Route, ...] = ()
+    span: Span = _span()
+
+    kind = NodeKind.HOST
+
+
+@dataclass(frozen=True, slots=True)
+class Vm:
+    name: str
+    host: str
+    memory: int = 512 * 1024 * 1024  # bytes
+    vcpus: int = 1
+    disk: str | None = None
+    nics: tuple[Nic, ...] = ()
+    routes: tuple[Route, ...] = ()
+    span: Span = _span()
+
+    kind = NodeKind.VM
+
+
+@dataclass(frozen=True, slots=True)
+class External:
+    name: str
+    nics: tuple[Nic, ...] = ()
+    routes: tuple[Route, ...] = ()
+    span: Span = _span()
+
+    kind = NodeKind.EXTERNAL
+
+
+Node = Host | Vm | External
+
+
+@dataclass(frozen=True, slots=True)
+class Forward:
+    """`forward tcp 2222 to vm0:22`: DNAT on the VM's host (libvirt has no element for it)."""
+
+    protocol: str  # "tcp" or "udp"
+    port: int  # on the host
+    vm: str
+    vm_port: int
+    span: Span = _span()
+
+
+@dataclass(frozen=True, slots=True)
+class Expect:
+    """`expect A -> B` / `expect A !-> B`: A and B are node names or IPv4 addresses."""
+
+    src: str
+    dst: str
+    reachable: bool
+    span: Span = _span()
+    src_span: Span = _span()
+    dst_span: Span = _span()
+
+
+@dataclass(frozen=True, slots=True)
+class Lab:
+    name: str
+    file: str  # the source file, as given on the command line
+    networks: tuple[Network, ...] = ()
+    hosts: tuple[Host, ...] = ()
+    vms: tuple[Vm, ...] = ()
+    externals: tuple[External, ...] = ()
+    forwards: tuple[Forward, ...] = ()
+    expects: tuple[Expect, ...] = ()
+    span: Span = _span()
+    # Name indexes, built once; not part of equality.
+    _networks: Mapping[str, Network] = field(init=False, compare=False, repr=False)
+    _nodes: Mapping[str, Node] = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_networks", MappingProxyType({n.name: n for n in self.networks}))
+        nodes: dict[str, Node] = {}
+        for group in (self.hosts, self.vms, self.externals):
+            for node in group:
+                nodes.setdefault(node.name, node)
+        object.__setattr__(self, "_nodes", MappingProxyType(nodes))
+
+    def network(self, name: str) -> Network | None:
+        return self._networks.get(name)
+
+    def node(self, name: str) -> Node | None:
+        return self._nodes.get(name)
+
+    @property
+    def nodes(self) -> tuple[Node, ...]:
+        """Hosts, VMs and externals, in that order (each group in source order)."""
+        return (*self.hosts, *self.vms, *self.externals)
+
+    def networks_on(self, host: str) -> tuple[Network, ...]:
+        return tuple(n for n in self.networks if n.host == host)
+
+    def vms_on(self, host: str) -> tuple[Vm, ...]:
+        return tuple(v for v in self.vms if v.host == host)

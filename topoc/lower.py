@@ -1,0 +1,683 @@
+"""Lowering: the syntax tree -> the typed IR, with every value checked on the way.
+
+This is where text becomes facts: addresses become `ipaddress` objects (a nic address
+without a prefix takes its network's), sizes become bytes, names are resolved (they may
+be used before they are defined), MACs that were left out are derived (see
+topoc.naming) and everything else that was left out gets its documented default. Each
+value that cannot become a fact is an `invalid-value`, `undefined-name`,
+`duplicate-name`, `duplicate-statement` or `missing-statement` diagnostic pointing at
+the exact token. Semantic checks on the finished model (conflicts, reachability) are
+not here: they live in topoc.checks.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass, field, replace
+from ipaddress import (AddressValueError, IPv4Address, IPv4Interface, IPv4Network,
+                       NetmaskValueError, ip_address)
+from typing import Callable, Iterable
+
+from topoc import naming
+from topoc.diagnostics import (DUPLICATE_NAME, DUPLICATE_STATEMENT, INVALID_VALUE, MAC_INVALID,
+                               MISSING_STATEMENT, UNDEFINED_NAME, Code, Diagnostic, Severity,
+                               diagnostic)
+from topoc.ir import (DhcpRange, Expect, External, Forward, Host, Lab, Mode, Network, Nic, Route,
+                      Vm)
+from topoc.span import Span
+from topoc.syntax import Block, Statement, SyntaxTree, Token
+
+NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(-[A-Za-z0-9_]+)*")
+# Linux accepts almost any byte in an interface name; topoc accepts the conventional
+# ones (eth0, enp1s0, br-lan, eth0.100, wlan0) so names are safe in scripts unquoted.
+IFNAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+MAC_RE = re.compile(r"([0-9A-Fa-f]{2})([:-][0-9A-Fa-f]{2}){5}")
+MODEL_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+DOMAIN_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*")
+
+# Units as libvirt reads them (https://libvirt.org/formatdomain.html#memory-allocation):
+# K, M, G, T and KiB... are powers of 1024; KB, MB, GB, TB are powers of 1000.
+_UNITS = {
+    "k": 1024, "kib": 1024, "kb": 1000,
+    "m": 1024**2, "mib": 1024**2, "mb": 1000**2,
+    "g": 1024**3, "gib": 1024**3, "gb": 1000**3,
+    "t": 1024**4, "tib": 1024**4, "tb": 1000**4,
+}
+SIZE_RE = re.compile(r"([0-9]+)([A-Za-z]+)")
+
+MODE_WORDS = [m.value for m in Mode]
+
+# Statements that may appear at most once in a block.
+SINGLE = {"mode", "bridge", "address", "subnet", "dhcp", "dns", "domain", "mtu", "stp",
+          "memory", "vcpus", "disk"}
+
+DEFAULT_MEMORY = 512 * 1024**2
+MAX_MEMORY = 16 * 1024**4
+
+
+class _Invalid(Exception):
+    """A value that cannot be lowered; caught per statement and made a diagnostic."""
+
+    def __init__(self, span: Span, message: str, hint: str | None = None,
+                 code: Code = INVALID_VALUE) -> None:
+        super().__init__(message)
+        self.span, self.message, self.hint, self.code = span, message, hint, code
+
+
+def _suggest(word: str, choices: Iterable[str]) -> str | None:
+    match = difflib.get_close_matches(word, sorted(choices), n=1, cutoff=0.6)
+    return f"did you mean `{match[0]}`?" if match else None
+
+
+# --- values ---------------------------------------------------------------------------
+
+
+def _name(tok: Token, what: str) -> str:
+    if tok.kind != "WORD" or not NAME_RE.fullmatch(tok.text):
+        raise _Invalid(tok.span, f"`{tok.text}` is not a valid {what} name",
+                       "names start with a letter or `_` and hold letters, digits, `_` and "
+                       "inner `-`")
+    return tok.text
+
+
+def _ifname(tok: Token, what: str = "interface") -> str:
+    if tok.kind != "WORD" or not IFNAME_RE.fullmatch(tok.text):
+        raise _Invalid(tok.span, f"`{tok.text}` is not a valid {what} name",
+                       "interface names hold letters, digits, `_`, `.` and `-`")
+    if len(tok.text) > naming.IFNAMSIZ:
+        raise _Invalid(tok.span, f"{what} name `{tok.text}` is {len(tok.text)} characters long; "
+                       f"Linux allows at most {naming.IFNAMSIZ}",
+                       f"shorten it to {naming.IFNAMSIZ} characters or fewer")
+    return tok.text
+
+
+def _address(tok: Token) -> IPv4Address:
+    try:
+        return IPv4Address(tok.text)
+    except AddressValueError:
+        raise _Invalid(tok.span, *_why_not_ipv4(tok.text)) from None
+
+
+def _why_not_ipv4(text: str) -> tuple[str, str]:
+    try:
+        if ip_address(text.split("/")[0]).version == 6:
+            return f"`{text}` is an IPv6 address; topoc handles IPv4 for now", \
+                "use an IPv4 address such as 10.0.0.1"
+    except ValueError:
+        pass
+    if "/" in text:
+        return f"`{text}` has a prefix where a plain address belongs", \
+            f"write `{text.split('/')[0]}`"
+    return f"`{text}` is not an IPv4 address", "write four numbers 0-255 joined by dots, e.g. 10.0.0.1"
+
+
+def _interface(tok: Token) -> IPv4Interface:
+    """`IP/PREFIX` (the prefix is required here)."""
+    text = tok.text
+    if "/" not in text:
+        raise _Invalid(tok.span, f"`{text}` has no prefix length",
+                       f"write it with its prefix, e.g. `{text}/24`")
+    ip_text, _, prefix = text.partition("/")
+    _address(Token(ip_text, "WORD", tok.span))
+    if not prefix.isdigit() or not 0 <= int(prefix) <= 32:
+        raise _Invalid(tok.span, f"`/{prefix}` is not a prefix length", "use a number from 0 to 32")
+    return IPv4Interface(text)
+
+
+def _network_cidr(tok: Token) -> IPv4Network:
+    interface = _interface(tok)
+    if interface.ip != interface.network.network_address:
+        raise _Invalid(tok.span, f"`{tok.text}` has host bits set",
+                       f"the network is `{interface.network}`")
+    return interface.network
+
+
+def _integer(tok: Token, what: str, low: int, high: int) -> int:
+    if not tok.text.isdigit() or not low <= int(tok.text) <= high:
+        raise _Invalid(tok.span, f"`{tok.text}` is not a valid {what}",
+                       f"use a whole number from {low} to {high}")
+    return int(tok.text)
+
+
+def _switch(tok: Token, what: str) -> bool:
+    if tok.text not in ("on", "off"):
+        raise _Invalid(tok.span, f"`{what}` takes `on` or `off`, not `{tok.text}`")
+    return tok.text == "on"
+
+
+def _size(tok: Token) -> int:
+    match = SIZE_RE.fullmatch(tok.text)
+    unit = match.group(2).lower() if match else ""
+    if not match or unit not in _UNITS:
+        hint = "write a number and a unit: 512MiB, 1GiB, 2G (K, M, G, T are powers of 1024)"
+        if tok.text.isdigit():
+            raise _Invalid(tok.span, f"`{tok.text}` has no unit", hint)
+        raise _Invalid(tok.span, f"`{tok.text}` is not a size", hint)
+    size = int(match.group(1)) * _UNITS[unit]
+    if not 1024**2 <= size <= MAX_MEMORY:
+        raise _Invalid(tok.span, f"memory of {tok.text} is out of range", "use 1MiB to 16TiB")
+    return size
+
+
+def _mac(tok: Token) -> str:
+    if not MAC_RE.fullmatch(tok.text):
+        raise _Invalid(tok.span, f"`{tok.text}` is not a MAC address",
+                       "write six hex bytes joined by colons, e.g. 52:54:00:12:34:56", MAC_INVALID)
+    return tok.text.lower().replace("-", ":")
+
+
+def _string(tok: Token) -> str:
+    if tok.kind == "STRING":
+        body = tok.text[1:-1]
+        return re.sub(r"\\(.)", r"\1", body)
+    return tok.text
+
+
+# --- the lowering pass ----------------------------------------------------------------
+
+
+@dataclass
+class _Pending:
+    """A nic whose address prefix may come from a network defined later in the file."""
+
+    owner: str
+    index: int
+    stmt: Statement
+    iface: str | None
+    network: Token
+    address: Token | None
+    mac: str | None
+    model: str | None
+    gateway: IPv4Address | None
+
+
+@dataclass
+class _Lowerer:
+    tree: SyntaxTree
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+    lab_name: str | None = None
+    lab_span: Span | None = None
+    networks: list[Network] = field(default_factory=list)
+    hosts: list[Host] = field(default_factory=list)
+    vms: list[Vm] = field(default_factory=list)
+    externals: list[External] = field(default_factory=list)
+    forwards: list[tuple[Statement, Forward]] = field(default_factory=list)
+    expects: list[Expect] = field(default_factory=list)
+    node_names: dict[str, Span] = field(default_factory=dict)
+    network_names: dict[str, Span] = field(default_factory=dict)
+    host_refs: list[Token] = field(default_factory=list)
+    # Nodes wait here until every network is known: (kind, block, nics, routes, *extra).
+    pending_nodes: list[tuple] = field(default_factory=list)
+
+    def report(self, code: Code, span: Span, message: str, hint: str | None = None,
+               severity: Severity | None = None) -> None:
+        self.diagnostics.append(diagnostic(code, span, message, hint, severity))
+
+    def attempt(self, fn: Callable[[], object]) -> object | None:
+        try:
+            return fn()
+        except _Invalid as e:
+            self.report(e.code, e.span, e.message, e.hint)
+            return None
+
+    # -- names --
+
+    def declare(self, table: dict[str, Span], tok: Token, what: str) -> bool:
+        name = self.attempt(lambda: _name(tok, what))
+        if name is None:
+            return False
+        if name in table:
+            self.report(DUPLICATE_NAME, tok.span,
+                        f"{what} `{name}` is already defined (line {table[name].line})",
+                        "rename one of them; names are unique across hosts, VMs and externals"
+                        if table is self.node_names else "rename one of them")
+            return False
+        table[name] = tok.span
+        return True
+
+    # -- statements shared by blocks --
+
+    def single_statements(self, block: Block) -> dict[str, Statement]:
+        seen: dict[str, Statement] = {}
+        for stmt in block.body:
+            if stmt.kind in SINGLE:
+                if stmt.kind in seen:
+                    self.report(DUPLICATE_STATEMENT, stmt.span,
+                                f"`{stmt.kind}` is given twice in {block.kind} `{block.name.text}` "
+                                f"(first on line {seen[stmt.kind].span.line})",
+                                "keep one of them")
+                    continue
+                seen[stmt.kind] = stmt
+        return seen
+
+    def route(self, stmt: Statement) -> Route | None:
+        dest_tok, _, via_tok = stmt.args
+
+        def build() -> Route:
+            if dest_tok.text == "default":
+                destination = IPv4Network("0.0.0.0/0")
+            else:
+                destination = _network_cidr(dest_tok)
+            return Route(destination, _address(via_tok), stmt.span)
+
+        return self.attempt(build)  # type: ignore[return-value]
+
+    def nic(self, owner: str, index: int, stmt: Statement) -> _Pending | None:
+        args = list(stmt.args)
+        iface = None
+        if args[0].kind != "on":
+            iface = self.attempt(lambda: _ifname(args[0]))
+            if iface is None:
+                return None
+            args = args[1:]
+        network = args[1]
+        options: dict[str, Token] = {}
+        ok = True
+        for keyword, value in zip(args[2::2], args[3::2]):
+            if keyword.text in options:
+                self.report(DUPLICATE_STATEMENT, keyword.span, f"`{keyword.text}` is given twice on this nic",
+                            "keep one of them")
+                ok = False
+            options[keyword.text] = value
+        mac = self.attempt(lambda: _mac(options["mac"])) if "mac" in options else None
+        model = None
+        if "model" in options:
+            tok = options["model"]
+            if MODEL_RE.fullmatch(tok.text):
+                model = tok.text
+            else:
+                self.report(INVALID_VALUE, tok.span, f"`{tok.text}` is not a NIC model name",
+                            "use e.g. virtio, e1000e or rtl8139")
+                ok = False
+        gateway = self.attempt(lambda: _address(options["gateway"])) if "gateway" in options else None
+        if ("mac" in options and mac is None) or ("gateway" in options and gateway is None):
+            ok = False
+        if not ok:
+            return None
+        return _Pending(owner, index, stmt, iface, network, options.get("address"), mac, model, gateway)
+
+    def node_parts(self, block: Block) -> tuple[list[_Pending], tuple[Route, ...]]:
+        nics: list[_Pending] = []
+        routes: list[Route] = []
+        for stmt in block.body:
+            if stmt.kind == "nic":
+                pending = self.nic(block.name.text, len(nics), stmt)
+                if pending is not None:
+                    nics.append(pending)
+                else:
+                    nics.append(None)  # type: ignore[arg-type]  # keeps indexes stable
+            elif stmt.kind == "route":
+                route = self.route(stmt)
+                if route is not None:
+                    routes.append(route)
+        return nics, tuple(routes)
+
+    # -- blocks --
+
+    def network(self, block: Block) -> None:
+        if not self.declare(self.network_names, block.name, "network"):
+            return
+        one = self.single_statements(block)
+        name = block.name.text
+        if "mode" not in one:
+            self.report(MISSING_STATEMENT, block.name.span, f"network `{name}` has no `mode`",
+                        "add `mode nat`, `mode routed`, `mode isolated`, `mode bridged to IFACE` "
+                        "or `mode external`")
+            return
+        mode_stmt = one["mode"]
+        lowered = self.attempt(lambda: self.mode(mode_stmt))
+        if lowered is None:
+            return
+        mode, via = lowered  # type: ignore[misc]
+        host = None
+        if block.on is not None:
+            if mode is Mode.EXTERNAL:
+                self.report(INVALID_VALUE, block.on.span,
+                            f"external network `{name}` is not on a host: it is the LAN outside",
+                            f"remove `on {block.on.text}`")
+                return
+            host = block.on.text
+            self.host_refs.append(block.on)
+
+        values: dict[str, object] = {}
+        converters: dict[str, Callable[[Token], object]] = {
+            "bridge": lambda t: _ifname(t, "bridge"),
+            "address": _interface,
+            "subnet": _network_cidr,
+            "dns": lambda t: _switch(t, "dns"),
+            "stp": lambda t: _switch(t, "stp"),
+            "mtu": lambda t: _integer(t, "MTU", 68, 65535),
+            "domain": self.domain,
+        }
+        ok = True
+        for keyword, convert in converters.items():
+            if keyword in one:
+                value = self.attempt(lambda: convert(one[keyword].args[0]))
+                if value is None:
+                    ok = False
+                values[keyword] = value
+        dhcp = None
+        if "dhcp" in one:
+            dhcp = self.attempt(lambda: self.dhcp(one["dhcp"]))
+            ok = ok and dhcp is not None
+        if not ok:
+            return
+        address = values.get("address")
+        if mode is Mode.EXTERNAL:
+            for keyword in ("bridge", "address", "dhcp", "dns", "domain", "stp"):
+                if keyword in one:
+                    self.report(INVALID_VALUE, one[keyword].span,
+                                f"`{keyword}` does not apply to external network `{name}`: "
+                                "topoc does not manage it",
+                                "describe the LAN with `subnet` only, and the host's place on "
+                                "it with the host's `nic`")
+                    ok = False
+            if "subnet" not in one:
+                self.report(MISSING_STATEMENT, block.name.span,
+                            f"external network `{name}` has no `subnet`",
+                            "add `subnet CIDR`, e.g. `subnet 192.168.1.0/24`")
+                ok = False
+        elif mode in (Mode.NAT, Mode.ROUTED, Mode.OPEN) and address is None:
+            self.report(MISSING_STATEMENT, block.name.span,
+                        f"{mode.value} network `{name}` has no `address`",
+                        "add `address IP/PREFIX`: the host's address on the bridge, which "
+                        "the VMs use as their gateway")
+            ok = False
+        if "subnet" in one and address is not None and values["subnet"] != address.network:
+            self.report(INVALID_VALUE, one["subnet"].span,
+                        f"subnet {values['subnet']} disagrees with the address "
+                        f"{address} (network {address.network})",
+                        "drop `subnet`: a network with an address takes its subnet from it")
+            ok = False
+        if dhcp is not None and address is None:
+            self.report(INVALID_VALUE, one["dhcp"].span,
+                        f"network `{name}` has DHCP but no `address` for the DHCP server",
+                        "add `address IP/PREFIX`: libvirt's dnsmasq listens on it")
+            ok = False
+        if not ok:
+            return
+        bridge = values.get("bridge")
+        derived = False
+        if bridge is None and mode is not Mode.EXTERNAL:
+            bridge, derived = naming.derived_bridge(self.lab_or_placeholder(), name), True
+        self.networks.append(Network(
+            name=name, host=host, mode=mode, via=via, bridge=bridge, bridge_derived=derived,  # type: ignore[arg-type]
+            address=address, declared_subnet=values.get("subnet"), dhcp=dhcp,  # type: ignore[arg-type]
+            dns=bool(values.get("dns", False)), domain=values.get("domain"),  # type: ignore[arg-type]
+            mtu=values.get("mtu"), stp=bool(values.get("stp", False)), span=block.span,  # type: ignore[arg-type]
+            mode_span=mode_stmt.span,
+            address_span=one["address"].args[0].span if "address" in one else block.name.span,
+            bridge_span=one["bridge"].args[0].span if "bridge" in one else block.name.span,
+        ))
+
+    def lab_or_placeholder(self) -> str:
+        return self.lab_name or "lab"
+
+    @staticmethod
+    def domain(tok: Token) -> str:
+        if not DOMAIN_RE.fullmatch(tok.text):
+            raise _Invalid(tok.span, f"`{tok.text}` is not a DNS domain name", "use e.g. lab.example")
+        return tok.text
+
+    @staticmethod
+    def mode(stmt: Statement) -> tuple[Mode, str | None]:
+        word = stmt.args[0]
+        if word.text not in MODE_WORDS:
+            raise _Invalid(word.span, f"`{word.text}` is not a network mode",
+                           _suggest(word.text, MODE_WORDS) or f"use one of {', '.join(MODE_WORDS)}")
+        mode = Mode(word.text)
+        link = stmt.args[1] if len(stmt.args) > 1 else None
+        target = stmt.args[2] if len(stmt.args) > 2 else None
+        if mode is Mode.BRIDGED:
+            if link is None or link.text != "to":
+                raise _Invalid(stmt.span, "a bridged network needs the host NIC it bridges",
+                               "write `mode bridged to IFACE`, e.g. `mode bridged to eth0`")
+            return mode, _ifname(target)  # type: ignore[arg-type]
+        if link is None:
+            return mode, None
+        if mode in (Mode.NAT, Mode.ROUTED, Mode.OPEN) and link.text == "via":
+            return mode, _ifname(target)  # type: ignore[arg-type]
+        allowed = "`via IFACE`" if mode in (Mode.NAT, Mode.ROUTED, Mode.OPEN) else "nothing"
+        raise _Invalid(link.span, f"mode {mode.value} does not take `{link.text}`",
+                       f"mode {mode.value} takes {allowed} after it")
+
+    def dhcp(self, stmt: Statement) -> DhcpRange:
+        args = [a for a in stmt.args if a.kind != "-"]
+        if len(args) == 1:
+            # `dhcp A-B` without spaces lexes as one word.
+            first, sep, last = args[0].text.partition("-")
+            if not sep:
+                raise _Invalid(args[0].span, "a DHCP range needs a first and a last address",
+                               "write `dhcp FIRST - LAST`")
+            start_tok = Token(first, "WORD", args[0].span.sub(0, len(first)))
+            end_tok = Token(last, "WORD", args[0].span.sub(len(first) + 1, len(last)))
+        else:
+            start_tok, end_tok = args
+        return DhcpRange(_address(start_tok), _address(end_tok), stmt.span)
+
+    def host(self, block: Block) -> None:
+        if not self.declare(self.node_names, block.name, "node"):
+            return
+        self.single_statements(block)
+        pending, routes = self.node_parts(block)
+        for p in pending:
+            if p is not None and p.iface is None:
+                self.report(INVALID_VALUE, p.stmt.tokens[0].span, "a host nic needs its interface name",
+                            "write `nic IFACE on NETWORK address IP`, e.g. `nic eth0 on lan ...`")
+            elif p is not None and p.address is None:
+                self.report(MISSING_STATEMENT, p.stmt.span,
+                            f"nic {p.iface} of host `{block.name.text}` has no address",
+                            "add `address IP` (the host's address on that network)")
+        self.pending_nodes.append(("host", block, pending, routes))
+
+    def vm(self, block: Block) -> None:
+        if not self.declare(self.node_names, block.name, "node"):
+            return
+        one = self.single_statements(block)
+        memory = DEFAULT_MEMORY
+        if "memory" in one:
+            memory = self.attempt(lambda: _size(one["memory"].args[0]))  # type: ignore[assignment]
+        vcpus = 1
+        if "vcpus" in one:
+            vcpus = self.attempt(lambda: _integer(one["vcpus"].args[0], "vCPU count", 1, 4096))  # type: ignore[assignment]
+        disk = _string(one["disk"].args[0]) if "disk" in one else None
+        if disk is not None and (not disk or "\x00" in disk):
+            self.report(INVALID_VALUE, one["disk"].args[0].span, "the disk path is empty")
+            memory = None  # type: ignore[assignment]
+        if block.on is not None:
+            self.host_refs.append(block.on)
+        pending, routes = self.node_parts(block)
+        if memory is None or vcpus is None:
+            return
+        self.pending_nodes.append(("vm", block, pending, routes, memory, vcpus, disk))
+
+    def external(self, block: Block) -> None:
+        if not self.declare(self.node_names, block.name, "node"):
+            return
+        self.single_statements(block)
+        pending, routes = self.node_parts(block)
+        for p in pending:
+            if p is not None and p.address is None:
+                self.report(MISSING_STATEMENT, p.stmt.span,
+                            f"nic of external `{block.name.text}` has no address",
+                            "add `address IP`: topoc does not model DHCP outside the host")
+        self.pending_nodes.append(("external", block, pending, routes))
+
+    def forward(self, stmt: Statement) -> None:
+        proto_tok, port_tok, _, target_tok = stmt.args
+
+        def build() -> Forward:
+            if proto_tok.text not in ("tcp", "udp"):
+                raise _Invalid(proto_tok.span, f"`{proto_tok.text}` is not a protocol",
+                               "use `tcp` or `udp`")
+            port = _integer(port_tok, "port", 1, 65535)
+            vm_name, sep, vm_port_text = target_tok.text.rpartition(":")
+            if not sep or not vm_name:
+                raise _Invalid(target_tok.span, f"`{target_tok.text}` is not VM:PORT",
+                               f"write e.g. `vm0:{port}`")
+            vm_port = _integer(Token(vm_port_text, "WORD", target_tok.span.sub(len(vm_name) + 1,
+                                                                               len(vm_port_text))),
+                               "port", 1, 65535)
+            return Forward(proto_tok.text, port, vm_name, vm_port, stmt.span)
+
+        forward = self.attempt(build)
+        if forward is not None:
+            self.forwards.append((stmt, forward))  # type: ignore[arg-type]
+
+    def expect(self, stmt: Statement) -> None:
+        src, arrow, dst = stmt.args
+        self.expects.append(Expect(src.text, dst.text, arrow.kind == "->", stmt.span, src.span, dst.span))
+
+    # -- the whole file --
+
+    def run(self) -> Lab | None:
+        labs = [i for i in self.tree.items if isinstance(i, Statement) and i.kind == "lab"]
+        for stmt in labs:
+            if self.lab_name is not None:
+                self.report(DUPLICATE_STATEMENT, stmt.span,
+                            f"the lab is already named `{self.lab_name}` (line {self.lab_span.line})",  # type: ignore[union-attr]
+                            "a file describes one lab: keep one `lab` line")
+                continue
+            name = self.attempt(lambda: _name(stmt.args[0], "lab"))
+            if name is not None:
+                self.lab_name, self.lab_span = name, stmt.span  # type: ignore[assignment]
+        if self.lab_name is None and not labs:
+            self.report(MISSING_STATEMENT, Span(self.tree.file, 1, 1, 1, 2), "the file names no lab",
+                        "add `lab NAME` at the top: it prefixes every object topoc creates")
+        handlers = {"network": self.network, "host": self.host, "vm": self.vm,
+                    "external": self.external, "forward": self.forward, "expect": self.expect}
+        for item in self.tree.items:
+            if item.kind in handlers:
+                handlers[item.kind](item)  # type: ignore[arg-type]
+        self.resolve_nodes()
+        self.resolve_references()
+        if any(d.severity is Severity.ERROR for d in self.diagnostics):
+            return None
+        self.derive_macs()
+        return Lab(
+            name=self.lab_name or "lab", file=self.tree.file, networks=tuple(self.networks),
+            hosts=tuple(self.hosts), vms=tuple(self.vms), externals=tuple(self.externals),
+            forwards=tuple(f for _, f in self.forwards), expects=tuple(self.expects),
+            span=self.lab_span or Span(self.tree.file, 1, 1, 1, 2),
+        )
+
+    def resolve_nodes(self) -> None:
+        """Build nics now that every network is known (names may be used before definition)."""
+        by_name = {n.name: n for n in self.networks}
+        for entry in self.pending_nodes:
+            kind, block, pending, routes = entry[:4]
+            nics = tuple(self.finish_nic(p, by_name) for p in pending if p is not None)
+            if len(nics) != sum(p is not None for p in pending) or None in nics:
+                continue
+            name = block.name.text
+            if kind == "host":
+                self.hosts.append(Host(name, nics, routes, block.span))  # type: ignore[arg-type]
+            elif kind == "external":
+                self.externals.append(External(name, nics, routes, block.span))  # type: ignore[arg-type]
+            else:
+                memory, vcpus, disk = entry[4:]
+                host = block.on.text if block.on is not None else self.only_host(block)
+                if host is not None:
+                    self.vms.append(Vm(name, host, memory, vcpus, disk, nics, routes, block.span))  # type: ignore[arg-type]
+
+    def only_host(self, block: Block) -> str | None:
+        hosts = [i for i in self.tree.items if isinstance(i, Block) and i.kind == "host"]
+        if len(hosts) == 1:
+            return hosts[0].name.text
+        self.report(MISSING_STATEMENT, block.name.span,
+                    f"vm `{block.name.text}` does not say which host it runs on",
+                    f"write `vm {block.name.text} on HOST {{`" + (
+                        "" if hosts else " and define the host with `host HOST { ... }`"))
+        return None
+
+    def finish_nic(self, p: _Pending, networks: dict[str, Network]) -> Nic | None:
+        network = networks.get(p.network.text)
+        if network is None:
+            if p.network.text not in self.network_names:  # else it failed and was reported
+                self.report(UNDEFINED_NAME, p.network.span, f"no network is named `{p.network.text}`",
+                            _suggest(p.network.text, self.network_names)
+                            or "define it with `network NAME { ... }`")
+            return None
+        address = None
+        if p.address is not None:
+            address = self.attempt(lambda: self.nic_address(p.address, network))  # type: ignore[arg-type]
+            if address is None:
+                return None
+        return Nic(p.owner, p.index, p.iface or f"eth{p.index}", network.name, address,  # type: ignore[arg-type]
+                   p.mac, False, p.model, p.gateway, p.stmt.span)
+
+    @staticmethod
+    def nic_address(tok: Token, network: Network) -> IPv4Interface:
+        if "/" in tok.text:
+            return _interface(tok)
+        ip = _address(tok)
+        if network.subnet is None:
+            raise _Invalid(tok.span, f"{ip} has no prefix and network `{network.name}` has no "
+                           "address or subnet to take one from",
+                           f"write the prefix, e.g. `{ip}/24`, or give `{network.name}` a subnet")
+        return IPv4Interface(f"{ip}/{network.subnet.prefixlen}")
+
+    def resolve_references(self) -> None:
+        host_blocks = {i.name.text for i in self.tree.items if isinstance(i, Block) and i.kind == "host"}
+        for tok in self.host_refs:
+            if tok.text not in host_blocks:
+                self.report(UNDEFINED_NAME, tok.span, f"no host is named `{tok.text}`",
+                            _suggest(tok.text, host_blocks) or "define it with `host NAME { ... }`")
+        # A managed network with no `on` runs on the only host, when there is exactly one.
+        for i, net in enumerate(self.networks):
+            if net.managed and net.host is None:
+                if len(host_blocks) == 1:
+                    self.networks[i] = replace(net, host=next(iter(host_blocks)))
+                else:
+                    self.report(MISSING_STATEMENT, net.span.sub(0, len("network")),
+                                f"network `{net.name}` does not say which host it is on",
+                                f"write `network {net.name} on HOST {{`")
+        vm_names = {v.name for v in self.vms}
+        node_names = set(self.node_names)
+        for stmt, fwd in self.forwards:
+            target = stmt.args[3]
+            if fwd.vm not in vm_names:
+                self.report(UNDEFINED_NAME, target.span.sub(0, len(fwd.vm)),
+                            f"no VM is named `{fwd.vm}`",
+                            _suggest(fwd.vm, vm_names) or "a forward targets a VM defined with `vm`")
+        for exp in self.expects:
+            for name, span in ((exp.src, exp.src_span), (exp.dst, exp.dst_span)):
+                if name in node_names:
+                    continue
+                try:
+                    IPv4Address(name)
+                except AddressValueError:
+                    self.report(UNDEFINED_NAME, span, f"`{name}` is neither a node nor an IPv4 address",
+                                _suggest(name, node_names) or "name a host, VM or external, or an address")
+
+    def derive_macs(self) -> None:
+        """Give every VM nic a MAC: written ones stay; the others are derived from the lab,
+        VM and nic, stepping past any MAC already taken (deterministic: VMs in name order)."""
+        taken = {nic.mac for vm in self.vms for nic in vm.nics if nic.mac is not None}
+        lab = self.lab_or_placeholder()
+        derived: dict[tuple[str, int], str] = {}
+        for vm in sorted(self.vms, key=lambda v: v.name):
+            for nic in vm.nics:
+                if nic.mac is None:
+                    attempt = 0
+                    mac = naming.derived_mac(lab, vm.name, nic.index)
+                    while mac in taken:
+                        attempt += 1
+                        mac = naming.derived_mac(lab, vm.name, nic.index, attempt)
+                    taken.add(mac)
+                    derived[(vm.name, nic.index)] = mac
+        self.vms = [
+            replace(vm, nics=tuple(
+                replace(nic, mac=derived[(vm.name, nic.index)], mac_derived=True)
+                if (vm.name, nic.index) in derived else nic
+                for nic in vm.nics))
+            for vm in self.vms
+        ]
+
+
+def lower(tree: SyntaxTree) -> tuple[Lab | None, list[Diagnostic]]:
+    """Lower a syntax tree. The lab is None when any error was found."""
+    lowerer = _Lowerer(tree)
+    lab = lowerer.run()
+    return lab, lowerer.diagnostics

@@ -1,0 +1,366 @@
+"""The parser: .topo text -> topoc.syntax tree plus syntax-error diagnostics.
+
+It is the only module that knows lark. The grammar (grammar/topo.lark, shipped inside
+the package as topoc/grammar/topo.lark) is compiled once per process into an LALR(1)
+parser with the contextual lexer and positions.
+
+Recovery: lark's LALR parser stops at the first error, so after each error this module
+repairs the text *without moving anything* and parses again: a broken line is blanked
+out (a broken block header together with its whole block), and a missing `}` is put at
+the end of the line before the place it was missed. Every later line keeps its line
+and column, so every error is reported where it really is, all at once.
+"""
+
+from __future__ import annotations
+
+import bisect
+import difflib
+import functools
+import re
+from importlib import resources
+
+from lark import Lark, Token as LarkToken, Tree
+from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
+
+from topoc.diagnostics import SYNTAX_ERROR, TOO_MANY_ERRORS, Diagnostic, diagnostic
+from topoc.span import Span
+from topoc.syntax import Block, Comment, Item, Statement, SyntaxTree, Token
+
+MAX_ERRORS = 50
+
+BLOCK_KEYWORDS = ("network", "host", "vm", "external")
+TOP_LEVEL_KEYWORDS = ("lab", "network", "host", "vm", "external", "forward", "expect")
+
+# What each statement looks like, for hints when one is malformed.
+USAGE = {
+    "lab": "lab NAME",
+    "network": "network NAME [on HOST] { ... }",
+    "host": "host NAME { ... }",
+    "vm": "vm NAME on HOST { ... }",
+    "external": "external NAME { ... }",
+    "mode": "mode isolated | routed [via IFACE] | nat [via IFACE] | bridged to IFACE | open [via IFACE] | external",
+    "bridge": "bridge IFNAME",
+    "address": "address IP/PREFIX",
+    "subnet": "subnet CIDR",
+    "dhcp": "dhcp FIRST-IP - LAST-IP",
+    "dns": "dns on|off",
+    "domain": "domain NAME",
+    "mtu": "mtu N",
+    "stp": "stp on|off",
+    "nic": "nic [IFACE] on NETWORK [address IP[/PREFIX]] [mac MAC] [model NAME] [gateway IP]",
+    "route": "route CIDR via IP   (or: route default via IP)",
+    "memory": "memory SIZE   (512MiB, 1GiB, 2G)",
+    "vcpus": "vcpus N",
+    "disk": 'disk PATH   (or: disk "a path with spaces")',
+    "forward": "forward tcp|udp PORT to VM:PORT",
+    "expect": "expect A -> B   (or: expect A !-> B)",
+}
+
+_TERMINAL_WORDS = {
+    "WORD": "a name or value",
+    "STRING": 'a "quoted string"',
+    "_NL": "end of line",
+    "$END": "end of file",
+}
+
+
+@functools.cache
+def _lark() -> Lark:
+    grammar = resources.files("topoc.grammar").joinpath("topo.lark").read_text(encoding="utf-8")
+    return Lark(
+        grammar,
+        parser="lalr",
+        lexer="contextual",
+        propagate_positions=True,
+        keep_all_tokens=True,
+        maybe_placeholders=False,
+        lexer_callbacks={"_NL": _collect_newline},
+    )
+
+
+@functools.cache
+def _literal_terminals() -> dict[str, str]:
+    """Terminal name -> its literal text, for every keyword and punctuation mark."""
+    return {
+        t.name: t.pattern.value
+        for t in _lark().terminals
+        if t.pattern.type == "str"
+    }
+
+
+def _describe_terminal(name: str) -> str:
+    literal = _literal_terminals().get(name)
+    if literal is not None:
+        return f"`{literal}`"
+    return _TERMINAL_WORDS.get(name, name.lower())
+
+
+def _join_alternatives(names: set[str]) -> str:
+    described = sorted({_describe_terminal(n) for n in names}, key=lambda s: (not s.startswith("`"), s))
+    if len(described) == 1:
+        return described[0]
+    return ", ".join(described[:-1]) + " or " + described[-1]
+
+
+# --- the text repairs that make recovery possible --------------------------------------
+
+_CODE_AND_COMMENT = re.compile(r'^((?:[^#"\n]|"(?:[^"\\\n]|\\.)*"?)*)(#.*)?$')
+
+
+def _code_part(line: str) -> str:
+    """The line without its comment (a `#` inside a quoted string is not a comment)."""
+    match = _CODE_AND_COMMENT.match(line)
+    return match.group(1) if match else line
+
+
+def _brace_balance(line: str) -> int:
+    code = re.sub(r'"(?:[^"\\\n]|\\.)*"?', "", _code_part(line))
+    return code.count("{") - code.count("}")
+
+
+def _blank(line: str) -> str:
+    return " " * len(line)
+
+
+def _blank_from(lines: list[str], index: int) -> None:
+    """Blank line `index`; if it opens a block, blank the block up to its `}` too."""
+    depth = _brace_balance(lines[index])
+    if depth < 0:  # a line that only closes blocks keeps its closing braces
+        lines[index] = re.sub(r"[^}]", " ", _code_part(lines[index])).ljust(len(lines[index]))
+        return
+    lines[index] = _blank(lines[index])
+    i = index + 1
+    while depth > 0 and i < len(lines):
+        depth += _brace_balance(lines[i])
+        lines[i] = _blank(lines[i])
+        i += 1
+
+
+def _close_block_before(lines: list[str], index: int) -> bool:
+    """Put ` }` after the code of the last line of code before line `index`."""
+    for i in range(index - 1, -1, -1):
+        code = _code_part(lines[i]).rstrip()
+        if code.strip():
+            lines[i] = code + " }" + lines[i][len(code):]
+            return True
+    return False
+
+
+def _open_block_header(lines: list[str], before: int) -> int | None:
+    """The index of the innermost block header still open at line `before`."""
+    stack: list[int] = []
+    for i in range(before):
+        for ch in re.sub(r'"(?:[^"\\\n]|\\.)*"?', "", _code_part(lines[i])):
+            if ch == "{":
+                stack.append(i)
+            elif ch == "}" and stack:
+                stack.pop()
+    return stack[-1] if stack else None
+
+
+# --- describing an error --------------------------------------------------------------
+
+
+def _line_keyword(lines: list[str], index: int) -> str | None:
+    words = _code_part(lines[index]).split()
+    return words[0] if words else None
+
+
+def _header_span(file: str, lines: list[str], index: int) -> Span:
+    line = lines[index]
+    start = len(line) - len(line.lstrip())
+    end = len(_code_part(line).rstrip())
+    return Span(file, index + 1, start + 1, index + 1, max(end, start + 1) + 1)
+
+
+def _error(span: Span, message: str, hint: str | None) -> Diagnostic:
+    return diagnostic(SYNTAX_ERROR, span, message, hint)
+
+
+def _usage_hint(lines: list[str], index: int) -> str | None:
+    keyword = _line_keyword(lines, index)
+    return f"usage: {USAGE[keyword]}" if keyword in USAGE else None
+
+
+def _recover(e: UnexpectedInput, file: str, lines: list[str]) -> tuple[Diagnostic, bool]:
+    """Describe the error and repair `lines` in place. Returns (diagnostic, repaired)."""
+    if isinstance(e, UnexpectedCharacters):
+        index = e.line - 1
+        char = lines[index][e.column - 1] if e.column - 1 < len(lines[index]) else "?"
+        span = Span(file, e.line, e.column, e.line, e.column + 1)
+        if char == '"':
+            message, hint = "this string is not closed before the end of the line", 'end it with `"`'
+        else:
+            message = f"unexpected character `{char}`"
+            expected = getattr(e, "allowed", None) or set()
+            hint = f"expected {_join_alternatives(set(expected))}" if expected else _usage_hint(lines, index)
+        _blank_from(lines, index)
+        return _error(span, message, hint), True
+
+    assert isinstance(e, (UnexpectedToken, UnexpectedEOF))
+    token = e.token
+    expected: set[str] = set(getattr(e, "accepts", None) or e.expected or ())
+
+    if token.type == "$END":
+        header = _open_block_header(lines, len(lines))
+        if "RBRACE" in expected and header is not None:
+            keyword = _line_keyword(lines, header) or "block"
+            span = _header_span(file, lines, header)
+            repaired = _close_block_before(lines, len(lines))
+            return _error(span, f"this `{keyword}` block is never closed",
+                          "add `}` on a line of its own where the block ends"), repaired
+        last = max((i for i, l in enumerate(lines) if l.strip()), default=0)
+        span = _header_span(file, lines, last)
+        return _error(span, f"unexpected end of file; expected {_join_alternatives(expected)}", None), False
+
+    index = token.line - 1
+    if token.type == "_NL":
+        # The statement ended too early: point just past its last token.
+        line = lines[index]
+        column = len(_code_part(line).rstrip()) + 1
+        span = Span(file, token.line, column, token.line, column + 1)
+        message = f"this statement is incomplete; expected {_join_alternatives(expected)}"
+        hint = _usage_hint(lines, index)
+        _blank_from(lines, index)
+        return _error(span, message, hint), True
+
+    span = Span(file, token.line, token.column, token.end_line or token.line,
+                token.end_column or token.column + len(token.value))
+    found = f"`{token.value}`"
+    at_line_start = not lines[index][: token.column - 1].strip()
+    if "RBRACE" in expected and token.value in TOP_LEVEL_KEYWORDS and at_line_start:
+        header = _open_block_header(lines, index)
+        if header is not None:
+            keyword = _line_keyword(lines, header) or "block"
+            message = f"expected `}}` before {found}: the `{keyword}` block on line {header + 1} is not closed"
+            if _close_block_before(lines, index):
+                return _error(span, message, "add `}` on a line of its own where the block ends"), True
+
+    keywords = sorted(v for n, v in _literal_terminals().items() if n in expected and v.isalpha())
+    guess = difflib.get_close_matches(token.value, keywords, n=1, cutoff=0.6) if token.type == "WORD" else []
+    message = f"unexpected {found}; expected {_join_alternatives(expected)}"
+    hint = f"did you mean `{guess[0]}`?" if guess else _usage_hint(lines, index)
+    if token.type == "RBRACE" and not expected & {"RBRACE"}:
+        message = "unexpected `}`: no block is open here"
+        hint = "remove it, or open the block it was meant to close"
+        lines[index] = lines[index][: token.column - 1] + " " + lines[index][token.column:]
+    else:
+        _blank_from(lines, index)
+    return _error(span, message, hint), True
+
+
+# --- building the syntax tree ---------------------------------------------------------
+
+
+def _token(file: str, t: LarkToken) -> Token:
+    kind = t.type if t.type in ("WORD", "STRING") else str(t.value)
+    return Token(str(t.value), kind, Span(file, t.line, t.column, t.end_line, t.end_column))
+
+
+def _is_code(t: object) -> bool:
+    return isinstance(t, LarkToken) and not t.type.startswith("_")
+
+
+def _statement(file: str, tree: Tree) -> Statement:
+    tokens = tuple(_token(file, t) for t in tree.children if _is_code(t))
+    return Statement(tokens[0].text, tokens, tokens[0].span.until(tokens[-1].span))
+
+
+def _block(file: str, tree: Tree) -> Block:
+    header: list[Token] = []
+    body: list[Statement] = []
+    close: Span | None = None
+    for child in tree.children:
+        if isinstance(child, Tree) and child.data == "on_clause":
+            header.extend(_token(file, t) for t in child.children if _is_code(t))
+        elif isinstance(child, Tree):
+            body.append(_statement(file, child))
+        elif _is_code(child):
+            if child.type == "LBRACE":
+                continue
+            if child.type == "RBRACE":
+                close = _token(file, child).span
+            else:
+                header.append(_token(file, child))
+    assert close is not None
+    return Block(header[0].text, tuple(header), tuple(body), header[0].span.until(close), close)
+
+
+def _item(file: str, tree: Tree) -> Item:
+    if tree.data in ("network_decl", "host_decl", "vm_decl", "external_decl"):
+        return _block(file, tree)
+    return _statement(file, tree)
+
+
+_COMMENT_IN_NL = re.compile(r"#[^\n]*")
+
+
+def _comments(file: str, text: str, newline_tokens: list[LarkToken]) -> tuple[Comment, ...]:
+    comments = []
+    line_starts = [0] + [m.end() for m in re.finditer("\n", text)]
+    for t in newline_tokens:
+        for m in _COMMENT_IN_NL.finditer(t.value):
+            offset = t.start_pos + m.start()
+            line = _line_of(line_starts, offset)
+            column = offset - line_starts[line - 1] + 1
+            body = m.group(0).rstrip()
+            own_line = not text[line_starts[line - 1]: offset].strip()
+            span = Span(file, line, column, line, column + len(body))
+            comments.append(Comment(body, span, own_line))
+    return tuple(comments)
+
+
+def _line_of(line_starts: list[int], offset: int) -> int:
+    return bisect.bisect_right(line_starts, offset)
+
+
+def parse(text: str, file: str) -> tuple[SyntaxTree | None, list[Diagnostic]]:
+    """Parse a whole file. The tree is None when there were syntax errors."""
+    source = text.replace("\r\n", "\n")
+    if not source.endswith("\n"):
+        source += "\n"
+    lines = source.split("\n")
+    diagnostics: list[Diagnostic] = []
+    seen: set[tuple[int, int]] = set()
+    while True:
+        newline_tokens: list[LarkToken] = []
+        working = "\n".join(lines)
+        try:
+            tree = _parse_collecting(working, newline_tokens)
+        except UnexpectedInput as e:
+            diag, repaired = _recover(e, file, lines)
+            where = (diag.span.line, diag.span.column)
+            if where not in seen:
+                diagnostics.append(diag)
+            if not repaired or where in seen:
+                break
+            seen.add(where)
+            if len(diagnostics) >= MAX_ERRORS:
+                diagnostics.append(diagnostic(TOO_MANY_ERRORS, diag.span,
+                                              f"stopping after {MAX_ERRORS} syntax errors"))
+                break
+            continue
+        if diagnostics:
+            return None, diagnostics
+        items = tuple(_item(file, child) for child in tree.children if isinstance(child, Tree))
+        return SyntaxTree(file, items, _comments(file, source, newline_tokens)), []
+    return None, diagnostics
+
+
+# lark calls this for every newline token (they carry the comments); parse() resets it.
+_newline_tokens: list[LarkToken] = []
+
+
+def _collect_newline(token: LarkToken) -> LarkToken:
+    _newline_tokens.append(token)
+    return token
+
+
+def _parse_collecting(text: str, newline_tokens: list[LarkToken]) -> Tree:
+    """Parse, collecting the newline tokens (which carry the comments) on the way."""
+    _newline_tokens.clear()
+    try:
+        return _lark().parse(text)
+    finally:
+        newline_tokens.extend(_newline_tokens)
+        _newline_tokens.clear()

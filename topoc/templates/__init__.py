@@ -1,0 +1,1 @@
+"""Jinja2 templates of the backends, one folder per backend."""
