@@ -1,1 +1,52 @@
-"""Backends: pure functions from the IR to artifacts {relative path: text}."""
+"""Backends: pure functions from the IR to artifacts.
+
+Each target is a module `topoc.backends.<target>` with `generate(lab: Lab) -> dict[str,
+str]`: relative output path -> file text. A backend does no file I/O and reads only the
+IR (and the model graph), never the parse tree; it never checks (topoc.checks does) and
+assumes a lab that checked clean. The writer (topoc.writer) puts artifacts on disk.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Callable
+
+from topoc.ir import Lab
+
+Artifacts = dict[str, str]
+
+# Target name -> module, in the order `topoc build` runs them.
+TARGETS: dict[str, str] = {
+    "libvirt": "topoc.backends.libvirt",
+    "host": "topoc.backends.host",
+    "diagram": "topoc.backends.diagram",
+}
+
+
+def backend(target: str) -> Callable[[Lab], Artifacts]:
+    module = importlib.import_module(TARGETS[target])
+    return module.generate  # type: ignore[no-any-return]
+
+
+def available_targets() -> list[str]:
+    """The targets whose backend module exists in this installation."""
+    found = []
+    for target, module in TARGETS.items():
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as e:
+            if e.name != module:
+                raise
+            continue
+        found.append(target)
+    return found
+
+
+def generate(lab: Lab, targets: list[str]) -> Artifacts:
+    artifacts: Artifacts = {}
+    for target in targets:
+        for path, text in backend(target)(lab).items():
+            if path in artifacts:
+                raise ValueError(f"backends {target!r} and another both write {path!r}")
+            artifacts[path] = text
+    return artifacts
