@@ -15,7 +15,7 @@ BIN := $(VENV)/bin
 # nft, shellcheck, dot (graphviz), ip (iproute2), xmllint (libxml2-utils).
 SYSTEM_PACKAGES := libvirt-clients libvirt-dev pkg-config libvirt-daemon-system \
 	dnsmasq-base nftables shellcheck graphviz iproute2 libxml2-utils procps \
-	iputils-ping netcat-openbsd gcc python3-dev
+	iputils-ping fping netcat-openbsd gcc python3-dev
 
 SYSTEM_STAMP := $(VENV)/.system-packages
 PYTHON_STAMP := $(VENV)/.installed
