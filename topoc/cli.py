@@ -139,6 +139,34 @@ def fmt(files: tuple[str, ...], check_only: bool, diff: bool) -> None:
     sys.exit(EXIT_ERRORS if would_change and (check_only or diff) else EXIT_OK)
 
 
+@cli.command("verify")
+@click.argument("file")
+@click.option("--keep", is_flag=True, help="leave the lab up and print how to enter and remove it")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
+@click.option("--scripts", "scripts_dir", type=click.Path(file_okay=False),
+              help="verify the host scripts in this folder (e.g. output/LAB/host) "
+                   "instead of freshly generated ones")
+def verify_command(file: str, keep: bool, fmt: str, scripts_dir: str | None) -> None:
+    """Build the lab in network namespaces and prove the predicted reachability (root)."""
+    from topoc import verify as verifier
+
+    lab = compile_or_exit(file).lab
+    assert lab is not None
+    try:
+        scripts = verifier.scripts_from_dir(lab, Path(scripts_dir)) if scripts_dir else None
+        report, session = verifier.verify(lab, scripts, keep)
+    except verifier.VerifyError as e:
+        fail_usage(str(e))
+    if fmt == "json":
+        click.echo(json.dumps(verifier.render_json(report), indent=2))
+    else:
+        click.echo(verifier.render_text(report, lab), nl=False)
+    if keep and session.rig is not None:
+        for line in verifier.iter_kept_instructions(session.rig):
+            click.echo(line, err=fmt == "json")
+    sys.exit(EXIT_ERRORS if report.mismatches else EXIT_OK)
+
+
 def main() -> None:
     try:
         cli.main(prog_name="topoc", standalone_mode=True)

@@ -1,0 +1,556 @@
+"""`topoc verify`: build the lab in Linux network namespaces with the generated host
+scripts, run the ping matrix, and diff reality against the reachability prediction.
+
+One namespace per host, VM and external node, and one per external network (the
+physical LAN, a bridge of its own). Each host's `up.sh` and `topoc.nft` run unchanged
+inside the host's namespace: the scripts under test are the ones users will run. A VM
+nic is a veth whose host end already carries the tap's name, so `up.sh` finds it and
+attaches it to its bridge where the tap would be.
+
+Faithful to a stock Debian KVM host: this kernel has br_netfilter built in and every new
+namespace starts with net.bridge.bridge-nf-call-iptables=1, which would send bridged
+frames through the IP hooks; a stock host has no br_netfilter loaded, so verify sets the
+bridge-nf-call-* sysctls to 0 in every namespace it makes. ip_forward starts off (the
+kernel's default) until `up.sh` turns it on; rp_filter and arp_ignore stay at the
+kernel's defaults (0).
+
+Everything verify makes is named with a prefix unique to the run, and is torn down
+(down.sh, then every namespace deleted) also on failure and Ctrl-C, unless --keep.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address
+from pathlib import Path
+from typing import Iterator, Mapping
+
+from topoc import naming
+from topoc.ir import External, Forward, Host, Lab, Mode, Network, Nic, Vm
+
+BRIDGE_NF_SYSCTLS = ("net.bridge.bridge-nf-call-arptables", "net.bridge.bridge-nf-call-iptables",
+                     "net.bridge.bridge-nf-call-ip6tables")
+REQUIRED_TOOLS = ("ip", "nft", "fping", "bash", "sysctl")
+PING_TIMEOUT_MS = 400
+PING_RETRIES = 1
+CONNECT_TIMEOUT_S = 2.0
+
+
+class VerifyError(Exception):
+    """The environment cannot run verify (not root, a tool missing, a command failed)."""
+
+
+@dataclass(frozen=True)
+class Observation:
+    src: str
+    dst: str
+    predicted: bool
+    observed: bool
+    addresses: tuple[str, ...]  # the destination addresses pinged
+    failed: tuple[str, ...]  # those that did not answer
+
+    @property
+    def agrees(self) -> bool:
+        return self.predicted == self.observed
+
+
+@dataclass(frozen=True)
+class ForwardObservation:
+    forward: Forward
+    src: str
+    target: str  # host address:port the source connected to
+    predicted: bool
+    observed: bool
+
+    @property
+    def agrees(self) -> bool:
+        return self.predicted == self.observed
+
+
+@dataclass
+class Report:
+    lab: str
+    pairs: list[Observation]
+    forwards: list[ForwardObservation]
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def mismatches(self) -> int:
+        return sum(not p.agrees for p in self.pairs) + sum(not f.agrees for f in self.forwards)
+
+
+# --- running commands -----------------------------------------------------------------
+
+
+def _run(argv: list[str], *, namespace: str | None = None, env: Mapping[str, str] | None = None,
+         check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    if namespace is not None:
+        argv = ["ip", "netns", "exec", namespace, *argv]
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
+                            env={**os.environ, **(env or {})})
+    if check and result.returncode != 0:
+        raise VerifyError(f"`{shlex.join(argv)}` failed ({result.returncode}): "
+                          f"{(result.stderr or result.stdout).strip()}")
+    return result
+
+
+def _ip(namespace: str, *args: str) -> None:
+    _run(["ip", "-n", namespace, *args])
+
+
+def check_environment() -> None:
+    if os.geteuid() != 0:
+        raise VerifyError("verify needs root: it creates network namespaces "
+                          "(run it with sudo, or as root)")
+    missing = [tool for tool in REQUIRED_TOOLS if shutil.which(tool) is None]
+    if missing:
+        raise VerifyError(f"verify needs {', '.join(missing)}; install them "
+                          "(`make setup` does, or apt-get install iproute2 nftables fping procps)")
+
+
+# --- the rig: namespaces, links, addresses --------------------------------------------
+
+
+@dataclass
+class Rig:
+    """The lab built in namespaces. `namespaces` lists every one made, in order."""
+
+    lab: Lab
+    prefix: str
+    workdir: Path
+    scripts: Mapping[str, Mapping[str, str]]  # host name -> {"up.sh", "down.sh", "topoc.nft"}
+    namespaces: list[str] = field(default_factory=list)
+    hosts_up: list[str] = field(default_factory=list)
+    log: list[str] = field(default_factory=list)
+
+    def ns(self, kind: str, name: str) -> str:
+        return f"{self.prefix}-{kind}-{name}"
+
+    def node_ns(self, name: str) -> str:
+        return self.ns("n", name)
+
+    def segment_ns(self, network: str) -> str:
+        return self.ns("s", network)
+
+    def add_namespace(self, name: str) -> None:
+        _run(["ip", "netns", "add", name])
+        self.namespaces.append(name)
+        _ip(name, "link", "set", "lo", "up")
+        # A stock Debian KVM host has no br_netfilter loaded; this kernel has it built in.
+        settings = [f"{key}=0" for key in BRIDGE_NF_SYSCTLS]
+        _run(["sysctl", "-qw", *settings], namespace=name, check=False)
+
+    # -- building --
+
+    def build(self) -> None:
+        for network in self.lab.networks:
+            if network.mode is Mode.EXTERNAL:
+                self.add_namespace(self.segment_ns(network.name))
+                _ip(self.segment_ns(network.name), "link", "add", "lan", "type", "bridge")
+                _ip(self.segment_ns(network.name), "link", "set", "lan", "up")
+        for node in self.lab.nodes:
+            self.add_namespace(self.node_ns(node.name))
+        ports: dict[str, int] = {}
+        for node in self.lab.nodes:
+            for nic in node.nics:
+                self.wire(node, nic, ports)
+        for node in self.lab.nodes:
+            self.configure(node)
+        for host in self.lab.hosts:
+            self.run_up(host)
+
+    def wire(self, node: Host | Vm | External, nic: Nic, ports: dict[str, int]) -> None:
+        network = self.lab.network(nic.network)
+        assert network is not None
+        node_ns = self.node_ns(node.name)
+        if network.mode is Mode.EXTERNAL:
+            segment = self.segment_ns(network.name)
+            port = f"p{ports.setdefault(network.name, 0)}"
+            ports[network.name] += 1
+            _ip(node_ns, "link", "add", nic.name, "type", "veth", "peer", "name", port,
+                "netns", segment)
+            _ip(segment, "link", "set", port, "master", "lan", "up")
+        elif isinstance(node, Vm):
+            # The host end takes the tap's name: up.sh finds it and attaches it.
+            host_ns = self.node_ns(node.host)
+            tap = naming.tap_name(self.lab.name, node.name, nic.index)
+            _ip(host_ns, "link", "add", tap, "type", "veth", "peer", "name", nic.name,
+                "netns", node_ns)
+        else:
+            raise VerifyError(f"{node.kind} {node.name}: a nic on managed network "
+                              f"{network.name} cannot be built in namespaces")
+
+    def configure(self, node: Host | Vm | External) -> None:
+        from topoc.graph import effective_routes
+
+        namespace = self.node_ns(node.name)
+        for nic in node.nics:
+            if nic.address is not None:
+                _ip(namespace, "addr", "add", str(nic.address), "dev", nic.name)
+            if isinstance(node, Vm) and nic.mac:
+                _ip(namespace, "link", "set", nic.name, "address", nic.mac)
+            _ip(namespace, "link", "set", nic.name, "up")
+        if isinstance(node, Host):
+            # The machine's own default route; up.sh adds the lab's `route` lines.
+            for nic in node.nics:
+                if nic.gateway is not None:
+                    _ip(namespace, "route", "replace", "default", "via", str(nic.gateway),
+                        "dev", nic.name)
+            return
+        for route in effective_routes(self.lab, node.name):
+            destination = "default" if route.is_default else str(route.destination)
+            _ip(namespace, "route", "replace", destination, "via", str(route.via))
+        if isinstance(node, External) and self.forwards_for_others(node):
+            _run(["sysctl", "-qw", "net.ipv4.ip_forward=1"], namespace=namespace)
+
+    def forwards_for_others(self, node: External) -> bool:
+        """An external is a router when some other node routes through one of its addresses."""
+        from topoc.graph import effective_routes
+
+        mine = {nic.ip for nic in node.nics if nic.ip is not None}
+        for other in self.lab.nodes:
+            if other.name == node.name:
+                continue
+            if isinstance(other, Host):
+                vias = {r.via for r in other.routes} | {n.gateway for n in other.nics if n.gateway}
+            else:
+                vias = {r.via for r in effective_routes(self.lab, other.name)}
+            if vias & mine:
+                return True
+        return False
+
+    def host_dir(self, host: str) -> Path:
+        return self.workdir / host
+
+    def run_up(self, host: Host) -> None:
+        files = self.scripts.get(host.name)
+        if not files:
+            return
+        directory = self.host_dir(host.name)
+        directory.mkdir(parents=True, exist_ok=True)
+        for name, text in files.items():
+            (directory / name).write_text(text)
+        self.hosts_up.append(host.name)
+        result = _run(["bash", str(directory / "up.sh")], namespace=self.node_ns(host.name),
+                      env={"TOPOC_STATE_DIR": str(directory / "state")}, check=False)
+        self.log.append(result.stdout + result.stderr)
+        if result.returncode != 0:
+            raise VerifyError(f"up.sh of host {host.name} failed ({result.returncode}):\n"
+                              f"{(result.stderr or result.stdout).strip()}")
+
+    # -- tearing down --
+
+    def teardown(self) -> list[str]:
+        """Undo everything; returns problems met on the way (never raises)."""
+        problems = []
+        for host in reversed(self.hosts_up):
+            directory = self.host_dir(host)
+            result = _run(["bash", str(directory / "down.sh")], namespace=self.node_ns(host),
+                          env={"TOPOC_STATE_DIR": str(directory / "state")}, check=False)
+            if result.returncode != 0:
+                problems.append(f"down.sh of host {host} failed: {result.stderr.strip()}")
+        for namespace in reversed(self.namespaces):
+            result = _run(["ip", "netns", "del", namespace], check=False)
+            if result.returncode != 0:
+                problems.append(f"could not delete namespace {namespace}: {result.stderr.strip()}")
+        self.namespaces.clear()
+        self.hosts_up.clear()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+        return problems
+
+    def cleanup_commands(self) -> list[str]:
+        commands = [f"TOPOC_STATE_DIR={shlex.quote(str(self.host_dir(h) / 'state'))} "
+                    f"ip netns exec {shlex.quote(self.node_ns(h))} "
+                    f"bash {shlex.quote(str(self.host_dir(h) / 'down.sh'))}" for h in self.hosts_up]
+        commands += [f"ip netns del {shlex.quote(n)}" for n in reversed(self.namespaces)]
+        commands.append(f"rm -rf {shlex.quote(str(self.workdir))}")
+        return commands
+
+
+# --- probing --------------------------------------------------------------------------
+
+
+def _alive(namespace: str, addresses: list[str]) -> set[str]:
+    """The addresses that answer one ICMP echo (with a retry) from inside `namespace`."""
+    if not addresses:
+        return set()
+    result = _run(["fping", "-a", "-q", "-r", str(PING_RETRIES), "-t", str(PING_TIMEOUT_MS),
+                   *addresses], namespace=namespace, check=False, timeout=120)
+    if result.returncode not in (0, 1):
+        raise VerifyError(f"fping failed in {namespace}: {result.stderr.strip()}")
+    return set(result.stdout.split())
+
+
+_LISTENER = textwrap.dedent("""
+    import socket, sys
+    proto, port, seconds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+    kind = socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM
+    s = socket.socket(socket.AF_INET, kind)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("0.0.0.0", port))
+    s.settimeout(seconds)
+    if proto == "tcp":
+        s.listen(16)
+    print("ready", flush=True)
+    try:
+        while True:
+            if proto == "tcp":
+                conn, _ = s.accept()
+                conn.sendall(b"topoc\\n")
+                conn.close()
+            else:
+                data, peer = s.recvfrom(64)
+                s.sendto(b"topoc\\n", peer)
+    except OSError:
+        pass
+""")
+
+_CLIENT = textwrap.dedent("""
+    import socket, sys
+    proto, host, port, seconds = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
+    kind = socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM
+    s = socket.socket(socket.AF_INET, kind)
+    s.settimeout(seconds)
+    try:
+        if proto == "tcp":
+            s.connect((host, port))
+            ok = s.recv(16).startswith(b"topoc")
+        else:
+            s.sendto(b"hello", (host, port))
+            ok = s.recv(16).startswith(b"topoc")
+    except OSError:
+        ok = False
+    sys.exit(0 if ok else 1)
+""")
+
+
+def _forward_target(lab: Lab, forward: Forward, src: str) -> str | None:
+    """The host address `src` connects to: one on a segment they share, else any."""
+    vm = lab.node(forward.vm)
+    assert isinstance(vm, Vm)
+    host = lab.node(vm.host)
+    source = lab.node(src)
+    if not isinstance(host, Host) or source is None:
+        return None
+    source_networks = {nic.network for nic in source.nics}
+    for nic in host.nics:
+        if nic.network in source_networks and nic.ip is not None:
+            return str(nic.ip)
+    for nic in host.nics:
+        if nic.ip is not None:
+            return str(nic.ip)
+    return None
+
+
+def _probe_forward(rig: Rig, forward: Forward, src: str, target: str) -> bool:
+    listener = subprocess.Popen(
+        ["ip", "netns", "exec", rig.node_ns(forward.vm), sys.executable, "-c", _LISTENER,
+         forward.protocol, str(forward.vm_port), str(CONNECT_TIMEOUT_S * 3)],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert listener.stdout is not None
+        if listener.stdout.readline().strip() != "ready":
+            raise VerifyError(f"could not listen on {forward.protocol}/{forward.vm_port} in {forward.vm}")
+        result = _run([sys.executable, "-c", _CLIENT, forward.protocol, target, str(forward.port),
+                       str(CONNECT_TIMEOUT_S)], namespace=rig.node_ns(src), check=False)
+        return result.returncode == 0
+    finally:
+        listener.kill()
+        listener.wait()
+
+
+# --- the whole run --------------------------------------------------------------------
+
+
+def _ping_matrix(rig: Rig, lab: Lab) -> list[Observation]:
+    from topoc.graph import node_addresses
+    from topoc.reach import predict
+
+    matrix = predict(lab)
+    names = [node.name for node in lab.nodes]
+    addresses = {name: [str(a) for a in node_addresses(lab, name)] for name in names}
+
+    def probe(src: str) -> list[Observation]:
+        targets = sorted({a for dst in names if dst != src for a in addresses[dst]},
+                         key=lambda a: IPv4Address(a))
+        alive = _alive(rig.node_ns(src), targets)
+        rows = []
+        for dst in names:
+            if dst == src:
+                continue
+            failed = tuple(a for a in addresses[dst] if a not in alive)
+            observed = bool(addresses[dst]) and not failed
+            rows.append(Observation(src, dst, matrix.get(src, dst).reachable, observed,
+                                    tuple(addresses[dst]), failed))
+        return rows
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        return [obs for rows in pool.map(probe, names) for obs in rows]
+
+
+def _forward_checks(rig: Rig, lab: Lab) -> list[ForwardObservation]:
+    from topoc.reach import forward_reach
+
+    observations = []
+    for forward, src, predicted in forward_reach(lab):
+        target = _forward_target(lab, forward, src)
+        if target is None:
+            continue
+        observed = _probe_forward(rig, forward, src, target)
+        observations.append(ForwardObservation(forward, src, f"{target}:{forward.port}",
+                                               predicted, observed))
+    return observations
+
+
+def default_scripts(lab: Lab) -> dict[str, dict[str, str]]:
+    from topoc.backends.host import host_artifacts
+
+    return {host.name: host_artifacts(lab, host.name) for host in lab.hosts}
+
+
+def scripts_from_dir(lab: Lab, directory: Path) -> dict[str, dict[str, str]]:
+    """Scripts from a build output (`output/<lab>/host`), as the user will run them."""
+    scripts = {}
+    for host in lab.hosts:
+        folder = directory if len(lab.hosts) == 1 else directory / host.name
+        files = {}
+        for name in ("up.sh", "down.sh", "topoc.nft"):
+            path = folder / name
+            if not path.is_file():
+                raise VerifyError(f"{path}: missing (build the host target first: "
+                                  "topoc build FILE --target host)")
+            files[name] = path.read_text()
+        scripts[host.name] = files
+    return scripts
+
+
+@dataclass
+class Session:
+    """A verify run: `with Session(lab) as rig:` builds the rig and always tears it down
+    (unless keep), including on Ctrl-C and SIGTERM."""
+
+    lab: Lab
+    scripts: Mapping[str, Mapping[str, str]] | None = None
+    keep: bool = False
+    rig: Rig | None = None
+    teardown_problems: list[str] = field(default_factory=list)
+
+    def __enter__(self) -> Rig:
+        check_environment()
+        prefix = f"tv{secrets.token_hex(3)}"
+        workdir = Path(tempfile.mkdtemp(prefix=f"topoc-verify-{prefix}-"))
+        scripts = self.scripts if self.scripts is not None else default_scripts(self.lab)
+        self.rig = Rig(self.lab, prefix, workdir, scripts)
+        self._old_term = signal.signal(signal.SIGTERM, _raise_interrupt)
+        try:
+            self.rig.build()
+        except BaseException:
+            self.__exit__(*sys.exc_info())
+            raise
+        return self.rig
+
+    def __exit__(self, *exc: object) -> None:
+        signal.signal(signal.SIGTERM, self._old_term)
+        if self.rig is not None and not (self.keep and exc[0] is None):
+            self.teardown_problems = self.rig.teardown()
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def verify(lab: Lab, scripts: Mapping[str, Mapping[str, str]] | None = None,
+           keep: bool = False) -> tuple[Report, Session]:
+    started = time.monotonic()
+    session = Session(lab, scripts, keep)
+    with session as rig:
+        pairs = _ping_matrix(rig, lab)
+        forwards = _forward_checks(rig, lab)
+    report = Report(lab.name, pairs, forwards)
+    report.notes.append("bridge-nf-call-{arp,ip,ip6}tables=0 in every namespace "
+                        "(a stock KVM host has no br_netfilter)")
+    report.notes.append(f"{len(session.rig.namespaces) if keep else 'all'} namespaces "
+                        f"{'kept' if keep else 'removed'}; {time.monotonic() - started:.1f} s")
+    report.notes.extend(session.teardown_problems)
+    return report, session
+
+
+# --- rendering ------------------------------------------------------------------------
+
+AGREE_YES, AGREE_NO, MISSING, UNEXPECTED = "✔", "·", "✘", "!"
+
+
+def _cell(observation: Observation | None) -> str:
+    if observation is None:
+        return " "
+    if observation.agrees:
+        return AGREE_YES if observation.observed else AGREE_NO
+    return MISSING if observation.predicted else UNEXPECTED
+
+
+def render_text(report: Report, lab: Lab) -> str:
+    from topoc.reach import explain
+
+    names = [node.name for node in lab.nodes]
+    by_pair = {(o.src, o.dst): o for o in report.pairs}
+    width = max(len(n) for n in names) if names else 4
+    lines = [f"verify {report.lab}: predicted against observed on a real kernel", ""]
+    lines.append(" " * (width + 4) + " ".join(f"{i:>2}" for i in range(len(names))))
+    for i, src in enumerate(names):
+        cells = " ".join(f"{_cell(by_pair.get((src, dst))):>2}" for dst in names)
+        lines.append(f"{i:>2} {src:<{width}} {cells}")
+    lines.append("")
+    lines.append("  ".join(f"{i}={n}" for i, n in enumerate(names)))
+    lines.append(f"legend: {AGREE_YES} reaches, as predicted   {AGREE_NO} does not reach, as predicted   "
+                 f"{MISSING} predicted to reach but did not   {UNEXPECTED} predicted not to reach but did")
+    for f in report.forwards:
+        mark = "ok" if f.agrees else "MISMATCH"
+        lines.append(f"forward {f.forward.protocol} {f.forward.port} -> {f.forward.vm}:{f.forward.vm_port} "
+                     f"from {f.src} via {f.target}: predicted {'open' if f.predicted else 'closed'}, "
+                     f"observed {'open' if f.observed else 'closed'}  [{mark}]")
+    mismatched = [o for o in report.pairs if not o.agrees]
+    for o in mismatched:
+        lines.append("")
+        lines.append(f"mismatch: {o.src} -> {o.dst}: predicted "
+                     f"{'reachable' if o.predicted else 'unreachable'}, observed "
+                     f"{'reachable' if o.observed else 'unreachable'}"
+                     + (f" (no answer from {', '.join(o.failed)})" if o.failed else ""))
+        lines.append(textwrap.indent(explain(lab, o.src, o.dst).rstrip(), "    "))
+    lines.append("")
+    for note in report.notes:
+        lines.append(f"note: {note}")
+    total = len(report.pairs) + len(report.forwards)
+    lines.append(f"{total - report.mismatches} of {total} checks agree; "
+                 f"{report.mismatches} mismatch{'es' if report.mismatches != 1 else ''}")
+    return "\n".join(lines) + "\n"
+
+
+def render_json(report: Report) -> dict:
+    return {
+        "pairs": [{"src": o.src, "dst": o.dst, "predicted": o.predicted, "observed": o.observed}
+                  for o in report.pairs],
+        "forwards": [{"protocol": f.forward.protocol, "port": f.forward.port, "vm": f.forward.vm,
+                      "vm_port": f.forward.vm_port, "src": f.src, "predicted": f.predicted,
+                      "observed": f.observed} for f in report.forwards],
+        "mismatches": report.mismatches,
+    }
+
+
+def iter_kept_instructions(rig: Rig) -> Iterator[str]:
+    yield "the lab is still up (--keep). Enter a node with:"
+    for namespace in rig.namespaces:
+        yield f"  ip netns exec {namespace} bash"
+    yield "remove it with:"
+    for command in rig.cleanup_commands():
+        yield f"  {command}"
