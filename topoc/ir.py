@@ -69,6 +69,11 @@ class Nic:
     model: str | None = None  # VM nic device model; None means virtio
     gateway: IPv4Address | None = None
     span: Span = _span()
+    # The values' own tokens, so a check can point at the address, not the whole line
+    # (UNKNOWN when the value was not written).
+    address_span: Span = _span()
+    mac_span: Span = _span()
+    gateway_span: Span = _span()
 
     @property
     def ip(self) -> IPv4Address | None:
@@ -104,6 +109,7 @@ class Network:
     mode_span: Span = _span()
     address_span: Span = _span()
     bridge_span: Span = _span()
+    subnet_span: Span = _span()
 
     @property
     def subnet(self) -> IPv4Network | None:

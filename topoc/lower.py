@@ -25,7 +25,7 @@ from topoc.diagnostics import (DUPLICATE_NAME, DUPLICATE_STATEMENT, INVALID_VALU
                                diagnostic)
 from topoc.ir import (DhcpRange, Expect, External, Forward, Host, Lab, Mode, Network, Nic, Route,
                       Vm)
-from topoc.span import Span
+from topoc.span import UNKNOWN, Span
 from topoc.syntax import Block, Statement, SyntaxTree, Token
 
 NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(-[A-Za-z0-9_]+)*")
@@ -190,6 +190,7 @@ class _Pending:
     mac: str | None
     model: str | None
     gateway: IPv4Address | None
+    options: dict[str, Token] = field(default_factory=dict)  # for the values' spans
 
 
 @dataclass
@@ -295,7 +296,8 @@ class _Lowerer:
             ok = False
         if not ok:
             return None
-        return _Pending(owner, index, stmt, iface, network, options.get("address"), mac, model, gateway)
+        return _Pending(owner, index, stmt, iface, network, options.get("address"), mac, model, gateway,
+                        options)
 
     def node_parts(self, block: Block) -> tuple[list[_Pending], tuple[Route, ...]]:
         nics: list[_Pending] = []
@@ -409,6 +411,7 @@ class _Lowerer:
             mode_span=mode_stmt.span,
             address_span=one["address"].args[0].span if "address" in one else block.name.span,
             bridge_span=one["bridge"].args[0].span if "bridge" in one else block.name.span,
+            subnet_span=one["subnet"].args[0].span if "subnet" in one else block.name.span,
         ))
 
     def lab_or_placeholder(self) -> str:
@@ -605,7 +608,9 @@ class _Lowerer:
             if address is None:
                 return None
         return Nic(p.owner, p.index, p.iface or f"eth{p.index}", network.name, address,  # type: ignore[arg-type]
-                   p.mac, False, p.model, p.gateway, p.stmt.span)
+                   p.mac, False, p.model, p.gateway, p.stmt.span,
+                   *(p.options[k].span if k in p.options else UNKNOWN
+                     for k in ("address", "mac", "gateway")))
 
     @staticmethod
     def nic_address(tok: Token, network: Network) -> IPv4Interface:
