@@ -70,6 +70,18 @@ def _suggest(word: str, choices: Iterable[str]) -> str | None:
     return f"did you mean `{match[0]}`?" if match else None
 
 
+def _name_hint(word: str, choices: Iterable[str], what: str, otherwise: str) -> str:
+    """"did you mean" for a near miss; else the names there are (a few), and how to add one."""
+    names = sorted(choices)
+    near = _suggest(word, names)
+    if near:
+        return near
+    if not names:
+        return otherwise
+    shown = ", ".join(f"`{n}`" for n in names[:6]) + (", ..." if len(names) > 6 else "")
+    return f"the {what} are {shown}; or {otherwise}"
+
+
 # --- values ---------------------------------------------------------------------------
 
 
@@ -121,7 +133,8 @@ def _interface(tok: Token) -> IPv4Interface:
     ip_text, _, prefix = text.partition("/")
     _address(Token(ip_text, "WORD", tok.span))
     if not prefix.isdigit() or not 0 <= int(prefix) <= 32:
-        raise _Invalid(tok.span, f"`/{prefix}` is not a prefix length", "use a number from 0 to 32")
+        raise _Invalid(tok.span.sub(len(ip_text), len(prefix) + 1), f"`/{prefix}` is not a prefix length",
+                       "use a number from 0 to 32")
     return IPv4Interface(text)
 
 
@@ -142,7 +155,8 @@ def _integer(tok: Token, what: str, low: int, high: int) -> int:
 
 def _switch(tok: Token, what: str) -> bool:
     if tok.text not in ("on", "off"):
-        raise _Invalid(tok.span, f"`{what}` takes `on` or `off`, not `{tok.text}`")
+        raise _Invalid(tok.span, f"`{what}` takes `on` or `off`, not `{tok.text}`",
+                       f"write `{what} on` or `{what} off`")
     return tok.text == "on"
 
 
@@ -206,6 +220,8 @@ class _Lowerer:
     forwards: list[tuple[Statement, Forward]] = field(default_factory=list)
     expects: list[Expect] = field(default_factory=list)
     node_names: dict[str, Span] = field(default_factory=dict)
+    node_kinds: dict[str, str] = field(default_factory=dict)
+    host_block_names: list[str] = field(default_factory=list)  # every `host` block, in order
     network_names: dict[str, Span] = field(default_factory=dict)
     host_refs: list[Token] = field(default_factory=list)
     # Nodes wait here until every network is known: (kind, block, nics, routes, *extra).
@@ -229,12 +245,19 @@ class _Lowerer:
         if name is None:
             return False
         if name in table:
-            self.report(DUPLICATE_NAME, tok.span,
-                        f"{what} `{name}` is already defined (line {table[name].line})",
-                        "rename one of them; names are unique across hosts, VMs and externals"
-                        if table is self.node_names else "rename one of them")
+            if table is self.node_names:
+                self.report(DUPLICATE_NAME, tok.span,
+                            f"the name `{name}` is already taken by {self.node_kinds[name]} "
+                            f"`{name}` (line {table[name].line})",
+                            "rename one of them; names are unique across hosts, VMs and externals")
+            else:
+                self.report(DUPLICATE_NAME, tok.span,
+                            f"{what} `{name}` is already defined (line {table[name].line})",
+                            "rename one of them")
             return False
         table[name] = tok.span
+        if table is self.node_names:
+            self.node_kinds[name] = what
         return True
 
     # -- statements shared by blocks --
@@ -387,7 +410,7 @@ class _Lowerer:
                         "the VMs use as their gateway")
             ok = False
         if "subnet" in one and address is not None and values["subnet"] != address.network:
-            self.report(INVALID_VALUE, one["subnet"].span,
+            self.report(INVALID_VALUE, one["subnet"].args[0].span,
                         f"subnet {values['subnet']} disagrees with the address "
                         f"{address} (network {address.network})",
                         "drop `subnet`: a network with an address takes its subnet from it")
@@ -460,7 +483,7 @@ class _Lowerer:
         return DhcpRange(_address(start_tok), _address(end_tok), stmt.span)
 
     def host(self, block: Block) -> None:
-        if not self.declare(self.node_names, block.name, "node"):
+        if not self.declare(self.node_names, block.name, block.kind):
             return
         self.single_statements(block)
         pending, routes = self.node_parts(block)
@@ -475,7 +498,7 @@ class _Lowerer:
         self.pending_nodes.append(("host", block, pending, routes))
 
     def vm(self, block: Block) -> None:
-        if not self.declare(self.node_names, block.name, "node"):
+        if not self.declare(self.node_names, block.name, block.kind):
             return
         one = self.single_statements(block)
         memory = DEFAULT_MEMORY
@@ -491,12 +514,11 @@ class _Lowerer:
         if block.on is not None:
             self.host_refs.append(block.on)
         pending, routes = self.node_parts(block)
-        if memory is None or vcpus is None:
-            return
+        # Even a VM with a bad value goes on, so its nics' names are resolved and reported.
         self.pending_nodes.append(("vm", block, pending, routes, memory, vcpus, disk))
 
     def external(self, block: Block) -> None:
-        if not self.declare(self.node_names, block.name, "node"):
+        if not self.declare(self.node_names, block.name, block.kind):
             return
         self.single_statements(block)
         pending, routes = self.node_parts(block)
@@ -510,23 +532,27 @@ class _Lowerer:
     def forward(self, stmt: Statement) -> None:
         proto_tok, port_tok, _, target_tok = stmt.args
 
-        def build() -> Forward:
+        def protocol() -> str:
             if proto_tok.text not in ("tcp", "udp"):
                 raise _Invalid(proto_tok.span, f"`{proto_tok.text}` is not a protocol",
                                "use `tcp` or `udp`")
-            port = _integer(port_tok, "port", 1, 65535)
+            return proto_tok.text
+
+        def target() -> tuple[str, int]:
             vm_name, sep, vm_port_text = target_tok.text.rpartition(":")
             if not sep or not vm_name:
                 raise _Invalid(target_tok.span, f"`{target_tok.text}` is not VM:PORT",
-                               f"write e.g. `vm0:{port}`")
-            vm_port = _integer(Token(vm_port_text, "WORD", target_tok.span.sub(len(vm_name) + 1,
-                                                                               len(vm_port_text))),
-                               "port", 1, 65535)
-            return Forward(proto_tok.text, port, vm_name, vm_port, stmt.span)
+                               f"write the VM and its port, e.g. `{target_tok.text}:{port_tok.text}`")
+            port_span = target_tok.span.sub(len(vm_name) + 1, len(vm_port_text))
+            return vm_name, _integer(Token(vm_port_text, "WORD", port_span), "port", 1, 65535)
 
-        forward = self.attempt(build)
-        if forward is not None:
-            self.forwards.append((stmt, forward))  # type: ignore[arg-type]
+        # Each part is checked on its own, so one line can report all its mistakes.
+        proto = self.attempt(protocol)
+        port = self.attempt(lambda: _integer(port_tok, "port", 1, 65535))
+        vm_and_port = self.attempt(target)
+        if proto is not None and port is not None and vm_and_port is not None:
+            vm_name, vm_port = vm_and_port  # type: ignore[misc]
+            self.forwards.append((stmt, Forward(proto, port, vm_name, vm_port, stmt.span)))  # type: ignore[arg-type]
 
     def expect(self, stmt: Statement) -> None:
         src, arrow, dst = stmt.args
@@ -548,6 +574,8 @@ class _Lowerer:
         if self.lab_name is None and not labs:
             self.report(MISSING_STATEMENT, Span(self.tree.file, 1, 1, 1, 2), "the file names no lab",
                         "add `lab NAME` at the top: it prefixes every object topoc creates")
+        self.host_block_names = [i.name.text for i in self.tree.items
+                                 if isinstance(i, Block) and i.kind == "host"]
         handlers = {"network": self.network, "host": self.host, "vm": self.vm,
                     "external": self.external, "forward": self.forward, "expect": self.expect}
         for item in self.tree.items:
@@ -581,17 +609,21 @@ class _Lowerer:
             else:
                 memory, vcpus, disk = entry[4:]
                 host = block.on.text if block.on is not None else self.only_host(block)
-                if host is not None:
+                if host is not None and memory is not None and vcpus is not None:
                     self.vms.append(Vm(name, host, memory, vcpus, disk, nics, routes, block.span))  # type: ignore[arg-type]
 
     def only_host(self, block: Block) -> str | None:
-        hosts = [i for i in self.tree.items if isinstance(i, Block) and i.kind == "host"]
+        """The host of a VM that names none: the only host, when there is exactly one."""
+        hosts = self.host_block_names
         if len(hosts) == 1:
-            return hosts[0].name.text
+            return hosts[0]
+        vm = block.name.text
+        if hosts:
+            hint = f"write e.g. `vm {vm} on {hosts[0]} {{` (the hosts: {', '.join(hosts)})"
+        else:
+            hint = f"write `vm {vm} on HOST {{` and define the host with `host HOST {{ ... }}`"
         self.report(MISSING_STATEMENT, block.name.span,
-                    f"vm `{block.name.text}` does not say which host it runs on",
-                    f"write `vm {block.name.text} on HOST {{`" + (
-                        "" if hosts else " and define the host with `host HOST { ... }`"))
+                    f"vm `{vm}` does not say which host it runs on", hint)
         return None
 
     def finish_nic(self, p: _Pending, networks: dict[str, Network]) -> Nic | None:
@@ -599,8 +631,8 @@ class _Lowerer:
         if network is None:
             if p.network.text not in self.network_names:  # else it failed and was reported
                 self.report(UNDEFINED_NAME, p.network.span, f"no network is named `{p.network.text}`",
-                            _suggest(p.network.text, self.network_names)
-                            or "define it with `network NAME { ... }`")
+                            _name_hint(p.network.text, self.network_names, "networks",
+                                       "define it with `network NAME { ... }`"))
             return None
         address = None
         if p.address is not None:
@@ -624,11 +656,11 @@ class _Lowerer:
         return IPv4Interface(f"{ip}/{network.subnet.prefixlen}")
 
     def resolve_references(self) -> None:
-        host_blocks = {i.name.text for i in self.tree.items if isinstance(i, Block) and i.kind == "host"}
+        host_blocks = set(self.host_block_names)
         for tok in self.host_refs:
             if tok.text not in host_blocks:
                 self.report(UNDEFINED_NAME, tok.span, f"no host is named `{tok.text}`",
-                            _suggest(tok.text, host_blocks) or "define it with `host NAME { ... }`")
+                            _name_hint(tok.text, host_blocks, "hosts", "define it with `host NAME { ... }`"))
         # A managed network with no `on` runs on the only host, when there is exactly one.
         for i, net in enumerate(self.networks):
             if net.managed and net.host is None:
@@ -645,7 +677,7 @@ class _Lowerer:
             if fwd.vm not in vm_names:
                 self.report(UNDEFINED_NAME, target.span.sub(0, len(fwd.vm)),
                             f"no VM is named `{fwd.vm}`",
-                            _suggest(fwd.vm, vm_names) or "a forward targets a VM defined with `vm`")
+                            _name_hint(fwd.vm, vm_names, "VMs", "define it with `vm NAME on HOST { ... }`"))
         for exp in self.expects:
             for name, span in ((exp.src, exp.src_span), (exp.dst, exp.dst_span)):
                 if name in node_names:
@@ -653,8 +685,13 @@ class _Lowerer:
                 try:
                     IPv4Address(name)
                 except AddressValueError:
+                    if re.fullmatch(r"[0-9.]+", name):
+                        self.report(INVALID_VALUE, span, f"`{name}` is not an IPv4 address",
+                                    "write four numbers 0-255 joined by dots, e.g. 10.0.0.1")
+                        continue
                     self.report(UNDEFINED_NAME, span, f"`{name}` is neither a node nor an IPv4 address",
-                                _suggest(name, node_names) or "name a host, VM or external, or an address")
+                                _name_hint(name, node_names, "nodes",
+                                           "give an IPv4 address, or define a host, VM or external"))
 
     def derive_macs(self) -> None:
         """Give every VM nic a MAC: written ones stay; the others are derived from the lab,

@@ -56,6 +56,15 @@ USAGE = {
     "expect": "expect A -> B   (or: expect A !-> B)",
 }
 
+# Where each statement of a block belongs, for a statement written in the wrong place.
+STATEMENT_HOME = {
+    **dict.fromkeys(("mode", "bridge", "address", "subnet", "dhcp", "dns", "domain", "mtu", "stp"),
+                    "a `network`"),
+    **dict.fromkeys(("memory", "vcpus", "disk"), "a `vm`"),
+    **dict.fromkeys(("nic", "route"), "a `host`, `vm` or `external`"),
+}
+STATEMENT_KEYWORDS = frozenset(TOP_LEVEL_KEYWORDS) | frozenset(STATEMENT_HOME)
+
 _TERMINAL_WORDS = {
     "WORD": "a name or value",
     "STRING": 'a "quoted string"',
@@ -128,7 +137,10 @@ def _blank_from(lines: list[str], index: int) -> None:
     if depth < 0:  # a line that only closes blocks keeps its closing braces
         lines[index] = re.sub(r"[^}]", " ", _code_part(lines[index])).ljust(len(lines[index]))
         return
+    starts_with_brace = _code_part(lines[index]).lstrip().startswith("{")
     lines[index] = _blank(lines[index])
+    if starts_with_brace:
+        return  # a stray `{` heads no block: skipping "its" body would eat a real `}`
     i = index + 1
     while depth > 0 and i < len(lines):
         depth += _brace_balance(lines[i])
@@ -180,6 +192,24 @@ def _error(span: Span, message: str, hint: str | None) -> Diagnostic:
 def _usage_hint(lines: list[str], index: int) -> str | None:
     keyword = _line_keyword(lines, index)
     return f"usage: {USAGE[keyword]}" if keyword in USAGE else None
+
+
+def _unexpected_token_hint(token: LarkToken, expected: set[str], lines: list[str], index: int,
+                           at_line_start: bool) -> str | None:
+    """The most useful hint for a token the grammar did not expect here."""
+    word = str(token.value)
+    keywords = sorted(v for n, v in _literal_terminals().items() if n in expected and v.isalpha())
+    guess = difflib.get_close_matches(word, keywords, n=1, cutoff=0.6) if token.type == "WORD" else []
+    if guess:
+        return f"did you mean `{guess[0]}`?"
+    if not at_line_start and expected <= {"_NL", "RBRACE"} and word in STATEMENT_KEYWORDS:
+        return f"one statement a line: start `{word}` on a line of its own"
+    if at_line_start and word in STATEMENT_HOME and word not in keywords:
+        return f"`{word}` belongs inside {STATEMENT_HOME[word]} block"
+    if at_line_start and "{" in _code_part(lines[index]) and "NETWORK" in expected:
+        return ("the blocks are `network`, `host` (the hypervisor), `vm` and `external` "
+                "(a machine outside the host, such as a router or a LAN PC)")
+    return _usage_hint(lines, index)
 
 
 def _recover(e: UnexpectedInput, file: str, lines: list[str]) -> tuple[Diagnostic, bool]:
@@ -236,10 +266,8 @@ def _recover(e: UnexpectedInput, file: str, lines: list[str]) -> tuple[Diagnosti
             if _close_block_before(lines, index):
                 return _error(span, message, "add `}` on a line of its own where the block ends"), True
 
-    keywords = sorted(v for n, v in _literal_terminals().items() if n in expected and v.isalpha())
-    guess = difflib.get_close_matches(token.value, keywords, n=1, cutoff=0.6) if token.type == "WORD" else []
     message = f"unexpected {found}; expected {_join_alternatives(expected)}"
-    hint = f"did you mean `{guess[0]}`?" if guess else _usage_hint(lines, index)
+    hint = _unexpected_token_hint(token, expected, lines, index, at_line_start)
     if token.type == "RBRACE" and not expected & {"RBRACE"}:
         message = "unexpected `}`: no block is open here"
         hint = "remove it, or open the block it was meant to close"
