@@ -1,0 +1,242 @@
+"""The libvirt backend: the IR -> libvirt network and domain XML, and the virsh steps.
+
+Pure functions, no I/O: `generate(lab)` returns `libvirt/networks/<network>.xml` for
+each managed network, `libvirt/domains/<vm>.xml` for each VM and `libvirt/README.txt`
+with the virsh commands that apply and undo them, in order. The Python side decides
+*what* goes into each document (a small view of the IR per network and domain); the
+jinja2 templates under topoc/templates/libvirt/ only lay it out, with autoescaping on,
+so no name, path or string can break the XML.
+
+Formats relied on: https://libvirt.org/formatnetwork.html and
+https://libvirt.org/formatdomain.html (and libvirt's own RNG schemas, which the tests
+validate every generated file against).
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+
+from jinja2 import Environment, PackageLoader, StrictUndefined
+from markupsafe import Markup, escape
+
+from topoc import naming
+from topoc.ir import Lab, Mode, Network, Nic, Vm
+
+# Where topoc records ownership inside libvirt objects (deploy reads it back):
+# <metadata><topoc:lab name="LAB" source="FILE"/></metadata>
+# https://libvirt.org/formatdomain.html#general-metadata
+METADATA_NAMESPACE = "https://topoc.dev/xmlns/libvirt/1"
+METADATA_PREFIX = "topoc"
+
+NETWORKS_DIR = "libvirt/networks"
+DOMAINS_DIR = "libvirt/domains"
+README_PATH = "libvirt/README.txt"
+
+# libvirt's <forward mode> per topoc mode; isolated networks have no <forward>.
+# https://libvirt.org/formatnetwork.html#connectivity
+FORWARD_MODES = {
+    Mode.NAT: "nat",
+    Mode.ROUTED: "route",
+    Mode.OPEN: "open",
+    Mode.BRIDGED: "bridge",
+}
+# Modes whose <forward> may name the uplink device. libvirt refuses `dev` with
+# mode='open' ("forward dev not allowed"), and for mode='bridge' a `dev` would mean
+# macvtap, not the host bridge that `bridge name` names.
+FORWARD_DEV_MODES = (Mode.NAT, Mode.ROUTED)
+
+# libvirt refuses a DHCP <host name> that does not start with a letter ("Cannot use
+# host name"), and dnsmasq hands the name to the guest as its hostname, so only names
+# that are valid DNS labels go in; other VMs keep their MAC -> IP entry without a name.
+HOSTNAME_RE = re.compile(r"[A-Za-z]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+
+# XML turns a literal tab, newline or carriage return in an attribute value into a
+# space when it reads the document back; character references keep them exact.
+_WHITESPACE_REFS = {ord("\t"): "&#9;", ord("\n"): "&#10;", ord("\r"): "&#13;"}
+
+
+def _escape_xml(value: object) -> Markup:
+    """Every `{{ value }}` of an XML template: escaped for text and either quote style."""
+    if isinstance(value, Markup):
+        return value
+    return Markup(str(escape(value)).translate(_WHITESPACE_REFS))
+
+
+def _xml_comment(value: object) -> Markup:
+    """Text made safe inside <!-- -->: XML forbids `--` in a comment and a comment
+    ending in `-`, and libxml2 (so virsh) rejects the whole document otherwise."""
+    text = re.sub(r"-(?=-)", "- ", str(value))
+    if text.endswith("-"):
+        text += " "
+    return Markup(text)
+
+
+# Loaded once per process: templates are compiled on first use and cached.
+_XML = Environment(loader=PackageLoader("topoc", "templates"), autoescape=True,
+                   undefined=StrictUndefined, finalize=_escape_xml, trim_blocks=True,
+                   lstrip_blocks=True, keep_trailing_newline=True)
+_XML.filters["xml_comment"] = _xml_comment
+# README.txt is plain text: escaping would turn `&` in a path into `&amp;`.
+_TEXT = Environment(loader=PackageLoader("topoc", "templates"), autoescape=False,
+                    undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True,
+                    keep_trailing_newline=True)
+
+
+# --- what goes into a network --------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DhcpHost:
+    """A DHCP reservation: the VM nic with this MAC always gets this address."""
+
+    mac: str
+    ip: str
+    name: str | None
+
+
+def _hostname(vm: str) -> str | None:
+    return vm if HOSTNAME_RE.fullmatch(vm) else None
+
+
+def _static_hosts(vms: tuple[Vm, ...]) -> dict[str, list[DhcpHost]]:
+    """Network name -> a reservation per VM nic with an address on it (VMs by name)."""
+    hosts: dict[str, list[DhcpHost]] = defaultdict(list)
+    for vm in sorted(vms, key=lambda v: v.name):
+        for nic in vm.nics:
+            if nic.ip is not None and nic.mac is not None:
+                hosts[nic.network].append(DhcpHost(nic.mac, str(nic.ip), _hostname(vm.name)))
+    return hosts
+
+
+def _has_ip(network: Network) -> bool:
+    # A bridged network is the host's bridge: libvirt refuses an <ip> on it (the host's
+    # address lives on the bridge itself, set up by the host scripts).
+    return network.address is not None and network.mode is not Mode.BRIDGED
+
+
+def _network_view(lab: Lab, network: Network, hosts: list[DhcpHost]) -> dict[str, object]:
+    bridged = network.mode is Mode.BRIDGED
+    has_ip = _has_ip(network)
+    return {
+        "name": naming.libvirt_name(lab.name, network.name),
+        "uuid": naming.object_uuid(lab.name, "network", network.name),
+        "forward_mode": FORWARD_MODES.get(network.mode),
+        "forward_dev": network.via if network.mode in FORWARD_DEV_MODES else None,
+        "bridge": network.bridge,
+        # libvirt allows stp, delay and mtu only on bridges it creates itself (not on
+        # mode='bridge'). delay 0: a new port forwards at once, so DHCP answers in
+        # seconds. https://libvirt.org/formatnetwork.html#bridge-element
+        "stp": None if bridged else ("on" if network.stp else "off"),
+        "mtu": None if bridged else network.mtu,
+        # dnsmasq serves DHCP and DNS from the bridge's address; without one there is
+        # nothing to configure.
+        "ip": {"address": str(network.address.ip), "netmask": str(network.address.netmask)}
+        if has_ip and network.address is not None else None,
+        "dns": ("yes" if network.dns else "no") if has_ip else None,
+        "domain": network.domain if has_ip else None,
+        "dhcp_range": {"start": str(network.dhcp.start), "end": str(network.dhcp.end)}
+        if has_ip and network.dhcp is not None else None,
+        # Reservations go into the DHCP server the network declares; a network without
+        # `dhcp` gets none, and its VMs configure their addresses themselves.
+        "dhcp_hosts": hosts if has_ip and network.dhcp is not None else [],
+    }
+
+
+# --- what goes into a domain ---------------------------------------------------------
+
+
+def _disk_format(path: str) -> str:
+    # The format must be stated, not probed: libvirt never lets QEMU guess it from a
+    # guest-writable image. https://libvirt.org/formatdomain.html#hard-drives-floppy-disks-cdroms
+    return "qcow2" if PurePosixPath(path).suffix.lower() == ".qcow2" else "raw"
+
+
+def _memory_kib(size: int) -> int:
+    # Sizes in KB/MB/GB are powers of 1000 and need not be whole KiB: round up.
+    return -(-size // 1024)
+
+
+def _interface_view(lab: Lab, nic: Nic) -> dict[str, object]:
+    network = lab.network(nic.network)
+    if network is None or not network.managed:
+        raise ValueError(f"VM nic {nic.owner}/{nic.name} is on {nic.network!r}, which topoc "
+                         "does not manage; the checks must reject such a lab before build")
+    return {
+        "network": naming.libvirt_name(lab.name, network.name),
+        "mac": nic.mac,
+        "model": nic.model or "virtio",
+        "name": nic.name,
+    }
+
+
+def _domain_view(lab: Lab, vm: Vm) -> dict[str, object]:
+    return {
+        "name": naming.libvirt_name(lab.name, vm.name),
+        "uuid": naming.object_uuid(lab.name, "domain", vm.name),
+        "memory_kib": _memory_kib(vm.memory),
+        "vcpus": vm.vcpus,
+        "disk": {"path": vm.disk, "format": _disk_format(vm.disk)} if vm.disk else None,
+        "interfaces": [_interface_view(lab, nic) for nic in vm.nics],
+    }
+
+
+# --- rendering -----------------------------------------------------------------------
+
+
+def _common(lab: Lab) -> dict[str, object]:
+    return {"lab": lab.name, "source": lab.file, "ns": METADATA_NAMESPACE,
+            "prefix": METADATA_PREFIX}
+
+
+def network_path(network: Network) -> str:
+    return f"{NETWORKS_DIR}/{network.name}.xml"
+
+
+def domain_path(vm: Vm) -> str:
+    return f"{DOMAINS_DIR}/{vm.name}.xml"
+
+
+def _render_network(lab: Lab, network: Network, hosts: list[DhcpHost]) -> str:
+    return _XML.get_template("libvirt/network.xml.j2").render(
+        **_common(lab), net=_network_view(lab, network, hosts), topo_name=network.name,
+        path=network_path(network))
+
+
+def network_xml(lab: Lab, network: Network) -> str:
+    """The XML of one managed network, ready for `virsh net-define`."""
+    if not network.managed:
+        raise ValueError(f"network {network.name!r} is external: topoc generates no XML for it")
+    return _render_network(lab, network, _static_hosts(lab.vms).get(network.name, []))
+
+
+def domain_xml(lab: Lab, vm: Vm) -> str:
+    """The XML of one VM, ready for `virsh define`."""
+    return _XML.get_template("libvirt/domain.xml.j2").render(
+        **_common(lab), dom=_domain_view(lab, vm), topo_name=vm.name, path=domain_path(vm))
+
+
+def managed_networks(lab: Lab) -> list[Network]:
+    return sorted((n for n in lab.networks if n.managed), key=lambda n: n.name)
+
+
+def readme(lab: Lab) -> str:
+    networks = [(network_path(n).removeprefix("libvirt/"), naming.libvirt_name(lab.name, n.name))
+                for n in managed_networks(lab)]
+    domains = [(domain_path(v).removeprefix("libvirt/"), naming.libvirt_name(lab.name, v.name))
+               for v in sorted(lab.vms, key=lambda v: v.name)]
+    return _TEXT.get_template("libvirt/README.txt.j2").render(
+        lab=lab.name, source=lab.file, networks=networks, domains=domains)
+
+
+def generate(lab: Lab) -> dict[str, str]:
+    """Every libvirt artifact of the lab: relative path -> text."""
+    hosts = _static_hosts(lab.vms)  # indexed once: a lab may have thousands of VMs
+    artifacts = {network_path(n): _render_network(lab, n, hosts.get(n.name, []))
+                 for n in managed_networks(lab)}
+    for vm in sorted(lab.vms, key=lambda v: v.name):
+        artifacts[domain_path(vm)] = domain_xml(lab, vm)
+    artifacts[README_PATH] = readme(lab)
+    return artifacts

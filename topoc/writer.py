@@ -1,0 +1,170 @@
+"""The writer: artifacts {relative path: text} -> an output directory, atomically.
+
+Every file of a build goes to a fresh staging directory beside the target, together
+with `manifest.json` (each file's sha256 and size, the source file, topoc's version);
+only when all of it is written does the staging directory take the target's place, in
+one atomic exchange where the kernel offers it (renameat2 RENAME_EXCHANGE), else in
+two renames. So a failed build leaves the previous output exactly as it was, a reader
+never sees half an output, and files an earlier build made that this one does not are
+gone. The writer refuses to replace a directory that is not a topoc output (one with
+files but no topoc manifest), so `-o ~` cannot wipe a home directory.
+
+Crash safety is about the process, not power loss: files are not fsync'ed one by one
+(a 10,000-VM lab would spend seconds there); the output is a build product that the
+next build remakes.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path, PurePosixPath
+from typing import Mapping
+
+from topoc import __version__
+
+MANIFEST = "manifest.json"
+GENERATOR = "topoc"
+FILE_MODE = 0o644
+SCRIPT_MODE = 0o755  # files that start with `#!`
+DIR_MODE = 0o755
+
+
+class WriteError(Exception):
+    """The output cannot be written (permissions, disk full, not a topoc directory):
+    an environment problem, which the CLI reports with exit code 2."""
+
+
+def write_artifacts(artifacts: Mapping[str, str], out_dir: str | os.PathLike[str],
+                    source_file: str) -> Path:
+    """Write `artifacts` and a manifest to `out_dir`, replacing what was there."""
+    files = {path: artifacts[path].encode("utf-8") for path in sorted(artifacts)}
+    for path in files:
+        _check_relative_path(path)
+    target = Path(out_dir).resolve()
+    _check_replaceable(target)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.new-", dir=target.parent))
+    except OSError as e:
+        raise WriteError(f"cannot create {target}: {e.strerror or e}") from None
+    try:
+        _fill(staging, files, source_file)
+        _replace(staging, target)
+    except OSError as e:
+        shutil.rmtree(staging, ignore_errors=True)
+        where = f" ({e.filename})" if e.filename else ""
+        raise WriteError(f"cannot write {target}: {e.strerror or e}{where}; "
+                         "the previous output is unchanged") from None
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return target
+
+
+def manifest(files: Mapping[str, bytes], source_file: str) -> str:
+    """The manifest's text: sorted, stable, no timestamps (builds are byte-identical)."""
+    document = {
+        "generator": GENERATOR,
+        "topoc_version": __version__,
+        "source": source_file,
+        "files": {path: {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+                  for path, data in sorted(files.items())},
+    }
+    return json.dumps(document, indent=2, sort_keys=True) + "\n"
+
+
+def read_manifest(out_dir: str | os.PathLike[str]) -> dict | None:
+    """The manifest of a topoc output directory, or None when it has none."""
+    try:
+        document = json.loads((Path(out_dir) / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(document, dict) or document.get("generator") != GENERATOR:
+        return None
+    return document
+
+
+# --- checks before anything is written -----------------------------------------------
+
+
+def _check_relative_path(path: str) -> None:
+    # A backend bug must not write outside the output directory.
+    parts = PurePosixPath(path).parts
+    if (not path or path.startswith("/") or "\\" in path or path == MANIFEST
+            or any(part in ("", ".", "..") for part in parts) or path.endswith("/")):
+        raise ValueError(f"artifact path {path!r} is not a plain relative path")
+
+
+def _check_replaceable(target: Path) -> None:
+    if not target.exists():
+        return
+    if not target.is_dir():
+        raise WriteError(f"{target} exists and is not a directory")
+    if read_manifest(target) is None and any(target.iterdir()):
+        raise WriteError(f"{target} exists and is not a topoc output (it has no {MANIFEST}); "
+                         "refusing to replace it: choose another -o DIR or remove it")
+
+
+# --- staging -------------------------------------------------------------------------
+
+
+def _fill(staging: Path, files: Mapping[str, bytes], source_file: str) -> None:
+    os.chmod(staging, DIR_MODE)  # mkdtemp makes it 0700
+    for directory in sorted({PurePosixPath(p).parent for p in files} - {PurePosixPath(".")}):
+        (staging / directory).mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+    for path, data in files.items():
+        _write_file(staging / path, data)
+    _write_file(staging / MANIFEST, manifest(files, source_file).encode("utf-8"))
+
+
+def _write_file(path: Path, data: bytes) -> None:
+    mode = SCRIPT_MODE if data.startswith(b"#!") else FILE_MODE
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.chmod(path, mode)  # the umask must not make a script unrunnable
+
+
+# --- the switch ----------------------------------------------------------------------
+
+
+def _replace(staging: Path, target: Path) -> None:
+    """Put `staging` where `target` is; afterwards `staging` no longer exists."""
+    if not target.exists():
+        os.rename(staging, target)
+        return
+    if _exchange(staging, target):
+        shutil.rmtree(staging, ignore_errors=True)  # now holds the previous output
+        return
+    previous = staging.with_name(staging.name.replace(".new-", ".old-", 1))
+    os.rename(target, previous)
+    try:
+        os.rename(staging, target)
+    except OSError:
+        os.rename(previous, target)
+        raise
+    shutil.rmtree(previous, ignore_errors=True)
+
+
+_RENAME_EXCHANGE = 2  # from <linux/fs.h>
+_AT_FDCWD = -100
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two directories atomically (Linux renameat2); False where unsupported."""
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (AttributeError, OSError):
+        return False
+    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False  # a kernel or filesystem without RENAME_EXCHANGE
+    raise OSError(err, os.strerror(err), str(b))
