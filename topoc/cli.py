@@ -139,6 +139,58 @@ def fmt(files: tuple[str, ...], check_only: bool, diff: bool) -> None:
     sys.exit(EXIT_ERRORS if would_change and (check_only or diff) else EXIT_OK)
 
 
+def _chosen_targets(values: tuple[str, ...]) -> list[str]:
+    """`--target a,b --target c` -> known, available targets in build order (default: all)."""
+    from topoc.backends import TARGETS, available_targets, target_available
+
+    asked = {t.strip() for value in values for t in value.split(",") if t.strip()}
+    if not asked:
+        return available_targets()
+    unknown = sorted(asked - set(TARGETS))
+    if unknown:
+        fail_usage(f"unknown target {', '.join(unknown)}; targets are {', '.join(TARGETS)}")
+    missing = sorted(t for t in asked if not target_available(t))
+    if missing:
+        fail_usage(f"target {', '.join(missing)} is not available in this installation")
+    return [t for t in TARGETS if t in asked]
+
+
+@cli.command()
+@click.argument("file")
+@click.option("-o", "--output", "out_dir", type=click.Path(file_okay=False),
+              help="the output directory (default: output/LAB)")
+@click.option("--target", "targets", multiple=True, metavar="T[,T...]",
+              help="libvirt, host, diagram (default: every available one)")
+def build(file: str, out_dir: str | None, targets: tuple[str, ...]) -> None:
+    """Check FILE, then write its artifacts to output/LAB/ atomically."""
+    from topoc.backends import generate
+    from topoc.writer import MANIFEST, WriteError, write_artifacts
+
+    lab = compile_or_exit(file).lab
+    assert lab is not None
+    chosen = _chosen_targets(targets)
+    try:
+        artifacts = generate(lab, chosen)
+    except ValueError as e:  # a lab the checks let through but a backend cannot express
+        _console(stderr=True).print(f"topoc: error: cannot build {file}: {e}", markup=False)
+        sys.exit(EXIT_ERRORS)
+    target = Path(out_dir) if out_dir else Path("output") / lab.name
+    try:
+        written = write_artifacts(artifacts, target, file)
+    except WriteError as e:
+        fail_usage(str(e))
+    click.echo(f"wrote {len(artifacts)} files and {MANIFEST} to {_shown(written)} "
+               f"(targets: {', '.join(chosen)})")
+
+
+def _shown(path: Path) -> str:
+    """A path relative to the working directory when it is below it, else absolute."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
 @cli.command("verify")
 @click.argument("file")
 @click.option("--keep", is_flag=True, help="leave the lab up and print how to enter and remove it")

@@ -28,18 +28,22 @@ def backend(target: str) -> Callable[[Lab], Artifacts]:
     return module.generate  # type: ignore[no-any-return]
 
 
+def target_available(target: str) -> bool:
+    """Whether the target's backend module exists in this installation. A module that
+    exists but fails to import is a bug, and raises rather than quietly vanishing."""
+    module = TARGETS[target]
+    try:
+        importlib.import_module(module)
+    except ModuleNotFoundError as e:
+        if e.name != module:
+            raise
+        return False
+    return True
+
+
 def available_targets() -> list[str]:
-    """The targets whose backend module exists in this installation."""
-    found = []
-    for target, module in TARGETS.items():
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as e:
-            if e.name != module:
-                raise
-            continue
-        found.append(target)
-    return found
+    """The targets whose backend module exists in this installation, in build order."""
+    return [target for target in TARGETS if target_available(target)]
 
 
 def generate(lab: Lab, targets: list[str]) -> Artifacts:
