@@ -1,0 +1,398 @@
+"""The host backend: the IR -> `up.sh`, `down.sh` and `topoc.nft` for each hypervisor.
+
+The shell path of the four models, without libvirt: iproute2 for bridges, taps,
+addresses and routes, and one nftables table of the lab's own that mirrors, rule for
+rule, the firewall libvirt 9 installs for the same networks (FWX, then FWI, then FWO;
+masquerade for NAT), so the shell path and the libvirt path behave alike and the
+reachability engine (topoc.reach) predicts both. This module only decides *what* the
+files say, as a plan of plain values; the jinja2 templates in topoc/templates/host/ lay
+them out. It does no I/O and assumes a lab that checked clean.
+
+Safety: every value that reaches a script passes through `shlex.quote` (the `q` filter);
+only names that passed the grammar's identifier rules and `ipaddress`-formatted values
+reach the nft file, and interface names are quoted there as strings anyway. Disk paths,
+the only free strings of the language, never reach these files.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass, field
+from functools import lru_cache
+from ipaddress import IPv4Address, IPv4Interface
+from pathlib import PurePath
+
+import jinja2
+
+from topoc import naming
+from topoc.ir import Host, Lab, Mode, Network, Vm
+
+SCRIPT_NAMES = ("up.sh", "down.sh", "topoc.nft")
+
+# Models whose networks libvirt forwards for, and so turns net.ipv4.ip_forward on.
+FORWARDING_MODES = (Mode.NAT, Mode.ROUTED, Mode.OPEN)
+# Models libvirt writes firewall rules for (open and bridge get none):
+# https://libvirt.org/firewall.html
+FIREWALLED_MODES = (Mode.ISOLATED, Mode.NAT, Mode.ROUTED)
+
+# With STP on, the kernel refuses a forward delay under 2 s (BR_MIN_FORWARD_DELAY), so a
+# network with `stp on` gets the smallest it accepts; in centiseconds, as ip-link(8) takes it.
+FORWARD_DELAY_STP_CS = 200
+
+
+# --- the plan: what the three files say, as plain values ----------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class BridgePlan:
+    name: str
+    network: str
+    model: str
+    stp: bool
+    mtu: int | None
+    address: str | None  # CIDR the host takes on the bridge, or None (isolated, bridged)
+
+    @property
+    def forward_delay(self) -> int:
+        return FORWARD_DELAY_STP_CS if self.stp else 0
+
+
+@dataclass(frozen=True, slots=True)
+class UplinkPlan:
+    """A bridged network: the host NIC the bridge enslaves, and what moves to the bridge."""
+
+    nic: str
+    bridge: str
+    network: str
+    address: str | None  # the host's address on the NIC, moved to the bridge
+    gateway: str | None  # the default route's gateway, moved to the bridge
+
+
+@dataclass(frozen=True, slots=True)
+class TapPlan:
+    name: str
+    vm: str
+    nic: str
+    bridge: str
+    network: str
+    mtu: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class RoutePlan:
+    destination: str
+    via: str
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    text: str  # the nft rule, without its comment
+    comment: str  # which network and model it serves, and what libvirt calls it
+
+
+@dataclass(frozen=True, slots=True)
+class Section:
+    """A run of rules under one heading comment in a chain."""
+
+    heading: str
+    rules: tuple[Rule, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Chain:
+    name: str
+    hook: str  # the base chain declaration, e.g. "type filter hook forward priority filter"
+    sections: tuple[Section, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class HostPlan:
+    lab: str
+    host: str
+    source: str  # the .topo file's name, for the header comments
+    table: str
+    state_dir: str
+    bridges: tuple[BridgePlan, ...]
+    uplinks: tuple[UplinkPlan, ...]
+    taps: tuple[TapPlan, ...]
+    routes: tuple[RoutePlan, ...]
+    forwarding: bool
+    chains: tuple[Chain, ...]
+    skipped_forwards: tuple[str, ...] = field(default=())
+
+
+# --- names -----------------------------------------------------------------------------
+
+
+def table_name(lab: Lab) -> str:
+    """The lab's own nftables table (family inet): `topoc_<lab>`."""
+    return f"topoc_{lab.name}"
+
+
+def state_dir(lab: Lab, host: Host) -> str:
+    """Where up.sh remembers what it did, unless TOPOC_STATE_DIR says otherwise."""
+    return f"/run/topoc/{lab.name}-{host.name}"
+
+
+def _comment_safe(text: str) -> str:
+    """Text fit for a `#` comment line or an nft comment: no line breaks, no quotes,
+    no control characters (a file name given on the command line may hold any of them)."""
+    return "".join(c if c.isprintable() and c not in "\"\\" else "?" for c in text)
+
+
+# --- iproute2 -------------------------------------------------------------------------
+
+
+def _managed_networks(lab: Lab, host: Host) -> list[Network]:
+    return sorted((n for n in lab.networks_on(host.name) if n.managed and n.bridge),
+                  key=lambda n: n.name)
+
+
+def _bridges(networks: list[Network]) -> tuple[BridgePlan, ...]:
+    plans = []
+    for net in networks:
+        # A bridged network's bridge takes the host NIC's address (see _uplinks), not its own.
+        address = str(net.address) if net.address is not None and net.mode is not Mode.BRIDGED else None
+        plans.append(BridgePlan(net.bridge, net.name, net.model, net.stp, net.mtu, address))  # type: ignore[arg-type]
+    return tuple(plans)
+
+
+def _default_gateway(host: Host, address: IPv4Interface | None, nic_gateway: IPv4Address | None
+                     ) -> IPv4Address | None:
+    """The gateway of the host's default route through a NIC: the nic's `gateway`, else a
+    `route default via` whose gateway lies on the NIC's subnet."""
+    if nic_gateway is not None:
+        return nic_gateway
+    for route in host.routes:
+        if route.is_default and address is not None and route.via in address.network:
+            return route.via
+    return None
+
+
+def _uplinks(host: Host, networks: list[Network]) -> tuple[UplinkPlan, ...]:
+    plans = []
+    for net in networks:
+        if net.mode is not Mode.BRIDGED or net.via is None:
+            continue
+        nic = next((n for n in host.nics if n.name == net.via), None)
+        address = nic.address if nic is not None else None
+        gateway = _default_gateway(host, address, nic.gateway if nic is not None else None)
+        plans.append(UplinkPlan(net.via, net.bridge, net.name,  # type: ignore[arg-type]
+                                str(address) if address is not None else None,
+                                str(gateway) if gateway is not None else None))
+    return tuple(plans)
+
+
+def _taps(lab: Lab, vms: list[Vm], networks: list[Network]) -> tuple[TapPlan, ...]:
+    by_name = {n.name: n for n in networks}
+    plans = []
+    for vm in vms:
+        for nic in vm.nics:
+            net = by_name.get(nic.network)
+            if net is None:  # not a network of this host: the checks report it
+                continue
+            plans.append(TapPlan(naming.tap_name(lab.name, vm.name, nic.index), vm.name, nic.name,
+                                 net.bridge, net.name, net.mtu))  # type: ignore[arg-type]
+    return tuple(plans)
+
+
+def _routes(host: Host) -> tuple[RoutePlan, ...]:
+    # The default route is the machine's own (like its nic addresses): up.sh leaves it be.
+    return tuple(RoutePlan(str(r.destination), str(r.via)) for r in host.routes if not r.is_default)
+
+
+# --- nftables: libvirt's rules, one table ----------------------------------------------
+
+
+def _iif(name: str | None) -> str:
+    return f' iifname "{name}"' if name else ""
+
+
+def _oif(name: str | None) -> str:
+    return f' oifname "{name}"' if name else ""
+
+
+def _label(net: Network) -> str:
+    return f"{net.name} ({net.model})"
+
+
+def _hairpin_rules(networks: list[Network]) -> tuple[Rule, ...]:
+    # libvirt's LIBVIRT_FWX: traffic between two VMs of one bridge that reaches the IP layer.
+    return tuple(Rule(f'iifname "{n.bridge}" oifname "{n.bridge}" accept',
+                      f"{_label(n)}: FWX within the bridge") for n in networks)
+
+
+def _inbound_rules(networks: list[Network]) -> tuple[Rule, ...]:
+    # libvirt's LIBVIRT_FWI: into the bridge only replies (nat) or what comes in through
+    # `via` (routed); everything else into the bridge is rejected.
+    rules = []
+    for n in networks:
+        if n.mode is Mode.NAT:
+            rules.append(Rule(f"ip daddr {n.subnet}{_iif(n.via)}{_oif(n.bridge)} "
+                              "ct state established,related accept",
+                              f"{_label(n)}: FWI replies back in"))
+        elif n.mode is Mode.ROUTED:
+            rules.append(Rule(f"ip daddr {n.subnet}{_iif(n.via)}{_oif(n.bridge)} accept",
+                              f"{_label(n)}: FWI routed in"))
+        rules.append(Rule(f'oifname "{n.bridge}" reject', f"{_label(n)}: FWI reject the rest in"))
+    return tuple(rules)
+
+
+def _outbound_rules(networks: list[Network]) -> tuple[Rule, ...]:
+    # libvirt's LIBVIRT_FWO: out of the bridge only from the subnet (and through `via`).
+    rules = []
+    for n in networks:
+        if n.mode in (Mode.NAT, Mode.ROUTED):
+            rules.append(Rule(f"ip saddr {n.subnet}{_iif(n.bridge)}{_oif(n.via)} accept",
+                              f"{_label(n)}: FWO out of the subnet"))
+        rules.append(Rule(f'iifname "{n.bridge}" reject', f"{_label(n)}: FWO reject the rest out"))
+    return tuple(rules)
+
+
+def _masquerade_rules(networks: list[Network]) -> tuple[Rule, ...]:
+    # libvirt's LIBVIRT_PRT: never NAT multicast or broadcast; ports of TCP and UDP stay
+    # unprivileged (iptables' MASQUERADE --to-ports 1024-65535).
+    rules = []
+    for n in networks:
+        if n.mode is not Mode.NAT:
+            continue
+        s, out, label = n.subnet, _oif(n.via), _label(n)
+        rules += [
+            Rule(f"ip saddr {s} ip daddr 224.0.0.0/24{out} return", f"{label}: PRT no NAT for multicast"),
+            Rule(f"ip saddr {s} ip daddr 255.255.255.255{out} return", f"{label}: PRT no NAT for broadcast"),
+            Rule(f"ip saddr {s} ip daddr != {s}{out} meta l4proto tcp masquerade to :1024-65535",
+                 f"{label}: PRT masquerade tcp"),
+            Rule(f"ip saddr {s} ip daddr != {s}{out} meta l4proto udp masquerade to :1024-65535",
+                 f"{label}: PRT masquerade udp"),
+            Rule(f"ip saddr {s} ip daddr != {s}{out} masquerade", f"{label}: PRT masquerade"),
+        ]
+    return tuple(rules)
+
+
+@dataclass(frozen=True, slots=True)
+class _PortForward:
+    protocol: str
+    port: int
+    vm: str
+    address: IPv4Address
+    vm_port: int
+    network: Network
+
+
+def _port_forwards(lab: Lab, host: Host, networks: list[Network]) -> tuple[list[_PortForward], list[str]]:
+    """Each `forward` of a VM on this host, with the VM's static address on a nat or
+    routed network it targets; forwards with no such address are skipped (and named)."""
+    by_name = {n.name: n for n in networks}
+    found, skipped = [], []
+    for fwd in sorted(lab.forwards, key=lambda f: (f.protocol, f.port, f.vm, f.vm_port)):
+        vm = lab.node(fwd.vm)
+        if not isinstance(vm, Vm) or vm.host != host.name:
+            continue
+        target = next(((nic.ip, by_name[nic.network]) for nic in vm.nics
+                       if nic.ip is not None and nic.network in by_name
+                       and by_name[nic.network].mode in (Mode.NAT, Mode.ROUTED)), None)
+        if target is None:
+            skipped.append(f"{fwd.protocol} {fwd.port} to {fwd.vm}:{fwd.vm_port}")
+            continue
+        found.append(_PortForward(fwd.protocol, fwd.port, fwd.vm, target[0], fwd.vm_port, target[1]))
+    return found, skipped
+
+
+def _dnat_rules(forwards: list[_PortForward]) -> tuple[Rule, ...]:
+    # Only traffic to one of the host's own addresses (fib daddr type local), and not from
+    # the VM's own bridge: a VM of that network would get replies straight from the target,
+    # bypassing the un-DNAT (the hairpin problem), so it uses the VM's address instead.
+    return tuple(Rule(f'iifname != "{f.network.bridge}" fib daddr type local '
+                      f"{f.protocol} dport {f.port} dnat ip to {f.address}:{f.vm_port}",
+                      f"forward {f.protocol} {f.port} to {f.vm}:{f.vm_port} on {_label(f.network)}")
+                 for f in forwards)
+
+
+def _dnat_accept_rules(forwards: list[_PortForward]) -> tuple[Rule, ...]:
+    # Before libvirt's FWI, so a NAT network's `oifname reject` does not drop the DNATed
+    # connection; `ct status dnat` admits only what the prerouting rule rewrote.
+    return tuple(Rule(f'ip daddr {f.address}{_oif(f.network.bridge)} {f.protocol} dport {f.vm_port} '
+                      "ct status dnat accept",
+                      f"forward {f.protocol} {f.port} to {f.vm}:{f.vm_port} on {_label(f.network)}")
+                 for f in forwards)
+
+
+def _chains(lab: Lab, host: Host, networks: list[Network]) -> tuple[tuple[Chain, ...], list[str]]:
+    firewalled = [n for n in networks if n.mode in FIREWALLED_MODES]
+    forwards, skipped = _port_forwards(lab, host, networks)
+    chains = []
+    forward_sections = [s for s in (
+        Section("port forwards: accept what prerouting DNATed (wins over the rejects below)",
+                _dnat_accept_rules(forwards)),
+        Section("libvirt FWX: hairpin within a bridge", _hairpin_rules(firewalled)),
+        Section("libvirt FWI: into a bridge", _inbound_rules(firewalled)),
+        Section("libvirt FWO: out of a bridge", _outbound_rules(firewalled)),
+    ) if s.rules]
+    if forward_sections:
+        chains.append(Chain("forward", "type filter hook forward priority filter",
+                            tuple(forward_sections)))
+    masquerade = _masquerade_rules(firewalled)
+    if masquerade:
+        chains.append(Chain("postrouting", "type nat hook postrouting priority srcnat",
+                            (Section("libvirt PRT: source NAT leaving a nat network", masquerade),)))
+    dnat = _dnat_rules(forwards)
+    if dnat:
+        chains.append(Chain("prerouting", "type nat hook prerouting priority dstnat",
+                            (Section("port forwards: DNAT to the VM", dnat),)))
+    return tuple(chains), skipped
+
+
+# --- putting it together ----------------------------------------------------------------
+
+
+def host_plan(lab: Lab, host: Host) -> HostPlan:
+    networks = _managed_networks(lab, host)
+    vms = sorted(lab.vms_on(host.name), key=lambda v: v.name)
+    chains, skipped = _chains(lab, host, networks)
+    return HostPlan(
+        lab=lab.name,
+        host=host.name,
+        source=_comment_safe(PurePath(lab.file).name),
+        table=table_name(lab),
+        state_dir=state_dir(lab, host),
+        bridges=_bridges(networks),
+        uplinks=_uplinks(host, networks),
+        taps=_taps(lab, vms, networks),
+        routes=_routes(host),
+        forwarding=any(n.mode in FORWARDING_MODES for n in networks),
+        chains=chains,
+        skipped_forwards=tuple(skipped),
+    )
+
+
+@lru_cache(maxsize=1)
+def _environment() -> jinja2.Environment:
+    # Autoescape off: these are shell and nft, not HTML. Values are quoted explicitly.
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("topoc", "templates/host"),
+        autoescape=False,
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["q"] = lambda value: shlex.quote(str(value))
+    return env
+
+
+def host_artifacts(lab: Lab, host_name: str) -> dict[str, str]:
+    """{"up.sh", "down.sh", "topoc.nft"} for one host of the lab (the verifier's entry)."""
+    host = next(h for h in lab.hosts if h.name == host_name)
+    plan = host_plan(lab, host)
+    env = _environment()
+    return {name: env.get_template(f"{name}.j2").render(plan=plan) for name in SCRIPT_NAMES}
+
+
+def generate(lab: Lab) -> dict[str, str]:
+    """`host/up.sh`, `host/down.sh`, `host/topoc.nft`; `host/<name>/...` for several hosts."""
+    artifacts: dict[str, str] = {}
+    for host in sorted(lab.hosts, key=lambda h: h.name):
+        folder = "host" if len(lab.hosts) == 1 else f"host/{host.name}"
+        for name, text in host_artifacts(lab, host.name).items():
+            artifacts[f"{folder}/{name}"] = text
+    return artifacts
