@@ -10,6 +10,7 @@ otherwise.
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass
 
 from topoc.compiler import compile_source
@@ -47,15 +48,21 @@ def _code_lines(tree: SyntaxTree) -> list[_Line]:
     return lines
 
 
-def _comment_depth(comment: Comment, tree: SyntaxTree) -> int:
-    for item in tree.items:
-        if isinstance(item, Block) and item.span.line < comment.span.line < item.close.line:
-            return 1
-    return 0
+def _block_lines(tree: SyntaxTree) -> tuple[list[int], list[int]]:
+    """The first and last lines of every block, in source order (blocks never overlap)."""
+    blocks = [item for item in tree.items if isinstance(item, Block)]
+    return [b.span.line for b in blocks], [b.close.line for b in blocks]
+
+
+def _comment_depth(comment: Comment, starts: list[int], ends: list[int]) -> int:
+    """1 for a comment strictly inside a block, else 0 (a bisection: fmt stays linear)."""
+    i = bisect.bisect_left(starts, comment.span.line) - 1
+    return 1 if i >= 0 and starts[i] < comment.span.line < ends[i] else 0
 
 
 def _merge(tree: SyntaxTree) -> list[_Line]:
     code = _code_lines(tree)
+    starts, ends = _block_lines(tree)
     last_on_line: dict[int, _Line] = {}
     for entry in code:
         last_on_line[entry.line] = entry  # code is in source order: the last one wins
@@ -63,7 +70,7 @@ def _merge(tree: SyntaxTree) -> list[_Line]:
     for comment in tree.comments:
         if comment.own_line:
             entries.append(_Line(comment.span.line, comment.span.column,
-                                 _comment_depth(comment, tree), comment.text, "comment"))
+                                 _comment_depth(comment, starts, ends), comment.text, "comment"))
         else:
             owner = last_on_line.get(comment.span.line)
             if owner is not None:
@@ -117,6 +124,17 @@ class FormatError(Exception):
     """Formatting would change the file's meaning (a bug in topoc, never the user's)."""
 
 
+def _shape(tree: SyntaxTree) -> list[tuple]:
+    """Every item's kind and tokens, without positions: equal shapes mean equal meaning,
+    even for a file whose values do not lower (so its IR cannot be compared)."""
+    def tokens(stmt: Statement) -> tuple:
+        return tuple((t.kind, t.text) for t in stmt.tokens)
+
+    return [(item.kind, tuple((t.kind, t.text) for t in item.header),
+             tuple(tokens(s) for s in item.body)) if isinstance(item, Block)
+            else (item.kind, tokens(item)) for item in tree.items]
+
+
 def format_source(source: str, file: str) -> tuple[str | None, list]:
     """The formatted text, or None and the diagnostics when the file does not parse."""
     original = compile_source(source, file, checks=False)
@@ -126,7 +144,8 @@ def format_source(source: str, file: str) -> tuple[str | None, list]:
     again = compile_source(formatted, file, checks=False)
     same_comments = again.tree is not None and \
         [c.text for c in again.tree.comments] == [c.text for c in original.tree.comments]
-    if again.tree is None or again.lab != original.lab or not same_comments:
+    if again.tree is None or again.lab != original.lab or not same_comments \
+            or _shape(again.tree) != _shape(original.tree):
         raise FormatError(f"{file}: formatting would change the meaning of the file; "
                           "please report this as a bug in topoc")
     return formatted, []
