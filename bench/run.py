@@ -1,0 +1,368 @@
+"""`make bench`: time topoc against its targets and against netlab, print one table.
+
+For N = 100, 1,000 and 10,000 VMs (labs from bench/gen.py's `generate_lab`), it runs
+`topoc check`, `topoc build --target libvirt,host` (into a temp dir) and `topoc reach
+FILE SRC DST` as subprocesses, and records each one's wall time and peak memory (the
+child's own ru_maxrss, from wait4). Side by side, it runs `netlab create` (installed on
+first use into bench/.venv-netlab by bench/netlab_bench.py) on the equivalent netlab
+topology for N = 100 and 1,000. It prints the ratio of each size to the previous one,
+time per VM, topoc/netlab, and the issue's targets next to the figures: it reports
+them, it never asserts them.
+
+`--profile` instead runs topoc check and build under cProfile on the largest lab and
+prints the hotspots (profiles are kept in bench/work/ for snakeviz or pstats).
+
+Responsibility: measuring and reporting. Generating labs is bench/gen.py's job,
+describing them to netlab is bench/netlab_bench.py's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pstats
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+WORK = BENCH / "work"  # git-ignored: profiles and --keep'd labs
+sys.path.insert(0, str(BENCH))
+
+import netlab_bench  # noqa: E402  (bench/ is not a package)
+
+SIZES = (100, 1_000, 10_000)
+NETLAB_SIZES = (100, 1_000)
+GIB_KIB = 1024 * 1024
+
+# The issue's targets: printed next to the figures, never asserted.
+TIME_TARGETS = {("check", 10_000): 2.0, ("build", 10_000): 5.0}
+MEMORY_TARGET_KIB = GIB_KIB  # at 10,000 VMs, every command
+GROWTH_TARGET = 11.0  # time, 1,000 -> 10,000 VMs
+NETLAB_SPEEDUP_TARGET = 50.0  # topoc build vs netlab create, at 1,000 VMs
+
+
+@dataclass
+class Sample:
+    """One command at one size: the median wall time of its runs and their peak memory."""
+
+    tool: str  # "topoc" or "netlab"
+    command: str  # check, build, reach, create, startup
+    n: int
+    walls: list[float] = field(default_factory=list)
+    peak_kib: int = 0
+    returncode: int = 0
+    error: str = ""
+
+    @property
+    def wall(self) -> float:
+        return statistics.median(self.walls) if self.walls else float("nan")
+
+    @property
+    def label(self) -> str:
+        return f"{self.tool} {self.command}"
+
+
+# --- running and measuring ----------------------------------------------------------
+
+def measure(argv: list[str], cwd: Path | None = None) -> tuple[float, int, int, str]:
+    """Run argv; return (wall seconds, peak RSS KiB of that child, exit code, stderr tail).
+
+    wait4 gives the child's own rusage, so one command's peak never hides behind an
+    earlier, bigger one (as RUSAGE_CHILDREN's running maximum would).
+    """
+    env = {**os.environ, "NO_COLOR": "1", "PYTHONDONTWRITEBYTECODE": "1"}
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        start = time.perf_counter()
+        proc = subprocess.Popen(argv, cwd=cwd, stdout=out, stderr=err, env=env,
+                                stdin=subprocess.DEVNULL)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        err.seek(0)
+        lines = [ln for ln in err.read().decode(errors="replace").splitlines() if ln.strip()]
+        tail = lines[-3:]
+    return wall, usage.ru_maxrss, proc.returncode, "\n".join(tail)
+
+
+def sample(tool: str, command: str, n: int, argv: list[str], repeat: int,
+           cwd: Path | None = None, before=None) -> Sample:
+    """Run argv `repeat` times (calling `before()` first each time, e.g. to empty an
+    output directory) and keep the median wall time and the largest peak memory."""
+    s = Sample(tool, command, n)
+    for _ in range(repeat):
+        if before is not None:
+            before()
+        wall, peak, rc, err = measure(argv, cwd)
+        s.walls.append(wall)
+        s.peak_kib = max(s.peak_kib, peak)
+        if rc != 0:
+            s.returncode, s.error = rc, err
+    return s
+
+
+def topoc_argv() -> list[str]:
+    script = Path(sys.executable).parent / "topoc"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "topoc"]
+
+
+# --- the labs -----------------------------------------------------------------------
+
+def write_labs(sizes: tuple[int, ...], workdir: Path) -> dict[int, Path]:
+    from gen import generate_lab  # bench/gen.py, owned by the checks engine
+
+    labs = {}
+    for n in sizes:
+        path = workdir / f"lab-{n}.topo"
+        path.write_text(generate_lab(n), encoding="utf-8")
+        labs[n] = path
+    return labs
+
+
+def vm_names(path: Path) -> list[str]:
+    """The lab's VM names in source order, read off the text (no need to compile it)."""
+    return re.findall(r"^\s*vm\s+([A-Za-z_][\w-]*)", path.read_text(encoding="utf-8"), re.M)
+
+
+def load_lab(path: Path):
+    """The lab's IR (parse and lower only): for the reach pair and the netlab twin."""
+    from topoc.compiler import compile_file
+
+    result = compile_file(str(path), checks=False)
+    if result.lab is None:
+        raise SystemExit(f"bench: {path} does not lower; bench/gen.py is broken?")
+    return result.lab
+
+
+def reach_pair(path: Path) -> tuple[str, str]:
+    """The first and the last VM: different networks (and hosts) in any lab of > 50 VMs."""
+    names = vm_names(path)
+    if len(names) < 2:
+        raise SystemExit(f"bench: {path} has fewer than two VMs to ask `topoc reach` about")
+    return names[0], names[-1]
+
+
+# --- the two tools ------------------------------------------------------------------
+
+def run_topoc(labs: dict[int, Path], workdir: Path, repeat: int, log) -> list[Sample]:
+    topoc = topoc_argv()
+    samples = [sample("topoc", "startup", 0, [*topoc, "--version"], repeat)]
+    for n, path in labs.items():
+        out = workdir / f"out-{n}"
+        src, dst = reach_pair(path)
+        commands = {
+            "check": [*topoc, "check", str(path)],
+            "build": [*topoc, "build", str(path), "--target", "libvirt,host", "-o", str(out)],
+            "reach": [*topoc, "reach", str(path), src, dst],
+        }
+        for command, argv in commands.items():
+            log(f"  topoc {command} N={n} ...")
+            clean = (lambda o=out: shutil.rmtree(o, ignore_errors=True)) if command == "build" else None
+            samples.append(sample("topoc", command, n, argv, repeat, before=clean))
+    return samples
+
+
+def run_netlab(labs: dict[int, Path], workdir: Path, log) -> tuple[list[Sample], list[str]]:
+    """netlab create on each lab's netlab twin; returns samples and what differs."""
+    try:
+        exe = netlab_bench.ensure_netlab(log)
+    except netlab_bench.NetlabUnavailable as e:
+        log(f"  netlab: {e}")
+        return [], [f"netlab not measured: {e}"]
+    log(f"  {netlab_bench.netlab_version(exe)}")
+    samples, differs = [], []
+    for n, path in labs.items():
+        lab = load_lab(path)
+        here = workdir / f"netlab-{n}"
+        here.mkdir()
+        topology = here / "topology.yml"
+        topology.write_text(netlab_bench.netlab_topology(lab), encoding="utf-8")
+        differs = netlab_bench.differences(lab)
+        log(f"  netlab create N={n} ...")
+        samples.append(sample("netlab", "create", n, netlab_bench.create_command(exe, topology),
+                              1, cwd=here))
+    return samples, differs
+
+
+# --- the report ---------------------------------------------------------------------
+
+def _mib(kib: int) -> str:
+    return f"{kib / 1024:.0f}"
+
+
+def _ratio(a: float, b: float) -> str:
+    return f"{a / b:.1f}x" if b > 0 else "-"
+
+
+def _targets(s: Sample, prev: Sample | None) -> str:
+    """The issue's targets that apply to this row, each with met / MISSED."""
+    parts = []
+    limit = TIME_TARGETS.get((s.command, s.n))
+    if s.tool == "topoc" and limit is not None:
+        parts.append(f"< {limit:g} s {'met' if s.wall < limit else 'MISSED'}")
+    if s.tool == "topoc" and s.n == max(SIZES):
+        parts.append(f"< 1 GiB {'met' if s.peak_kib < MEMORY_TARGET_KIB else 'MISSED'}")
+    if s.tool == "topoc" and prev is not None and s.n == 10 * prev.n == 10_000:
+        grow = s.wall / prev.wall
+        parts.append(f"growth <= {GROWTH_TARGET:g}x {'met' if grow <= GROWTH_TARGET else 'MISSED'}")
+    return ", ".join(parts)
+
+
+def table(samples: list[Sample]) -> list[str]:
+    head = ("command", "VMs", "wall s", "peak MiB", "time / prev", "mem / prev",
+            "ms per VM", "target (not asserted)")
+    rows = []
+    prev: dict[str, Sample] = {}
+    for s in samples:
+        p = prev.get(s.label)
+        per_vm = f"{1000 * s.wall / s.n:.2f}" if s.n else "-"
+        rows.append((s.label + (f" (exit {s.returncode})" if s.returncode else ""),
+                     f"{s.n:,}" if s.n else "-", f"{s.wall:.2f}", _mib(s.peak_kib),
+                     _ratio(s.wall, p.wall) if p else "-",
+                     _ratio(s.peak_kib, p.peak_kib) if p else "-",
+                     per_vm, _targets(s, p)))
+        prev[s.label] = s
+    widths = [max(len(r[i]) for r in (head, *rows)) for i in range(len(head))]
+
+    def line(cells):
+        return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"
+
+    return [line(head), "|" + "|".join("-" * (w + 2) for w in widths) + "|",
+            *(line(r) for r in rows)]
+
+
+def comparison(samples: list[Sample]) -> list[str]:
+    """topoc build vs netlab create, per size both ran at."""
+    by = {(s.label, s.n): s for s in samples}
+    out = []
+    for n in NETLAB_SIZES:
+        t, nl = by.get(("topoc build", n)), by.get(("netlab create", n))
+        if t is None or nl is None:
+            continue
+        speedup = nl.wall / t.wall
+        verdict = ""
+        if n == 1_000:
+            met = speedup >= NETLAB_SPEEDUP_TARGET
+            verdict = f"   target >= {NETLAB_SPEEDUP_TARGET:g}x faster: {'met' if met else 'MISSED'}"
+        out.append(f"N={n:>5,}: topoc build {t.wall:6.2f} s {_mib(t.peak_kib):>4} MiB | netlab "
+                   f"create {nl.wall:6.2f} s {_mib(nl.peak_kib):>4} MiB | time topoc/netlab "
+                   f"{t.wall / nl.wall:.3f} (topoc {speedup:.0f}x faster), memory topoc/netlab "
+                   f"{t.peak_kib / nl.peak_kib:.2f}{verdict}")
+    return out
+
+
+def errors(samples: list[Sample]) -> list[str]:
+    return [f"{s.label} N={s.n:,} exited {s.returncode}: {' / '.join(s.error.splitlines())}"
+            for s in samples if s.returncode]
+
+
+def report(samples: list[Sample], differs: list[str], log) -> None:
+    log("")
+    for line in table(samples):
+        log(line)
+    cmp = comparison(samples)
+    if cmp:
+        log("\ntopoc vs netlab (the same lab; differences below)")
+        for line in cmp:
+            log("  " + line)
+    if differs:
+        log("\nwhat the netlab twin describes differently:")
+        for line in differs:
+            log("  - " + line)
+    errs = errors(samples)
+    if errs:
+        log("\ncommands that failed (their figures are not comparable):")
+        for line in errs:
+            log("  - " + line)
+
+
+# --- profiling ----------------------------------------------------------------------
+
+def profile(labs: dict[int, Path], workdir: Path, top: int, log) -> None:
+    """cProfile topoc check and build on the largest lab; print the hotspots."""
+    n = max(labs)
+    path = labs[n]
+    WORK.mkdir(exist_ok=True)
+    runs = {
+        "check": ["check", str(path)],
+        "build": ["build", str(path), "--target", "libvirt,host", "-o", str(workdir / "prof-out")],
+    }
+    for name, args in runs.items():
+        prof = WORK / f"{name}-{n}.prof"
+        argv = [sys.executable, "-m", "cProfile", "-o", str(prof), "-m", "topoc", *args]
+        wall, peak, rc, err = measure(argv)
+        log(f"\n== topoc {name} N={n:,} under cProfile: {wall:.2f} s (exit {rc}), {prof}")
+        if rc not in (0, 1) or not prof.exists():
+            log(f"   failed: {err}")
+            continue
+        stats = pstats.Stats(str(prof))
+        for order in ("cumulative", "tottime"):
+            log(f"-- top {top} by {order} (topoc's own functions) --")
+            _print_top(stats, order, top, log)
+
+
+def _print_top(stats: pstats.Stats, order: str, top: int, log) -> None:
+    key = 3 if order == "cumulative" else 2  # pstats rows: (cc, nc, tt, ct, callers)
+    rows = [(func, row) for func, row in stats.stats.items()  # type: ignore[attr-defined]
+            if "/topoc/" in func[0]]
+    rows.sort(key=lambda fr: fr[1][key], reverse=True)
+    log(f"   {'cum s':>7} {'own s':>7} {'calls':>9}  function")
+    for (file, line, fn), (cc, nc, tt, ct, _) in rows[:top]:
+        where = file.split("/topoc/", 1)[1]
+        log(f"   {ct:7.3f} {tt:7.3f} {nc:9d}  topoc/{where}:{line} {fn}")
+
+
+# --- main ---------------------------------------------------------------------------
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="bench/run.py", description=__doc__.split("\n\n")[0])
+    p.add_argument("--sizes", default=",".join(map(str, SIZES)),
+                   help="comma-separated lab sizes in VMs (default: %(default)s)")
+    p.add_argument("--repeat", type=int, default=3,
+                   help="runs per topoc command; the median wall time is reported")
+    p.add_argument("--no-netlab", action="store_true", help="skip netlab create")
+    p.add_argument("--profile", action="store_true",
+                   help="profile check and build on the largest lab instead of timing")
+    p.add_argument("--top", type=int, default=15, help="hotspots to show with --profile")
+    p.add_argument("--keep", action="store_true",
+                   help="work in bench/work/ and keep labs and outputs")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    sizes = tuple(int(s.replace("_", "")) for s in args.sizes.split(","))
+
+    def log(msg: str) -> None:
+        print(msg, flush=True)
+
+    if args.keep:
+        WORK.mkdir(exist_ok=True)
+        workdir = Path(tempfile.mkdtemp(prefix="run-", dir=WORK))
+    else:
+        tmp = tempfile.TemporaryDirectory(prefix="topoc-bench-")
+        workdir = Path(tmp.name)
+    log(f"topoc bench: labs of {', '.join(f'{n:,}' for n in sizes)} VMs in {workdir}")
+    labs = write_labs(sizes, workdir)
+    if args.profile:
+        profile(labs, workdir, args.top, log)
+        return 0
+    samples = run_topoc(labs, workdir, args.repeat, log)
+    differs: list[str] = []
+    if not args.no_netlab:
+        netlab_labs = {n: p for n, p in labs.items() if n in NETLAB_SIZES}
+        netlab_samples, differs = run_netlab(netlab_labs, workdir, log)
+        samples += netlab_samples
+    report(samples, differs, log)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
