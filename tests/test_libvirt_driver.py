@@ -1,0 +1,174 @@
+"""Every generated network and domain, defined on libvirt's built-in test driver with
+schema validation on, and read back: libvirt understood what topoc meant.
+
+`test:///default` gives each open connection a fresh private in-memory host (with its
+own `default` network), so tests share nothing and leave nothing behind.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from conftest import require_tool
+from test_libvirt_cases import CASES, artifacts, compiled
+from topoc.ir import Lab, Mode
+
+libvirt = pytest.importorskip("libvirt", reason="libvirt-python is not installed (make setup)")
+
+EXPECTED_FORWARD = {Mode.NAT: "nat", Mode.ROUTED: "route", Mode.OPEN: "open",
+                    Mode.BRIDGED: "bridge", Mode.ISOLATED: None}
+
+
+@pytest.fixture
+def conn():
+    connection = libvirt.open("test:///default")
+    yield connection
+    connection.close()
+
+
+def define_all(conn, case: str) -> tuple[dict[str, ET.Element], dict[str, ET.Element]]:
+    """Define the case's networks, then its domains; their XML as libvirt reads it back."""
+    networks, domains = {}, {}
+    for path, text in sorted(artifacts(case).items()):
+        if path.startswith("libvirt/networks/"):
+            net = conn.networkDefineXMLFlags(text, libvirt.VIR_NETWORK_DEFINE_VALIDATE)
+            networks[net.name()] = ET.fromstring(net.XMLDesc(0))
+    for path, text in sorted(artifacts(case).items()):
+        if path.startswith("libvirt/domains/"):
+            dom = conn.defineXMLFlags(text, libvirt.VIR_DOMAIN_DEFINE_VALIDATE)
+            domains[dom.name()] = ET.fromstring(dom.XMLDesc(0))
+    return networks, domains
+
+
+def expected_dhcp_hosts(lab: Lab, network: str) -> set[tuple[str, str]]:
+    """(mac, ip) of every VM nic with an address on the network, when it has DHCP."""
+    net = lab.network(network)
+    if net is None or net.dhcp is None:
+        return set()
+    return {(nic.mac, str(nic.ip)) for vm in lab.vms for nic in vm.nics
+            if nic.network == network and nic.ip is not None}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_networks_define_and_read_back_as_intended(conn, case):
+    lab = compiled(case)
+    networks, _ = define_all(conn, case)
+    managed = [n for n in lab.networks if n.managed]
+    assert sorted(networks) == sorted(f"{lab.name}-{n.name}" for n in managed)
+    for n in managed:
+        xml = networks[f"{lab.name}-{n.name}"]
+        forward = xml.find("forward")
+        assert (forward.get("mode") if forward is not None else None) == EXPECTED_FORWARD[n.mode]
+        if forward is not None and n.mode in (Mode.NAT, Mode.ROUTED):
+            assert forward.get("dev") == n.via
+        assert xml.find("bridge").get("name") == n.bridge
+        ip = xml.find("ip")
+        if n.address is not None and n.mode is not Mode.BRIDGED:
+            assert (ip.get("address"), ip.get("netmask")) == (str(n.address.ip),
+                                                              str(n.address.netmask))
+        else:
+            assert ip is None
+        hosts = {(h.get("mac"), h.get("ip")) for h in xml.findall("ip/dhcp/host")}
+        assert hosts == expected_dhcp_hosts(lab, n.name)
+        if n.dhcp is not None:
+            assert xml.find("ip/dhcp/range").attrib == {"start": str(n.dhcp.start),
+                                                        "end": str(n.dhcp.end)}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_domains_define_and_read_back_as_intended(conn, case):
+    lab = compiled(case)
+    _, domains = define_all(conn, case)
+    assert sorted(domains) == sorted(f"{lab.name}-{vm.name}" for vm in lab.vms)
+    for vm in lab.vms:
+        xml = domains[f"{lab.name}-{vm.name}"]
+        assert int(xml.findtext("memory")) * 1024 >= vm.memory > (int(xml.findtext("memory")) - 1) * 1024
+        assert int(xml.findtext("vcpu")) == vm.vcpus
+        interfaces = xml.findall("devices/interface")
+        assert [(i.get("type"), i.find("source").get("network"), i.find("mac").get("address"))
+                for i in interfaces] == [("network", f"{lab.name}-{nic.network}", nic.mac)
+                                         for nic in vm.nics]
+        assert [i.find("model").get("type") for i in interfaces] == [nic.model or "virtio"
+                                                                    for nic in vm.nics]
+        source = xml.find("devices/disk/source")
+        # libvirt writes a tab in an attribute raw, which XML readers turn into a space;
+        # the hostile-path test below checks the exact text.
+        assert (source.get("file") if source is not None else None) == (
+            vm.disk.replace("\t", " ") if vm.disk else None)
+        owner = xml.find("metadata/{https://topoc.dev/xmlns/libvirt/1}lab")
+        assert owner is not None and owner.attrib == {"name": lab.name, "source": lab.file}
+
+
+def test_the_nat_example_reads_back_exactly(conn):
+    networks, domains = define_all(conn, "nat")
+    net = networks["natlab-natnet"]
+    assert net.find("forward").attrib == {"mode": "nat", "dev": "eth0"}
+    assert net.find("bridge").attrib == {"name": "natbr0", "stp": "off", "delay": "0"}
+    assert net.find("ip").attrib == {"address": "188.64.100.1", "netmask": "255.255.255.0"}
+    assert [(h.get("name"), h.get("ip")) for h in net.findall("ip/dhcp/host")] == [
+        ("vm0", "188.64.100.2"), ("vm1", "188.64.100.3")]
+    vm1 = domains["natlab-vm1"]
+    assert vm1.find("devices/interface/mac").get("address") == "52:54:00:6b:3c:58"
+    assert vm1.find("devices/disk/driver").get("type") == "qcow2"
+
+
+def test_uuids_are_the_ones_generated(conn):
+    lab = compiled("mixed")
+    from topoc import naming
+
+    networks, domains = define_all(conn, "mixed")
+    for n in lab.networks:
+        if n.managed:
+            assert networks[f"mixlab-{n.name}"].findtext("uuid") == naming.object_uuid(
+                "mixlab", "network", n.name)
+    for vm in lab.vms:
+        assert domains[f"mixlab-{vm.name}"].findtext("uuid") == naming.object_uuid(
+            "mixlab", "domain", vm.name)
+
+
+def test_hostile_disk_path_reads_back_exactly(conn):
+    define_all(conn, "hostile")
+    raw = conn.lookupByName("hostile-evil").XMLDesc(0)
+    path = compiled("hostile").node("evil").disk
+    # libvirt's own escaping of what it stored (it leaves the tab raw): the exact path.
+    stored = (path.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+              .replace("'", "&apos;").replace('"', "&quot;"))
+    assert "\t" in path and f"<source file='{stored}'/>" in raw
+
+
+def _readme_commands(text: str, section: str) -> list[str]:
+    """The indented virsh commands of README.txt's Apply or Undo section."""
+    apply, undo = text.split("\nApply", 1)[1].split("\nUndo", 1)
+    block = apply if section == "Apply" else undo
+    return [line.strip().removeprefix("virsh ") for line in block.splitlines()
+            if line.startswith("    virsh ")]
+
+
+@pytest.mark.parametrize("case", ["mixed", "nat", "bridged"])
+def test_readme_commands_apply_and_undo_the_lab_on_the_test_driver(case, tmp_path):
+    virsh = require_tool("virsh")
+    lab = compiled(case)
+    for path, text in artifacts(case).items():
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text(text, encoding="utf-8")
+    readme = artifacts(case)["libvirt/README.txt"]
+    apply = _readme_commands(readme, "Apply")
+    undo = _readme_commands(readme, "Undo")
+    starts = [f"start {lab.name}-{vm.name}" for vm in lab.vms]  # so `destroy` has work
+    # One virsh session: test:///default forgets everything between connections.
+    script = "; ".join([*apply, *starts, "net-list --all --name", "list --all --name", *undo,
+                        "net-list --all --name", "list --all --name"])
+    run = subprocess.run([virsh, "-c", "test:///default", script], cwd=tmp_path / "libvirt",
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0 and "error" not in run.stderr, run.stderr
+    names = {f"{lab.name}-{n.name}" for n in lab.networks if n.managed} | {
+        f"{lab.name}-{vm.name}" for vm in lab.vms}
+    listed = run.stdout.split("has been undefined")[0]
+    assert names <= set(listed.split()), "apply did not create every object"
+    after = run.stdout.rsplit("undefined", 1)[1]
+    assert not names & set(after.split()), "undo left objects behind"
+    assert "default" in after.split(), "undo must leave libvirt's own network alone"
