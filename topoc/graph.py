@@ -1,0 +1,210 @@
+"""The model graph: the lab as L2 segments, nodes and the interfaces joining them.
+
+A pure function of the IR. It answers the questions every later stage asks about the
+wiring: which L2 segment a network is (a bridged network joins the segment of the host
+NIC it enslaves), which interfaces a node has (a host also has one bridge per managed
+network, carrying the network's address), which addresses a node answers on, which
+routes it has (including the default route DHCP would give a VM), and whether it
+forwards packets (ip_forward). `build_graph` renders the same facts as a networkx
+multigraph: one vertex per node and per segment, one edge per interface.
+
+The facts are computed once per Lab (a Topology, cached by the lab's identity), so the
+checks and the reachability engine stay linear on labs of 10,000 VMs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+
+import networkx as nx
+
+from topoc.ir import Host, Lab, Mode, Network, Node, Route, Vm
+from topoc.span import Span
+
+DEFAULT_ROUTE = IPv4Network("0.0.0.0/0")
+
+# Networks whose bridge gets libvirt's FWX/FWI/FWO rules (docs/formatnetwork.rst,
+# "Connectivity"; tests/networkxml2firewalldata/*-linux.iptables in libvirt 9).
+FIREWALLED_MODES = (Mode.ISOLATED, Mode.NAT, Mode.ROUTED)
+# Networks for which libvirt turns on net.ipv4.ip_forward when it starts them.
+FORWARDING_MODES = (Mode.NAT, Mode.ROUTED, Mode.OPEN)
+# Networks whose dnsmasq hands out the bridge address as the router (DHCP option 3).
+DHCP_ROUTER_MODES = (Mode.NAT, Mode.ROUTED, Mode.OPEN, Mode.ISOLATED)
+
+
+@dataclass(frozen=True, slots=True)
+class Interface:
+    """One of a node's interfaces as the kernel sees it."""
+
+    node: str
+    name: str  # the Linux name: a nic's, or a bridge's on a host
+    segment: str  # the L2 segment it is plugged into (a network name)
+    network: str  # the network it belongs to
+    address: IPv4Interface | None
+    kind: str  # "nic" or "bridge"
+    span: Span
+
+    @property
+    def ip(self) -> IPv4Address | None:
+        return self.address.ip if self.address is not None else None
+
+
+class Topology:
+    """Every wiring fact of one lab, computed once."""
+
+    def __init__(self, lab: Lab) -> None:
+        self.lab = lab
+        self.segment_of: dict[str, str] = {n.name: _segment(lab, n) for n in lab.networks}
+        self.interfaces: dict[str, tuple[Interface, ...]] = {
+            node.name: self._interfaces(node) for node in lab.nodes}
+        self.routes: dict[str, tuple[Route, ...]] = {
+            node.name: self._effective_routes(node) for node in lab.nodes}
+        self.addresses: dict[str, tuple[IPv4Address, ...]] = {
+            name: tuple(dict.fromkeys(i.ip for i in ifaces if i.ip is not None))
+            for name, ifaces in self.interfaces.items()}
+        # Which nodes others route through: externals used as a gateway forward.
+        via_addresses = {r.via for routes in self.routes.values() for r in routes}
+        self.forwarding: dict[str, bool] = {
+            node.name: self._forwards(node, via_addresses) for node in lab.nodes}
+        # Segment -> the interfaces plugged into it, in node order.
+        self.members: dict[str, list[Interface]] = {}
+        for ifaces in self.interfaces.values():
+            for iface in ifaces:
+                self.members.setdefault(iface.segment, []).append(iface)
+
+    def _interfaces(self, node: Node) -> tuple[Interface, ...]:
+        lab = self.lab
+        result = []
+        enslaved = {}  # host nic name -> the bridged network that takes it over
+        if isinstance(node, Host):
+            enslaved = {n.via: n for n in lab.networks_on(node.name)
+                        if n.mode is Mode.BRIDGED and n.via is not None}
+        for nic in node.nics:
+            name = nic.name
+            if nic.name in enslaved and enslaved[nic.name].bridge:
+                # The host's address moves from the NIC to the bridge that enslaves it.
+                name = enslaved[nic.name].bridge  # type: ignore[assignment]
+            result.append(Interface(node.name, name, self.segment_of.get(nic.network, nic.network),
+                                    nic.network, nic.address, "nic", nic.span))
+        if isinstance(node, Host):
+            uplinks = {nic.name for nic in node.nics}
+            for net in lab.networks_on(node.name):
+                if net.mode is Mode.BRIDGED and net.via in uplinks:
+                    continue
+                if net.bridge is None:
+                    continue
+                result.append(Interface(node.name, net.bridge, self.segment_of[net.name],
+                                        net.name, net.address, "bridge", net.span))
+        return tuple(result)
+
+    def _effective_routes(self, node: Node) -> tuple[Route, ...]:
+        routes = list(node.routes)
+        if any(r.is_default for r in routes):
+            return tuple(routes)
+        gateway = _default_gateway(self.lab, node)
+        if gateway is not None:
+            via, span = gateway
+            routes.append(Route(DEFAULT_ROUTE, via, span))
+        return tuple(routes)
+
+    def _forwards(self, node: Node, via_addresses: set[IPv4Address]) -> bool:
+        if isinstance(node, Host):
+            return any(n.mode in FORWARDING_MODES for n in self.lab.networks_on(node.name))
+        if isinstance(node, Vm):
+            return False  # a guest's kernel keeps ip_forward off unless told otherwise
+        return any(nic.ip in via_addresses for nic in node.nics if nic.ip is not None)
+
+
+def _segment(lab: Lab, network: Network) -> str:
+    """The L2 segment a network is: its own, except that a bridged network is the
+    segment of the host NIC its bridge enslaves (VMs become peers on that LAN)."""
+    if network.mode is Mode.BRIDGED and network.host is not None:
+        host = lab.node(network.host)
+        for nic in getattr(host, "nics", ()):
+            if nic.name == network.via:
+                uplink = lab.network(nic.network)
+                if uplink is not None and uplink.name != network.name:
+                    return _segment(lab, uplink)
+    return network.name
+
+
+def _default_gateway(lab: Lab, node: Node) -> tuple[IPv4Address, Span] | None:
+    """A nic's `gateway` (the first one written), else for a VM the address of the first
+    network whose DHCP server offers itself as the router."""
+    for nic in node.nics:
+        if nic.gateway is not None:
+            return nic.gateway, nic.span
+    if isinstance(node, Vm):
+        for nic in node.nics:
+            net = lab.network(nic.network)
+            if net is not None and net.mode in DHCP_ROUTER_MODES and net.address is not None:
+                return net.address.ip, nic.span
+    return None
+
+
+_CACHE: dict[int, tuple[Lab, Topology]] = {}
+_CACHE_SIZE = 8
+
+
+def topology(lab: Lab) -> Topology:
+    """The lab's Topology, built once per Lab object (the Lab is immutable)."""
+    entry = _CACHE.get(id(lab))
+    if entry is not None and entry[0] is lab:
+        return entry[1]
+    if len(_CACHE) >= _CACHE_SIZE:
+        _CACHE.pop(next(iter(_CACHE)))
+    result = Topology(lab)
+    _CACHE[id(lab)] = (lab, result)  # holding the lab keeps its id from being reused
+    return result
+
+
+def segment_key(segment: str) -> str:
+    """The graph vertex of an L2 segment (node names never contain a colon)."""
+    return f"segment:{segment}"
+
+
+def build_graph(lab: Lab) -> nx.MultiGraph:
+    """Vertices: every node (keyed by name; kind, forwarding) and every L2 segment
+    (`segment:<network>`; the networks on it, their modes and subnets). Edges: one per
+    interface, node -- segment, keyed by the interface name, with its address."""
+    topo = topology(lab)
+    graph = nx.MultiGraph(lab=lab.name)
+    for node in lab.nodes:
+        graph.add_node(node.name, kind=node.kind.value, forwarding=topo.forwarding[node.name])
+    for net in lab.networks:
+        key = segment_key(topo.segment_of[net.name])
+        if key not in graph:
+            graph.add_node(key, kind="segment", networks=(), modes=(), subnets=())
+        data = graph.nodes[key]
+        data["networks"] += (net.name,)
+        data["modes"] += (net.model,)
+        data["subnets"] += (net.subnet,) if net.subnet is not None else ()
+    for name, ifaces in topo.interfaces.items():
+        for iface in ifaces:
+            graph.add_edge(name, segment_key(iface.segment), key=iface.name, network=iface.network,
+                           address=iface.address, kind=iface.kind)
+    return graph
+
+
+def interfaces(lab: Lab, name: str) -> tuple[Interface, ...]:
+    return topology(lab).interfaces.get(name, ())
+
+
+def node_addresses(lab: Lab, name: str) -> tuple[IPv4Address, ...]:
+    """Every address the node answers on: a host's nic addresses and the address of each
+    of its managed networks; a VM's or external's nic addresses. Source order."""
+    return topology(lab).addresses.get(name, ())
+
+
+def effective_routes(lab: Lab, name: str) -> tuple[Route, ...]:
+    """The node's `route`s plus its default route: a nic `gateway`, or for a VM on a
+    nat/routed/open/host-only network without one, the network's address, as libvirt's
+    dnsmasq hands it out. Connected routes (a nic's own subnet) are implied."""
+    return topology(lab).routes.get(name, ())
+
+
+def forwards(lab: Lab, name: str) -> bool:
+    """ip_forward: on for a host with a nat, routed or open network (libvirt turns it
+    on), for an external that some other node routes through; never for a VM."""
+    return topology(lab).forwarding.get(name, False)

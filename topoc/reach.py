@@ -1,0 +1,711 @@
+"""The reachability engine: who gets an ICMP echo reply from whom, and why (not).
+
+It follows one packet hop by hop the way a Linux kernel would, then its reply back:
+- L2: a node sends straight to an address only when a connected route covers it, and
+  then only a node plugged into that segment can answer ARP for it. Any node answers
+  ARP for any of its addresses on any interface (arp_ignore=0, the kernel default).
+- Routing: connected routes, `route`s, the default route (topoc.graph.effective_routes);
+  longest prefix wins. A node delivers a packet for any of its addresses whatever the
+  interface it came in on (weak host model; rp_filter=0 on a stock Debian host) and
+  forwards others only with ip_forward on (topoc.graph.forwards).
+- libvirt 9's firewall on every host that forwards, exactly as libvirt installs it
+  (https://libvirt.org/formatnetwork.html#connectivity; libvirt's golden files
+  tests/networkxml2firewalldata/*-linux.iptables): FORWARD runs LIBVIRT_FWX, then
+  LIBVIRT_FWI, then LIBVIRT_FWO; whatever no rule accepts into or out of an isolated,
+  nat or routed network's bridge is rejected. NAT networks masquerade what leaves them
+  (LIBVIRT_PRT), conntrack de-NATs the replies, and inbound only ESTABLISHED,RELATED
+  traffic is let in. A reply through a host that never saw the request is INVALID.
+- `forward` rules: DNAT on the VM's host for connections to one of the host's nic
+  addresses, accepted ahead of libvirt's rejects; the VM's answer is de-DNATed on the
+  way back (so a client on the VM's own subnet gets the answer from the wrong address).
+
+`predict` enumerates all ordered pairs (only `topoc reach` does that); checks ask single
+questions (`reach_address`), so a lab of 10,000 VMs is checked without enumerating.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from ipaddress import IPv4Address, IPv4Network
+from typing import Iterator
+
+from topoc.graph import Interface, Topology, topology
+from topoc.ir import Forward, Host, Lab, Mode, Network, Vm
+from topoc.graph import FIREWALLED_MODES
+
+REJECT = "-j REJECT --reject-with icmp-port-unreachable"
+
+
+@dataclass(frozen=True, slots=True)
+class PairResult:
+    src: str
+    dst: str
+    reachable: bool
+    path: tuple[str, ...]  # the request's path (up to where it broke), then the reply's
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Packet:
+    src: IPv4Address
+    dst: IPv4Address
+
+
+@dataclass(frozen=True, slots=True)
+class RouteChoice:
+    destination: IPv4Network
+    iface: Interface
+    gateway: IPv4Address | None  # None: connected, the destination itself is the next hop
+    why: str  # "connected", "route 10.0.0.0/8 via ...", "default route via ..."
+
+    def next_hop(self, dst: IPv4Address) -> IPv4Address:
+        return self.gateway if self.gateway is not None else dst
+
+
+@dataclass
+class Leg:
+    """One packet's journey: the lines that explain it, the nodes it crossed and, when
+    it broke, why and how to fix it."""
+
+    steps: list[tuple[str, str]] = field(default_factory=list)  # (node, what happened)
+    path: list[str] = field(default_factory=list)
+    ok: bool = False
+    failure: str = ""
+    fix: str = ""
+    packet: Packet | None = None  # as delivered
+    node: str = ""  # where it ended
+
+    def note(self, node: str, text: str) -> None:
+        self.steps.append((node, text))
+
+    def fail(self, node: str, failure: str, fix: str = "") -> Leg:
+        self.ok, self.failure, self.fix, self.node = False, failure, fix, node
+        self.note(node, f"BROKEN: {failure}")
+        return self
+
+
+@dataclass
+class Flow:
+    """Conntrack's view of one flow, across every host it crosses."""
+
+    forward: Forward | None = None
+    reply: bool = False
+    seen: set[str] = field(default_factory=set)  # hosts that forwarded the request
+    snat: dict[str, tuple[IPv4Address, IPv4Address]] = field(default_factory=dict)  # host -> (to, from)
+    dnat: dict[str, tuple[IPv4Address, IPv4Address]] = field(default_factory=dict)  # host -> (vm ip, target)
+
+
+@dataclass
+class Probe:
+    """A request and its reply: the whole story of one ping (or one forwarded connection)."""
+
+    src: str
+    target: IPv4Address
+    request: Leg
+    reply: Leg | None = None
+    ok: bool = False
+    expected_dst: str | None = None
+
+    @property
+    def failure(self) -> str:
+        if self.reply is not None and not self.reply.ok:
+            return f"the reply is lost: {self.reply.failure}"
+        return self.request.failure
+
+    @property
+    def fix(self) -> str:
+        leg = self.reply if self.reply is not None and not self.reply.ok else self.request
+        return leg.fix
+
+    @property
+    def path(self) -> tuple[str, ...]:
+        return tuple(self.request.path) + (tuple(self.reply.path[1:]) if self.reply else ())
+
+
+class Engine:
+    """Routing tables, ARP owners and firewalls of one lab, and the packet walk."""
+
+    def __init__(self, topo: Topology) -> None:
+        self.topo = topo
+        self.lab = topo.lab
+        self.owners: dict[IPv4Address, list[str]] = {}
+        for name, addresses in topo.addresses.items():
+            for ip in addresses:
+                self.owners.setdefault(ip, []).append(name)
+        self.local: dict[str, frozenset[IPv4Address]] = {
+            name: frozenset(a) for name, a in topo.addresses.items()}
+        self._tables: dict[str, list[RouteChoice]] = {}
+        self._bridges: dict[str, dict[str, Network]] = {}
+
+    # -- routing --
+
+    def table(self, node: str) -> list[RouteChoice]:
+        table = self._tables.get(node)
+        if table is None:
+            table = self._build_table(node)
+            self._tables[node] = table
+        return table
+
+    def _build_table(self, node: str) -> list[RouteChoice]:
+        ifaces = [i for i in self.topo.interfaces[node] if i.address is not None]
+        connected = [RouteChoice(i.address.network, i, None, "connected")  # type: ignore[union-attr]
+                     for i in ifaces]
+        static = []
+        for route in self.topo.routes[node]:
+            # The kernel takes a gateway only on a connected subnet ("Nexthop has invalid
+            # gateway" otherwise); the gateway-unreachable check reports the others.
+            iface = next((c.iface for c in connected if route.via in c.destination), None)
+            if iface is None:
+                continue
+            why = (f"default route via {route.via}" if route.is_default
+                   else f"route {route.destination} via {route.via}")
+            static.append(RouteChoice(route.destination, iface, route.via, why))
+        # Longest prefix first; on a tie the connected route (metric 0, proto kernel) wins.
+        return sorted(connected + static, key=lambda c: -c.destination.prefixlen)
+
+    def lookup(self, node: str, dst: IPv4Address) -> RouteChoice | None:
+        for choice in self.table(node):
+            if dst in choice.destination:
+                return choice
+        return None
+
+    def arp(self, segment: str, ip: IPv4Address, sender: str) -> Interface | None:
+        """The interface that answers ARP for `ip` on `segment`: its owner's interface
+        there (arp_ignore=0: the owner answers even when `ip` sits on another of its
+        interfaces); the owner whose interface carries `ip` itself wins."""
+        best = None
+        for owner in self.owners.get(ip, ()):
+            if owner == sender:
+                continue
+            for iface in self.topo.interfaces[owner]:
+                if iface.segment != segment:
+                    continue
+                if iface.ip == ip:
+                    return iface
+                best = best or iface
+        return best
+
+    # -- libvirt's firewall --
+
+    def bridges(self, host: str) -> dict[str, Network]:
+        """Bridge name -> network, for the host's networks that libvirt firewalls."""
+        found = self._bridges.get(host)
+        if found is None:
+            found = {n.bridge: n for n in self.lab.networks_on(host)
+                     if n.mode in FIREWALLED_MODES and n.bridge is not None}
+            self._bridges[host] = found
+        return found
+
+    def firewall(self, host: str, inbound: str, outbound: str, packet: Packet,
+                 state: str, flow: Flow) -> tuple[bool, str, str]:
+        """libvirt's FORWARD verdict: (accepted, the rule that decided, fix when rejected)."""
+        bridges = self.bridges(host)
+        if inbound == outbound and inbound in bridges:
+            return True, f"LIBVIRT_FWX: -i {inbound} -o {outbound} -j ACCEPT", ""
+        if outbound in bridges:
+            net = bridges[outbound]
+            if host in flow.dnat and flow.dnat[host][0] == packet.dst and not flow.reply:
+                return True, "topoc's forward rule accepts the DNAT-ed connection", ""
+            verdict = _fwi(net, inbound, packet, state)
+            if verdict is not None:
+                return verdict
+        if inbound in bridges:
+            verdict = _fwo(bridges[inbound], outbound, packet)
+            if verdict is not None:
+                return verdict
+        return True, "no libvirt rule applies (FORWARD policy ACCEPT)", ""
+
+    def masquerade(self, host: str, out: Interface, packet: Packet) -> tuple[IPv4Address, str] | None:
+        """LIBVIRT_PRT: the NAT network whose subnet the packet leaves, if it leaves
+        through the network's `via` (any device without one), masquerades it."""
+        for net in self.lab.networks_on(host):
+            subnet = net.subnet
+            if net.mode is not Mode.NAT or subnet is None or out.ip is None:
+                continue
+            if packet.src in subnet and packet.dst not in subnet and net.via in (None, out.name):
+                via = f" -o {net.via}" if net.via else ""
+                return out.ip, f"LIBVIRT_PRT: -s {subnet} ! -d {subnet}{via} -j MASQUERADE"
+        return None
+
+    # -- the walk --
+
+    def walk(self, start: str, packet: Packet, flow: Flow) -> Leg:
+        leg = Leg()
+        node, inbound, originated = start, None, True
+        visited: set[tuple[str, Packet]] = set()
+        while True:
+            if (node, packet) in visited or len(leg.path) > 64:
+                return leg.fail(node, f"routing loop: the packet for {packet.dst} comes back to {node}",
+                                "fix the `route`s so that they lead somewhere")
+            visited.add((node, packet))
+            leg.path.append(node)
+            if not originated:
+                packet = self._prerouting(node, packet, flow, leg)
+                if packet.dst in self.local[node]:
+                    leg.note(node, f"in {inbound}: {packet.dst} is its own address: delivered")
+                    leg.ok, leg.packet, leg.node = True, packet, node
+                    return leg
+                if not self.topo.forwarding[node]:
+                    return leg.fail(node, f"{node} got a packet for {packet.dst} but does not forward "
+                                    f"(ip_forward is off)", _no_forward_fix(self.lab, node))
+            choice = self.lookup(node, packet.dst)
+            if choice is None:
+                return leg.fail(node, f"{node} has no route to {packet.dst}",
+                                self._route_fix(node, packet.dst))
+            out = choice.iface
+            hop = choice.next_hop(packet.dst)
+            where = f"out {out.name} to {hop} ({choice.why})"
+            if originated:
+                leg.note(node, f"sends {packet.src} -> {packet.dst} {where}")
+            else:
+                text = f"in {inbound}, {where}"
+                if isinstance(self.lab.node(node), Host):
+                    state = "NEW" if not flow.reply else ("ESTABLISHED" if node in flow.seen else "INVALID")
+                    accepted, rule, fix = self.firewall(node, inbound, out.name, packet, state, flow)  # type: ignore[arg-type]
+                    if not accepted:
+                        leg.note(node, text)
+                        return leg.fail(node, f"{node} rejects it: {rule}", fix)
+                    text += f"; {rule}"
+                    if not flow.reply:
+                        flow.seen.add(node)
+                        masq = self.masquerade(node, out, packet)
+                        if masq is not None:
+                            flow.snat[node] = (masq[0], packet.src)
+                            text += f"; {masq[1]}: source {packet.src} becomes {masq[0]}"
+                            packet = replace(packet, src=masq[0])
+                    elif node in flow.dnat and packet.src == flow.dnat[node][0]:
+                        target = flow.dnat[node][1]
+                        text += f"; conntrack undoes the DNAT: source {packet.src} becomes {target}"
+                        packet = replace(packet, src=target)
+                leg.note(node, text)
+            answer = self.arp(out.segment, hop, node)
+            if answer is None:
+                return leg.fail(node, f"nobody on {_segment_label(self.topo, out.segment)} answers ARP "
+                                f"for {hop}{self._lives_elsewhere(hop, out.segment)}",
+                                self._arp_fix(node, hop, out.segment))
+            node, inbound, originated = answer.node, answer.name, False
+
+    def _prerouting(self, node: str, packet: Packet, flow: Flow, leg: Leg) -> Packet:
+        """conntrack reverses a masquerade on the reply; a `forward` DNATs the request."""
+        if flow.reply and node in flow.snat and packet.dst == flow.snat[node][0]:
+            original = flow.snat[node][1]
+            leg.note(node, f"conntrack reverses the masquerade: destination {packet.dst} becomes {original}")
+            return replace(packet, dst=original)
+        fwd = flow.forward
+        if (fwd is not None and not flow.reply and packet.dst in self.local[node]
+                and _forward_host(self.lab, fwd) == node and node not in flow.dnat):
+            vm_ip = forward_vm_address(self.lab, fwd)
+            if vm_ip is not None:
+                flow.dnat[node] = (vm_ip, packet.dst)
+                leg.note(node, f"{fwd.protocol} port {fwd.port} on {packet.dst}: `forward` DNATs it "
+                         f"to {fwd.vm} {vm_ip}:{fwd.vm_port}")
+                return replace(packet, dst=vm_ip)
+        return packet
+
+    # -- fixes --
+
+    def _route_fix(self, node: str, dst: IPv4Address) -> str:
+        net = self._network_of(dst)
+        if net is not None and net.mode in (Mode.ROUTED, Mode.OPEN) and net.host is not None:
+            gateway = self._host_address_near(net.host, node)
+            if gateway is not None:
+                return f"add `route {net.subnet} via {gateway}` to {_kind(self.lab, node)} `{node}`"
+        if net is not None and net.mode is Mode.NAT:
+            return (f"{net.subnet} is NAT network `{net.name}` on {net.host}: nothing outside reaches "
+                    "it except through a `forward`")
+        return f"give `{node}` a `route` (or a nic `gateway`) towards {dst}"
+
+    def _host_address_near(self, host: str, node: str) -> IPv4Address | None:
+        """The host's address on a subnet `node` is directly connected to."""
+        mine = [c.destination for c in self.table(node) if c.gateway is None]
+        for iface in self.topo.interfaces[host]:
+            if iface.ip is not None and any(iface.ip in subnet for subnet in mine):
+                return iface.ip
+        return None
+
+    def _network_of(self, ip: IPv4Address) -> Network | None:
+        """The managed network whose subnet holds `ip` (the first one, in source order)."""
+        for owner in self.owners.get(ip, ()):
+            for iface in self.topo.interfaces[owner]:
+                if iface.ip == ip:
+                    net = self.lab.network(iface.network)
+                    if net is not None and net.mode is not Mode.EXTERNAL:
+                        return net
+        for net in self.lab.networks:
+            if net.managed and net.subnet is not None and ip in net.subnet:
+                return net
+        return None
+
+    def _lives_elsewhere(self, ip: IPv4Address, segment: str) -> str:
+        for owner in self.owners.get(ip, ()):
+            for iface in self.topo.interfaces[owner]:
+                if iface.ip == ip and iface.segment != segment:
+                    return (f" ({ip} is {owner}'s address on "
+                            f"{_segment_label(self.topo, iface.segment)}, another L2 segment)")
+        return ""
+
+    def _arp_fix(self, node: str, ip: IPv4Address, segment: str) -> str:
+        net = self._network_of(ip)
+        if net is not None and net.mode is Mode.ISOLATED and net.address is None:
+            return (f"isolated network `{net.name}` has no address, so its host is not on it: give "
+                    "it an `address` (host-only) or reach its VMs from another VM on it")
+        if ip in self.owners:
+            return (f"{ip} is on another segment than {node}'s {_segment_label(self.topo, segment)}: "
+                    "route it through a node on both")
+        return f"no node has {ip}: check the address, or the `route`/`gateway` that leads to it"
+
+
+# --- libvirt's FORWARD rules, one network at a time -----------------------------------
+
+
+def _fwi(net: Network, inbound: str, packet: Packet, state: str) -> tuple[bool, str, str] | None:
+    """LIBVIRT_FWI for traffic going out onto `net`'s bridge: accept or REJECT."""
+    bridge, subnet = net.bridge, net.subnet
+    dev = f" -i {net.via}" if net.via else ""
+    from_via = net.via in (None, inbound)
+    if net.mode is Mode.NAT and subnet is not None:
+        rule = f"-d {subnet}{dev} -o {bridge} -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT"
+        if packet.dst in subnet and from_via and state == "ESTABLISHED":
+            return True, f"LIBVIRT_FWI: {rule}", ""
+    if net.mode is Mode.ROUTED and subnet is not None:
+        rule = f"-d {subnet}{dev} -o {bridge} -j ACCEPT"
+        if packet.dst in subnet and from_via:
+            return True, f"LIBVIRT_FWI: {rule}", ""
+    return False, f"LIBVIRT_FWI: -o {bridge} {REJECT}", _fwi_fix(net, inbound, packet, state)
+
+
+def _fwi_fix(net: Network, inbound: str, packet: Packet, state: str) -> str:
+    if net.mode is Mode.ISOLATED:
+        return (f"`{net.name}` is isolated: libvirt forwards nothing into it; its VMs reach only "
+                "each other and the host (use mode nat or routed to connect it)")
+    if net.subnet is not None and packet.dst not in net.subnet:
+        return f"{packet.dst} is not in {net.name}'s subnet {net.subnet}"
+    if net.via not in (None, inbound):
+        return (f"`{net.name}` accepts forwarded traffic only from `{net.via}` (its `via`), and this "
+                f"comes in on {inbound}: drop `via {net.via}` from its mode to accept every interface")
+    if state == "INVALID":
+        return ("the reply crosses a host that never saw the request (conntrack state INVALID): make "
+                "the path back go through the same host")
+    return (f"`{net.name}` is NAT: from outside, only replies to its VMs' own connections get in; "
+            f"declare a `forward` for a service, or use `mode routed` with a route back")
+
+
+def _fwo(net: Network, outbound: str, packet: Packet) -> tuple[bool, str, str] | None:
+    """LIBVIRT_FWO for traffic coming in from `net`'s bridge: accept or REJECT."""
+    bridge, subnet = net.bridge, net.subnet
+    if net.mode in (Mode.NAT, Mode.ROUTED) and subnet is not None:
+        dev = f" -o {net.via}" if net.via else ""
+        if packet.src in subnet and net.via in (None, outbound):
+            return True, f"LIBVIRT_FWO: -s {subnet} -i {bridge}{dev} -j ACCEPT", ""
+    return False, f"LIBVIRT_FWO: -i {bridge} {REJECT}", _fwo_fix(net, outbound, packet)
+
+
+def _fwo_fix(net: Network, outbound: str, packet: Packet) -> str:
+    if net.mode is Mode.ISOLATED:
+        return (f"`{net.name}` is isolated: libvirt forwards nothing out of it (use mode nat or "
+                "routed to let its VMs out)")
+    if net.subnet is not None and packet.src not in net.subnet:
+        return f"the source {packet.src} is not in {net.name}'s subnet {net.subnet}"
+    return (f"`{net.name}` forwards out only through `{net.via}` (its `via`), and this leaves "
+            f"through {outbound}: drop `via {net.via}` to allow every interface")
+
+
+# --- helpers --------------------------------------------------------------------------
+
+
+def _segment_label(topo: Topology, segment: str) -> str:
+    return f"segment `{segment}`"
+
+
+def _kind(lab: Lab, name: str) -> str:
+    node = lab.node(name)
+    return node.kind.value if node is not None else "node"
+
+
+def _no_forward_fix(lab: Lab, node: str) -> str:
+    n = lab.node(node)
+    if isinstance(n, Host):
+        return (f"{node} has no nat or routed network, so libvirt leaves ip_forward off; "
+                "packets cannot cross it")
+    if isinstance(n, Vm):
+        return f"VM {node} does not route; reach the destination through its host instead"
+    return f"external {node} forwards only when another node routes through it"
+
+
+def _forward_host(lab: Lab, fwd: Forward) -> str | None:
+    vm = lab.node(fwd.vm)
+    return vm.host if isinstance(vm, Vm) else None
+
+
+def forward_vm_address(lab: Lab, fwd: Forward) -> IPv4Address | None:
+    """Where a `forward` DNATs to: the VM's first address on a network of its host."""
+    vm = lab.node(fwd.vm)
+    if not isinstance(vm, Vm):
+        return None
+    for nic in vm.nics:
+        net = lab.network(nic.network)
+        if nic.ip is not None and net is not None and net.host == vm.host:
+            return nic.ip
+    return None
+
+
+def forward_target(lab: Lab, fwd: Forward, src: str) -> IPv4Address | None:
+    """The host address a client connects to for `fwd`: the host's address on a network
+    the client has a nic on, else the host's first nic address (as `topoc verify` does)."""
+    host = lab.node(_forward_host(lab, fwd) or "")
+    source = lab.node(src)
+    if not isinstance(host, Host) or source is None:
+        return None
+    networks = {nic.network for nic in source.nics}
+    for nic in host.nics:
+        if nic.network in networks and nic.ip is not None:
+            return nic.ip
+    return next((nic.ip for nic in host.nics if nic.ip is not None), None)
+
+
+# --- probes ---------------------------------------------------------------------------
+
+
+_ENGINES: dict[int, tuple[Topology, Engine]] = {}
+
+
+def engine(lab: Lab) -> Engine:
+    topo = topology(lab)
+    entry = _ENGINES.get(id(topo))
+    if entry is not None and entry[0] is topo:
+        return entry[1]
+    if len(_ENGINES) >= 8:
+        _ENGINES.pop(next(iter(_ENGINES)))
+    result = Engine(topo)
+    _ENGINES[id(topo)] = (topo, result)
+    return result
+
+
+def probe(lab: Lab, src: str, target: IPv4Address, forward: Forward | None = None) -> Probe:
+    """Send one echo request (or a forwarded connection) from `src` to `target`, then
+    its reply back."""
+    eng = engine(lab)
+    result = Probe(src, target, Leg())
+    if target in eng.local.get(src, ()):
+        result.request.note(src, f"{target} is its own address")
+        result.request.ok = True
+        result.request.path.append(src)
+        result.ok = True
+        return result
+    choice = eng.lookup(src, target)
+    if choice is None:
+        result.request.path.append(src)
+        result.request.fail(src, f"{src} has no route to {target}", eng._route_fix(src, target))
+        return result
+    assert choice.iface.ip is not None  # a route's interface always has an address
+    flow = Flow(forward=forward)
+    request = eng.walk(src, Packet(choice.iface.ip, target), flow)
+    result.request = request
+    if not request.ok or request.packet is None:
+        return result
+    delivered = request.packet
+    responder = request.node
+    flow.reply = True
+    reply = eng.walk(responder, Packet(delivered.dst, delivered.src), flow)
+    result.reply = reply
+    if not reply.ok or reply.packet is None:
+        return result
+    if reply.node != src or reply.packet.dst != choice.iface.ip:
+        reply.fail(reply.node, f"the reply is delivered to {reply.node} ({reply.packet.dst}), not to "
+                   f"{src}", "two nodes share an address, or NAT rewrote it: check the addresses")
+        return result
+    if reply.packet.src != target:
+        reply.fail(src, f"the reply comes from {reply.packet.src}, not from {target}, so {src} "
+                   "drops it", "the client shares a subnet with the server, so the answer skips "
+                   "the host's DNAT: connect from outside, or to the VM's own address")
+        return result
+    result.ok = True
+    return result
+
+
+def reach_address(lab: Lab, src: str, ip: IPv4Address | str) -> PairResult:
+    """Whether `src` gets an echo reply from the single address `ip`."""
+    ip = IPv4Address(ip)
+    p = probe(lab, src, ip)
+    owners = engine(lab).owners.get(ip, [])
+    return PairResult(src, str(ip), p.ok, p.path, _reason(p, owners[0] if owners else None))
+
+
+def pair(lab: Lab, src: str, dst: str) -> tuple[PairResult, list[Probe]]:
+    """`src` reaches node `dst` when every address of `dst` answers."""
+    eng = engine(lab)
+    addresses = eng.topo.addresses.get(dst, ())
+    if not addresses:
+        return PairResult(src, dst, False, (src,), f"{dst} has no address to reach"), []
+    probes = []
+    for ip in addresses:
+        p = probe(lab, src, ip)
+        p.expected_dst = dst
+        if p.ok and p.request.node != dst and p.request.node != src:
+            p.ok = False
+            p.request.failure = f"{ip} answers from {p.request.node}, not from {dst}"
+            p.request.fix = "two nodes share this address: give one of them another"
+        probes.append(p)
+    failed = next((p for p in probes if not p.ok), None)
+    shown = failed or probes[0]
+    return PairResult(src, dst, failed is None, shown.path, _reason(shown, dst)), probes
+
+
+def _reason(p: Probe, dst: str | None) -> str:
+    if not p.ok:
+        return f"{p.target}: {p.failure}"
+    events = [text for _, text in p.request.steps if "MASQUERADE" in text]
+    via = [n for n in p.request.path[1:-1]]
+    how = f"via {', '.join(via)}" if via else "directly"
+    if events:
+        how += " (masqueraded)"
+    return f"{p.target}: replies {how}"
+
+
+@dataclass(frozen=True)
+class Matrix:
+    names: tuple[str, ...]
+    results: dict[tuple[str, str], PairResult]
+
+    def get(self, src: str, dst: str) -> PairResult:
+        return self.results[(src, dst)]
+
+    def __iter__(self) -> Iterator[PairResult]:
+        for src in self.names:
+            for dst in self.names:
+                if src != dst:
+                    yield self.results[(src, dst)]
+
+    def __len__(self) -> int:
+        return len(self.results)
+
+
+def predict(lab: Lab) -> Matrix:
+    """Every ordered pair of distinct nodes (hosts, VMs, externals, in lab.nodes order)."""
+    names = tuple(node.name for node in lab.nodes)
+    results = {}
+    for src in names:
+        for dst in names:
+            if src != dst:
+                results[(src, dst)] = pair(lab, src, dst)[0]
+    return Matrix(names, results)
+
+
+def forward_reach(lab: Lab) -> list[tuple[Forward, str, bool]]:
+    """For every `forward` and every node but its VM: whether a connection from that node
+    to the host's address (forward_target) and the forwarded port gets its answer."""
+    results = []
+    for fwd in lab.forwards:
+        for node in lab.nodes:
+            if node.name == fwd.vm:
+                continue
+            results.append((fwd, node.name, forward_probe(lab, fwd, node.name).ok))
+    return results
+
+
+def forward_probe(lab: Lab, fwd: Forward, src: str) -> Probe:
+    target = forward_target(lab, fwd, src)
+    if target is None:
+        p = Probe(src, IPv4Address(0), Leg())
+        p.request.fail(src, f"host of {fwd.vm} has no address")
+        return p
+    if _forward_host(lab, fwd) == src:
+        p = Probe(src, target, Leg())
+        p.request.path.append(src)
+        p.request.fail(src, f"{src}'s own connections to {target} skip PREROUTING, where the DNAT is",
+                       f"connect to {fwd.vm}'s address directly from the host")
+        return p
+    return probe(lab, src, target, forward=fwd)
+
+
+# --- explanations ---------------------------------------------------------------------
+
+
+def _render_leg(lines: list[str], title: str, leg: Leg) -> None:
+    lines.append(f"  {title}:")
+    width = max((len(n) for n, _ in leg.steps), default=0)
+    for node, text in leg.steps:
+        lines.append(f"    {node:<{width}}  {text}")
+
+
+def _render_probe(lines: list[str], p: Probe) -> None:
+    status = "replies" if p.ok else "no reply"
+    lines.append(f"to {p.target}: {status}")
+    _render_leg(lines, "request", p.request)
+    if p.reply is not None:
+        _render_leg(lines, "reply", p.reply)
+    if not p.ok:
+        lines.append(f"  why: {p.failure}")
+        if p.fix:
+            lines.append(f"  fix: {p.fix}")
+
+
+def explain(lab: Lab, src: str, dst: str) -> str:
+    """Hop by hop, for every address of `dst` (or the single address `dst`): each node
+    crossed, the route and libvirt rule used, or where it breaks, why, and the fix."""
+    try:
+        ip = IPv4Address(dst)
+    except ValueError:
+        ip = None
+    if ip is not None:
+        p = probe(lab, src, ip)
+        lines = [f"{src} -> {ip}: {'reachable' if p.ok else 'unreachable'}"]
+        _render_probe(lines, p)
+        return "\n".join(lines) + "\n"
+    result, probes = pair(lab, src, dst)
+    lines = [f"{src} -> {dst}: {'reachable' if result.reachable else 'unreachable'}"]
+    if not probes:
+        lines.append(f"  why: {result.reason}")
+    for p in probes:
+        _render_probe(lines, p)
+    return "\n".join(lines) + "\n"
+
+
+def explain_probe(p: Probe) -> str:
+    lines: list[str] = []
+    _render_probe(lines, p)
+    return "\n".join(lines)
+
+
+# --- the matrix as text and JSON ------------------------------------------------------
+
+YES, NO, SELF = "✓", "✗", "·"
+
+
+def render_matrix(matrix: Matrix) -> str:
+    """Sources down, destinations across, then a legend and the unreachable pairs' reasons."""
+    names = matrix.names
+    width = max((len(n) for n in names), default=0)
+    header = " " * width + " | " + " ".join(f"{n:^{max(len(n), 1)}}" for n in names)
+    lines = [header, "-" * width + "-+-" + "-" * (len(header) - width - 3)]
+    for src in names:
+        cells = []
+        for dst in names:
+            mark = SELF if src == dst else (YES if matrix.get(src, dst).reachable else NO)
+            cells.append(f"{mark:^{max(len(dst), 1)}}")
+        lines.append((f"{src:>{width}} | " + " ".join(cells)).rstrip())
+    lines += ["", f"rows are sources, columns destinations.  {YES} gets an echo reply from every "
+              f"address of the destination   {NO} does not   {SELF} itself", ""]
+    failures = [r for r in matrix if not r.reachable]
+    if failures:
+        lines.append("unreachable:")
+        lines += [f"  {r.src} -> {r.dst}: {r.reason}" for r in failures]
+        lines += ["", "run `topoc reach FILE SRC DST` to follow a pair hop by hop"]
+    return "\n".join(lines) + "\n"
+
+
+def pair_json(result: PairResult) -> dict:
+    return {"src": result.src, "dst": result.dst, "reachable": result.reachable,
+            "path": list(result.path), "reason": result.reason}
+
+
+def matrix_json(matrix: Matrix) -> dict:
+    return {"pairs": [pair_json(r) for r in matrix]}
+
+
+def is_address(text: str) -> bool:
+    try:
+        IPv4Address(text)
+    except ValueError:
+        return False
+    return True
