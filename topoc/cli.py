@@ -299,6 +299,40 @@ def reach_command(file: str, src: str | None, dst: str | None, fmt: str) -> None
         click.echo(reach.explain(lab, src, dst), nl=False)
 
 
+@cli.command("reach")
+@click.argument("file")
+@click.argument("src", required=False)
+@click.argument("dst", required=False)
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
+              help="json: {\"pairs\": [{src, dst, reachable, path, reason}]}")
+def reach_command(file: str, src: str | None, dst: str | None, fmt: str) -> None:
+    """Predict who reaches whom (the whole matrix), or explain SRC -> DST hop by hop
+    (DST may be a node or an IPv4 address)."""
+    from topoc import reach
+
+    lab = compile_or_exit(file).lab
+    assert lab is not None
+    if src is None:
+        matrix = reach.predict(lab)
+        if fmt == "json":
+            click.echo(json.dumps(reach.matrix_json(matrix), indent=2))
+        else:
+            click.echo(reach.render_matrix(matrix), nl=False)
+        return
+    if dst is None:
+        fail_usage("reach needs both SRC and DST, or neither")
+    if lab.node(src) is None:
+        fail_usage(f"no node is named `{src}` in {file}")
+    if lab.node(dst) is None and not reach.is_address(dst):
+        fail_usage(f"`{dst}` is neither a node of {file} nor an IPv4 address")
+    if fmt == "json":
+        result = reach.reach_address(lab, src, dst) if lab.node(dst) is None else reach.pair(lab, src, dst)[0]
+        click.echo(json.dumps({"pairs": [reach.pair_json(result)],
+                               "explanation": reach.explain(lab, src, dst)}, indent=2))
+    else:
+        click.echo(reach.explain(lab, src, dst), nl=False)
+
+
 def main() -> None:
     try:
         cli.main(prog_name="topoc", standalone_mode=True)
