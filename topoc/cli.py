@@ -163,7 +163,7 @@ def _chosen_targets(values: tuple[str, ...]) -> list[str]:
               help="libvirt, host, diagram (default: every available one)")
 def build(file: str, out_dir: str | None, targets: tuple[str, ...]) -> None:
     """Check FILE, then write its artifacts to output/LAB/ atomically."""
-    from topoc.backends import ToolMissing, generate
+    from topoc.backends import generate
     from topoc.writer import MANIFEST, WriteError, write_artifacts
 
     lab = compile_or_exit(file).lab
@@ -171,8 +171,6 @@ def build(file: str, out_dir: str | None, targets: tuple[str, ...]) -> None:
     chosen = _chosen_targets(targets)
     try:
         artifacts = generate(lab, chosen)
-    except ToolMissing as e:  # e.g. the diagram target without graphviz's `dot`
-        fail_usage(str(e))
     except ValueError as e:  # a lab the checks let through but a backend cannot express
         _console(stderr=True).print(f"topoc: error: cannot build {file}: {e}", markup=False)
         sys.exit(EXIT_ERRORS)
@@ -191,50 +189,6 @@ def _shown(path: Path) -> str:
         return str(path.relative_to(Path.cwd()))
     except ValueError:
         return str(path)
-
-
-def _graph_format(fmt: str | None, output: str | None) -> str:
-    """-f wins; else the -o extension says; else SVG."""
-    from topoc.backends.diagram import EXTENSIONS
-
-    if fmt is not None:
-        return fmt
-    if output is None:
-        return "svg"
-    found = EXTENSIONS.get(Path(output).suffix.lower())
-    if found is None:
-        fail_usage(f"cannot tell the format from {output!r}; give -f svg|png|dot|mermaid "
-                   f"or end the name in {', '.join(sorted(EXTENSIONS))}")
-    return found
-
-
-@cli.command("graph")
-@click.argument("file")
-@click.option("-f", "--format", "fmt", type=click.Choice(["svg", "png", "dot", "mermaid"]),
-              help="default: from the -o extension, else svg")
-@click.option("-o", "--output", type=click.Path(dir_okay=False),
-              help="the file to write (default: stdout for dot and mermaid, LAB.svg/.png)")
-@click.option("--reach", is_flag=True, help="overlay who reaches whom (topoc.reach)")
-def graph_command(file: str, fmt: str | None, output: str | None, reach: bool) -> None:
-    """Draw FILE's lab: SVG or PNG (laid out by graphviz's dot), DOT, or Mermaid."""
-    from topoc.backends.diagram import ToolMissing, draw, scene_for
-
-    lab = compile_or_exit(file).lab
-    assert lab is not None
-    chosen = _graph_format(fmt, output)
-    try:
-        data = draw(scene_for(lab, reach=reach), chosen)
-    except ToolMissing as e:
-        fail_usage(str(e))
-    if output is None and chosen in ("dot", "mermaid"):
-        click.echo(data.decode("utf-8"), nl=False)
-        return
-    target = Path(output or f"{lab.name}.{chosen}")
-    try:
-        target.write_bytes(data)
-    except OSError as e:
-        fail_usage(f"cannot write {target}: {e.strerror}")
-    click.echo(f"wrote {_shown(target.resolve())}", err=True)
 
 
 @cli.command("verify")
@@ -263,40 +217,6 @@ def verify_command(file: str, keep: bool, fmt: str, scripts_dir: str | None) -> 
         for line in verifier.iter_kept_instructions(session.rig):
             click.echo(line, err=fmt == "json")
     sys.exit(EXIT_ERRORS if report.mismatches else EXIT_OK)
-
-
-@cli.command("reach")
-@click.argument("file")
-@click.argument("src", required=False)
-@click.argument("dst", required=False)
-@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
-              help="json: {\"pairs\": [{src, dst, reachable, path, reason}]}")
-def reach_command(file: str, src: str | None, dst: str | None, fmt: str) -> None:
-    """Predict who reaches whom (the whole matrix), or explain SRC -> DST hop by hop
-    (DST may be a node or an IPv4 address)."""
-    from topoc import reach
-
-    lab = compile_or_exit(file).lab
-    assert lab is not None
-    if src is None:
-        matrix = reach.predict(lab)
-        if fmt == "json":
-            click.echo(json.dumps(reach.matrix_json(matrix), indent=2))
-        else:
-            click.echo(reach.render_matrix(matrix), nl=False)
-        return
-    if dst is None:
-        fail_usage("reach needs both SRC and DST, or neither")
-    if lab.node(src) is None:
-        fail_usage(f"no node is named `{src}` in {file}")
-    if lab.node(dst) is None and not reach.is_address(dst):
-        fail_usage(f"`{dst}` is neither a node of {file} nor an IPv4 address")
-    if fmt == "json":
-        result = reach.reach_address(lab, src, dst) if lab.node(dst) is None else reach.pair(lab, src, dst)[0]
-        click.echo(json.dumps({"pairs": [reach.pair_json(result)],
-                               "explanation": reach.explain(lab, src, dst)}, indent=2))
-    else:
-        click.echo(reach.explain(lab, src, dst), nl=False)
 
 
 @cli.command("reach")
