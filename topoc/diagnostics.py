@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import enum
 import json
+import re
 from dataclasses import dataclass
 from typing import Iterable, Mapping
 
@@ -114,8 +115,14 @@ _STYLES = {
 }
 
 
+_INVISIBLE = re.compile("[\x00-\x08\x0a-\x1f\x7f\u200b\ufeff]")  # control chars but tab
+
+
 def _excerpt(source_line: str, span: Span) -> tuple[str, int, int]:
-    """The line with tabs expanded, and the caret's start and width on it."""
+    """The line with tabs expanded, and the caret's start and width on it. Control
+    characters show as U+FFFD, one column each, so they cannot move the terminal's
+    cursor (a bare CR would overwrite the line) and the caret stays aligned."""
+    source_line = _INVISIBLE.sub("\ufffd", source_line)
     expanded = source_line.expandtabs(4)
     start = len(source_line[: span.column - 1].expandtabs(4))
     if span.end_line == span.line:

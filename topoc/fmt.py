@@ -79,18 +79,24 @@ def _merge(tree: SyntaxTree) -> list[_Line]:
     return entries
 
 
-def _starts_group(entries: list[_Line], i: int) -> _Line | None:
-    """If entries[i] begins a top-level group (leading comments + item), the item."""
-    for entry in entries[i:]:
+def _group_items(entries: list[_Line]) -> list[_Line | None]:
+    """For each entry: if it begins a top-level group (leading comments + item), the item.
+    One backward pass, so formatting stays linear however long a comment run is."""
+    items: list[_Line | None] = [None] * len(entries)
+    following: _Line | None = None
+    for i in range(len(entries) - 1, -1, -1):
+        entry = entries[i]
         if entry.depth != 0:
-            return None
-        if entry.role != "comment":
-            return entry
-    return None
+            following = None
+        elif entry.role != "comment":
+            following = entry
+        items[i] = following
+    return items
 
 
 def format_tree(tree: SyntaxTree) -> str:
     entries = _merge(tree)
+    group_items = _group_items(entries)
     out: list[str] = []
     previous: _Line | None = None
     previous_item_role: str | None = None  # the role of the last top-level code line
@@ -104,7 +110,7 @@ def format_tree(tree: SyntaxTree) -> str:
             elif in_group and previous.role == "comment" and not gap:
                 blank = False
             else:
-                item = _starts_group(entries, i)
+                item = group_items[i]
                 block_boundary = previous_item_role == "close" or (item is not None and item.role == "header")
                 blank = gap or block_boundary
         if blank and out and out[-1] != "":

@@ -17,6 +17,7 @@ import bisect
 import difflib
 import functools
 import re
+import unicodedata
 from importlib import resources
 
 from lark import Lark, Token as LarkToken, Tree
@@ -194,6 +195,18 @@ def _usage_hint(lines: list[str], index: int) -> str | None:
     return f"usage: {USAGE[keyword]}" if keyword in USAGE else None
 
 
+_CHAR_NAMES = {"\r": "a carriage return", "\x00": "a NUL byte", "\ufeff": "a byte order mark",
+               "\u00a0": "a no-break space", "\u200b": "a zero-width space", "\x0b": "a vertical tab"}
+
+
+def _show_char(char: str) -> str:
+    """A character for a message: itself in backticks, or its code point when invisible."""
+    if char.isprintable() and not char.isspace():
+        return f"`{char}`"
+    name = _CHAR_NAMES.get(char) or unicodedata.name(char, "").lower() or "a control character"
+    return f"U+{ord(char):04X} ({name})"
+
+
 def _unexpected_token_hint(token: LarkToken, expected: set[str], lines: list[str], index: int,
                            at_line_start: bool) -> str | None:
     """The most useful hint for a token the grammar did not expect here."""
@@ -221,9 +234,14 @@ def _recover(e: UnexpectedInput, file: str, lines: list[str]) -> tuple[Diagnosti
         if char == '"':
             message, hint = "this string is not closed before the end of the line", 'end it with `"`'
         else:
-            message = f"unexpected character `{char}`"
+            message = f"unexpected character {_show_char(char)}"
             expected = getattr(e, "allowed", None) or set()
             hint = f"expected {_join_alternatives(set(expected))}" if expected else _usage_hint(lines, index)
+            if char == "\r":
+                hint = "a carriage return without a line feed: save the file with LF (or CRLF) line endings"
+            elif not char.isascii() or not char.isprintable():
+                hint = ("names and values are plain ASCII; other characters may appear only in "
+                        "comments and \"quoted strings\"")
         _blank_from(lines, index)
         return _error(span, message, hint), True
 
