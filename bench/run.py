@@ -57,6 +57,7 @@ class Sample:
     command: str  # check, build, reach, create, startup
     n: int
     walls: list[float] = field(default_factory=list)
+    cpus: list[float] = field(default_factory=list)  # user + system seconds
     peak_kib: int = 0
     returncode: int = 0
     error: str = ""
@@ -66,14 +67,18 @@ class Sample:
         return statistics.median(self.walls) if self.walls else float("nan")
 
     @property
+    def cpu(self) -> float:
+        return statistics.median(self.cpus) if self.cpus else float("nan")
+
+    @property
     def label(self) -> str:
         return f"{self.tool} {self.command}"
 
 
 # --- running and measuring ----------------------------------------------------------
 
-def measure(argv: list[str], cwd: Path | None = None) -> tuple[float, int, int, str]:
-    """Run argv; return (wall seconds, peak RSS KiB of that child, exit code, stderr tail).
+def measure(argv: list[str], cwd: Path | None = None) -> tuple[float, float, int, int, str]:
+    """Run argv; return (wall s, CPU s, peak RSS KiB of that child, exit code, stderr tail).
 
     wait4 gives the child's own rusage, so one command's peak never hides behind an
     earlier, bigger one (as RUSAGE_CHILDREN's running maximum would).
@@ -89,7 +94,8 @@ def measure(argv: list[str], cwd: Path | None = None) -> tuple[float, int, int, 
         err.seek(0)
         lines = [ln for ln in err.read().decode(errors="replace").splitlines() if ln.strip()]
         tail = lines[-3:]
-    return wall, usage.ru_maxrss, proc.returncode, "\n".join(tail)
+    cpu = usage.ru_utime + usage.ru_stime
+    return wall, cpu, usage.ru_maxrss, proc.returncode, "\n".join(tail)
 
 
 def sample(tool: str, command: str, n: int, argv: list[str], repeat: int,
@@ -100,8 +106,9 @@ def sample(tool: str, command: str, n: int, argv: list[str], repeat: int,
     for _ in range(repeat):
         if before is not None:
             before()
-        wall, peak, rc, err = measure(argv, cwd)
+        wall, cpu, peak, rc, err = measure(argv, cwd)
         s.walls.append(wall)
+        s.cpus.append(cpu)
         s.peak_kib = max(s.peak_kib, peak)
         if rc != 0:
             s.returncode, s.error = rc, err
@@ -203,6 +210,8 @@ def _ratio(a: float, b: float) -> str:
 
 def _targets(s: Sample, prev: Sample | None) -> str:
     """The issue's targets that apply to this row, each with met / MISSED."""
+    if s.returncode:
+        return "n/a: the command failed"
     parts = []
     limit = TIME_TARGETS.get((s.command, s.n))
     if s.tool == "topoc" and limit is not None:
@@ -216,7 +225,7 @@ def _targets(s: Sample, prev: Sample | None) -> str:
 
 
 def table(samples: list[Sample]) -> list[str]:
-    head = ("command", "VMs", "wall s", "peak MiB", "time / prev", "mem / prev",
+    head = ("command", "VMs", "wall s", "cpu s", "peak MiB", "time / prev", "mem / prev",
             "ms per VM", "target (not asserted)")
     rows = []
     prev: dict[str, Sample] = {}
@@ -224,7 +233,7 @@ def table(samples: list[Sample]) -> list[str]:
         p = prev.get(s.label)
         per_vm = f"{1000 * s.wall / s.n:.2f}" if s.n else "-"
         rows.append((s.label + (f" (exit {s.returncode})" if s.returncode else ""),
-                     f"{s.n:,}" if s.n else "-", f"{s.wall:.2f}", _mib(s.peak_kib),
+                     f"{s.n:,}" if s.n else "-", f"{s.wall:.2f}", f"{s.cpu:.2f}", _mib(s.peak_kib),
                      _ratio(s.wall, p.wall) if p else "-",
                      _ratio(s.peak_kib, p.peak_kib) if p else "-",
                      per_vm, _targets(s, p)))
@@ -258,6 +267,32 @@ def comparison(samples: list[Sample]) -> list[str]:
     return out
 
 
+def linearity(samples: list[Sample]) -> list[str]:
+    """Time per VM net of interpreter startup, per size: flat means linear growth."""
+    startup = next((s.wall for s in samples if s.command == "startup"), 0.0)
+    out = []
+    for label in ("topoc check", "topoc build", "topoc reach", "netlab create"):
+        rows = [s for s in samples if s.label == label and s.n and not s.returncode]
+        if len(rows) < 2:
+            continue
+        base = startup if label.startswith("topoc") else 0.0
+        per = [(s.n, 1000 * max(s.wall - base, 0.0) / s.n) for s in rows]
+        growth = per[-1][1] / per[-2][1] if per[-2][1] > 0 else float("nan")
+        shape = "linear" if growth <= 1.15 else "superlinear" if growth > 1.3 else "near-linear"
+        cells = ", ".join(f"{v:.3f} ms at {n:,}" for n, v in per)
+        out.append(f"{label:<14} {cells}  ({shape}: x{growth:.2f} per VM from "
+                   f"{per[-2][0]:,} to {per[-1][0]:,})")
+    return out
+
+
+def machine() -> str:
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+                            capture_output=True, text=True).stdout.strip() or "?"
+    return (f"{os.cpu_count()} cores, load average {load}, Python "
+            f"{sys.version.split()[0]}, topoc at {commit}")
+
+
 def errors(samples: list[Sample]) -> list[str]:
     return [f"{s.label} N={s.n:,} exited {s.returncode}: {' / '.join(s.error.splitlines())}"
             for s in samples if s.returncode]
@@ -267,6 +302,11 @@ def report(samples: list[Sample], differs: list[str], log) -> None:
     log("")
     for line in table(samples):
         log(line)
+    lin = linearity(samples)
+    if lin:
+        log("\ntime per VM, net of interpreter startup (the growth's shape):")
+        for line in lin:
+            log("  " + line)
     cmp = comparison(samples)
     if cmp:
         log("\ntopoc vs netlab (the same lab; differences below)")
@@ -276,6 +316,7 @@ def report(samples: list[Sample], differs: list[str], log) -> None:
         log("\nwhat the netlab twin describes differently:")
         for line in differs:
             log("  - " + line)
+    log(f"\nmachine: {machine()}")
     errs = errors(samples)
     if errs:
         log("\ncommands that failed (their figures are not comparable):")
@@ -297,7 +338,7 @@ def profile(labs: dict[int, Path], workdir: Path, top: int, log) -> None:
     for name, args in runs.items():
         prof = WORK / f"{name}-{n}.prof"
         argv = [sys.executable, "-m", "cProfile", "-o", str(prof), "-m", "topoc", *args]
-        wall, peak, rc, err = measure(argv)
+        wall, _, _, rc, err = measure(argv)
         log(f"\n== topoc {name} N={n:,} under cProfile: {wall:.2f} s (exit {rc}), {prof}")
         if rc not in (0, 1) or not prof.exists():
             log(f"   failed: {err}")
@@ -350,6 +391,7 @@ def main(argv: list[str]) -> int:
         tmp = tempfile.TemporaryDirectory(prefix="topoc-bench-")
         workdir = Path(tmp.name)
     log(f"topoc bench: labs of {', '.join(f'{n:,}' for n in sizes)} VMs in {workdir}")
+    log(f"machine: {machine()}")
     labs = write_labs(sizes, workdir)
     if args.profile:
         profile(labs, workdir, args.top, log)
