@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import os
 import sys
 from pathlib import Path
 from typing import NoReturn
@@ -25,8 +26,12 @@ EXIT_OK, EXIT_ERRORS, EXIT_USAGE = 0, 1, 2
 
 
 def _console(stderr: bool = False) -> Console:
-    # rich detects a terminal and honours NO_COLOR; soft_wrap keeps long lines whole.
-    return Console(stderr=stderr, highlight=False, soft_wrap=True)
+    # rich styles only on a terminal (or with FORCE_COLOR); soft_wrap keeps long lines
+    # whole. rich's own NO_COLOR support drops colours but keeps bold and dim; NO_COLOR
+    # (https://no-color.org) users get no escape codes at all.
+    plain = bool(os.environ.get("NO_COLOR"))
+    return Console(stderr=stderr, highlight=False, soft_wrap=True,
+                   **({"color_system": None} if plain else {}))
 
 
 def fail_usage(message: str) -> NoReturn:
