@@ -282,7 +282,7 @@ class Engine:
             if answer is None:
                 return leg.fail(node, f"nobody on {_segment_label(self.topo, out.segment)} answers ARP "
                                 f"for {hop}{self._lives_elsewhere(hop, out.segment)}",
-                                self._arp_fix(node, hop, out.segment))
+                                self._arp_fix(node, hop, out.segment, packet.dst))
             node, inbound, originated = answer.node, answer.name, False
 
     def _prerouting(self, node: str, packet: Packet, flow: Flow, leg: Leg) -> Packet:
@@ -344,7 +344,12 @@ class Engine:
                             f"{_segment_label(self.topo, iface.segment)}, another L2 segment)")
         return ""
 
-    def _arp_fix(self, node: str, ip: IPv4Address, segment: str) -> str:
+    def _arp_fix(self, node: str, ip: IPv4Address, segment: str, dst: IPv4Address) -> str:
+        if ip != dst:  # the gateway is missing: a route straight to a routed network helps
+            fix = self._route_fix(node, dst)
+            if fix.startswith("add `route"):
+                return f"{ip} is nobody's address; {fix}"
+            return f"{ip}, {node}'s gateway towards {dst}, is nobody's address: fix the gateway or route"
         net = self._network_of(ip)
         if net is not None and net.mode is Mode.ISOLATED and net.address is None:
             return (f"isolated network `{net.name}` has no address, so its host is not on it: give "

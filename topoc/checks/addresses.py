@@ -1,0 +1,299 @@
+"""Address checks: conflicts, addresses outside or reserved in their subnet, overlapping
+subnets, DHCP ranges, gateways off the node's subnets and VM nics with no address.
+
+Each finding points at the value at fault (the second of two, naming the first) and
+its hint says how to fix it, with a free address where one is wanted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Network
+from typing import Iterator
+
+from topoc.checks.common import at, nic_where, suggest_free, usable
+from topoc.checks.registry import Finding, check
+from topoc.diagnostics import Severity, register
+from topoc.graph import topology
+from topoc.ir import Host, Lab, Mode, Network, Nic, Vm
+from topoc.span import Span
+
+ADDRESS_CONFLICT = register("address-conflict", Severity.ERROR,
+                            "one address used twice on a segment or in a routing domain")
+ADDRESS_OUTSIDE_SUBNET = register("address-outside-subnet", Severity.ERROR,
+                                  "a nic address outside its network's subnet")
+ADDRESS_RESERVED = register("address-reserved", Severity.ERROR,
+                            "a subnet's network or broadcast address, or a VM on the gateway's address")
+SUBNET_OVERLAP = register("subnet-overlap", Severity.ERROR,
+                          "overlapping subnets on one host (libvirt fails at net-start)")
+DHCP_RANGE = register("dhcp-range", Severity.ERROR,
+                      "a DHCP range that is reversed, outside its subnet, covers the gateway "
+                      "or a static address")
+GATEWAY_UNREACHABLE = register("gateway-unreachable", Severity.ERROR,
+                               "a gateway or `route ... via` not on any subnet of the node")
+NO_ADDRESS = register("no-address", Severity.WARNING,
+                      "a VM nic with no address on a network without DHCP")
+
+# Segments behind NAT or cut off (isolated) are address domains of their own: the same
+# address may be reused in two of them. Everything routed shares one domain.
+PRIVATE_MODES = (Mode.NAT, Mode.ISOLATED)
+
+
+def network_subnet(lab: Lab, net: Network) -> IPv4Network | None:
+    """A network's subnet; a bridged network's is the LAN's it joins."""
+    if net.subnet is not None:
+        return net.subnet
+    segment = lab.network(topology(lab).segment_of.get(net.name, net.name))
+    return segment.subnet if segment is not None else None
+
+
+@dataclass(frozen=True, slots=True)
+class _Claim:
+    """An address someone claims: a nic's, or a network's own (the host on its bridge)."""
+
+    address: IPv4Address
+    owner: str  # "vm0", or "network natnet" for a bridge address
+    network: str
+    span: Span
+    is_gateway: bool
+
+
+def _claims(lab: Lab) -> list[_Claim]:
+    claims = []
+    for net in lab.networks:
+        if net.address is not None:
+            claims.append(_Claim(net.address.ip, f"the gateway of network {net.name}", net.name,
+                                 at(net.address_span, net.span), True))
+    for node in lab.nodes:
+        for nic in node.nics:
+            if nic.ip is not None:
+                claims.append(_Claim(nic.ip, node.name, nic.network, at(nic.address_span, nic.span),
+                                     False))
+    return sorted(claims, key=lambda c: (c.span.line, c.span.column))
+
+
+def _domain(lab: Lab, network: str) -> str:
+    topo = topology(lab)
+    segment = topo.segment_of.get(network, network)
+    net = lab.network(segment)
+    if net is not None and net.mode in PRIVATE_MODES:
+        return segment
+    return ""  # the routed world
+
+
+@check(ADDRESS_CONFLICT)
+def address_conflict(lab: Lab) -> Iterator[Finding]:
+    seen: dict[tuple[str, IPv4Address], _Claim] = {}
+    taken: dict[str, set[IPv4Address]] = {}
+    for claim in _claims(lab):
+        domain = _domain(lab, claim.network)
+        taken.setdefault(domain, set(_taken(lab))).add(claim.address)
+        first = seen.setdefault((domain, claim.address), claim)
+        if first is claim or first.owner == claim.owner:
+            continue
+        if first.is_gateway and first.network == claim.network:
+            continue  # a VM on its network's gateway address: address-reserved says so
+        net = lab.network(claim.network)
+        subnet = network_subnet(lab, net) if net is not None else None
+        yield Finding(claim.span,
+                      f"{claim.address} is already assigned to {first.owner} (line {first.span.line})",
+                      suggest_free(subnet, taken[domain], net))
+
+
+@check(ADDRESS_OUTSIDE_SUBNET)
+def address_outside_subnet(lab: Lab) -> Iterator[Finding]:
+    for node in lab.nodes:
+        for nic in node.nics:
+            net = lab.network(nic.network)
+            if nic.address is None or net is None:
+                continue
+            subnet = network_subnet(lab, net)
+            if subnet is None:
+                continue
+            span = at(nic.address_span, nic.span)
+            if nic.address.ip not in subnet:
+                yield Finding(span, f"{nic.address.ip} is outside {net.name}'s subnet {subnet}",
+                              suggest_free(subnet, _taken(lab), net))
+            elif nic.address.network != subnet:
+                yield Finding(span, f"{nic.address} has a prefix of /{nic.address.network.prefixlen}, "
+                              f"but {net.name}'s subnet is {subnet}",
+                              f"write the address without a prefix (it takes /{subnet.prefixlen} "
+                              "from the network)")
+
+
+_TAKEN: dict[int, tuple[Lab, set[IPv4Address]]] = {}
+
+
+def _taken(lab: Lab) -> set[IPv4Address]:
+    """Every claimed address, computed once per lab (hints ask for it many times)."""
+    entry = _TAKEN.get(id(lab))
+    if entry is None or entry[0] is not lab:
+        if len(_TAKEN) > 4:
+            _TAKEN.clear()
+        taken = {c.address for c in _claims(lab)}
+        for node in lab.nodes:  # a gateway nobody models is still some router's address
+            taken.update(nic.gateway for nic in node.nics if nic.gateway is not None)
+            taken.update(route.via for route in node.routes)
+        entry = (lab, taken)
+        _TAKEN[id(lab)] = entry
+    return entry[1]
+
+
+@check(ADDRESS_RESERVED)
+def address_reserved(lab: Lab) -> Iterator[Finding]:
+    for net in lab.networks:
+        if net.address is not None and not usable(net.address.network, net.address.ip):
+            yield Finding(at(net.address_span, net.span),
+                          f"{net.address.ip} is the {_which(net.address.network, net.address.ip)} "
+                          f"address of {net.address.network}, not a usable gateway address",
+                          f"use a host address, e.g. {next(net.address.network.hosts(), '')}"
+                          f"/{net.address.network.prefixlen}")
+    for node in lab.nodes:
+        for nic in node.nics:
+            net = lab.network(nic.network)
+            if nic.address is None or net is None:
+                continue
+            subnet = network_subnet(lab, net) or nic.address.network
+            span = at(nic.address_span, nic.span)
+            if nic.address.ip in subnet and not usable(subnet, nic.address.ip):
+                yield Finding(span, f"{nic.address.ip} is the {_which(subnet, nic.address.ip)} "
+                              f"address of {subnet}", suggest_free(subnet, _taken(lab), net))
+            elif isinstance(node, Vm) and nic.address.ip == net.gateway:
+                yield Finding(span, f"{nic.address.ip} is the address of network {net.name} "
+                              f"(line {net.address_span.line}): the host's, the VMs' gateway",
+                              suggest_free(subnet, _taken(lab), net))
+
+
+def _which(subnet: IPv4Network, address: IPv4Address) -> str:
+    return "network" if address == subnet.network_address else "broadcast"
+
+
+@check(SUBNET_OVERLAP)
+def subnet_overlap(lab: Lab) -> Iterator[Finding]:
+    for host in lab.hosts:
+        yield from _overlaps_on_host(lab, host)
+
+
+def _overlaps_on_host(lab: Lab, host: Host) -> Iterator[Finding]:
+    """The host's LAN subnets, then its managed networks in source order: each overlapping
+    an earlier one is reported. libvirt refuses to start a network whose subnet is in use
+    ("Network is already in use by interface ..."); an isolated network with no address
+    gives the host no route, so it only confuses (a warning)."""
+    earlier: list[tuple[IPv4Network, str, bool]] = []  # (subnet, what, the host's LAN)
+    for nic in host.nics:
+        net = lab.network(nic.network)
+        if nic.address is not None and net is not None and not net.managed:
+            earlier.append((nic.address.network, f"the LAN `{net.name}` of {host.name} ({nic.name})", True))
+    for net in sorted(lab.networks_on(host.name), key=lambda n: n.span.line):
+        subnet = net.subnet
+        if subnet is None or net.mode is Mode.BRIDGED:
+            continue
+        span = at(net.address_span if net.address is not None else net.subnet_span, net.span)
+        for other, what, is_lan in earlier:
+            if not subnet.overlaps(other):
+                continue
+            if net.address is None:
+                yield Finding(span, f"isolated network `{net.name}` reuses {subnet}, the subnet of "
+                              f"{what}: its VMs cannot reach that {'LAN' if is_lan else 'network'}, "
+                              "even at the same addresses",
+                              "give it a subnet of its own, unless the separation is the point",
+                              Severity.WARNING)
+            else:
+                yield Finding(span, f"{subnet} of network `{net.name}` overlaps {other}, the subnet of "
+                              f"{what}; libvirt refuses to start it (\"Network is already in use by "
+                              "interface\")", "give it a subnet of its own")
+            break
+        if net.address is not None:
+            earlier.append((subnet, f"network `{net.name}` (line {net.span.line})", False))
+
+
+@check(DHCP_RANGE)
+def dhcp_range(lab: Lab) -> Iterator[Finding]:
+    for net in lab.networks:
+        dhcp, subnet = net.dhcp, net.subnet
+        if dhcp is None or subnet is None:
+            continue
+        problem = None
+        if dhcp.start > dhcp.end:
+            problem = f"the DHCP range starts at {dhcp.start}, after its end {dhcp.end}"
+            hint = f"write `dhcp {dhcp.end} - {dhcp.start}`"
+        elif dhcp.start not in subnet or dhcp.end not in subnet:
+            outside = dhcp.start if dhcp.start not in subnet else dhcp.end
+            problem = f"the DHCP range leaves {net.name}'s subnet {subnet} at {outside}"
+            hint = f"keep both ends inside {subnet}"
+        elif not usable(subnet, dhcp.start) or not usable(subnet, dhcp.end):
+            problem = f"the DHCP range includes the network or broadcast address of {subnet}"
+            hint = "start it after the network address and end it before the broadcast address"
+        elif net.gateway is not None and net.gateway in dhcp:
+            problem = f"the DHCP range {dhcp.start} - {dhcp.end} covers the gateway {net.gateway}"
+            hint = "move the range past the gateway address"
+        if problem is not None:
+            yield Finding(dhcp.span, problem, hint)
+    yield from _static_in_range(lab)
+
+
+def _static_in_range(lab: Lab) -> Iterator[Finding]:
+    for vm in lab.vms:
+        for nic in vm.nics:
+            net = lab.network(nic.network)
+            if net is None or net.dhcp is None or nic.ip is None or nic.ip not in net.dhcp:
+                continue
+            yield Finding(at(nic.address_span, nic.span),
+                          f"{nic.ip} is inside {net.name}'s DHCP range {net.dhcp.start} - "
+                          f"{net.dhcp.end} (line {net.dhcp.span.line})",
+                          "dnsmasq keeps it for this VM's MAC, but a pool address is easy to hand "
+                          "out twice by hand: pick one outside the range",
+                          Severity.WARNING)
+
+
+def _connected(lab: Lab, name: str) -> list[IPv4Network]:
+    """The subnets a node sits on: its interfaces' (a DHCP nic takes its network's)."""
+    subnets = [i.address.network for i in topology(lab).interfaces[name] if i.address is not None]
+    node = lab.node(name)
+    for nic in getattr(node, "nics", ()):
+        net = lab.network(nic.network)
+        if nic.address is None and net is not None and net.dhcp is not None and net.subnet:
+            subnets.append(net.subnet)
+    return subnets
+
+
+@check(GATEWAY_UNREACHABLE)
+def gateway_unreachable(lab: Lab) -> Iterator[Finding]:
+    for node in lab.nodes:
+        subnets = _connected(lab, node.name)
+        mine = ", ".join(str(s) for s in subnets) or "none"
+        for nic in node.nics:
+            gw = nic.gateway
+            if gw is not None and not any(gw in s for s in subnets):
+                yield Finding(at(nic.gateway_span, nic.span),
+                              f"gateway {gw} of {nic_where(nic, lab)} is on none of its subnets ({mine})",
+                              _gateway_hint(nic, lab))
+        for route in node.routes:
+            if not any(route.via in s for s in subnets):
+                yield Finding(route.span, f"route via {route.via}: {node.name} has no subnet holding "
+                              f"{route.via} ({mine}), so the kernel refuses the route",
+                              "route via an address on one of the node's own subnets")
+
+
+def _gateway_hint(nic: Nic, lab: Lab) -> str:
+    net = lab.network(nic.network)
+    subnet = network_subnet(lab, net) if net is not None else None
+    if net is not None and net.gateway is not None:
+        return f"use {net.gateway}, the address of network {net.name}, or leave `gateway` out"
+    if subnet is not None:
+        return f"use a router's address in {subnet}"
+    return "use a router's address on the nic's subnet"
+
+
+@check(NO_ADDRESS)
+def no_address(lab: Lab) -> Iterator[Finding]:
+    for vm in lab.vms:
+        for nic in vm.nics:
+            net = lab.network(nic.network)
+            if nic.address is not None or net is None or net.dhcp is not None:
+                continue
+            subnet = network_subnet(lab, net)
+            free = suggest_free(subnet, _taken(lab), net) if subnet is not None else "add one"
+            yield Finding(nic.span, f"nic {nic.name} of VM {vm.name} has no address, and network "
+                          f"{net.name} has no DHCP: the VM is cut off there",
+                          f"add `address IP` to the nic ({free}), or a `dhcp` range to {net.name}")
