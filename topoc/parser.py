@@ -215,6 +215,9 @@ def _unexpected_token_hint(token: LarkToken, expected: set[str], lines: list[str
     guess = difflib.get_close_matches(word, keywords, n=1, cutoff=0.6) if token.type == "WORD" else []
     if guess:
         return f"did you mean `{guess[0]}`?"
+    if _line_keyword(lines, index) == "memory" and re.fullmatch(r"[KMGT]i?B?", word, re.I):
+        number = lines[index][: token.column - 1].split()[-1]
+        return f"write the number and its unit together: `{number}{word}`"
     if not at_line_start and expected <= {"_NL", "RBRACE"} and word in STATEMENT_KEYWORDS:
         return f"one statement a line: start `{word}` on a line of its own"
     if at_line_start and word in STATEMENT_HOME and word not in keywords:
@@ -223,6 +226,39 @@ def _unexpected_token_hint(token: LarkToken, expected: set[str], lines: list[str
         return ("the blocks are `network`, `host` (the hypervisor), `vm` and `external` "
                 "(a machine outside the host, such as a router or a LAN PC)")
     return _usage_hint(lines, index)
+
+
+def _next_code_line(lines: list[str], start: int) -> int | None:
+    for i in range(start, len(lines)):
+        if _code_part(lines[i]).strip():
+            return i
+    return None
+
+
+def _brace_on_next_line(file: str, lines: list[str], header: int, brace: int) -> Diagnostic:
+    """`network n` with its `{` alone on the next line: say so, and join them (the header
+    line gains ` {` at its end and the `{` line is blanked, so nothing else moves)."""
+    code = _code_part(lines[header]).rstrip()
+    column = _code_part(lines[brace]).index("{") + 1
+    lines[header] = code + " {" + lines[header][len(code):]
+    lines[brace] = _blank(lines[brace])
+    span = Span(file, brace + 1, column, brace + 1, column + 1)
+    return _error(span, f"the `{{` of a block goes on the line of its header, `{code.strip()}`",
+                  f"write `{code.strip()} {{`")
+
+
+def _cut_short_by_brace(file: str, lines: list[str], index: int, token: LarkToken,
+                        expected: set[str]) -> Diagnostic:
+    """A `}` that ends a block in the middle of a statement (`{ mode nat via }`): the
+    statement is incomplete. Blank the statement, keep the braces."""
+    before = lines[index][: token.column - 1]
+    start = before.rfind("{") + 1
+    words = before[start:].split()
+    column = len(before.rstrip()) + 1
+    lines[index] = before[:start] + _blank(before[start:]) + lines[index][token.column - 1:]
+    span = Span(file, token.line, column, token.line, column + 1)
+    hint = f"usage: {USAGE[words[0]]}" if words and words[0] in USAGE else None
+    return _error(span, f"this statement is incomplete; expected {_join_alternatives(expected)}", hint)
 
 
 def _recover(e: UnexpectedInput, file: str, lines: list[str]) -> tuple[Diagnostic, bool]:
@@ -262,6 +298,10 @@ def _recover(e: UnexpectedInput, file: str, lines: list[str]) -> tuple[Diagnosti
         return _error(span, f"unexpected end of file; expected {_join_alternatives(expected)}", None), False
 
     index = token.line - 1
+    if token.type == "_NL" and "LBRACE" in expected:
+        brace = _next_code_line(lines, index + 1)
+        if brace is not None and _code_part(lines[brace]).strip() == "{":
+            return _brace_on_next_line(file, lines, index, brace), True
     if token.type == "_NL":
         # The statement ended too early: point just past its last token.
         line = lines[index]
@@ -283,6 +323,11 @@ def _recover(e: UnexpectedInput, file: str, lines: list[str]) -> tuple[Diagnosti
             message = f"expected `}}` before {found}: the `{keyword}` block on line {header + 1} is not closed"
             if _close_block_before(lines, index):
                 return _error(span, message, "add `}` on a line of its own where the block ends"), True
+
+    if token.type == "RBRACE" and "RBRACE" not in expected:
+        before = lines[index][: token.column - 1]
+        if _brace_balance(before) > 0 or _open_block_header(lines, index) is not None:
+            return _cut_short_by_brace(file, lines, index, token, expected), True
 
     message = f"unexpected {found}; expected {_join_alternatives(expected)}"
     hint = _unexpected_token_hint(token, expected, lines, index, at_line_start)
