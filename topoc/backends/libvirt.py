@@ -17,9 +17,9 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 from dataclasses import dataclass
-from pathlib import PurePosixPath
+from functools import cache
 
-from jinja2 import Environment, PackageLoader, StrictUndefined
+from jinja2 import Environment, PackageLoader, StrictUndefined, Template
 from markupsafe import Markup, escape
 
 from topoc import naming
@@ -58,10 +58,10 @@ HOSTNAME_RE = re.compile(r"[A-Za-z]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 _WHITESPACE_REFS = {ord("\t"): "&#9;", ord("\n"): "&#10;", ord("\r"): "&#13;"}
 
 
-def _escape_xml(value: object) -> Markup:
-    """Every `{{ value }}` of an XML template: escaped for text and either quote style."""
-    if isinstance(value, Markup):
-        return value
+def _exact_attribute(value: str) -> Markup:
+    """A free-form string (a disk path: the grammar takes any quoted text) escaped for an
+    attribute so that it reads back exactly, whitespace included. Every other value is
+    a name, number or address, and autoescaping alone covers it."""
     return Markup(str(escape(value)).translate(_WHITESPACE_REFS))
 
 
@@ -74,15 +74,22 @@ def _xml_comment(value: object) -> Markup:
     return Markup(text)
 
 
-# Loaded once per process: templates are compiled on first use and cached.
+# Loaded once per process: templates are compiled on first use and cached, and never
+# checked for changes on disk again (auto_reload would stat the file on every render).
 _XML = Environment(loader=PackageLoader("topoc", "templates"), autoescape=True,
-                   undefined=StrictUndefined, finalize=_escape_xml, trim_blocks=True,
-                   lstrip_blocks=True, keep_trailing_newline=True)
+                   undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True,
+                   keep_trailing_newline=True, auto_reload=False)
 _XML.filters["xml_comment"] = _xml_comment
 # README.txt is plain text: escaping would turn `&` in a path into `&amp;`.
 _TEXT = Environment(loader=PackageLoader("topoc", "templates"), autoescape=False,
                     undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True,
-                    keep_trailing_newline=True)
+                    keep_trailing_newline=True, auto_reload=False)
+
+
+@cache
+def _template(name: str) -> Template:
+    env = _TEXT if name.endswith(".txt.j2") else _XML
+    return env.get_template(f"libvirt/{name}")
 
 
 # --- what goes into a network --------------------------------------------------------
@@ -117,32 +124,53 @@ def _has_ip(network: Network) -> bool:
     return network.address is not None and network.mode is not Mode.BRIDGED
 
 
-def _network_view(lab: Lab, network: Network, hosts: list[DhcpHost]) -> dict[str, object]:
+@dataclass(frozen=True, slots=True)
+class NetworkView:
+    """What one <network> says; None leaves the element (or attribute) out."""
+
+    name: str
+    uuid: str
+    forward_mode: str | None
+    forward_dev: str | None
+    bridge: str | None
+    stp: str | None  # "on" / "off"; None on a bridge libvirt does not create
+    mtu: int | None
+    ip_address: str | None
+    netmask: str | None
+    dns: str | None  # "yes" / "no"; None where no dnsmasq runs
+    domain: str | None
+    dhcp_start: str | None
+    dhcp_end: str | None
+    dhcp_hosts: tuple[DhcpHost, ...]
+
+
+def _network_view(lab: Lab, network: Network, hosts: list[DhcpHost]) -> NetworkView:
     bridged = network.mode is Mode.BRIDGED
-    has_ip = _has_ip(network)
-    return {
-        "name": naming.libvirt_name(lab.name, network.name),
-        "uuid": naming.object_uuid(lab.name, "network", network.name),
-        "forward_mode": FORWARD_MODES.get(network.mode),
-        "forward_dev": network.via if network.mode in FORWARD_DEV_MODES else None,
-        "bridge": network.bridge,
+    address = network.address if _has_ip(network) else None
+    dhcp = network.dhcp if address is not None else None
+    return NetworkView(
+        name=naming.libvirt_name(lab.name, network.name),
+        uuid=naming.object_uuid(lab.name, "network", network.name),
+        forward_mode=FORWARD_MODES.get(network.mode),
+        forward_dev=network.via if network.mode in FORWARD_DEV_MODES else None,
+        bridge=network.bridge,
         # libvirt allows stp, delay and mtu only on bridges it creates itself (not on
         # mode='bridge'). delay 0: a new port forwards at once, so DHCP answers in
         # seconds. https://libvirt.org/formatnetwork.html#bridge-element
-        "stp": None if bridged else ("on" if network.stp else "off"),
-        "mtu": None if bridged else network.mtu,
+        stp=None if bridged else ("on" if network.stp else "off"),
+        mtu=None if bridged else network.mtu,
         # dnsmasq serves DHCP and DNS from the bridge's address; without one there is
         # nothing to configure.
-        "ip": {"address": str(network.address.ip), "netmask": str(network.address.netmask)}
-        if has_ip and network.address is not None else None,
-        "dns": ("yes" if network.dns else "no") if has_ip else None,
-        "domain": network.domain if has_ip else None,
-        "dhcp_range": {"start": str(network.dhcp.start), "end": str(network.dhcp.end)}
-        if has_ip and network.dhcp is not None else None,
+        ip_address=str(address.ip) if address is not None else None,
+        netmask=str(address.netmask) if address is not None else None,
+        dns=("yes" if network.dns else "no") if address is not None else None,
+        domain=network.domain if address is not None else None,
+        dhcp_start=str(dhcp.start) if dhcp is not None else None,
+        dhcp_end=str(dhcp.end) if dhcp is not None else None,
         # Reservations go into the DHCP server the network declares; a network without
         # `dhcp` gets none, and its VMs configure their addresses themselves.
-        "dhcp_hosts": hosts if has_ip and network.dhcp is not None else [],
-    }
+        dhcp_hosts=tuple(hosts) if dhcp is not None else (),
+    )
 
 
 # --- what goes into a domain ---------------------------------------------------------
@@ -151,7 +179,7 @@ def _network_view(lab: Lab, network: Network, hosts: list[DhcpHost]) -> dict[str
 def _disk_format(path: str) -> str:
     # The format must be stated, not probed: libvirt never lets QEMU guess it from a
     # guest-writable image. https://libvirt.org/formatdomain.html#hard-drives-floppy-disks-cdroms
-    return "qcow2" if PurePosixPath(path).suffix.lower() == ".qcow2" else "raw"
+    return "qcow2" if path.lower().endswith(".qcow2") else "raw"
 
 
 def _memory_kib(size: int) -> int:
@@ -159,28 +187,45 @@ def _memory_kib(size: int) -> int:
     return -(-size // 1024)
 
 
-def _interface_view(lab: Lab, nic: Nic) -> dict[str, object]:
+@dataclass(frozen=True, slots=True)
+class InterfaceView:
+    nic: str  # the guest-side name, for the reader
+    network: str  # the libvirt network's name
+    mac: str
+    model: str
+
+
+@dataclass(frozen=True, slots=True)
+class DomainView:
+    name: str
+    uuid: str
+    memory_kib: int
+    vcpus: int
+    disk_path: Markup | None
+    disk_format: str | None
+    interfaces: tuple[InterfaceView, ...]
+
+
+def _interface_view(lab: Lab, nic: Nic) -> InterfaceView:
     network = lab.network(nic.network)
     if network is None or not network.managed:
         raise ValueError(f"VM nic {nic.owner}/{nic.name} is on {nic.network!r}, which topoc "
                          "does not manage; the checks must reject such a lab before build")
-    return {
-        "network": naming.libvirt_name(lab.name, network.name),
-        "mac": nic.mac,
-        "model": nic.model or "virtio",
-        "name": nic.name,
-    }
+    assert nic.mac is not None, "lowering gives every VM nic a MAC"
+    return InterfaceView(nic.name, naming.libvirt_name(lab.name, network.name), nic.mac,
+                         nic.model or "virtio")
 
 
-def _domain_view(lab: Lab, vm: Vm) -> dict[str, object]:
-    return {
-        "name": naming.libvirt_name(lab.name, vm.name),
-        "uuid": naming.object_uuid(lab.name, "domain", vm.name),
-        "memory_kib": _memory_kib(vm.memory),
-        "vcpus": vm.vcpus,
-        "disk": {"path": vm.disk, "format": _disk_format(vm.disk)} if vm.disk else None,
-        "interfaces": [_interface_view(lab, nic) for nic in vm.nics],
-    }
+def _domain_view(lab: Lab, vm: Vm) -> DomainView:
+    return DomainView(
+        name=naming.libvirt_name(lab.name, vm.name),
+        uuid=naming.object_uuid(lab.name, "domain", vm.name),
+        memory_kib=_memory_kib(vm.memory),
+        vcpus=vm.vcpus,
+        disk_path=_exact_attribute(vm.disk) if vm.disk else None,
+        disk_format=_disk_format(vm.disk) if vm.disk else None,
+        interfaces=tuple(_interface_view(lab, nic) for nic in vm.nics),
+    )
 
 
 # --- rendering -----------------------------------------------------------------------
@@ -200,9 +245,9 @@ def domain_path(vm: Vm) -> str:
 
 
 def _render_network(lab: Lab, network: Network, hosts: list[DhcpHost]) -> str:
-    return _XML.get_template("libvirt/network.xml.j2").render(
+    return _template("network.xml.j2").render(
         **_common(lab), net=_network_view(lab, network, hosts), topo_name=network.name,
-        path=network_path(network))
+        file=network_path(network).removeprefix("libvirt/"))
 
 
 def network_xml(lab: Lab, network: Network) -> str:
@@ -214,8 +259,9 @@ def network_xml(lab: Lab, network: Network) -> str:
 
 def domain_xml(lab: Lab, vm: Vm) -> str:
     """The XML of one VM, ready for `virsh define`."""
-    return _XML.get_template("libvirt/domain.xml.j2").render(
-        **_common(lab), dom=_domain_view(lab, vm), topo_name=vm.name, path=domain_path(vm))
+    return _template("domain.xml.j2").render(
+        **_common(lab), dom=_domain_view(lab, vm), topo_name=vm.name,
+        file=domain_path(vm).removeprefix("libvirt/"))
 
 
 def managed_networks(lab: Lab) -> list[Network]:
@@ -227,7 +273,7 @@ def readme(lab: Lab) -> str:
                 for n in managed_networks(lab)]
     domains = [(domain_path(v).removeprefix("libvirt/"), naming.libvirt_name(lab.name, v.name))
                for v in sorted(lab.vms, key=lambda v: v.name)]
-    return _TEXT.get_template("libvirt/README.txt.j2").render(
+    return _template("README.txt.j2").render(
         lab=lab.name, source=lab.file, networks=networks, domains=domains)
 
 
