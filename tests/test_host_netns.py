@@ -48,7 +48,7 @@ table ip bystander {
 # ("qdisc": a link's first `up` attaches its default qdisc, noop -> noqueue, and no
 # `down` takes it back; an adopted tap that was down before up.sh keeps noqueue.)
 VOLATILE = {"ifindex", "link_index", "stats", "stats64", "handle", "metainfo",
-            "valid_life_time", "preferred_life_time", "qdisc"}
+            "valid_life_time", "preferred_life_time", "qdisc", "operstate"}
 
 
 def _run(*cmd: str, input: str | None = None, env: dict[str, str] | None = None,
@@ -93,9 +93,17 @@ def netns() -> Iterator[Callable[[], str]]:
     assert not set(made) & set(left), f"namespaces left behind: {set(made) & set(left)}"
 
 
+# Carrier follows the far end and settles asynchronously (a bridge whose ports are fresh
+# taps goes UNKNOWN -> DOWN/NO-CARRIER a moment after `up`, and its routes `linkdown`):
+# state, not configuration.
+# The administrative UP flag stays in the comparison.
+CARRIER_FLAGS = {"NO-CARRIER", "LOWER_UP", "M-DOWN", "DORMANT", "linkdown"}
+
+
 def _strip(value):
     if isinstance(value, dict):
-        return {k: _strip(v) for k, v in value.items() if k not in VOLATILE}
+        return {k: (_strip([f for f in v if f not in CARRIER_FLAGS]) if k == "flags" else _strip(v))
+                for k, v in value.items() if k not in VOLATILE}
     if isinstance(value, list):
         return [_strip(v) for v in value]
     return value
