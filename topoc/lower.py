@@ -336,7 +336,31 @@ class _Lowerer:
                 route = self.route(stmt)
                 if route is not None:
                     routes.append(route)
+        self.unique_nic_names(block, nics)
         return nics, tuple(routes)
+
+    def unique_nic_names(self, block: Block, nics: list[_Pending | None]) -> None:
+        """Two nics of one node cannot share an interface name (written or eth<N>)."""
+        seen: dict[str, _Pending] = {}
+        for i, p in enumerate(nics):
+            if p is None:
+                continue
+            name = p.iface or f"eth{i}"
+            first = seen.setdefault(name, p)
+            if first is p:
+                continue
+            where = p.stmt.args[0].span if p.iface else p.stmt.tokens[0].span
+            if p.iface is None:
+                hint = f"name this nic, e.g. `nic eth{len(nics)} on {p.network.text}`"
+            elif first.iface is None:
+                hint = (f"the nic on line {first.stmt.span.line} has no name, so it is `{name}` "
+                        "(eth<N>, N its position from 0); give each nic its own name")
+            else:
+                hint = "give each nic its own interface name"
+            self.report(DUPLICATE_NAME, where,
+                        f"{block.kind} `{block.name.text}` already has a nic named `{name}` "
+                        f"(line {first.stmt.span.line})", hint)
+            nics[i] = None  # reported: the node is not built
 
     # -- blocks --
 
@@ -509,7 +533,8 @@ class _Lowerer:
             vcpus = self.attempt(lambda: _integer(one["vcpus"].args[0], "vCPU count", 1, 4096))  # type: ignore[assignment]
         disk = _string(one["disk"].args[0]) if "disk" in one else None
         if disk is not None and (not disk or "\x00" in disk):
-            self.report(INVALID_VALUE, one["disk"].args[0].span, "the disk path is empty")
+            self.report(INVALID_VALUE, one["disk"].args[0].span, "the disk path is empty",
+                        f"write the image's path, e.g. `disk /var/lib/libvirt/images/{block.name.text}.qcow2`")
             memory = None  # type: ignore[assignment]
         if block.on is not None:
             self.host_refs.append(block.on)
