@@ -350,3 +350,18 @@ def test_scripts_refuse_to_run_without_root(netns) -> None:
     finally:
         shutil.rmtree(directory)
     assert_same(snapshot(ns), before)
+
+
+def test_forwarding_that_was_on_stays_on(netns, tmp_path: Path) -> None:
+    """down.sh restores the old ip_forward value, not a blanket 0."""
+    lab = compile_case(next(p for p in CASES if case_name(p) == "routed"))
+    ns = netns()
+    stand_in_for_host(ns, lab, lab.hosts[0])
+    ns_ok(ns, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1")
+    before = snapshot(ns)
+    scripts, state = write_scripts(lab, "kvm1", tmp_path / "host"), tmp_path / "state"
+    assert "net.ipv4.ip_forward: 1 (was 1)" in ok_script(ns, scripts, "up.sh", state)
+    assert (state / "ip_forward").read_text() == "1\n"
+    ok_script(ns, scripts, "down.sh", state)
+    assert_same(snapshot(ns), before)
+    assert before["ip_forward"] == "1"
