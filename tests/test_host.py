@@ -171,3 +171,9 @@ def test_every_shell_value_is_one_quoted_word() -> None:
     assert ["ensure_bridge", bridge.name, "1", "200", "9000", bridge.address] in steps
     assert ["ensure_tap", plan.taps[0].name, bridge.name, "9000"] in steps
     assert ["ensure_route", "10.21.0.0/16", "10.20.0.10"] in steps
+
+
+def test_unknown_host_is_a_clear_error() -> None:
+    lab = compile_case(next(p for p in CASES if case_name(p) == "nat"))
+    with pytest.raises(KeyError, match="lab natlab has no host 'nope'"):
+        host_artifacts(lab, "nope")

@@ -382,7 +382,9 @@ def _environment() -> jinja2.Environment:
 
 def host_artifacts(lab: Lab, host_name: str) -> dict[str, str]:
     """{"up.sh", "down.sh", "topoc.nft"} for one host of the lab (the verifier's entry)."""
-    host = next(h for h in lab.hosts if h.name == host_name)
+    host = next((h for h in lab.hosts if h.name == host_name), None)
+    if host is None:
+        raise KeyError(f"lab {lab.name} has no host {host_name!r}")
     plan = host_plan(lab, host)
     env = _environment()
     return {name: env.get_template(f"{name}.j2").render(plan=plan) for name in SCRIPT_NAMES}
