@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
-# `make demo`: check every bundled example, as a new user would.
+# `make demo`: build every bundled example into output/<lab>/, as a new user would.
+# `topoc build` checks first (a topology with errors builds nothing), then writes the
+# libvirt XML, host scripts and diagrams of each lab atomically, with a manifest.
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 2
 status=0
 for example in examples/*.topo; do
     echo "== $example"
-    .venv/bin/topoc check "$example" || status=1
+    .venv/bin/topoc build "$example" || status=1
 done
+echo
+echo "Built into output/: each lab's libvirt/README.txt lists the virsh steps to apply it."
 exit $status
