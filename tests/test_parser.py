@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import example_files
+from conftest import ROOT, example_files
 from topoc.compiler import compile_source, read_source
 from topoc.ir import Mode
 from topoc.parser import parse
@@ -154,3 +154,18 @@ def test_every_syntax_error_is_reported_at_once():
     text = "lab t\nnetwork n {\n mdoe isolated\n}\nhost h {\n nic eth0 on n adress 1.2.3.4\n}\nexpect h =>\n"
     _, diagnostics = parse(text, "t.topo")
     assert [(d.span.line, d.span.column) for d in diagnostics] == [(3, 2), (6, 16), (8, 10)]
+
+
+def test_the_readme_language_reference_compiles():
+    """Every code block of the README's language section, put together, is a valid lab."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## The language", 1)[1].split("\n## ", 1)[0]
+    blocks = section.split("```")[1::2]
+    assert len(blocks) >= 7
+    text = "\n".join(blocks)
+    result = _lower(text)
+    assert result.ok, [(d.span.line, d.message) for d in result.diagnostics]
+    lab = result.lab
+    assert {n.name for n in lab.networks} == {"natnet", "lan", "isonet"}
+    assert lab.node("vm0").nics[1].name == "eth1"
+    assert lab.network("natnet").domain == "lab.example" and lab.network("natnet").mtu == 1500
