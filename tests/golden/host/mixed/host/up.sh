@@ -56,11 +56,13 @@ remembered_link() {
     [ -e "$RECORD" ] && awk -v n="$1" '($1 == "link" || $1 == "adopted") && $2 == n { f = 1 } END { exit !f }' "$RECORD"
 }
 has_link() { ip link show dev "$1" >/dev/null 2>&1; }
-is_bridge() { ip -d link show dev "$1" | grep -qE '^ +bridge '; }
-is_up() { ip -o link show dev "$1" | grep -qE '<([^>]*,)?UP[,>]'; }
-has_master() { ip -o link show dev "$1" | grep -qF " master $2 "; }
-has_address() { ip -o -4 addr show dev "$1" | grep -qF " inet $2 "; }
-has_route() { [ -n "$(ip -4 route show exact "$@")" ]; }
+# (grep reads to the end, not -q: under pipefail, ip killed by SIGPIPE when grep -q
+# quits early would turn a match into a failure.)
+is_bridge() { ip -d link show dev "$1" | grep -E '^ +bridge ' >/dev/null; }
+is_up() { ip -o link show dev "$1" | grep -E '<([^>]*,)?UP[,>]' >/dev/null; }
+has_master() { ip -o link show dev "$1" | grep -F " master $2 " >/dev/null; }
+has_address() { ip -o -4 addr show dev "$1" | grep -F " inet $2 " >/dev/null; }
+has_route() { [ -n "$(ip -4 route show exact "$@" 2>/dev/null)" ]; }
 
 # ensure_bridge NAME STP_STATE FORWARD_DELAY MTU ADDRESS (MTU and ADDRESS may be '')
 # https://man7.org/linux/man-pages/man8/ip-link.8.html (BRIDGE Type Support)

@@ -40,9 +40,11 @@ adopted_state() {
     awk -v n="$1" '$1 == "adopted" && $2 == n { print $3; exit }' "$RECORD"
 }
 has_link() { ip link show dev "$1" >/dev/null 2>&1; }
-has_master() { ip -o link show dev "$1" | grep -qF " master $2 "; }
-has_address() { ip -o -4 addr show dev "$1" | grep -qF " inet $2 "; }
-has_route() { [ -n "$(ip -4 route show exact "$@")" ]; }
+# (grep reads to the end, not -q: under pipefail, ip killed by SIGPIPE when grep -q
+# quits early would turn a match into a failure.)
+has_master() { ip -o link show dev "$1" | grep -F " master $2 " >/dev/null; }
+has_address() { ip -o -4 addr show dev "$1" | grep -F " inet $2 " >/dev/null; }
+has_route() { [ -n "$(ip -4 route show exact "$@" 2>/dev/null)" ]; }
 
 restore_forwarding() {
     local old
