@@ -168,7 +168,7 @@ def _chosen_targets(values: tuple[str, ...]) -> list[str]:
               help="libvirt, host, diagram (default: every available one)")
 def build(file: str, out_dir: str | None, targets: tuple[str, ...]) -> None:
     """Check FILE, then write its artifacts to output/LAB/ atomically."""
-    from topoc.backends import generate
+    from topoc.backends import ToolMissing, generate
     from topoc.writer import MANIFEST, WriteError, write_artifacts
 
     lab = compile_or_exit(file).lab
@@ -176,6 +176,8 @@ def build(file: str, out_dir: str | None, targets: tuple[str, ...]) -> None:
     chosen = _chosen_targets(targets)
     try:
         artifacts = generate(lab, chosen)
+    except ToolMissing as e:  # e.g. the diagram target without graphviz's `dot`
+        fail_usage(str(e))
     except ValueError as e:  # a lab the checks let through but a backend cannot express
         _console(stderr=True).print(f"topoc: error: cannot build {file}: {e}", markup=False)
         sys.exit(EXIT_ERRORS)
@@ -194,6 +196,55 @@ def _shown(path: Path) -> str:
         return str(path.relative_to(Path.cwd()))
     except ValueError:
         return str(path)
+
+
+def _graph_format(fmt: str | None, output: str | None) -> str:
+    """-f wins; else the -o extension says; else SVG."""
+    from topoc.backends.diagram import EXTENSIONS
+
+    if fmt is not None:
+        return fmt
+    if output is None:
+        return "svg"
+    found = EXTENSIONS.get(Path(output).suffix.lower())
+    if found is None:
+        fail_usage(f"cannot tell the format from {output!r}; give -f svg|png|dot|mermaid "
+                   f"or end the name in {', '.join(sorted(EXTENSIONS))}")
+    return found
+
+
+@cli.command("graph")
+@click.argument("file")
+@click.option("-f", "--format", "fmt", type=click.Choice(["svg", "png", "dot", "mermaid"]),
+              help="default: from the -o extension, else svg")
+@click.option("-o", "--output", type=click.Path(dir_okay=False),
+              help="the file to write (default: stdout for dot and mermaid, LAB.svg/.png)")
+@click.option("--reach", is_flag=True, help="overlay who reaches whom (topoc.reach)")
+@click.option("--expand", is_flag=True, help="draw every VM even in a large lab")
+def graph_command(file: str, fmt: str | None, output: str | None, reach: bool,
+                  expand: bool) -> None:
+    """Draw FILE's lab: SVG or PNG (laid out by graphviz's dot), DOT, or Mermaid."""
+    from topoc.backends.diagram import ToolMissing, draw, scene_for
+
+    lab = compile_or_exit(file).lab
+    assert lab is not None
+    chosen = _graph_format(fmt, output)
+    scene = scene_for(lab, reach=reach, expand=expand)
+    for note in scene.notes:  # e.g. that a large lab was collapsed, and why
+        click.echo(f"topoc: note: {note}", err=True)
+    try:
+        data = draw(scene, chosen)
+    except ToolMissing as e:
+        fail_usage(str(e))
+    if output is None and chosen in ("dot", "mermaid"):
+        click.echo(data.decode("utf-8"), nl=False)
+        return
+    target = Path(output or f"{lab.name}.{chosen}")
+    try:
+        target.write_bytes(data)
+    except OSError as e:
+        fail_usage(f"cannot write {target}: {e.strerror}")
+    click.echo(f"wrote {_shown(target.resolve())}")
 
 
 @cli.command("verify")

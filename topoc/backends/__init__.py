@@ -15,6 +15,12 @@ from topoc.ir import Lab
 
 Artifacts = dict[str, str]
 
+
+class ToolMissing(Exception):
+    """A system tool a backend needs (e.g. graphviz's `dot`) is not installed: an
+    environment problem, which the CLI reports with exit code 2."""
+
+
 # Target name -> module, in the order `topoc build` runs them.
 TARGETS: dict[str, str] = {
     "libvirt": "topoc.backends.libvirt",

@@ -1,0 +1,109 @@
+"""The `--reach` overlay: topoc.reach's prediction, summarised for the diagram.
+
+Two summaries, both computed by the reachability engine (topoc.reach), never here:
+- on each managed network's uplink: whether its machines reach the LAN's machines
+  (out) and whether the LAN's machines reach them (in): NAT shows out but not in, a
+  routed network without a route back shows neither, bridged shows both. "The LAN" is
+  the machines on external networks; pairs of machines that share a network are left
+  out, since they meet there without crossing the host.
+- a who-reaches-whom table of every host, VM and external machine.
+
+Both grow with the square of the lab, so the overlay is drawn only for labs of up to
+MAX_NODES nodes; for larger ones the scene says it was left out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from ipaddress import IPv4Address
+
+from topoc.ir import Lab, Nic
+
+MAX_NODES = 40
+
+
+@dataclass(frozen=True, slots=True)
+class Share:
+    """How many of the machine -> address pairs tried reach."""
+
+    reached: int
+    tried: int
+
+    @property
+    def word(self) -> str:
+        """"all", "some" or "none"."""
+        if self.reached == self.tried:
+            return "all"
+        return "some" if self.reached else "none"
+
+
+@dataclass(frozen=True, slots=True)
+class UplinkReach:
+    network: str
+    out: Share | None  # None: no pair to try (no machine on one side)
+    inbound: Share | None
+
+
+@dataclass(frozen=True, slots=True)
+class ReachTable:
+    names: tuple[str, ...]
+    reachable: frozenset[tuple[str, str]]  # (src, dst) pairs that reach
+
+    def reaches(self, src: str, dst: str) -> bool:
+        return (src, dst) in self.reachable
+
+
+Machine = tuple[str, tuple[Nic, ...]]
+
+
+def _machines(lab: Lab) -> list[Machine]:
+    """VMs and externals with their nics (hosts carry the networks; their own reach is
+    in the table)."""
+    return [(node.name, node.nics) for node in (*lab.vms, *lab.externals)]
+
+
+def _share(lab: Lab, sources: list[Machine], targets: list[Machine],
+           on: set[str]) -> Share | None:
+    """How many (source machine, target address on a network in `on`) pairs reach,
+    leaving out machines that share a network."""
+    from topoc.reach import reach_address
+
+    def networks(m: Machine) -> set[str]:
+        return {nic.network for nic in m[1]}
+
+    pairs: list[tuple[str, IPv4Address]] = [
+        (s[0], nic.ip) for s in sources for t in targets for nic in t[1]
+        if nic.ip is not None and nic.network in on and s[0] != t[0]
+        and not networks(s) & networks(t)]
+    if not pairs:
+        return None
+    return Share(sum(reach_address(lab, src, ip).reachable for src, ip in pairs), len(pairs))
+
+
+def uplink_reach(lab: Lab) -> list[UplinkReach]:
+    """For every managed network: out (its machines -> the LAN's) and in."""
+    external = {n.name for n in lab.networks if not n.managed}
+    machines = _machines(lab)
+    lan = [m for m in machines if any(nic.network in external for nic in m[1])]
+    results = []
+    for network in lab.networks:
+        if not network.managed:
+            continue
+        inside = [m for m in machines if any(nic.network == network.name for nic in m[1])]
+        results.append(UplinkReach(network.name, _share(lab, inside, lan, external),
+                                   _share(lab, lan, inside, {network.name})))
+    return results
+
+
+def reach_table(lab: Lab) -> ReachTable:
+    from topoc.reach import predict
+
+    matrix = predict(lab)
+    names = tuple(node.name for node in lab.nodes)
+    reachable = frozenset((s, d) for s in names for d in names
+                          if s != d and matrix.get(s, d).reachable)
+    return ReachTable(names, reachable)
+
+
+def overlay_allowed(lab: Lab) -> bool:
+    return len(lab.nodes) <= MAX_NODES

@@ -1,0 +1,400 @@
+"""The diagram's scene: what to draw, decided once, for every drawing format.
+
+It turns the IR into boxes (networks, hosts, VMs, externals, legend samples), host
+clusters and links (nics, uplinks, port forwards), each with its label as plain-text
+lines. The DOT and Mermaid writers (topoc.backends.diagram_dot, diagram_mermaid) only
+translate a Scene into their syntax, so both show the same labels and the same
+structure. Nothing here escapes text: each writer escapes for its own syntax.
+
+Large labs are collapsed here too (see `collapse_vms`): VMs that sit on the same host
+and the same networks become one box with a count, so a picture of a 1,000-VM lab
+stays readable and quick to lay out.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, replace
+from pathlib import PurePath
+
+from topoc.backends.diagram_reach import (MAX_NODES, ReachTable, Share, UplinkReach,
+                                          overlay_allowed, reach_table, uplink_reach)
+from topoc.ir import External, Host, Lab, Network, Nic, Route, Vm
+
+# Above this many VMs a lab is drawn collapsed: see collapse_vms.
+COLLAPSE_ABOVE_VMS = 60
+
+
+@dataclass(frozen=True, slots=True)
+class Style:
+    """How one kind of box looks, and what the legend says about it."""
+
+    key: str
+    title: str  # the legend's name for it
+    meaning: str  # the legend's one-line explanation
+    fill: str
+    stroke: str
+    dot_shape: str
+    mermaid_shape: str  # a key of diagram_mermaid.SHAPES
+    dashed: bool = False
+
+
+# One style per network model (DESIGN.md's table), then the machines. Colours follow the
+# Okabe-Ito palette, which colour-blind readers can tell apart; the shapes differ too,
+# so the picture reads in greyscale.
+STYLES: dict[str, Style] = {s.key: s for s in (
+    Style("external", "external", "the physical LAN; topoc leaves it alone",
+          "#eeeeee", "#6b6b6b", "ellipse", "parallelogram", dashed=True),
+    Style("nat", "NAT", "VMs reach out, NATed; in only by forward",
+          "#fde7c8", "#d08800", "hexagon", "hexagon"),
+    Style("routed", "routed", "both ways, if the LAN routes back",
+          "#d6e9f8", "#0072b2", "octagon", "subroutine"),
+    Style("open", "open", "routed, with no firewall rules",
+          "#eadcf3", "#8e5cb8", "octagon", "trapezoid", dashed=True),
+    Style("bridged", "bridged", "VMs are peers on the physical LAN",
+          "#d3f0e4", "#009e73", "box3d", "cylinder"),
+    Style("host-only", "host-only", "VMs and the host, nothing beyond",
+          "#fff5bf", "#b89500", "cylinder", "stadium"),
+    Style("isolated", "isolated", "VMs on it only, not even the host",
+          "#fadbd2", "#d55e00", "box", "rounded"),
+    Style("host", "host", "the hypervisor: its nics and port forwards",
+          "#ffffff", "#333333", "plain", "rectangle"),
+    Style("vm", "VM", "a guest on the host",
+          "#ffffff", "#555555", "box", "rounded"),
+    Style("machine", "external machine", "a machine outside the host",
+          "#f4f4f4", "#6b6b6b", "box", "rectangle", dashed=True),
+)}
+
+NETWORK_STYLE_ORDER = ("external", "nat", "routed", "open", "bridged", "host-only", "isolated")
+
+
+@dataclass(frozen=True, slots=True)
+class Box:
+    """A node of the drawing. `lines[0]` is its title; the rest are details, and the
+    lines from `muted_from` on are secondary facts (sizes, disks) drawn smaller."""
+
+    kind: str  # network | host | vm | external | legend
+    name: str  # unique within its kind
+    style: str  # a key of STYLES
+    lines: tuple[str, ...]
+    muted_from: int | None = None
+    host: str | None = None  # the host cluster it is drawn in, if any
+    ports: tuple[tuple[str, str], ...] = ()  # (port, text) rows: a host's nics and forwards
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.kind, self.name)
+
+
+@dataclass(frozen=True, slots=True)
+class Link:
+    """An edge. `kind` decides its look: nic (a cable), uplink (the host carries the
+    network's traffic), forward (a DNAT port forward), layout (invisible, only keeps the
+    picture in order). With --reach, an uplink also says whether its network's machines
+    reach the LAN (`reach_out`) and the LAN reaches them (`reach_in`): "all", "some",
+    "none", or None when there is nobody to try."""
+
+    kind: str
+    src: tuple[str, str]
+    dst: tuple[str, str]
+    lines: tuple[str, ...] = ()
+    src_port: str | None = None
+    dst_port: str | None = None
+    style: str | None = None  # a key of STYLES for the colour, when it has one
+    reach_out: str | None = None
+    reach_in: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Cluster:
+    host: str
+    title: str
+
+
+@dataclass(frozen=True, slots=True)
+class Scene:
+    lab: str
+    source: str  # the source file's base name, for the caption
+    clusters: tuple[Cluster, ...]
+    boxes: tuple[Box, ...]
+    links: tuple[Link, ...]
+    legend: tuple[str, ...]  # style keys, in legend order
+    notes: tuple[str, ...] = ()  # said under the title (e.g. that the lab was collapsed)
+    collapsed: bool = False
+    reach: ReachTable | None = None  # the --reach overlay's who-reaches-whom table
+
+    def box(self, key: tuple[str, str]) -> Box:
+        return self._index[key]
+
+    @property
+    def _index(self) -> dict[tuple[str, str], Box]:
+        return {b.key: b for b in self.boxes}
+
+
+# --- labels ---------------------------------------------------------------------------
+
+
+def _size(n_bytes: int) -> str:
+    """1073741824 -> "1 GiB": the largest binary unit that divides it evenly."""
+    for unit, factor in (("TiB", 1024**4), ("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if n_bytes >= factor and n_bytes % factor == 0:
+            return f"{n_bytes // factor} {unit}"
+    return f"{n_bytes} B"
+
+
+def _route(route: Route) -> str:
+    destination = "default" if route.is_default else str(route.destination)
+    return f"route {destination} via {route.via}"
+
+
+def _nic_address(nic: Nic, network: Network | None, prefix: bool = True) -> str:
+    if nic.address is not None:
+        return str(nic.address) if prefix else str(nic.address.ip)
+    if network is not None and network.dhcp is not None:
+        return "DHCP"
+    return "no address"
+
+
+def network_mode_line(network: Network) -> str:
+    """The network's model in words, with its uplink device: "NAT via eth0"."""
+    title = STYLES[network.model].title
+    if network.model == "external":
+        return "external LAN"
+    if network.model == "bridged":
+        return f"bridged to {network.via}" if network.via else "bridged"
+    if network.via and network.model in ("nat", "routed", "open"):
+        return f"{title} via {network.via}"
+    return title
+
+
+def network_box(network: Network) -> Box:
+    lines = [network.name, network_mode_line(network)]
+    if network.bridge:
+        lines.append(f"bridge {network.bridge}")
+    if network.subnet is not None:
+        lines.append(str(network.subnet))
+    muted_from = len(lines)
+    if network.gateway is not None:
+        lines.append(f"gateway {network.gateway}")
+    if network.dhcp is not None:
+        lines.append(f"DHCP {network.dhcp.start} - {network.dhcp.end}")
+    return Box("network", network.name, network.model, tuple(lines),
+               muted_from=muted_from if len(lines) > muted_from else None, host=network.host)
+
+
+def vm_box(vm: Vm, lab: Lab) -> Box:
+    addresses = [_nic_address(n, lab.network(n.network), prefix=False) for n in vm.nics]
+    details = [f"{_size(vm.memory)}, {vm.vcpus} vCPU{'s' if vm.vcpus != 1 else ''}"]
+    if vm.disk is not None:
+        details.append(vm.disk)
+    details += [_route(r) for r in vm.routes]
+    lines = (vm.name, *addresses, *details)
+    return Box("vm", vm.name, "vm", lines, muted_from=1 + len(addresses), host=vm.host)
+
+
+def external_box(external: External, lab: Lab) -> Box:
+    addresses = [_nic_address(n, lab.network(n.network), prefix=False) for n in external.nics]
+    routes = [_route(r) for r in external.routes]
+    lines = (external.name, *addresses, *routes)
+    return Box("external", external.name, "machine", lines,
+               muted_from=1 + len(addresses) if routes else None)
+
+
+def forward_port(index: int) -> str:
+    return f"fwd{index}"
+
+
+def host_box(host: Host, lab: Lab) -> Box:
+    """The hypervisor: one row per nic (edges attach to them) and per port forward."""
+    ports = [(nic.name, f"{nic.name} {_nic_address(nic, lab.network(nic.network))}")
+             for nic in host.nics]
+    for i, fwd in enumerate(_forwards_on(lab, host.name)):
+        ports.append((forward_port(i), f"forward {fwd.protocol} {fwd.port} to {fwd.vm}:{fwd.vm_port}"))
+    ports += [(f"route{i}", _route(r)) for i, r in enumerate(host.routes)]
+    return Box("host", host.name, "host", (host.name,), host=host.name, ports=tuple(ports))
+
+
+def _forwards_on(lab: Lab, host: str) -> list:
+    """The port forwards DNATed on `host`: those to VMs that run on it."""
+    on_host = {vm.name for vm in lab.vms_on(host)}
+    return [f for f in lab.forwards if f.vm in on_host]
+
+
+def cluster_title(host: Host, lab: Lab) -> str:
+    """"host kvm1 · 192.168.101.11": its LAN addresses (on external networks), or all."""
+    def on_lan(nic: Nic) -> bool:
+        network = lab.network(nic.network)
+        return network is not None and not network.managed
+
+    nics = [n for n in host.nics if n.ip is not None]
+    lan = [n for n in nics if on_lan(n)] or nics
+    addresses = ", ".join(str(n.ip) for n in lan)
+    return f"host {host.name}" + (f" · {addresses}" if addresses else "")
+
+
+# --- links ----------------------------------------------------------------------------
+
+
+def nic_link(owner: tuple[str, str], nic: Nic) -> Link:
+    """A cable between a node and its network. The picture reads left to right from the
+    outside in (external machines, LANs, hosts, their networks, VMs), so the edge runs
+    from the network to a host or VM and from an external machine to its network."""
+    lines = tuple(x for x in (nic.name, str(nic.address) if nic.address else "") if x)
+    network = ("network", nic.network)
+    if owner[0] == "external":
+        return Link("nic", owner, network, lines)
+    return Link("nic", network, owner, lines, dst_port=nic.name if owner[0] == "host" else None)
+
+
+def uplink(host: Host, network: Network) -> Link:
+    """How the host carries a managed network: through its `via` nic for nat, routed
+    and open; by enslaving the nic for bridged; with an address on the bridge only for
+    host-only. An isolated network without an address has no link to the host at all
+    (only an invisible one that keeps it in its column)."""
+    src, dst = ("host", host.name), ("network", network.name)
+    if network.model == "isolated":
+        return Link("layout", src, dst)
+    port = network.via if network.via in {n.name for n in host.nics} else None
+    if network.model == "bridged":
+        lines: tuple[str, ...] = (f"enslaves {network.via}",) if network.via else ()
+    else:
+        lines = (f"via {network.via}",) if network.via else ()
+    if network.gateway is not None:
+        lines += (f"{network.bridge} {network.address}" if network.bridge else str(network.address),)
+    return Link("uplink", src, dst, lines, src_port=port, style=network.model)
+
+
+def forward_links(host: Host, lab: Lab) -> list[Link]:
+    return [Link("forward", ("host", host.name), ("vm", fwd.vm), (f"{fwd.protocol} {fwd.port} to {fwd.vm_port}",),
+                 src_port=forward_port(i), style="nat")
+            for i, fwd in enumerate(_forwards_on(lab, host.name))]
+
+
+# --- large labs -----------------------------------------------------------------------
+
+
+def _address_span(addresses: list[ipaddress.IPv4Interface]) -> str:
+    if not addresses:
+        return "no address"
+    ordered = sorted(addresses, key=lambda a: a.ip)
+    if len(ordered) == 1:
+        return str(ordered[0].ip)
+    return f"{ordered[0].ip} - {ordered[-1].ip}"
+
+
+def collapse_vms(lab: Lab) -> tuple[list[Box], list[Link]]:
+    """Boxes and nic links for the VMs of a large lab, grouped: every VM with the same
+    host and the same networks (in nic order) joins one box "412 VMs", which says the
+    first and last name and the address span per network. A group of one stays a VM."""
+    groups: dict[tuple[str, tuple[str, ...]], list[Vm]] = {}
+    for vm in lab.vms:
+        groups.setdefault((vm.host, tuple(n.network for n in vm.nics)), []).append(vm)
+    boxes: list[Box] = []
+    links: list[Link] = []
+    for (host, networks), vms in groups.items():
+        if len(vms) == 1:
+            vm = vms[0]
+            boxes.append(vm_box(vm, lab))
+            links += [nic_link(("vm", vm.name), nic) for nic in vm.nics]
+            continue
+        name = f"{vms[0].name} … {vms[-1].name}"
+        spans = [_address_span([vm.nics[i].address for vm in vms if vm.nics[i].address])
+                 for i in range(len(networks))]
+        boxes.append(Box("vm", name, "vm", (f"{len(vms)} VMs", name, *spans), muted_from=2, host=host))
+        for i, network in enumerate(networks):
+            links.append(Link("nic", ("network", network), ("vm", name), (f"{len(vms)} nics",)))
+    return boxes, links
+
+
+# --- the --reach overlay --------------------------------------------------------------
+
+
+def _mark(share: Share | None) -> str:
+    if share is None:
+        return "-"
+    return {"all": "✓", "none": "✗"}.get(share.word, f"{share.reached} of {share.tried}")
+
+
+def with_reach(link: Link, facts: UplinkReach) -> Link:
+    """The uplink with its reach facts and a line saying them: "LAN: out ✓ in ✗"."""
+    if facts.out is None and facts.inbound is None:
+        return link
+    line = f"LAN: out {_mark(facts.out)}, in {_mark(facts.inbound)}"
+    return replace(link, lines=link.lines + (line,),
+                   reach_out=facts.out.word if facts.out else None,
+                   reach_in=facts.inbound.word if facts.inbound else None)
+
+
+def reach_overlay(lab: Lab, links: list[Link]) -> tuple[list[Link], ReachTable | None, tuple[str, ...]]:
+    if not overlay_allowed(lab):
+        return links, None, (f"reachability overlay left out: {len(lab.nodes)} nodes "
+                             f"(it is drawn for up to {MAX_NODES})",)
+    facts = {r.network: r for r in uplink_reach(lab)}
+    marked = [with_reach(link, facts[link.dst[1]])
+              if link.kind == "uplink" and link.dst[1] in facts else link for link in links]
+    return marked, reach_table(lab), ()
+
+
+# --- the scene ------------------------------------------------------------------------
+
+
+def legend_styles(boxes: list[Box]) -> tuple[str, ...]:
+    """The legend explains the network models this picture uses, in a fixed order."""
+    used = {b.style for b in boxes if b.kind == "network"}
+    return tuple(s for s in NETWORK_STYLE_ORDER if s in used)
+
+
+def host_parts(lab: Lab) -> tuple[list[Box], list[Link]]:
+    """The hypervisors: their boxes, their LAN cables, uplinks and port forwards."""
+    links: list[Link] = []
+    for host in lab.hosts:
+        links += [nic_link(("host", host.name), nic) for nic in host.nics]
+        links += [uplink(host, n) for n in lab.networks_on(host.name)]
+        links += forward_links(host, lab)
+    return [host_box(h, lab) for h in lab.hosts], links
+
+
+def vm_parts(lab: Lab, collapsed: bool) -> tuple[list[Box], list[Link]]:
+    if collapsed:
+        return collapse_vms(lab)
+    return ([vm_box(vm, lab) for vm in lab.vms],
+            [nic_link(("vm", vm.name), nic) for vm in lab.vms for nic in vm.nics])
+
+
+def external_parts(lab: Lab) -> tuple[list[Box], list[Link]]:
+    return ([external_box(e, lab) for e in lab.externals],
+            [nic_link(("external", e.name), nic) for e in lab.externals for nic in e.nics])
+
+
+def build_scene(lab: Lab, *, reach: bool = False,
+                collapse_above: int = COLLAPSE_ABOVE_VMS) -> Scene:
+    """Everything to draw, in a fixed order (networks, hosts, VMs, externals; each in
+    source order), so the same lab always gives the same drawing."""
+    collapsed = len(lab.vms) > collapse_above
+    boxes: list[Box] = [network_box(n) for n in lab.networks]
+    links: list[Link] = []
+    for parts in (host_parts(lab), vm_parts(lab, collapsed), external_parts(lab)):
+        boxes += parts[0]
+        links += parts[1]
+    # A forward to a VM that was collapsed into a group has no box of its own to point at.
+    drawn = {b.key for b in boxes}
+    links = [link for link in links if link.kind != "forward" or link.dst in drawn]
+    notes: tuple[str, ...] = ()
+    if collapsed:
+        notes = (f"{len(lab.vms)} VMs (over {collapse_above}): VMs on the same host and networks "
+                 "are drawn as one box; topoc graph --expand draws each",)
+    table = None
+    if reach:
+        links, table, left_out = reach_overlay(lab, links)
+        notes += left_out
+    return Scene(
+        lab=lab.name,
+        source=PurePath(lab.file).name,
+        clusters=tuple(Cluster(h.name, cluster_title(h, lab)) for h in lab.hosts),
+        boxes=tuple(boxes),
+        links=tuple(links),
+        legend=legend_styles(boxes),
+        notes=notes,
+        collapsed=collapsed,
+        reach=table,
+    )
