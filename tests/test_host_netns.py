@@ -182,7 +182,7 @@ def _inet(ns: str) -> dict[str, list[str]]:
 
 def assert_as_the_topology_says(ns: str, lab: Lab, host: Host, before: dict) -> None:
     networks = [n for n in lab.networks_on(host.name) if n.managed]
-    taps = {tap_name(lab.name, vm.name, nic.index): lab.network(nic.network).bridge  # type: ignore[union-attr]
+    taps = {tap_name(lab.name, vm.name, nic.index): lab.network(nic.network)
             for vm in lab.vms_on(host.name) for nic in vm.nics}
     links, inet = _links(ns), _inet(ns)
     old_names = {link["ifname"] for link in before["link"]}  # type: ignore[union-attr]
@@ -204,8 +204,10 @@ def assert_as_the_topology_says(ns: str, lab: Lab, host: Host, before: dict) -> 
             assert inet[net.bridge] == [str(nic.address)] and inet[net.via] == []
         else:
             assert inet[net.bridge] == ([str(net.address)] if net.address else [])
-    for tap, bridge in taps.items():
-        assert links[tap]["master"] == bridge and "UP" in links[tap]["flags"]
+    for tap, net in taps.items():
+        assert links[tap]["master"] == net.bridge and "UP" in links[tap]["flags"]  # type: ignore[union-attr]
+        if net.mtu is not None:  # type: ignore[union-attr]
+            assert links[tap]["mtu"] == net.mtu  # type: ignore[union-attr]
 
     routes = _json(ns, "ip", "-j", "route", "show", "table", "main")
     for route in host.routes:

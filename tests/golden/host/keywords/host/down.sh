@@ -34,10 +34,11 @@ done
 
 # remembered KIND NAME...: whether up.sh recorded exactly this line.
 remembered() { [ -e "$RECORD" ] && grep -qxF -- "$*" "$RECORD"; }
-# adopted_state TAP: "up" or "down" if up.sh adopted the interface, else nothing.
-adopted_state() {
+# adopted TAP: "up MTU" or "down MTU", as the interface was when up.sh adopted it,
+# else nothing.
+adopted() {
     [ -e "$RECORD" ] || return 0
-    awk -v n="$1" '$1 == "adopted" && $2 == n { print $3; exit }' "$RECORD"
+    awk -v n="$1" '$1 == "adopted" && $2 == n { print $3, $4; exit }' "$RECORD"
 }
 has_link() { ip link show dev "$1" >/dev/null 2>&1; }
 # (grep reads to the end, not -q: under pipefail, ip killed by SIGPIPE when grep -q
@@ -82,8 +83,8 @@ remove_table() {
 }
 
 remove_tap() {
-    local tap=$1 state
-    state=$(adopted_state "$tap")
+    local tap=$1 state mtu
+    read -r state mtu <<<"$(adopted "$tap")"
     if ! has_link "$tap"; then
         say "tap $tap: gone"
     elif remembered link "$tap"; then
@@ -94,7 +95,11 @@ remove_tap() {
         if [ "$state" = down ]; then
             ip link set dev "$tap" down
         fi
-        say "tap $tap: detached, $state as before (it existed before up.sh)"
+        case $mtu in
+            '' | *[!0-9]*) ;;
+            *) ip link set dev "$tap" mtu "$mtu" ;;
+        esac
+        say "tap $tap: detached, $state, mtu ${mtu:-unchanged} as before (it existed before up.sh)"
     else
         say "tap $tap: not up.sh's, left alone"
     fi

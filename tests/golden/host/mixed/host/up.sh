@@ -62,6 +62,7 @@ is_bridge() { ip -d link show dev "$1" | grep -E '^ +bridge ' >/dev/null; }
 is_up() { ip -o link show dev "$1" | grep -E '<([^>]*,)?UP[,>]' >/dev/null; }
 has_master() { ip -o link show dev "$1" | grep -F " master $2 " >/dev/null; }
 has_address() { ip -o -4 addr show dev "$1" | grep -F " inet $2 " >/dev/null; }
+link_mtu() { ip -o link show dev "$1" | awk '{ for (i = 1; i < NF; i++) if ($i == "mtu") { print $(i + 1); exit } }'; }
 has_route() { [ -n "$(ip -4 route show exact "$@" 2>/dev/null)" ]; }
 
 # ensure_bridge NAME STP_STATE FORWARD_DELAY MTU ADDRESS (MTU and ADDRESS may be '')
@@ -128,18 +129,21 @@ move_address() {
 # already (a veth in topoc verify, say) is adopted: attached, and put back by down.sh.
 # https://man7.org/linux/man-pages/man8/ip-tuntap.8.html
 ensure_tap() {
-    local tap=$1 bridge=$2 mtu=$3 how=exists
+    local tap=$1 bridge=$2 mtu=$3 how=exists state=down
     if has_link "$tap"; then
         if ! remembered_link "$tap"; then
-            if is_up "$tap"; then remember adopted "$tap" up; else remember adopted "$tap" down; fi
+            if is_up "$tap"; then state=up; fi
+            remember adopted "$tap" "$state" "$(link_mtu "$tap")"
         fi
     else
         remember link "$tap"
         ip tuntap add dev "$tap" mode tap
-        if [ -n "$mtu" ]; then
-            ip link set dev "$tap" mtu "$mtu"
-        fi
         how=created
+    fi
+    # The port takes the network's MTU, as libvirt sets a tap's: a smaller port would
+    # drop the bridge's large frames.
+    if [ -n "$mtu" ]; then
+        ip link set dev "$tap" mtu "$mtu"
     fi
     ip link set dev "$tap" master "$bridge"
     ip link set dev "$tap" up
