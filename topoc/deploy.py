@@ -1,0 +1,759 @@
+"""Deploy: make a libvirt connection hold the lab's networks and domains, all or nothing.
+
+`plan` compares the lab with the host and lists each change; `apply` runs a plan after
+a pre-flight against the live host (a subnet or bridge another network or a host
+interface already uses is refused before anything is defined) and undoes every step it
+took when one fails; `status` reports each object's state; `destroy` removes what the
+lab owns and nothing else. Ownership comes from topoc.deploy_records (never from a
+name alone), the facts compared from topoc.deploy_xml, the XML from the libvirt backend.
+
+The only module of topoc that imports libvirt, and only inside functions, so compiling,
+checking and building need no libvirt. API: https://libvirt.org/html/libvirt-libvirt-network.html
+and https://libvirt.org/html/libvirt-libvirt-domain.html.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from ipaddress import IPv4Network
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from topoc import deploy_xml as dx
+from topoc import naming
+from topoc.backends.libvirt import domain_xml, network_xml
+from topoc.deploy_records import Owned, Record, RecordError, RecordStore, is_private_test_uri, records_for
+from topoc.diagnostics import Diagnostic, Severity, diagnostic, register
+from topoc.ir import Lab
+from topoc.span import Span
+
+FOREIGN_OBJECT = register("foreign-object", Severity.ERROR,
+                          "the host has a libvirt object of that name that this lab did not create")
+HOST_BRIDGE_CLASH = register("host-bridge-clash", Severity.ERROR,
+                             "a bridge another libvirt network or a host interface already uses")
+HOST_SUBNET_CLASH = register("host-subnet-clash", Severity.ERROR,
+                             "a subnet that overlaps one of another libvirt network or host interface")
+
+NETWORK, DOMAIN = "network", "domain"
+CREATE, UPDATE, RECREATE, REMOVE, NOTHING = "create", "update", "recreate", "remove", "nothing"
+
+
+class DeployError(Exception):
+    """libvirt or the host stands in the way: a message for people (exit code 2)."""
+
+
+class Refused(Exception):
+    """The lab clashes with what the host already has; nothing was changed (exit 1)."""
+
+    def __init__(self, diagnostics: list[Diagnostic]) -> None:
+        super().__init__(f"{len(diagnostics)} clash(es) with the host")
+        self.diagnostics = diagnostics
+
+
+# --- libvirt, imported lazily ---------------------------------------------------------
+
+
+def _libvirt() -> Any:
+    try:
+        import libvirt
+    except ImportError:
+        raise DeployError("libvirt-python is not installed; install topoc with its deploy "
+                          "extra: pip install 'topoc[deploy]'") from None
+    # libvirt prints every error to stderr by default; topoc reports them itself.
+    # https://libvirt.org/html/libvirt-virterror.html#virSetErrorFunc
+    libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
+    return libvirt
+
+
+def explain(error: Exception, uri: str, doing: str) -> str:
+    """A libvirtError as a message that says what to do about it."""
+    lv = _libvirt()
+    code = error.get_error_code() if isinstance(error, lv.libvirtError) else None
+    message = (error.get_error_message() if isinstance(error, lv.libvirtError) else None) or str(error)
+    if code == lv.VIR_ERR_NO_CONNECT or "Connection refused" in message or "Failed to connect socket" in message:
+        return (f"cannot connect to {uri}: {message}\n"
+                "  is libvirtd running there (systemctl start libvirtd), and is --connect right?")
+    if code in (lv.VIR_ERR_AUTH_FAILED, lv.VIR_ERR_AUTH_CANCELLED, lv.VIR_ERR_ACCESS_DENIED,
+                lv.VIR_ERR_OPERATION_DENIED) or "Permission denied" in message:
+        return (f"permission denied on {uri} while trying to {doing}: {message}\n"
+                "  run as root, or as a member of the libvirt group")
+    if code == lv.VIR_ERR_NO_SUPPORT:
+        return f"the driver behind {uri} cannot {doing}: {message}"
+    return f"{doing} on {uri} failed: {message}"
+
+
+@dataclass
+class Target:
+    """A libvirt connection and the ownership records that go with it."""
+
+    conn: Any
+    uri: str
+    records: RecordStore
+
+    @property
+    def private(self) -> bool:
+        """libvirt's test driver: a fresh in-memory host per connection, gone with it."""
+        return is_private_test_uri(self.uri)
+
+
+def connect(uri: str, state_dir: Path | None = None) -> Target:
+    lv = _libvirt()
+    try:
+        conn = lv.open(uri)
+    except lv.libvirtError as e:
+        raise DeployError(explain(e, uri, "connect")) from None
+    return Target(conn, uri, records_for(uri, state_dir))
+
+
+@contextlib.contextmanager
+def _libvirt_errors(target: Target, doing: str) -> Iterator[None]:
+    """Reading the host: a libvirtError becomes a DeployError saying what was read."""
+    lv = _libvirt()
+    try:
+        yield
+    except lv.libvirtError as e:
+        raise DeployError(explain(e, target.uri, doing)) from None
+    except RecordError as e:
+        raise DeployError(str(e)) from None
+
+
+# --- what the host has ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Live:
+    """A network or domain as the host has it now."""
+
+    kind: str
+    name: str
+    uuid: str
+    xml: str  # the persistent (inactive) configuration
+    active: bool
+    autostart: bool
+    handle: Any = field(compare=False, repr=False)
+
+    @property
+    def lab(self) -> str | None:
+        return dx.lab_marker(self.xml) if self.kind == DOMAIN else None
+
+
+def _network_config(net: Any) -> str:
+    """The network's persistent configuration (what a restart would run)."""
+    lv = _libvirt()
+    try:
+        return net.XMLDesc(lv.VIR_NETWORK_XML_INACTIVE)  # type: ignore[no-any-return]
+    except lv.libvirtError as e:
+        # The test driver knows no flags ("unsupported flags"); its live XML is its config.
+        if e.get_error_code() not in (lv.VIR_ERR_INVALID_ARG, lv.VIR_ERR_NO_SUPPORT):
+            raise
+        return net.XMLDesc(0)  # type: ignore[no-any-return]
+
+
+def _live_networks(conn: Any) -> dict[str, Live]:
+    found = {}
+    for net in conn.listAllNetworks(0):
+        xml = _network_config(net)
+        found[net.name()] = Live(NETWORK, net.name(), net.UUIDString(), xml, bool(net.isActive()),
+                                 bool(net.autostart()), net)
+    return found
+
+
+def _live_domains(conn: Any) -> dict[str, Live]:
+    lv = _libvirt()
+    found = {}
+    for dom in conn.listAllDomains(0):
+        xml = dom.XMLDesc(lv.VIR_DOMAIN_XML_INACTIVE)
+        found[dom.name()] = Live(DOMAIN, dom.name(), dom.UUIDString(), xml, bool(dom.isActive()),
+                                 bool(dom.autostart()), dom)
+    return found
+
+
+def _host_interfaces(conn: Any) -> tuple[list[dx.InterfaceFacts], str | None]:
+    """The host's interfaces where the driver reports them, else a note saying why not."""
+    lv = _libvirt()
+    try:
+        return [dx.interface_facts(i.XMLDesc(0)) for i in conn.listAllInterfaces(0)], None
+    except lv.libvirtError as e:
+        return [], f"host interfaces not checked: {e.get_error_message() or e}"
+
+
+def _owns(record: Record, live: Live, lab: str) -> bool:
+    owned = record.of_kind(live.kind).get(live.name)
+    if owned is None or owned.uuid != live.uuid:
+        return False
+    return live.kind == NETWORK or live.lab == lab
+
+
+# --- what the lab wants ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Wanted:
+    kind: str
+    name: str  # the libvirt name
+    xml: str
+    uuid: str
+    span: Span
+    bridge_span: Span
+    address_span: Span
+
+
+def hypervisor(lab: Lab, host: str | None) -> str | None:
+    """The lab's host to deploy: the one asked for, or the only one there is."""
+    used = sorted({n.host for n in lab.networks if n.managed and n.host} | {v.host for v in lab.vms})
+    if host is not None:
+        if host not in {h.name for h in lab.hosts} | set(used):
+            raise DeployError(f"lab {lab.name} has no host {host!r} (its hosts: "
+                              f"{', '.join(h.name for h in lab.hosts) or 'none'})")
+        return host
+    if len(used) > 1:
+        raise DeployError(f"lab {lab.name} has VMs and networks on {len(used)} hosts "
+                          f"({', '.join(used)}); pick the one this connection is with --host")
+    return used[0] if used else None
+
+
+def wanted(lab: Lab, host: str | None) -> list[Wanted]:
+    """The lab's networks, then its domains, on one host, as libvirt should have them."""
+    out = []
+    for network in sorted(lab.networks, key=lambda n: n.name):
+        if network.managed and network.host == host:
+            xml = network_xml(lab, network)
+            out.append(Wanted(NETWORK, naming.libvirt_name(lab.name, network.name), xml,
+                              dx.uuid_of(xml) or naming.object_uuid(lab.name, NETWORK, network.name),
+                              network.span, network.bridge_span or network.span,
+                              network.address_span or network.span))
+    for vm in sorted(lab.vms, key=lambda v: v.name):
+        if vm.host == host:
+            xml = domain_xml(lab, vm)
+            out.append(Wanted(DOMAIN, naming.libvirt_name(lab.name, vm.name), xml,
+                              dx.uuid_of(xml) or naming.object_uuid(lab.name, DOMAIN, vm.name),
+                              vm.span, vm.span, vm.span))
+    return out
+
+
+def _all_lab_names(lab: Lab) -> set[str]:
+    """Every libvirt name the lab has on any host: objects of other hosts that share
+    this connection are not removals."""
+    return ({naming.libvirt_name(lab.name, n.name) for n in lab.networks if n.managed}
+            | {naming.libvirt_name(lab.name, v.name) for v in lab.vms})
+
+
+# --- the plan -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Change:
+    action: str  # create, update, recreate, remove, nothing
+    kind: str  # network, domain
+    name: str
+    detail: str
+    diff: str = ""
+
+    def to_json(self) -> dict[str, str]:
+        return {"action": self.action, "kind": self.kind, "name": self.name,
+                "detail": self.detail, "diff": self.diff}
+
+
+class Journal:
+    """The steps an apply took, each with its undo, so a failure can put the host back."""
+
+    def __init__(self) -> None:
+        self._undo: list[tuple[str, Callable[[], object]]] = []
+        self.steps: list[str] = []
+
+    def run(self, what: str, do: Callable[[], Any], undo: Callable[[], object] | None = None) -> Any:
+        lv = _libvirt()
+        try:
+            result = do()
+        except lv.libvirtError as e:
+            raise StepFailed(what, e) from None
+        self.steps.append(what)
+        if undo is not None:
+            self._undo.append((what, undo))
+        return result
+
+    def rollback(self) -> list[str]:
+        """Undo every step, newest first; what could not be undone, as messages."""
+        lv = _libvirt()
+        problems = []
+        for what, undo in reversed(self._undo):
+            try:
+                undo()
+            except lv.libvirtError as e:
+                problems.append(f"could not undo '{what}': {e.get_error_message() or e}")
+        self._undo.clear()
+        return problems
+
+
+class StepFailed(Exception):
+    def __init__(self, step: str, error: Exception) -> None:
+        super().__init__(step)
+        self.step = step
+        self.error = error
+
+
+@dataclass
+class Action:
+    """One change of the plan and how to make it."""
+
+    change: Change
+    order: int  # removals of domains, of networks, networks, domains, domain starts
+    run: Callable[[Any, Journal], None]
+
+
+@dataclass
+class Plan:
+    lab: str
+    uri: str
+    host: str | None
+    actions: list[Action] = field(default_factory=list)
+    in_sync: list[Change] = field(default_factory=list)
+    conflicts: list[Diagnostic] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    record: Record | None = None  # what the lab owns now
+    final: Record | None = None  # what it will own when the plan has run
+
+    @property
+    def changes(self) -> list[Change]:
+        return [a.change for a in sorted(self.actions, key=lambda a: a.order)]
+
+    def to_json(self) -> dict:
+        return {"changes": [c.to_json() for c in self.changes]}
+
+
+# Each step below is one libvirt call with the call that undoes it.
+
+
+def _define_network(xml: str) -> Callable[[Any, Journal], Any]:
+    def run(conn: Any, journal: Journal) -> Any:
+        name = dx.parse(xml).findtext("name")
+        net = journal.run(f"define network {name}", lambda: conn.networkDefineXML(xml),
+                          lambda: _undefine_network(conn, name))
+        journal.run(f"autostart network {name}", lambda: net.setAutostart(1), lambda: net.setAutostart(0))
+        journal.run(f"start network {name}", net.create, net.destroy)
+        return net
+    return run
+
+
+def _undefine_network(conn: Any, name: str) -> None:
+    net = conn.networkLookupByName(name)
+    if net.isActive():
+        net.destroy()
+    net.undefine()
+
+
+def _restore_network(conn: Any, live: Live) -> None:
+    net = conn.networkDefineXML(live.xml)
+    if live.autostart:
+        net.setAutostart(1)
+
+
+def _ensure_running(live: Live, journal: Journal) -> None:
+    net = live.handle
+    if not live.autostart:
+        journal.run(f"autostart network {live.name}", lambda: net.setAutostart(1), lambda: net.setAutostart(0))
+    if not live.active:
+        journal.run(f"start network {live.name}", net.create, net.destroy)
+
+
+def _update_network_live(live: Live, edits: list[dx.DhcpHostChange]) -> Callable[[Any, Journal], None]:
+    def run(conn: Any, journal: Journal) -> None:
+        lv = _libvirt()
+        # AFFECT_LIVE only on a running network: libvirt refuses it on an inactive one.
+        flags = lv.VIR_NETWORK_UPDATE_AFFECT_CONFIG | (lv.VIR_NETWORK_UPDATE_AFFECT_LIVE if live.active else 0)
+        section = lv.VIR_NETWORK_SECTION_IP_DHCP_HOST
+        commands = {"add": lv.VIR_NETWORK_UPDATE_COMMAND_ADD_LAST, "delete": lv.VIR_NETWORK_UPDATE_COMMAND_DELETE,
+                    "modify": lv.VIR_NETWORK_UPDATE_COMMAND_MODIFY}
+        undo_commands = {"add": ("delete", "new"), "delete": ("add", "old"), "modify": ("modify", "old")}
+        net = live.handle
+        for edit in edits:
+            xml = edit.new if edit.command != "delete" else edit.old
+            undo_command, undo_side = undo_commands[edit.command]
+            undo_xml = getattr(edit, undo_side)
+            journal.run(
+                f"update network {live.name}: DHCP host {edit.describe()}",
+                lambda c=commands[edit.command], x=xml, i=edit.ip_index: net.update(c, section, i, x, flags),
+                lambda c=commands[undo_command], x=undo_xml, i=edit.ip_index: net.update(c, section, i, x, flags))
+        _ensure_running(live, journal)
+    return run
+
+
+def _recreate_network(live: Live, xml: str) -> Callable[[Any, Journal], None]:
+    # Stop first, then redefine, then start: undone in reverse, the old definition is in
+    # place again before the network starts once more.
+    def run(conn: Any, journal: Journal) -> None:
+        net = live.handle
+        if live.active:
+            journal.run(f"stop network {live.name}", net.destroy, net.create)
+        journal.run(f"redefine network {live.name}", lambda: conn.networkDefineXML(xml),
+                    lambda: conn.networkDefineXML(live.xml))
+        if not live.autostart:
+            journal.run(f"autostart network {live.name}", lambda: net.setAutostart(1), lambda: net.setAutostart(0))
+        journal.run(f"start network {live.name}", net.create, net.destroy)
+    return run
+
+
+def _remove_network(live: Live) -> Callable[[Any, Journal], None]:
+    def run(conn: Any, journal: Journal) -> None:
+        net = live.handle
+        if live.active:
+            journal.run(f"stop network {live.name}", net.destroy, net.create)
+        journal.run(f"undefine network {live.name}", net.undefine, lambda: _restore_network(conn, live))
+    return run
+
+
+def _define_domain(name: str, xml: str, previous: Live | None,
+                   start: bool) -> Callable[[Any, Journal], None]:
+    def run(conn: Any, journal: Journal) -> None:
+        if previous is None:
+            undo = lambda: conn.lookupByName(name).undefine()  # noqa: E731
+        else:
+            undo = lambda: conn.defineXML(previous.xml)  # noqa: E731
+        journal.run(f"define domain {name}", lambda: conn.defineXML(xml), undo)
+        if start:
+            _start_domain(name)(conn, journal)
+    return run
+
+
+def _start_domain(name: str) -> Callable[[Any, Journal], None]:
+    def run(conn: Any, journal: Journal) -> None:
+        journal.run(f"start domain {name}", lambda: conn.lookupByName(name).create(),
+                    lambda: conn.lookupByName(name).destroy())
+    return run
+
+
+def _remove_domain(live: Live) -> Callable[[Any, Journal], None]:
+    def run(conn: Any, journal: Journal) -> None:
+        dom = live.handle
+
+        def restore() -> None:
+            restored = conn.defineXML(live.xml)
+            if live.autostart:
+                restored.setAutostart(1)
+
+        if live.active:
+            journal.run(f"stop domain {live.name}", dom.destroy, lambda: conn.lookupByName(live.name).create())
+        journal.run(f"undefine domain {live.name}", dom.undefine, restore)
+    return run
+
+
+def _describe_network(xml: str) -> str:
+    facts = dx.network_facts(xml)
+    mode = facts.forward_mode or "isolated"
+    where = ", ".join(str(s) for s in facts.subnets) or "no address on the host"
+    return f"{mode}, bridge {facts.bridge or '(libvirt picks)'}, {where}"
+
+
+def _diff(old: str | None, new: str, name: str) -> str:
+    return dx.unified_diff(old or "", new, f"{name} (as last deployed)", f"{name} (from the file)")
+
+
+def _plan_network(plan: Plan, w: Wanted, live: Live | None, record: Record) -> bool:
+    """Plan one network; True when it will (re)start with a new configuration, so the
+    pre-flight must check its bridge and subnets against the host."""
+    if live is None:
+        xml = dx.with_uuid(w.xml, w.uuid)
+        plan.actions.append(Action(Change(CREATE, NETWORK, w.name, _describe_network(w.xml)), 2,
+                                   _define_network(xml)))
+        return True
+    applied = record.networks[w.name].xml
+    xml = dx.with_uuid(w.xml, live.uuid)
+    repairs = [why for cond, why in ((not live.active, "start it (it is not running)"),
+                                     (not live.autostart, "turn autostart on")) if cond]
+    if applied is not None and dx.same_config(applied, w.xml):
+        if repairs:
+            plan.actions.append(Action(Change(UPDATE, NETWORK, w.name, "; ".join(repairs)), 2,
+                                       lambda conn, journal: _ensure_running(live, journal)))
+        else:
+            plan.in_sync.append(Change(NOTHING, NETWORK, w.name, "in sync"))
+        return False
+    edits = dx.dhcp_host_changes(applied, w.xml) if applied is not None else None
+    if edits is not None:
+        detail = "DHCP host entries, applied live: " + ", ".join(e.describe() for e in edits)
+        plan.actions.append(Action(Change(UPDATE, NETWORK, w.name, "; ".join([detail, *repairs]),
+                                          _diff(applied, w.xml, w.name)), 2, _update_network_live(live, edits)))
+        return False
+    if applied is None:
+        why = "topoc has no record of the XML it applied (an interrupted deploy?)"
+    else:
+        parts = ", ".join(f"<{p}>" for p in dx.differing_parts(applied, w.xml))
+        why = (f"{parts} changed; libvirt applies that only when the network starts "
+               "(virNetworkUpdate changes DHCP hosts live, not this)")
+    if live.active:
+        why += "; it restarts, and running VMs on it lose their link until they reconnect"
+    plan.actions.append(Action(Change(RECREATE, NETWORK, w.name, why, _diff(applied, w.xml, w.name)), 2,
+                               _recreate_network(live, xml)))
+    return True
+
+
+def _plan_domain(plan: Plan, w: Wanted, live: Live | None, record: Record, start: bool) -> None:
+    # Domains come after every network (order 3), so one may start right after it is
+    # defined: the networks it plugs into are up by then.
+    then_start = start and (live is None or not live.active)
+    started = " and start it (--start-vms)" if then_start else ""
+    if live is None:
+        plan.actions.append(Action(Change(CREATE, DOMAIN, w.name, "define" + started), 3,
+                                   _define_domain(w.name, dx.with_uuid(w.xml, w.uuid), None, then_start)))
+        return
+    applied = record.domains[w.name].xml
+    if applied is not None and dx.same_config(applied, w.xml):
+        if then_start:
+            plan.actions.append(Action(Change(UPDATE, DOMAIN, w.name, "start it (--start-vms)"), 3,
+                                       _start_domain(w.name)))
+        else:
+            plan.in_sync.append(Change(NOTHING, DOMAIN, w.name, "in sync"))
+        return
+    detail = "redefine" + ("; the running VM sees it at its next boot" if live.active else started)
+    plan.actions.append(Action(Change(UPDATE, DOMAIN, w.name, detail, _diff(applied, w.xml, w.name)), 3,
+                               _define_domain(w.name, dx.with_uuid(w.xml, live.uuid), live, then_start)))
+
+
+def _refuse_foreign(plan: Plan, w: Wanted, target: Target) -> None:
+    what = "network" if w.kind == NETWORK else "domain"
+    undo = "virsh net-undefine" if w.kind == NETWORK else "virsh undefine"
+    plan.conflicts.append(diagnostic(
+        FOREIGN_OBJECT, w.span,
+        f"{target.uri} already has a {what} named {w.name} that this lab did not create; "
+        "topoc will not overwrite it",
+        hint=f"rename the lab, or if that {what} is a stale leftover, remove it with `{undo} {w.name}`"))
+
+
+def _preflight(plan: Plan, creating: list[Wanted], others: list[dx.NetworkFacts],
+               interfaces: list[dx.InterfaceFacts], target: Target) -> None:
+    """Clashes of the networks about to start with what the host already has: libvirt
+    itself would only find some of them at net-start, after other objects changed."""
+    for w in creating:
+        facts = dx.network_facts(w.xml)
+        if facts.bridge and not facts.uses_existing_bridge:
+            users = [f"libvirt network {o.name}" for o in others if o.bridge == facts.bridge]
+            users += [f"host interface {i.name}" for i in interfaces if i.name == facts.bridge]
+            for user in users:
+                plan.conflicts.append(diagnostic(
+                    HOST_BRIDGE_CLASH, w.bridge_span,
+                    f"bridge {facts.bridge} of {w.name} is already used by {user} on {target.uri}",
+                    hint="name another bridge with `bridge NAME`"))
+        for subnet in facts.subnets:
+            users = _subnet_users(subnet, others, interfaces)
+            for user, theirs in users:
+                plan.conflicts.append(diagnostic(
+                    HOST_SUBNET_CLASH, w.address_span,
+                    f"subnet {subnet} of {w.name} overlaps {theirs} of {user} on {target.uri}",
+                    hint="pick a subnet that no network on this host uses"))
+
+
+def _subnet_users(subnet: IPv4Network, others: list[dx.NetworkFacts],
+                  interfaces: list[dx.InterfaceFacts]) -> list[tuple[str, IPv4Network]]:
+    users = [(f"libvirt network {o.name}", s) for o in others for s in o.subnets if s.overlaps(subnet)]
+    users += [(f"host interface {i.name}", s) for i in interfaces for s in i.subnets if s.overlaps(subnet)]
+    return users
+
+
+def make_plan(lab: Lab, target: Target, *, host: str | None = None, start_vms: bool = False) -> Plan:
+    """What deploying the lab would change on the target, and what stands in the way."""
+    host = hypervisor(lab, host)
+    with _libvirt_errors(target, "read the host's networks and domains"):
+        record = target.records.load(lab.name)
+        networks, domains = _live_networks(target.conn), _live_domains(target.conn)
+        interfaces, note = _host_interfaces(target.conn)
+    plan = Plan(lab.name, target.uri, host, record=record, notes=[note] if note else [])
+    objects = wanted(lab, host)
+    creating: list[Wanted] = []
+    for w in objects:
+        live = (networks if w.kind == NETWORK else domains).get(w.name)
+        if live is not None and not _owns(record, live, lab.name):
+            _refuse_foreign(plan, w, target)
+        elif w.kind == NETWORK:
+            if _plan_network(plan, w, live, record):
+                creating.append(w)
+        else:
+            _plan_domain(plan, w, live, record, start_vms)
+    _plan_removals(plan, lab, record, networks, domains)
+    owned_live = {n for n, live in networks.items() if _owns(record, live, lab.name)}
+    others = [dx.network_facts(live.xml) for n, live in networks.items() if n not in owned_live]
+    lab_bridges = {dx.network_facts(networks[n].xml).bridge for n in owned_live}
+    _preflight(plan, creating, others, [i for i in interfaces if i.name not in lab_bridges], target)
+    plan.final = _final_record(record, objects, _all_lab_names(lab))
+    return plan
+
+
+def _plan_removals(plan: Plan, lab: Lab, record: Record, networks: dict[str, Live],
+                   domains: dict[str, Live]) -> None:
+    keep = _all_lab_names(lab)
+    for kind, live_objects, order, remove in ((DOMAIN, domains, 0, _remove_domain),
+                                             (NETWORK, networks, 1, _remove_network)):
+        for name in sorted(record.of_kind(kind)):
+            live = live_objects.get(name)
+            if name in keep or live is None or not _owns(record, live, lab.name):
+                continue
+            state = "running" if live.active else "defined"
+            plan.actions.append(Action(Change(REMOVE, kind, name, f"no longer in the file ({state})"), order,
+                                       remove(live)))
+
+
+def _final_record(record: Record, objects: list[Wanted], keep: set[str]) -> Record:
+    """The record once the plan has run: every wanted object with the XML applied; gone
+    are the objects the file no longer has (removed, or vanished from the host)."""
+    final = record.copy()
+    for kind in (NETWORK, DOMAIN):
+        owned = final.of_kind(kind)
+        for name in [n for n in owned if n not in keep]:
+            del owned[name]
+    for w in objects:
+        final.of_kind(w.kind)[w.name] = Owned(w.uuid, w.xml)
+    return final
+
+
+def _pending_record(record: Record, plan: Plan) -> Record:
+    """Written before the first step: objects about to be created are recorded (with no
+    XML yet) so that, were topoc killed half-way, the next run knows they are its own."""
+    pending = record.copy()
+    assert plan.final is not None
+    for kind in (NETWORK, DOMAIN):
+        for name, owned in plan.final.of_kind(kind).items():
+            pending.of_kind(kind).setdefault(name, Owned(owned.uuid, None))
+    return pending
+
+
+# --- apply, status, destroy ------------------------------------------------------------
+
+
+def apply(lab: Lab, target: Target, *, host: str | None = None, start_vms: bool = False) -> Plan:
+    """Make the target hold the lab; raise Refused (nothing changed) or DeployError
+    (after putting back everything this run changed)."""
+    with _libvirt_errors(target, "lock the lab"), target.records.lock(lab.name):
+        plan = make_plan(lab, target, host=host, start_vms=start_vms)
+        if plan.conflicts:
+            raise Refused(plan.conflicts)
+        assert plan.record is not None and plan.final is not None
+        if plan.actions:
+            _run(target, plan.record, _pending_record(plan.record, plan), plan.final,
+                 sorted(plan.actions, key=lambda a: a.order))
+        elif plan.final.to_json() != plan.record.to_json():
+            with _libvirt_errors(target, "write the ownership record"):
+                target.records.save(plan.final)
+        return plan
+
+
+def _run(target: Target, before: Record, pending: Record, final: Record, actions: list[Action]) -> None:
+    """Run the actions as one transaction: all of them, or none (rolled back)."""
+    try:
+        target.records.save(pending)
+    except RecordError as e:
+        raise DeployError(f"{e}; nothing was changed") from None
+    journal = Journal()
+    try:
+        for action in actions:
+            action.run(target.conn, journal)
+        target.records.save(final)
+    except BaseException as failure:
+        problems = journal.rollback()
+        try:
+            target.records.save(before)
+        except RecordError as e:
+            problems.append(str(e))
+        if isinstance(failure, StepFailed):
+            what = explain(failure.error, target.uri, failure.step)
+        elif isinstance(failure, RecordError):
+            what = str(failure)
+        elif isinstance(failure, _libvirt().libvirtError):
+            what = explain(failure, target.uri, "deploy")
+        else:
+            raise  # a bug or ^C: the host is put back all the same
+
+        raise DeployError(_rollback_message(what, journal.steps, problems)) from None
+
+
+def _rollback_message(what: str, steps: list[str], problems: list[str]) -> str:
+    if not problems:
+        undone = f"; the {len(steps)} step(s) before it were undone" if steps else ""
+        return f"{what}\n  rolled back{undone}: the host is as it was before"
+    lines = "\n".join(f"  - {p}" for p in problems)
+    return f"{what}\n  rollback was incomplete; check these by hand:\n{lines}"
+
+
+@dataclass(frozen=True)
+class ObjectStatus:
+    kind: str
+    name: str
+    defined: bool
+    active: bool
+    autostart: bool
+    owned: bool
+    bridge: str | None = None
+    leases: tuple[str, ...] | None = None  # None: the driver does not report them
+    note: str = ""
+
+    def to_json(self) -> dict:
+        return {"kind": self.kind, "name": self.name, "defined": self.defined, "active": self.active,
+                "autostart": self.autostart, "owned": self.owned, "bridge": self.bridge,
+                "leases": list(self.leases) if self.leases is not None else None, "note": self.note}
+
+
+def _leases(net: Any) -> tuple[str, ...] | None:
+    lv = _libvirt()
+    try:
+        leases = net.DHCPLeases()
+    except lv.libvirtError:
+        return None  # e.g. the test driver: "this function is not supported"
+    return tuple(sorted(f"{lease['mac']} {lease['ipaddr']}/{lease['prefix']}"
+                        + (f" {lease['hostname']}" if lease.get("hostname") else "") for lease in leases))
+
+
+def _object_status(w_kind: str, name: str, live: Live | None, owned: bool, note: str = "") -> ObjectStatus:
+    if live is None:
+        return ObjectStatus(w_kind, name, False, False, False, False, note=note or "not defined")
+    bridge = leases = None
+    if w_kind == NETWORK:
+        bridge = dx.network_facts(live.xml).bridge
+        leases = _leases(live.handle) if live.active else ()
+    if not owned:
+        note = note or "not this lab's (another object of that name)"
+    return ObjectStatus(w_kind, name, True, live.active, live.autostart, owned, bridge, leases, note)
+
+
+def status(lab: Lab, target: Target, *, host: str | None = None) -> list[ObjectStatus]:
+    """Each of the lab's objects on the target, and owned leftovers the file dropped."""
+    host = hypervisor(lab, host)
+    with _libvirt_errors(target, "read the host's networks and domains"):
+        record = target.records.load(lab.name)
+        live = {NETWORK: _live_networks(target.conn), DOMAIN: _live_domains(target.conn)}
+        result = []
+        objects = wanted(lab, host)
+        for w in objects:
+            found = live[w.kind].get(w.name)
+            owned = found is not None and _owns(record, found, lab.name)
+            result.append(_object_status(w.kind, w.name, found, owned))
+        listed = {(w.kind, w.name) for w in objects}
+        for kind in (NETWORK, DOMAIN):
+            for name in sorted(record.of_kind(kind)):
+                found = live[kind].get(name)
+                if (kind, name) not in listed and found is not None and _owns(record, found, lab.name):
+                    note = ("on another host of the lab" if name in _all_lab_names(lab)
+                            else "no longer in the file: the next deploy or destroy removes it")
+                    result.append(_object_status(kind, name, found, True, note))
+    return result
+
+
+def destroy(lab_name: str, target: Target) -> tuple[list[Change], list[str]]:
+    """Stop and undefine every object the lab owns on the target, and nothing else.
+    Returns what was removed and what was left alone (with why)."""
+    with _libvirt_errors(target, "read the host's networks and domains"), target.records.lock(lab_name):
+        record = target.records.load(lab_name)
+        networks, domains = _live_networks(target.conn), _live_domains(target.conn)
+        actions: list[Action] = []
+        left_alone = []
+        for kind, live_objects, order, remove in ((DOMAIN, domains, 0, _remove_domain),
+                                                 (NETWORK, networks, 1, _remove_network)):
+            for name in sorted(record.of_kind(kind)):
+                live = live_objects.get(name)
+                if live is None:
+                    continue
+                if not _owns(record, live, lab_name):
+                    left_alone.append(f"{kind} {name}: not the one this lab created (its UUID differs)")
+                    continue
+                actions.append(Action(Change(REMOVE, kind, name, "running" if live.active else "defined"),
+                                      order, remove(live)))
+        if actions or not record.empty:
+            _run(target, record, record, Record(lab_name, target.uri), actions)
+        return [a.change for a in actions], left_alone
