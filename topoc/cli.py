@@ -309,6 +309,127 @@ def reach_command(file: str, src: str | None, dst: str | None, fmt: str) -> None
         click.echo(reach.explain(lab, src, dst), nl=False)
 
 
+# --- plan / deploy / status / destroy: topoc.deploy over a libvirt connection ---------
+
+_connect_option = click.option(
+    "--connect", "uri", default="test:///default", show_default=True, metavar="URI",
+    help="libvirt connection; test:///default is libvirt's in-memory test driver, "
+         "qemu:///system the real host")
+_host_option = click.option("--host", "host", metavar="NAME",
+                            help="which of the lab's hypervisors this connection is (if it has several)")
+
+
+def _deploy_session(file: str, uri: str) -> tuple[Compilation, object]:
+    """The clean lab and a connection (libvirt missing or unreachable: exit 2)."""
+    from topoc import deploy
+    from topoc.deploy_report import private_host_note
+
+    result = compile_or_exit(file)
+    try:
+        target = deploy.connect(uri)
+    except deploy.DeployError as e:
+        fail_usage(str(e))
+    if target.private:
+        _console(stderr=True).print(private_host_note(uri), markup=False)
+    return result, target
+
+
+def _deploy_step(result: Compilation, step):  # type: ignore[no-untyped-def]
+    """Run one deploy call: a clash with the host is a diagnostic (exit 1), libvirt or
+    the host failing is a message (exit 2); never a traceback."""
+    from topoc import deploy
+
+    try:
+        return step()
+    except deploy.Refused as refused:
+        print_diagnostics(refused.diagnostics, {result.file: result.source}, stderr=True)
+        _console(stderr=True).print(f"\ntopoc: refused: {len(refused.diagnostics)} clash(es) with the "
+                                    "host; nothing was changed", markup=False)
+        sys.exit(EXIT_ERRORS)
+    except deploy.DeployError as e:
+        fail_usage(str(e))
+
+
+@cli.command("plan")
+@click.argument("file")
+@_connect_option
+@_host_option
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
+def plan_command(file: str, uri: str, host: str | None, fmt: str) -> None:
+    """Show what `deploy` would change on the libvirt connection (changes nothing)."""
+    from topoc import deploy
+    from topoc.deploy_report import render_plan
+
+    result, target = _deploy_session(file, uri)
+    assert result.lab is not None
+    plan = _deploy_step(result, lambda: deploy.make_plan(result.lab, target, host=host))
+    if fmt == "json":
+        document = plan.to_json()
+        document["conflicts"] = [d.to_json() for d in plan.conflicts]
+        click.echo(json.dumps(document, indent=2))
+    else:
+        click.echo(render_plan(plan), nl=False)
+        if plan.conflicts:
+            print_diagnostics(plan.conflicts, {file: result.source}, stderr=True)
+    sys.exit(EXIT_ERRORS if plan.conflicts else EXIT_OK)
+
+
+@cli.command("deploy")
+@click.argument("file")
+@_connect_option
+@_host_option
+@click.option("--start-vms", is_flag=True, help="also start the lab's VMs")
+@click.option("--status", "show_status", is_flag=True, help="print the status afterwards, same connection")
+def deploy_command(file: str, uri: str, host: str | None, start_vms: bool, show_status: bool) -> None:
+    """Check FILE, then define, autostart and start its networks and define its VMs.
+    All or nothing: a failed step puts the host back as it was."""
+    from topoc import deploy
+    from topoc.deploy_report import render_applied, render_status
+
+    result, target = _deploy_session(file, uri)
+    assert result.lab is not None
+    plan = _deploy_step(result, lambda: deploy.apply(result.lab, target, host=host, start_vms=start_vms))
+    click.echo(render_applied(plan), nl=False)
+    if show_status:
+        rows = _deploy_step(result, lambda: deploy.status(result.lab, target, host=host))
+        click.echo(render_status(result.lab.name, uri, rows), nl=False)
+
+
+@cli.command("status")
+@click.argument("file")
+@_connect_option
+@_host_option
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
+def status_command(file: str, uri: str, host: str | None, fmt: str) -> None:
+    """Each of the lab's networks and VMs on the connection: defined, active, autostart,
+    bridge, DHCP leases."""
+    from topoc import deploy
+    from topoc.deploy_report import render_status
+
+    result, target = _deploy_session(file, uri)
+    assert result.lab is not None
+    rows = _deploy_step(result, lambda: deploy.status(result.lab, target, host=host))
+    if fmt == "json":
+        click.echo(json.dumps({"lab": result.lab.name, "uri": uri,
+                               "objects": [r.to_json() for r in rows]}, indent=2))
+    else:
+        click.echo(render_status(result.lab.name, uri, rows), nl=False)
+
+
+@cli.command("destroy")
+@click.argument("file")
+@_connect_option
+def destroy_command(file: str, uri: str) -> None:
+    """Stop and undefine the lab's VMs and networks, and nothing else (safe twice)."""
+    from topoc import deploy
+    from topoc.deploy_report import render_destroyed
+
+    result, target = _deploy_session(file, uri)
+    assert result.lab is not None
+    removed, left_alone = _deploy_step(result, lambda: deploy.destroy(result.lab.name, target))
+    click.echo(render_destroyed(result.lab.name, uri, removed, left_alone), nl=False)
+
+
 def main() -> None:
     try:
         cli.main(prog_name="topoc", standalone_mode=True)
