@@ -448,7 +448,8 @@ class Session:
 
     def __enter__(self) -> Rig:
         check_environment()
-        prefix = f"tv{secrets.token_hex(3)}"
+        # TOPOC_VERIFY_PREFIX lets a caller (the tests) recognise its own namespaces.
+        prefix = os.environ.get("TOPOC_VERIFY_PREFIX", "tv") + secrets.token_hex(3)
         workdir = Path(tempfile.mkdtemp(prefix=f"topoc-verify-{prefix}-"))
         scripts = self.scripts if self.scripts is not None else default_scripts(self.lab)
         self.rig = Rig(self.lab, prefix, workdir, scripts)

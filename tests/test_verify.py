@@ -1,0 +1,192 @@
+"""`topoc verify` on a real kernel: every example and every network model builds in
+network namespaces with the generated scripts, and what the kernel does equals what the
+reachability engine predicted; a tampered script is caught; nothing is left behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, example_files, require_root, require_tool
+from topoc.compiler import compile_file, compile_source
+
+pytestmark = pytest.mark.usefixtures("verify_environment")
+
+
+PREFIX = f"tvt{os.getpid()}x"
+
+
+@pytest.fixture
+def verify_environment(monkeypatch):
+    require_root()
+    for tool in ("ip", "nft", "fping", "sysctl"):
+        require_tool(tool)
+    # Every namespace verify makes in these tests starts with PREFIX (also in the CLI
+    # subprocesses, which inherit the variable), so the leak check sees only ours.
+    monkeypatch.setenv("TOPOC_VERIFY_PREFIX", PREFIX)
+    before = _netns()
+    yield
+    assert _netns() == before, "verify left network namespaces behind"
+
+
+def _netns() -> set[str]:
+    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
+    return {line.split()[0] for line in out.splitlines() if line.startswith(PREFIX)}
+
+
+def _lab(path: Path):
+    result = compile_file(str(path))
+    assert result.ok, [d.message for d in result.diagnostics]
+    return result.lab
+
+
+def _verify(lab, scripts=None):
+    from topoc.verify import verify
+
+    report, _ = verify(lab, scripts)
+    return report
+
+
+def _observed(report) -> dict[tuple[str, str], bool]:
+    return {(o.src, o.dst): o.observed for o in report.pairs}
+
+
+@pytest.mark.parametrize("path", example_files(), ids=lambda p: p.stem)
+def test_every_example_behaves_as_predicted(path):
+    lab = _lab(path)
+    report = _verify(lab)
+    mismatches = [(o.src, o.dst, o.predicted, o.observed) for o in report.pairs if not o.agrees]
+    assert mismatches == [], mismatches
+    assert all(f.agrees for f in report.forwards), report.forwards
+    # The example's own `expect` lines hold on the kernel too (node-to-node ones).
+    observed = _observed(report)
+    for expect in lab.expects:
+        if (expect.src, expect.dst) in observed:
+            assert observed[(expect.src, expect.dst)] == expect.reachable, expect
+
+
+def test_nat_forward_opens_one_port_and_nothing_else():
+    lab = _lab(ROOT / "examples/nat.topo")
+    report = _verify(lab)
+    observed = _observed(report)
+    # libvirt's NAT inbound rule accepts only ESTABLISHED,RELATED: a LAN PC cannot ping in.
+    assert observed[("win10", "vm0")] is False
+    # ... and the VM reaches the LAN (masqueraded on its way out through eth0).
+    assert observed[("vm0", "win10")] is True
+    opened = [f for f in report.forwards if f.src == "win10"]
+    assert opened and all(f.observed for f in opened), report.forwards
+
+
+TWO_NAT = """
+lab twonat
+network lan { mode external
+    subnet 192.168.101.0/24 }
+host kvm1 { nic eth0 on lan address 192.168.101.11 gateway 192.168.101.1 }
+network nata on kvm1 { mode nat via eth0
+    address 10.1.0.1/24 }
+network natb on kvm1 { mode nat via eth0
+    address 10.2.0.1/24 }
+vm a on kvm1 { nic on nata address 10.1.0.10 }
+vm b on kvm1 { nic on natb address 10.2.0.10 }
+external pc { nic on lan address 192.168.101.20 }
+"""
+
+ROUTED_NO_RETURN = """
+lab noreturn
+network lan { mode external
+    subnet 192.168.101.0/24 }
+host kvm1 { nic eth0 on lan address 192.168.101.11 gateway 192.168.101.1 }
+network rnet on kvm1 { mode routed via eth0
+    address 10.10.101.100/24 }
+vm web on kvm1 { nic on rnet address 10.10.101.10 }
+external pc { nic on lan address 192.168.101.20 gateway 192.168.101.1 }
+external router { nic on lan address 192.168.101.1 }
+"""
+
+
+@pytest.mark.parametrize("source", [TWO_NAT, ROUTED_NO_RETURN], ids=["two-nat", "routed-no-return"])
+def test_more_models_behave_as_predicted(source):
+    result = compile_source(source, "inline.topo")
+    assert result.ok, [d.message for d in result.diagnostics]
+    report = _verify(result.lab)
+    assert [o for o in report.pairs if not o.agrees] == []
+
+
+def test_routed_without_return_route_fails_exactly_where_predicted():
+    result = compile_source(ROUTED_NO_RETURN, "inline.topo")
+    observed = _observed(_verify(result.lab))
+    # The VM's echo reaches the PC, but the PC's reply goes to its gateway, which has no
+    # route to 10.10.101.0/24: the classic routed-network failure.
+    assert observed[("web", "pc")] is False
+    assert observed[("pc", "web")] is False
+    assert observed[("web", "kvm1")] is True
+
+
+def test_tampered_scripts_are_reported_as_a_mismatch(tmp_path):
+    from topoc.backends.host import host_artifacts
+
+    lab = _lab(ROOT / "examples/nat.topo")
+    scripts = {h.name: dict(host_artifacts(lab, h.name)) for h in lab.hosts}
+    nft = scripts["kvm1"]["topoc.nft"]
+    assert "masquerade" in nft
+    # Drop NAT: the VMs' traffic then leaves with their private source address and the
+    # LAN's replies never find their way back.
+    scripts["kvm1"]["topoc.nft"] = "\n".join(
+        line for line in nft.splitlines() if "masquerade" not in line) + "\n"
+    for host, files in scripts.items():
+        folder = tmp_path / "host"
+        folder.mkdir(exist_ok=True)
+        for name, text in files.items():
+            (folder / name).write_text(text)
+    proc = subprocess.run([sys.executable, "-m", "topoc", "verify", str(ROOT / "examples/nat.topo"),
+                           "--scripts", str(tmp_path / "host"), "--format", "json"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 1, proc.stderr
+    document = json.loads(proc.stdout)
+    assert document["mismatches"] >= 1
+    wrong = {(p["src"], p["dst"]) for p in document["pairs"] if p["predicted"] != p["observed"]}
+    assert ("vm0", "win10") in wrong
+
+
+def test_cli_text_output_and_exit_code():
+    proc = subprocess.run([sys.executable, "-m", "topoc", "verify", str(ROOT / "examples/hostonly.topo")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "predicted against observed" in proc.stdout
+    assert "bridge-nf-call" in proc.stdout
+    assert " 0 mismatches" in proc.stdout
+
+
+def test_keep_leaves_the_lab_up_and_says_how_to_remove_it():
+    from topoc.verify import verify
+
+    lab = _lab(ROOT / "examples/isolated.topo")
+    report, session = verify(lab, keep=True)
+    rig = session.rig
+    try:
+        assert set(rig.namespaces) <= _netns()
+        out = subprocess.run(["ip", "-n", rig.node_ns("vm1"), "-j", "addr"], capture_output=True,
+                             text=True, check=True).stdout
+        assert "10.10.101.251" in out
+    finally:
+        for command in rig.cleanup_commands():
+            subprocess.run(command, shell=True, check=False)
+
+
+def test_refuses_without_root_with_a_clear_message(tmp_path):
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("setpriv (util-linux) is not installed")
+    env = {**os.environ, "HOME": str(tmp_path)}
+    proc = subprocess.run([setpriv, "--reuid=65534", "--regid=65534", "--clear-groups",
+                           sys.executable, "-m", "topoc", "verify", str(ROOT / "examples/nat.topo")],
+                          capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "needs root" in proc.stderr
+    assert "Traceback" not in proc.stderr
