@@ -16,11 +16,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
-
-import networkx as nx
+from typing import TYPE_CHECKING
 
 from topoc.ir import Host, Lab, Mode, Network, Node, Route, Vm
 from topoc.span import Span
+
+if TYPE_CHECKING:  # networkx takes 0.2 s to import: only build_graph needs it
+    import networkx as nx
 
 DEFAULT_ROUTE = IPv4Network("0.0.0.0/0")
 
@@ -168,6 +170,8 @@ def build_graph(lab: Lab) -> nx.MultiGraph:
     """Vertices: every node (keyed by name; kind, forwarding) and every L2 segment
     (`segment:<network>`; the networks on it, their modes and subnets). Edges: one per
     interface, node -- segment, keyed by the interface name, with its address."""
+    import networkx as nx
+
     topo = topology(lab)
     graph = nx.MultiGraph(lab=lab.name)
     for node in lab.nodes:

@@ -7,15 +7,14 @@ its hint says how to fix it, with a free address where one is wanted.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network
-from typing import Iterator
+from typing import Iterator, NamedTuple
 
 from topoc.checks.common import at, nic_where, suggest_free, usable
 from topoc.checks.registry import Finding, check
 from topoc.diagnostics import Severity, register
 from topoc.graph import topology
-from topoc.ir import Host, Lab, Mode, Network, Nic, Vm
+from topoc.ir import Host, Lab, Mode, Network, Nic, Node, Vm
 from topoc.span import Span
 
 ADDRESS_CONFLICT = register("address-conflict", Severity.ERROR,
@@ -47,18 +46,24 @@ def network_subnet(lab: Lab, net: Network) -> IPv4Network | None:
     return segment.subnet if segment is not None else None
 
 
-@dataclass(frozen=True, slots=True)
-class _Claim:
+class _Claim(NamedTuple):
     """An address someone claims: a nic's, or a network's own (the host on its bridge)."""
 
     address: IPv4Address
-    owner: str  # "vm0", or "network natnet" for a bridge address
+    owner: str  # "vm0", or "the gateway of network natnet" for a bridge address
     network: str
     span: Span
     is_gateway: bool
 
 
+_CLAIMS: dict[int, tuple[Lab, list[_Claim]]] = {}
+
+
 def _claims(lab: Lab) -> list[_Claim]:
+    """Every claimed address in source order, computed once per lab."""
+    entry = _CLAIMS.get(id(lab))
+    if entry is not None and entry[0] is lab:
+        return entry[1]
     claims = []
     for net in lab.networks:
         if net.address is not None:
@@ -66,29 +71,33 @@ def _claims(lab: Lab) -> list[_Claim]:
                                  at(net.address_span, net.span), True))
     for node in lab.nodes:
         for nic in node.nics:
-            if nic.ip is not None:
-                claims.append(_Claim(nic.ip, node.name, nic.network, at(nic.address_span, nic.span),
-                                     False))
-    return sorted(claims, key=lambda c: (c.span.line, c.span.column))
+            if nic.address is not None:
+                claims.append(_Claim(nic.address.ip, node.name, nic.network,
+                                     at(nic.address_span, nic.span), False))
+    claims.sort(key=lambda c: (c.span.line, c.span.column))
+    if len(_CLAIMS) > 4:
+        _CLAIMS.clear()
+    _CLAIMS[id(lab)] = (lab, claims)
+    return claims
 
 
-def _domain(lab: Lab, network: str) -> str:
+def _domains(lab: Lab) -> dict[str, str]:
+    """Network -> its address domain: its own segment when private, else "" (routed)."""
     topo = topology(lab)
-    segment = topo.segment_of.get(network, network)
-    net = lab.network(segment)
-    if net is not None and net.mode in PRIVATE_MODES:
-        return segment
-    return ""  # the routed world
+    domains = {}
+    for net in lab.networks:
+        segment = topo.segment_of.get(net.name, net.name)
+        seg_net = lab.network(segment)
+        domains[net.name] = segment if seg_net is not None and seg_net.mode in PRIVATE_MODES else ""
+    return domains
 
 
 @check(ADDRESS_CONFLICT)
 def address_conflict(lab: Lab) -> Iterator[Finding]:
-    seen: dict[tuple[str, IPv4Address], _Claim] = {}
-    taken: dict[str, set[IPv4Address]] = {}
+    seen: dict[tuple[str, int], _Claim] = {}
+    domains = _domains(lab)
     for claim in _claims(lab):
-        domain = _domain(lab, claim.network)
-        taken.setdefault(domain, set(_taken(lab))).add(claim.address)
-        first = seen.setdefault((domain, claim.address), claim)
+        first = seen.setdefault((domains.get(claim.network, ""), int(claim.address)), claim)
         if first is claim or first.owner == claim.owner:
             continue
         if first.is_gateway and first.network == claim.network:
@@ -97,28 +106,55 @@ def address_conflict(lab: Lab) -> Iterator[Finding]:
         subnet = network_subnet(lab, net) if net is not None else None
         yield Finding(claim.span,
                       f"{claim.address} is already assigned to {first.owner} (line {first.span.line})",
-                      suggest_free(subnet, taken[domain], net))
+                      suggest_free(subnet, _taken(lab), net))
+
+
+class _Subnet(NamedTuple):
+    """A network's subnet as integers, so 10,000 nics are checked without ipaddress objects."""
+
+    network: Network
+    subnet: IPv4Network
+    first: int  # the network address
+    last: int  # the broadcast address
+    gateway: int | None
+
+
+def _subnets(lab: Lab) -> dict[str, _Subnet]:
+    found = {}
+    for net in lab.networks:
+        subnet = network_subnet(lab, net)
+        if subnet is not None:
+            found[net.name] = _Subnet(net, subnet, int(subnet.network_address),
+                                      int(subnet.broadcast_address),
+                                      int(net.address) if net.address is not None else None)
+    return found
+
+
+def _addressed_nics(lab: Lab) -> Iterator[tuple[Node, Nic, int, _Subnet]]:
+    """(node, nic, the nic's address as an int, its network's subnet) for every nic with
+    an address on a network with a subnet."""
+    subnets = _subnets(lab)
+    for node in lab.nodes:
+        for nic in node.nics:
+            if nic.address is not None and nic.network in subnets:
+                # IPv4Interface is an IPv4Address: int() is its address, no new object.
+                yield node, nic, int(nic.address), subnets[nic.network]
 
 
 @check(ADDRESS_OUTSIDE_SUBNET)
 def address_outside_subnet(lab: Lab) -> Iterator[Finding]:
-    for node in lab.nodes:
-        for nic in node.nics:
-            net = lab.network(nic.network)
-            if nic.address is None or net is None:
-                continue
-            subnet = network_subnet(lab, net)
-            if subnet is None:
-                continue
-            span = at(nic.address_span, nic.span)
-            if nic.address.ip not in subnet:
-                yield Finding(span, f"{nic.address.ip} is outside {net.name}'s subnet {subnet}",
-                              suggest_free(subnet, _taken(lab), net))
-            elif nic.address.network != subnet:
-                yield Finding(span, f"{nic.address} has a prefix of /{nic.address.network.prefixlen}, "
-                              f"but {net.name}'s subnet is {subnet}",
-                              f"write the address without a prefix (it takes /{subnet.prefixlen} "
-                              "from the network)")
+    for _, nic, ip, sub in _addressed_nics(lab):
+        assert nic.address is not None
+        subnet, net = sub.subnet, sub.network
+        span = at(nic.address_span, nic.span)
+        if not sub.first <= ip <= sub.last:
+            yield Finding(span, f"{nic.address.ip} is outside {net.name}'s subnet {subnet}",
+                          suggest_free(subnet, _taken(lab), net))
+        elif nic.address.network.prefixlen != subnet.prefixlen:
+            yield Finding(span, f"{nic.address} has a prefix of /{nic.address.network.prefixlen}, "
+                          f"but {net.name}'s subnet is {subnet}",
+                          f"write the address without a prefix (it takes /{subnet.prefixlen} "
+                          "from the network)")
 
 
 _TAKEN: dict[int, tuple[Lab, set[IPv4Address]]] = {}
@@ -148,20 +184,17 @@ def address_reserved(lab: Lab) -> Iterator[Finding]:
                           f"address of {net.address.network}, not a usable gateway address",
                           f"use a host address, e.g. {next(net.address.network.hosts(), '')}"
                           f"/{net.address.network.prefixlen}")
-    for node in lab.nodes:
-        for nic in node.nics:
-            net = lab.network(nic.network)
-            if nic.address is None or net is None:
-                continue
-            subnet = network_subnet(lab, net) or nic.address.network
-            span = at(nic.address_span, nic.span)
-            if nic.address.ip in subnet and not usable(subnet, nic.address.ip):
-                yield Finding(span, f"{nic.address.ip} is the {_which(subnet, nic.address.ip)} "
-                              f"address of {subnet}", suggest_free(subnet, _taken(lab), net))
-            elif isinstance(node, Vm) and nic.address.ip == net.gateway:
-                yield Finding(span, f"{nic.address.ip} is the address of network {net.name} "
-                              f"(line {net.address_span.line}): the host's, the VMs' gateway",
-                              suggest_free(subnet, _taken(lab), net))
+    for node, nic, ip, sub in _addressed_nics(lab):
+        assert nic.address is not None
+        subnet, net = sub.subnet, sub.network
+        span = at(nic.address_span, nic.span)
+        if ip in (sub.first, sub.last) and subnet.prefixlen < 31:
+            yield Finding(span, f"{nic.address.ip} is the {_which(subnet, nic.address.ip)} "
+                          f"address of {subnet}", suggest_free(subnet, _taken(lab), net))
+        elif ip == sub.gateway and isinstance(node, Vm):
+            yield Finding(span, f"{nic.address.ip} is the address of network {net.name} "
+                          f"(line {net.address_span.line}): the host's, the VMs' gateway",
+                          suggest_free(subnet, _taken(lab), net))
 
 
 def _which(subnet: IPv4Network, address: IPv4Address) -> str:
