@@ -209,8 +209,10 @@ class DomainView:
 def _interface_view(lab: Lab, nic: Nic) -> InterfaceView:
     network = lab.network(nic.network)
     if network is None or not network.managed:
-        raise ValueError(f"VM nic {nic.owner}/{nic.name} is on {nic.network!r}, which topoc "
-                         "does not manage; the checks must reject such a lab before build")
+        # A check should have reported this with a span; this is the backstop.
+        raise ValueError(f"nic {nic.name} of VM `{nic.owner}` is on `{nic.network}`, an external "
+                         "network: libvirt can attach a VM only to a network topoc manages "
+                         "(attach it to a bridged network on that LAN instead)")
     assert nic.mac is not None, "lowering gives every VM nic a MAC"
     return InterfaceView(nic.name, naming.libvirt_name(lab.name, network.name), nic.mac,
                          nic.model or "virtio")
