@@ -52,6 +52,8 @@ MODE_WORDS = [m.value for m in Mode]
 SINGLE = {"mode", "bridge", "address", "subnet", "dhcp", "dns", "domain", "mtu", "stp",
           "memory", "vcpus", "disk"}
 
+_A_KIND = {"host": "a host", "vm": "a VM", "external": "an external"}
+
 DEFAULT_MEMORY = 512 * 1024**2
 MAX_MEMORY = 16 * 1024**4
 
@@ -683,7 +685,11 @@ class _Lowerer:
     def resolve_references(self) -> None:
         host_blocks = set(self.host_block_names)
         for tok in self.host_refs:
-            if tok.text not in host_blocks:
+            if tok.text in self.node_kinds and tok.text not in host_blocks:
+                self.report(UNDEFINED_NAME, tok.span,
+                            f"`{tok.text}` is {_A_KIND[self.node_kinds[tok.text]]}, not a host",
+                            _name_hint("", host_blocks, "hosts", "define one with `host NAME { ... }`"))
+            elif tok.text not in host_blocks:
                 self.report(UNDEFINED_NAME, tok.span, f"no host is named `{tok.text}`",
                             _name_hint(tok.text, host_blocks, "hosts", "define it with `host NAME { ... }`"))
         # A managed network with no `on` runs on the only host, when there is exactly one.
@@ -692,14 +698,23 @@ class _Lowerer:
                 if len(host_blocks) == 1:
                     self.networks[i] = replace(net, host=next(iter(host_blocks)))
                 else:
+                    hosts = self.host_block_names
+                    hint = (f"write e.g. `network {net.name} on {hosts[0]} {{` (the hosts: "
+                            f"{', '.join(hosts)})") if hosts else \
+                        f"write `network {net.name} on HOST {{` and define the host with `host HOST {{ ... }}`"
                     self.report(MISSING_STATEMENT, net.span.sub(0, len("network")),
-                                f"network `{net.name}` does not say which host it is on",
-                                f"write `network {net.name} on HOST {{`")
-        vm_names = {v.name for v in self.vms}
+                                f"network `{net.name}` does not say which host it is on", hint)
+        # Every VM declared, even one whose values failed (reported already), so a
+        # forward to it is not called undefined on top of that.
+        vm_names = {name for name, kind in self.node_kinds.items() if kind == "vm"}
         node_names = set(self.node_names)
         for stmt, fwd in self.forwards:
             target = stmt.args[3]
-            if fwd.vm not in vm_names:
+            if fwd.vm in self.node_kinds and fwd.vm not in vm_names:
+                self.report(UNDEFINED_NAME, target.span.sub(0, len(fwd.vm)),
+                            f"`{fwd.vm}` is {_A_KIND[self.node_kinds[fwd.vm]]}, not a VM: a forward leads to a VM",
+                            _name_hint("", vm_names, "VMs", "define one with `vm NAME on HOST { ... }`"))
+            elif fwd.vm not in vm_names:
                 self.report(UNDEFINED_NAME, target.span.sub(0, len(fwd.vm)),
                             f"no VM is named `{fwd.vm}`",
                             _name_hint(fwd.vm, vm_names, "VMs", "define it with `vm NAME on HOST { ... }`"))
@@ -713,6 +728,11 @@ class _Lowerer:
                     if re.fullmatch(r"[0-9.]+", name):
                         self.report(INVALID_VALUE, span, f"`{name}` is not an IPv4 address",
                                     "write four numbers 0-255 joined by dots, e.g. 10.0.0.1")
+                        continue
+                    if name in self.network_names:
+                        self.report(UNDEFINED_NAME, span,
+                                    f"`{name}` is a network; `expect` takes nodes and addresses",
+                                    "name a host, VM or external on it, or an address in it")
                         continue
                     self.report(UNDEFINED_NAME, span, f"`{name}` is neither a node nor an IPv4 address",
                                 _name_hint(name, node_names, "nodes",
