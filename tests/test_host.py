@@ -94,9 +94,10 @@ def test_scripts_are_strict_and_refuse_without_root() -> None:
 def test_forward_without_a_static_address_gets_no_rule() -> None:
     lab = compile_case(next(p for p in CASES if case_name(p) == "twohosts"))
     beta = host_plan(lab, lab.hosts[1])
-    assert beta.skipped_forwards == ("udp 5353 to b1:53",)
+    assert beta.skipped_forwards == ("udp 5353 to b2:53",)
     nft = host_artifacts(lab, "beta")["topoc.nft"]
-    assert "dport 5353" not in nft and "No rule for `forward udp 5353 to b1:53`" in nft
+    assert "dport 5353" not in nft and "No rule for `forward udp 5353 to b2:53`" in nft
+    assert "tcp dport 8443 dnat ip to 10.30.0.10:443" in nft
     alpha_nft = host_artifacts(lab, "alpha")["topoc.nft"]
     assert "tcp dport 80 dnat ip to 10.20.0.10:8080" in alpha_nft
 

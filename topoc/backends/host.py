@@ -25,7 +25,7 @@ from pathlib import PurePath
 import jinja2
 
 from topoc import naming
-from topoc.ir import Host, Lab, Mode, Network, Vm
+from topoc.ir import Forward, Host, Lab, Mode, Network, Vm
 
 SCRIPT_NAMES = ("up.sh", "down.sh", "topoc.nft")
 
@@ -34,6 +34,8 @@ FORWARDING_MODES = (Mode.NAT, Mode.ROUTED, Mode.OPEN)
 # Models libvirt writes firewall rules for (open and bridge get none):
 # https://libvirt.org/firewall.html
 FIREWALLED_MODES = (Mode.ISOLATED, Mode.NAT, Mode.ROUTED)
+# Networks a `forward` may DNAT into: those the host routes into (see dnat_target).
+DNAT_MODES = (Mode.NAT, Mode.ROUTED, Mode.OPEN)
 
 # With STP on, the kernel refuses a forward delay under 2 s (BR_MIN_FORWARD_DELAY), so a
 # network with `stp on` gets the smallest it accepts; in centiseconds, as ip-link(8) takes it.
@@ -279,18 +281,30 @@ class _PortForward:
     network: Network
 
 
-def _port_forwards(lab: Lab, host: Host, networks: list[Network]) -> tuple[list[_PortForward], list[str]]:
-    """Each `forward` of a VM on this host, with the VM's static address on a nat or
-    routed network it targets; forwards with no such address are skipped (and named)."""
-    by_name = {n.name: n for n in networks}
+def dnat_target(lab: Lab, fwd: Forward) -> tuple[IPv4Address, Network] | None:
+    """Where a `forward` DNATs to: the VM's first static address (in nic order) on a nat,
+    routed or open network of its host, the networks the host routes into. None when it
+    has none: an isolated or host-only network must stay closed, a bridged one is the
+    LAN's, and a DHCP address is not known in advance; topoc.nft then has no rule for it."""
+    vm = lab.node(fwd.vm)
+    if not isinstance(vm, Vm):
+        return None
+    for nic in vm.nics:
+        net = lab.network(nic.network)
+        if nic.ip is not None and net is not None and net.host == vm.host and net.mode in DNAT_MODES:
+            return nic.ip, net
+    return None
+
+
+def _port_forwards(lab: Lab, host: Host) -> tuple[list[_PortForward], list[str]]:
+    """Each `forward` of a VM on this host with its DNAT target; forwards without one
+    are skipped (and named, for a comment in topoc.nft)."""
     found, skipped = [], []
     for fwd in sorted(lab.forwards, key=lambda f: (f.protocol, f.port, f.vm, f.vm_port)):
         vm = lab.node(fwd.vm)
         if not isinstance(vm, Vm) or vm.host != host.name:
             continue
-        target = next(((nic.ip, by_name[nic.network]) for nic in vm.nics
-                       if nic.ip is not None and nic.network in by_name
-                       and by_name[nic.network].mode in (Mode.NAT, Mode.ROUTED)), None)
+        target = dnat_target(lab, fwd)
         if target is None:
             skipped.append(f"{fwd.protocol} {fwd.port} to {fwd.vm}:{fwd.vm_port}")
             continue
@@ -319,7 +333,7 @@ def _dnat_accept_rules(forwards: list[_PortForward]) -> tuple[Rule, ...]:
 
 def _chains(lab: Lab, host: Host, networks: list[Network]) -> tuple[tuple[Chain, ...], list[str]]:
     firewalled = [n for n in networks if n.mode in FIREWALLED_MODES]
-    forwards, skipped = _port_forwards(lab, host, networks)
+    forwards, skipped = _port_forwards(lab, host)
     chains = []
     forward_sections = [s for s in (
         Section("port forwards: accept what prerouting DNATed (wins over the rejects below)",

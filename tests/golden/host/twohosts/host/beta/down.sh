@@ -161,6 +161,7 @@ restore_forwarding
 remove_table
 
 # 3. Taps.
+remove_tap tt-b2-0  # b2 eth0 on nat2
 remove_tap tt-b1-1  # b1 eth1 on nat2
 remove_tap tt-b1-0  # b1 eth0 on openet
 

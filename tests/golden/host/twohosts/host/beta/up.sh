@@ -194,6 +194,7 @@ ensure_bridge tp-openet 0 0 '' 10.30.0.1/24  # openet (open)
 # 3. Taps, one per VM nic.
 ensure_tap tt-b1-0 tp-openet ''  # b1 eth0 on openet
 ensure_tap tt-b1-1 tp-nat2 ''  # b1 eth1 on nat2
+ensure_tap tt-b2-0 tp-nat2 ''  # b2 eth0 on nat2
 
 # 4. The lab's firewall: its own nftables table, replaced atomically.
 load_table
