@@ -98,6 +98,11 @@ def _literal_terminals() -> dict[str, str]:
     }
 
 
+@functools.cache
+def _keyword_texts() -> frozenset[str]:
+    return frozenset(v for v in _literal_terminals().values() if v.isalpha())
+
+
 def _describe_terminal(name: str) -> str:
     literal = _literal_terminals().get(name)
     if literal is not None:
@@ -308,6 +313,9 @@ def _recover(e: UnexpectedInput, file: str, lines: list[str]) -> tuple[Diagnosti
         column = len(_code_part(line).rstrip()) + 1
         span = Span(file, token.line, column, token.line, column + 1)
         message = f"this statement is incomplete; expected {_join_alternatives(expected)}"
+        words = _code_part(line).split()
+        if expected == {"WORD"} and words and words[-1] in _keyword_texts():
+            message = f"`{words[-1]}` needs a value after it"
         hint = _usage_hint(lines, index)
         _blank_from(lines, index)
         return _error(span, message, hint), True
