@@ -154,3 +154,11 @@ def test_force_color_colours_a_pipe():
 def test_python_dash_m_and_version():
     result = run("--version")
     assert result.returncode == 0 and result.stdout.decode().startswith("topoc, version ")
+
+
+def test_an_unreadable_file_does_not_hide_the_others(tmp_path):
+    result = run("check", str(tmp_path / "missing.topo"), str(BAD), str(EXAMPLES / "nat.topo"))
+    assert result.returncode == 2
+    assert b"missing.topo: no such file" in result.stderr
+    out = result.stdout.decode()
+    assert f"{BAD}:13:12: error:" in out and out.rstrip().endswith("in 2 files")

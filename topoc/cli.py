@@ -88,11 +88,15 @@ def check(files: tuple[str, ...], fmt: str, list_codes: bool) -> None:
         fail_usage("check needs at least one FILE")
     diagnostics: list[Diagnostic] = []
     sources: dict[str, str] = {}
+    unreadable = 0
     for path in files:
         try:
             result = compile_file(path)
         except InputError as e:
-            fail_usage(str(e))
+            # Say so and go on: the other files' diagnostics are still worth having.
+            _console(stderr=True).print(f"topoc: error: {e}", markup=False)
+            unreadable += 1
+            continue
         sources[path] = result.source
         diagnostics += result.diagnostics
     if fmt == "json":
@@ -101,7 +105,9 @@ def check(files: tuple[str, ...], fmt: str, list_codes: bool) -> None:
         print_diagnostics(diagnostics, sources)
         if diagnostics:
             click.echo()
-        click.echo(summary_line(diagnostics, len(files)))
+        click.echo(summary_line(diagnostics, len(files) - unreadable))
+    if unreadable:
+        sys.exit(EXIT_USAGE)  # an environment problem outranks errors in the topology
     sys.exit(EXIT_ERRORS if has_errors(diagnostics) else EXIT_OK)
 
 
