@@ -27,7 +27,7 @@ if [ "$(id -u)" -ne 0 ]; then
     die "run it as root: it deletes bridges, taps and an nftables table (sudo $0)"
 fi
 for tool in ip nft sysctl awk; do
-    command -v "$tool" >/dev/null 2>&1 || die "$tool is not installed (apt-get install iproute2 nftables procps gawk)"
+    command -v "$tool" >/dev/null 2>&1 || die "$tool is not installed (apt-get install iproute2 nftables procps mawk)"
 done
 
 # --- helpers ----------------------------------------------------------------------------

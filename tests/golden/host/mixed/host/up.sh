@@ -39,7 +39,7 @@ if [ "$(id -u)" -ne 0 ]; then
     die "run it as root: it creates bridges, taps and an nftables table (sudo $0)"
 fi
 for tool in ip nft sysctl awk; do
-    command -v "$tool" >/dev/null 2>&1 || die "$tool is not installed (apt-get install iproute2 nftables procps gawk)"
+    command -v "$tool" >/dev/null 2>&1 || die "$tool is not installed (apt-get install iproute2 nftables procps mawk)"
 done
 [ -r "$NFT_FILE" ] || die "$NFT_FILE is missing: keep topoc.nft next to up.sh"
 mkdir -p -- "$STATE_DIR"
