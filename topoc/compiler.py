@@ -8,8 +8,11 @@ are diagnostics (exit code 1).
 
 from __future__ import annotations
 
+import contextlib
+import gc
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 from topoc.checks import run_checks
 from topoc.diagnostics import Diagnostic, has_errors, sort_diagnostics
@@ -59,7 +62,26 @@ def read_source(path: str) -> str:
     return text.removeprefix("\ufeff")
 
 
+@contextlib.contextmanager
+def _cyclic_gc_paused() -> Iterator[None]:
+    """The front end allocates a few objects per token and frees them by reference
+    counting; CPython's cyclic collector would rescan the growing heap again and again
+    (half the parse time at 10,000 VMs). Paused while compiling, restored after."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def compile_source(source: str, file: str, *, checks: bool = True) -> Compilation:
+    with _cyclic_gc_paused():
+        return _compile_source(source, file, checks=checks)
+
+
+def _compile_source(source: str, file: str, *, checks: bool) -> Compilation:
     result = Compilation(file, source)
     tree, diagnostics = parse(source, file)
     result.tree = tree
