@@ -152,7 +152,8 @@ def _wait_ready(process: subprocess.Popen, daemon: Libvirtd) -> None:
 @pytest.fixture(scope="module")
 def libvirtd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Libvirtd]:
     require_root()
-    for tool in ("libvirtd", "unshare", "nsenter", "dnsmasq", "ip"):
+    # qemu-system-x86_64: qemu:///system probes it before it defines any domain.
+    for tool in ("libvirtd", "unshare", "nsenter", "dnsmasq", "ip", "qemu-system-x86_64"):
         require_tool(tool)
     pytest.importorskip("libvirt")
     # Short: the socket path must fit a sockaddr_un (108 bytes).
