@@ -150,3 +150,10 @@ def test_artifact_paths_must_stay_inside(tmp_path, path):
     with pytest.raises(ValueError, match="not a plain relative path"):
         write_artifacts({path: "x"}, tmp_path / "lab", "x.topo")
     assert not (tmp_path / "lab").exists()
+
+
+def test_manifest_lists_one_file_per_line_in_order(tmp_path):
+    write_artifacts(FIRST, tmp_path / "lab", "x.topo")
+    lines = (tmp_path / "lab" / MANIFEST).read_text().splitlines()
+    listed = [line.split('"')[1] for line in lines if line.startswith('    "')]
+    assert listed == sorted(FIRST)

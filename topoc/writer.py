@@ -68,15 +68,16 @@ def write_artifacts(artifacts: Mapping[str, str], out_dir: str | os.PathLike[str
 
 
 def manifest(files: Mapping[str, bytes], source_file: str) -> str:
-    """The manifest's text: sorted, stable, no timestamps (builds are byte-identical)."""
-    document = {
-        "generator": GENERATOR,
-        "topoc_version": __version__,
-        "source": source_file,
-        "files": {path: {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
-                  for path, data in sorted(files.items())},
-    }
-    return json.dumps(document, indent=2, sort_keys=True) + "\n"
+    """The manifest's text: JSON, sorted, stable, no timestamps (builds are byte-identical),
+    one line per file so a diff of two manifests reads as a list of changed files."""
+    head = json.dumps({"generator": GENERATOR, "source": source_file,
+                       "topoc_version": __version__}, indent=2, sort_keys=True)
+    entries = ",\n".join(
+        f"    {json.dumps(path)}: "
+        f"{json.dumps({'bytes': len(data), 'sha256': hashlib.sha256(data).hexdigest()})}"
+        for path, data in sorted(files.items()))
+    body = f'  "files": {{\n{entries}\n  }}' if entries else '  "files": {}'
+    return f"{head[:-2]},\n{body}\n}}\n"
 
 
 def read_manifest(out_dir: str | os.PathLike[str]) -> dict | None:
