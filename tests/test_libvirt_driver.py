@@ -172,3 +172,16 @@ def test_readme_commands_apply_and_undo_the_lab_on_the_test_driver(case, tmp_pat
     after = run.stdout.rsplit("undefined", 1)[1]
     assert not names & set(after.split()), "undo left objects behind"
     assert "default" in after.split(), "undo must leave libvirt's own network alone"
+
+
+def test_ownership_metadata_survives_on_networks_and_domains(conn):
+    """deploy recognises what it owns by this record, so libvirt must keep it."""
+    from topoc.backends.libvirt import METADATA_NAMESPACE
+
+    networks, _ = define_all(conn, "mixed")
+    for xml in networks.values():
+        owner = xml.find(f"metadata/{{{METADATA_NAMESPACE}}}lab")
+        assert owner is not None and owner.attrib == {"name": "mixlab", "source": "examples/mixed.topo"}
+    dom = conn.lookupByName("mixlab-api")
+    assert dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, METADATA_NAMESPACE) == (
+        '<lab name="mixlab" source="examples/mixed.topo"/>')
