@@ -265,3 +265,8 @@ def test_vm_nic_on_an_external_network_is_refused_not_dropped():
 def test_every_mode_renders():
     # Guard: a new Mode must be taught to the backend, not silently rendered isolated.
     assert set(backend.FORWARD_MODES) | {Mode.ISOLATED, Mode.EXTERNAL} == set(Mode)
+
+
+def test_a_vm_with_two_nics_on_one_network_is_named_once():
+    hosts = network("twonics", "n").findall("ip/dhcp/host")
+    assert [(h.get("ip"), h.get("name")) for h in hosts] == [("10.9.0.5", "v"), ("10.9.0.6", None)]

@@ -109,12 +109,17 @@ def _hostname(vm: str) -> str | None:
 
 
 def _static_hosts(vms: tuple[Vm, ...]) -> dict[str, list[DhcpHost]]:
-    """Network name -> a reservation per VM nic with an address on it (VMs by name)."""
+    """Network name -> a reservation per VM nic with an address on it (VMs by name).
+    A VM with two nics on one network names only the first: dnsmasq gives a name to
+    one address."""
     hosts: dict[str, list[DhcpHost]] = defaultdict(list)
     for vm in sorted(vms, key=lambda v: v.name):
+        named: set[str] = set()
         for nic in vm.nics:
             if nic.ip is not None and nic.mac is not None:
-                hosts[nic.network].append(DhcpHost(nic.mac, str(nic.ip), _hostname(vm.name)))
+                name = _hostname(vm.name) if nic.network not in named else None
+                named.add(nic.network)
+                hosts[nic.network].append(DhcpHost(nic.mac, str(nic.ip), name))
     return hosts
 
 
