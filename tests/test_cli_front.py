@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import EXAMPLES, GOLDEN, ROOT
+from conftest import EXAMPLES, GOLDEN
 
 TOPOC = [sys.executable, "-m", "topoc"]
 BAD = GOLDEN / "diagnostics" / "many-errors-sorted" / "input.topo"

@@ -15,8 +15,7 @@ from __future__ import annotations
 import difflib
 import re
 from dataclasses import dataclass, field, replace
-from ipaddress import (AddressValueError, IPv4Address, IPv4Interface, IPv4Network,
-                       NetmaskValueError, ip_address)
+from ipaddress import AddressValueError, IPv4Address, IPv4Interface, IPv4Network, ip_address
 from typing import Callable, Iterable
 
 from topoc import naming
