@@ -6,8 +6,9 @@ parser with the contextual lexer and positions.
 
 Recovery: lark's LALR parser stops at the first error, so after each error this module
 repairs the text *without moving anything* and parses again: a broken line is blanked
-out (a broken block header together with its whole block), and a missing `}` is put at
-the end of the line before the place it was missed. Every later line keeps its line
+out (a broken block header together with its whole block), a missing `}` is put at
+the end of the line before the place it was missed, a `{` alone on the line after its
+header joins the header, and a statement cut short by `}` is blanked up to the brace. Every later line keeps its line
 and column, so every error is reported where it really is, all at once.
 """
 
