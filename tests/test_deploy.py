@@ -380,3 +380,19 @@ def test_a_lab_on_several_hosts_needs_host(tmp_path, target):
     plan = deploy.make_plan(lab, target, host="kvm2")
     assert actions(plan) == [("create", "domain", "tlab-c"), ("create", "network", "tlab-old")], \
         "kvm1's objects on the same connection are not removals"
+
+
+def test_a_network_edited_by_hand_is_put_back(tmp_path, target):
+    lab = compile_lab(tmp_path, V1)
+    deploy.apply(lab, target)
+    back = target.conn.networkLookupByName("tlab-back")
+    edited = back.XMLDesc(0).replace("tback0", "handmade0")
+    back.destroy()
+    target.conn.networkDefineXML(edited).create()
+    plan = deploy.make_plan(lab, target)
+    [change] = plan.changes
+    assert (change.action, change.name) == ("recreate", "tlab-back")
+    assert "changed outside topoc (bridge handmade0, not tback0)" in change.detail
+    deploy.apply(lab, target)
+    assert "tback0" in target.conn.networkLookupByName("tlab-back").XMLDesc(0)
+    assert deploy.make_plan(lab, target).changes == []

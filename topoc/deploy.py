@@ -449,6 +449,22 @@ def _diff(old: str | None, new: str, name: str) -> str:
     return dx.unified_diff(old or "", new, f"{name} (as last deployed)", f"{name} (from the file)")
 
 
+def _drift(live: Live, applied: str) -> list[str]:
+    """What the host's network says differently from what topoc applied, in the facts
+    that matter to the lab (bridge, forward mode, subnets): hand edits (virsh net-edit)
+    that the record of the applied XML cannot see."""
+    have, want = dx.network_facts(live.xml), dx.network_facts(applied)
+    drift = []
+    if want.bridge is not None and have.bridge != want.bridge:
+        drift.append(f"bridge {have.bridge}, not {want.bridge}")
+    if have.forward_mode != want.forward_mode:
+        drift.append(f"forward mode {have.forward_mode or 'none'}, not {want.forward_mode or 'none'}")
+    if set(have.subnets) != set(want.subnets):
+        shown = ", ".join(map(str, have.subnets)) or "none"
+        drift.append(f"subnets {shown}, not {', '.join(map(str, want.subnets)) or 'none'}")
+    return drift
+
+
 def _plan_network(plan: Plan, w: Wanted, live: Live | None, record: Record) -> bool:
     """Plan one network; True when it will (re)start with a new configuration, so the
     pre-flight must check its bridge and subnets against the host."""
@@ -461,6 +477,14 @@ def _plan_network(plan: Plan, w: Wanted, live: Live | None, record: Record) -> b
     xml = dx.with_uuid(w.xml, live.uuid)
     repairs = [why for cond, why in ((not live.active, "start it (it is not running)"),
                                      (not live.autostart, "turn autostart on")) if cond]
+    drift = _drift(live, applied) if applied is not None else []
+    if drift:
+        why = f"changed outside topoc ({'; '.join(drift)}); restoring what the file says"
+        plan.actions.append(Action(Change(RECREATE, NETWORK, w.name, why,
+                                          dx.unified_diff(live.xml, w.xml, f"{w.name} (on the host)",
+                                                          f"{w.name} (from the file)")),
+                                   2, _recreate_network(live, xml)))
+        return True
     if applied is not None and dx.same_config(applied, w.xml):
         if repairs:
             plan.actions.append(Action(Change(UPDATE, NETWORK, w.name, "; ".join(repairs)), 2,
