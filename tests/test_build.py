@@ -3,6 +3,7 @@ failing build (errors in the topology, a failing writer) writes nothing."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -58,6 +59,17 @@ def test_every_example_builds_byte_identically_twice(example, tmp_path):
     again = build(str(example), "-o", str(tmp_path / "one"))
     assert again.exit_code == 0
     assert snapshot(tmp_path / "one") == snapshot(tmp_path / "two")
+
+
+@pytest.mark.parametrize("example", ["mixed.topo", "nat.topo"])
+def test_builds_in_separate_processes_with_different_hash_seeds_are_identical(example, tmp_path):
+    # Set and dict-of-set iteration order changes with PYTHONHASHSEED: a backend that
+    # iterates unsorted would differ here, not in one process.
+    for seed in ("1", "2"):
+        subprocess.run([sys.executable, "-m", "topoc", "build", str(ROOT / "examples" / example),
+                        "-o", str(tmp_path / seed)], check=True, capture_output=True, cwd=ROOT,
+                       env={**os.environ, "PYTHONHASHSEED": seed}, timeout=120)
+    assert snapshot(tmp_path / "1") == snapshot(tmp_path / "2")
 
 
 def test_default_output_is_output_slash_lab_with_every_available_target(tmp_path, monkeypatch):
