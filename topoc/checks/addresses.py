@@ -266,11 +266,14 @@ def dhcp_range(lab: Lab) -> Iterator[Finding]:
 
 
 def _static_in_range(lab: Lab) -> Iterator[Finding]:
+    ranges = {n.name: (int(n.dhcp.start), int(n.dhcp.end)) for n in lab.networks if n.dhcp is not None}
     for vm in lab.vms:
         for nic in vm.nics:
-            net = lab.network(nic.network)
-            if net is None or net.dhcp is None or nic.ip is None or nic.ip not in net.dhcp:
+            bounds = ranges.get(nic.network)
+            if bounds is None or nic.address is None or not bounds[0] <= int(nic.address) <= bounds[1]:
                 continue
+            net = lab.network(nic.network)
+            assert net is not None and net.dhcp is not None
             yield Finding(at(nic.address_span, nic.span),
                           f"{nic.ip} is inside {net.name}'s DHCP range {net.dhcp.start} - "
                           f"{net.dhcp.end} (line {net.dhcp.span.line})",
@@ -294,6 +297,8 @@ def _connected(lab: Lab, name: str) -> list[IPv4Network]:
 def gateway_unreachable(lab: Lab) -> Iterator[Finding]:
     for node in lab.nodes:
         subnets = _connected(lab, node.name)
+        if all(any(gw in s for s in subnets) for gw in _gateways(node)):
+            continue
         mine = ", ".join(str(s) for s in subnets) or "none"
         for nic in node.nics:
             gw = nic.gateway
@@ -306,6 +311,11 @@ def gateway_unreachable(lab: Lab) -> Iterator[Finding]:
                 yield Finding(route.span, f"route via {route.via}: {node.name} has no subnet holding "
                               f"{route.via} ({mine}), so the kernel refuses the route",
                               "route via an address on one of the node's own subnets")
+
+
+def _gateways(node: Node) -> Iterator[IPv4Address]:
+    yield from (nic.gateway for nic in node.nics if nic.gateway is not None)
+    yield from (route.via for route in node.routes)
 
 
 def _gateway_hint(nic: Nic, lab: Lab) -> str:
