@@ -61,3 +61,21 @@ def test_case_compiles_clean_with_networks_and_vms(case):
 
 def golden_dir(case: str) -> Path:
     return GOLDEN_BUILD / case
+
+
+@lru_cache(maxsize=None)
+def other_clean_topologies() -> dict[str, dict[str, str]]:
+    """Every other .topo file under tests/ (other stages' cases) that compiles clean:
+    relative path -> its libvirt XML files. The backend must handle them all."""
+    from topoc.compiler import compile_file
+
+    found = {}
+    for path in sorted((ROOT / "tests").rglob("*.topo")):
+        if GOLDEN_BUILD in path.parents:
+            continue
+        result = compile_file(str(path))
+        if result.ok and result.lab is not None:
+            xml = {p: t for p, t in backend.generate(result.lab).items() if p.endswith(".xml")}
+            if xml:
+                found[str(path.relative_to(ROOT))] = xml
+    return found

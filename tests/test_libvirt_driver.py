@@ -185,3 +185,22 @@ def test_ownership_metadata_survives_on_networks_and_domains(conn):
     dom = conn.lookupByName("mixlab-api")
     assert dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, METADATA_NAMESPACE) == (
         '<lab name="mixlab" source="examples/mixed.topo"/>')
+
+
+def test_every_other_clean_test_topology_defines_on_the_test_driver():
+    from test_libvirt_cases import other_clean_topologies
+
+    topologies = other_clean_topologies()
+    assert topologies
+    for source, files in topologies.items():
+        connection = libvirt.open("test:///default")  # a fresh host per lab
+        try:
+            for path, text in sorted(files.items(), key=lambda kv: "/domains/" in kv[0]):
+                if "/networks/" in path:
+                    connection.networkDefineXMLFlags(text, libvirt.VIR_NETWORK_DEFINE_VALIDATE)
+                else:
+                    connection.defineXMLFlags(text, libvirt.VIR_DOMAIN_DEFINE_VALIDATE)
+        except libvirt.libvirtError as e:
+            pytest.fail(f"{source}: {path}: {e}")
+        finally:
+            connection.close()

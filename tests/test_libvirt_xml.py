@@ -270,3 +270,19 @@ def test_every_mode_renders():
 def test_a_vm_with_two_nics_on_one_network_is_named_once():
     hosts = network("twonics", "n").findall("ip/dhcp/host")
     assert [(h.get("ip"), h.get("name")) for h in hosts] == [("10.9.0.5", "v"), ("10.9.0.6", None)]
+
+
+def test_every_other_clean_test_topology_gives_valid_xml(tmp_path):
+    from test_libvirt_cases import other_clean_topologies
+
+    validator = require_tool("virt-xml-validate")
+    checked = 0
+    for source, files in other_clean_topologies().items():
+        for path, text in files.items():
+            target = tmp_path / f"{checked}.xml"
+            target.write_text(text, encoding="utf-8")
+            kind = "network" if "/networks/" in path else "domain"
+            run = subprocess.run([validator, str(target), kind], capture_output=True, text=True)
+            assert run.returncode == 0, f"{source}: {path} is invalid:\n{run.stderr}"
+            checked += 1
+    assert checked, "no other test topology compiled clean: the search is broken"
