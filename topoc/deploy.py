@@ -26,7 +26,7 @@ from topoc.backends.libvirt import domain_xml, network_xml
 from topoc.deploy_records import Owned, Record, RecordError, RecordStore, is_private_test_uri, records_for
 from topoc.diagnostics import Diagnostic, Severity, diagnostic, register
 from topoc.ir import Lab
-from topoc.span import Span
+from topoc.span import UNKNOWN, Span
 
 FOREIGN_OBJECT = register("foreign-object", Severity.ERROR,
                           "the host has a libvirt object of that name that this lab did not create")
@@ -221,8 +221,8 @@ def wanted(lab: Lab, host: str | None) -> list[Wanted]:
             xml = network_xml(lab, network)
             out.append(Wanted(NETWORK, naming.libvirt_name(lab.name, network.name), xml,
                               dx.uuid_of(xml) or naming.object_uuid(lab.name, NETWORK, network.name),
-                              network.span, network.bridge_span or network.span,
-                              network.address_span or network.span))
+                              network.span, _known(network.bridge_span, network.span),
+                              _known(network.address_span, network.span)))
     for vm in sorted(lab.vms, key=lambda v: v.name):
         if vm.host == host:
             xml = domain_xml(lab, vm)
@@ -230,6 +230,11 @@ def wanted(lab: Lab, host: str | None) -> list[Wanted]:
                               dx.uuid_of(xml) or naming.object_uuid(lab.name, DOMAIN, vm.name),
                               vm.span, vm.span, vm.span))
     return out
+
+
+def _known(span: Span, fallback: Span) -> Span:
+    """A statement's span, or its block's when the value was derived (no statement)."""
+    return fallback if span == UNKNOWN else span
 
 
 def _all_lab_names(lab: Lab) -> set[str]:
@@ -298,7 +303,7 @@ class Action:
     """One change of the plan and how to make it."""
 
     change: Change
-    order: int  # removals of domains, of networks, networks, domains, domain starts
+    order: int  # 0 domain removals, 1 network removals, 2 networks, 3 domains
     run: Callable[[Any, Journal], None]
 
 
@@ -498,17 +503,21 @@ def _plan_network(plan: Plan, w: Wanted, live: Live | None, record: Record) -> b
         plan.actions.append(Action(Change(UPDATE, NETWORK, w.name, "; ".join([detail, *repairs]),
                                           _diff(applied, w.xml, w.name)), 2, _update_network_live(live, edits)))
         return False
+    plan.actions.append(Action(Change(RECREATE, NETWORK, w.name, _why_recreate(applied, w.xml, live),
+                                      _diff(applied, w.xml, w.name)), 2, _recreate_network(live, xml)))
+    return True
+
+
+def _why_recreate(applied: str | None, xml: str, live: Live) -> str:
     if applied is None:
         why = "topoc has no record of the XML it applied (an interrupted deploy?)"
     else:
-        parts = ", ".join(f"<{p}>" for p in dx.differing_parts(applied, w.xml))
+        parts = ", ".join(f"<{p}>" for p in dx.differing_parts(applied, xml))
         why = (f"{parts} changed; libvirt applies that only when the network starts "
                "(virNetworkUpdate changes DHCP hosts live, not this)")
     if live.active:
         why += "; it restarts, and running VMs on it lose their link until they reconnect"
-    plan.actions.append(Action(Change(RECREATE, NETWORK, w.name, why, _diff(applied, w.xml, w.name)), 2,
-                               _recreate_network(live, xml)))
-    return True
+    return why
 
 
 def _plan_domain(plan: Plan, w: Wanted, live: Live | None, record: Record, start: bool) -> None:
