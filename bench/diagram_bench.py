@@ -41,10 +41,12 @@ def lab_source(n_vms: int, networks: int = 4, two_nics: bool = False) -> str:
         lines.append("}")
     for j in range(n_vms):
         i, k = j % networks, j // networks + 2
-        lines += [f"vm vm{j} on kvm1 {{", f"    nic eth0 on net{i} address 10.{i}.{k // 250}.{k % 250 + 2}"]
+        lines += [f"vm vm{j} on kvm1 {{",
+                  f"    nic eth0 on net{i} address 10.{i}.{k // 250}.{k % 250 + 2}"]
         if two_nics:
             other = (i + 3) % networks
-            lines.append(f"    nic eth1 on net{other} address 10.{other}.{100 + k // 250}.{k % 250 + 2}")
+            address = f"10.{other}.{100 + k // 250}.{k % 250 + 2}"
+            lines.append(f"    nic eth1 on net{other} address {address}")
         lines.append("}")
     # The LAN PC routes to the routed networks through the host (else: unreachable-segment).
     lines += ["external pc {", "    nic on lan address 192.168.0.20"]

@@ -6,7 +6,6 @@ from __future__ import annotations
 import importlib.util
 import re
 import time
-from pathlib import Path
 
 import pytest
 
@@ -18,7 +17,8 @@ from topoc.ir import Lab
 
 
 def _bench_module():
-    spec = importlib.util.spec_from_file_location("diagram_bench", ROOT / "bench" / "diagram_bench.py")
+    path = ROOT / "bench" / "diagram_bench.py"
+    spec = importlib.util.spec_from_file_location("diagram_bench", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

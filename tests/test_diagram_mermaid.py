@@ -15,9 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, example_files
-from test_diagram import compiled
-from test_diagram_escaping import HOSTILE
+from conftest import ROOT
+from test_diagram import CASES, compiled
 from topoc.backends import diagram
 from topoc.backends.diagram_mermaid import mermaid_source
 
@@ -36,7 +35,7 @@ def mermaid_checker() -> list[str]:
 def test_mermaids_parser_accepts_every_diagram(tmp_path: Path) -> None:
     command = mermaid_checker()
     files = []
-    for path in [*example_files(), HOSTILE]:
+    for path in CASES:
         lab = compiled(path)
         for reach in (False, True):
             out = tmp_path / f"{path.stem}{'-reach' if reach else ''}.mmd"

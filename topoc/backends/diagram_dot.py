@@ -61,10 +61,6 @@ def node_id(key: tuple[str, str]) -> str:
     return f"{key[0]}.{key[1]}"
 
 
-def port_id(port: str) -> str:
-    return f"p-{port}"
-
-
 # --- labels ---------------------------------------------------------------------------
 
 
@@ -81,9 +77,10 @@ def box_label(box: Box) -> str:
 def host_label(box: Box) -> str:
     """A table: the host's name, then one row per nic and forward; edges attach to the
     rows, so the uplink of a NAT network visibly leaves through its `via` nic."""
-    rows = [f'<tr><td bgcolor="{INK}"><font color="white"><b>{esc(box.lines[0])}</b></font></td></tr>']
+    title = f'<font color="white"><b>{esc(box.lines[0])}</b></font>'
+    rows = [f'<tr><td bgcolor="{INK}">{title}</td></tr>']
     for port, text in box.ports:
-        rows.append(f'<tr><td port="{port_id(port)}" align="left">{esc(text)}</td></tr>')
+        rows.append(f'<tr><td port="{port}" align="left">{esc(text)}</td></tr>')
     return ('<<table border="1" cellborder="0" cellspacing="0" cellpadding="4" '
             f'color="{INK}" bgcolor="white">' + "".join(rows) + "</table>>")
 
@@ -145,10 +142,10 @@ def reach_arrows(link: Link) -> dict[str, str]:
 def add_link(graph: graphviz.Digraph, link: Link) -> None:
     tail = node_id(link.src)
     if link.src_port is not None:
-        tail += ":" + port_id(link.src_port)
+        tail += ":" + link.src_port
     head = node_id(link.dst)
     if link.dst_port is not None:
-        head += ":" + port_id(link.dst_port)
+        head += ":" + link.dst_port
     graph.edge(tail, head, **link_attrs(link))
 
 

@@ -2,7 +2,8 @@
 
 GitHub and GitLab render ```mermaid blocks. Every label is a quoted string, and every
 character in it that Mermaid or the HTML it renders into could read as syntax is
-written as a Mermaid entity (`#quot;`, `#35;`...): https://mermaid.js.org/syntax/flowchart.html#entity-codes-to-escape-characters.
+written as a Mermaid entity (`#quot;`, `#35;`...):
+https://mermaid.js.org/syntax/flowchart.html#entity-codes-to-escape-characters.
 Entities also keep `%%{...}%%` directives, `:`/`#` pairs (Mermaid's own style
 pre-processing) and `<...>` markup out of user text. Node ids are a kind letter, a
 counter and the name's identifier characters, so no Mermaid keyword (`end`, `graph`)
@@ -79,7 +80,9 @@ def link_line(link: Link, ids: dict[tuple[str, str], str]) -> str:
             src, dst, arrow = dst, src, "==>"
         elif inbound:
             arrow = "==>"
-    text = f"|{label(link.lines, bold_first=False)}|" if link.lines and link.kind != "layout" else ""
+    text = ""
+    if link.lines and link.kind != "layout":
+        text = f"|{label(link.lines, bold_first=False)}|"
     return f"{src} {arrow}{text} {dst}"
 
 

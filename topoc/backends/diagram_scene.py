@@ -19,7 +19,7 @@ from pathlib import PurePath
 
 from topoc.backends.diagram_reach import (MAX_NODES, ReachTable, Share, UplinkReach,
                                           overlay_allowed, reach_table, uplink_reach)
-from topoc.ir import External, Host, Lab, Network, Nic, Route, Vm
+from topoc.ir import External, Forward, Host, Lab, Network, Nic, Route, Vm
 
 # Above this many VMs a lab is drawn collapsed: see collapse_vms.
 COLLAPSE_ABOVE_VMS = 60
@@ -123,13 +123,6 @@ class Scene:
     collapsed: bool = False
     reach: ReachTable | None = None  # the --reach overlay's who-reaches-whom table
 
-    def box(self, key: tuple[str, str]) -> Box:
-        return self._index[key]
-
-    @property
-    def _index(self) -> dict[tuple[str, str], Box]:
-        return {b.key: b for b in self.boxes}
-
 
 # --- labels ---------------------------------------------------------------------------
 
@@ -200,21 +193,29 @@ def external_box(external: External, lab: Lab) -> Box:
                muted_from=1 + len(addresses) if routes else None)
 
 
+# Row (port) names of a host's table. Each kind has its own prefix, so a nic called
+# `fwd-0` cannot take a forward's row.
+def nic_port(nic: str) -> str:
+    return f"nic-{nic}"
+
+
 def forward_port(index: int) -> str:
-    return f"fwd{index}"
+    return f"fwd-{index}"
 
 
 def host_box(host: Host, lab: Lab) -> Box:
-    """The hypervisor: one row per nic (edges attach to them) and per port forward."""
-    ports = [(nic.name, f"{nic.name} {_nic_address(nic, lab.network(nic.network))}")
+    """The hypervisor: one row per nic (cables and uplinks attach to them), per port
+    forward (its arrow leaves from there) and per route."""
+    ports = [(nic_port(nic.name), f"{nic.name} {_nic_address(nic, lab.network(nic.network))}")
              for nic in host.nics]
     for i, fwd in enumerate(_forwards_on(lab, host.name)):
-        ports.append((forward_port(i), f"forward {fwd.protocol} {fwd.port} to {fwd.vm}:{fwd.vm_port}"))
-    ports += [(f"route{i}", _route(r)) for i, r in enumerate(host.routes)]
+        text = f"forward {fwd.protocol} {fwd.port} to {fwd.vm}:{fwd.vm_port}"
+        ports.append((forward_port(i), text))
+    ports += [(f"route-{i}", _route(r)) for i, r in enumerate(host.routes)]
     return Box("host", host.name, "host", (host.name,), host=host.name, ports=tuple(ports))
 
 
-def _forwards_on(lab: Lab, host: str) -> list:
+def _forwards_on(lab: Lab, host: str) -> list[Forward]:
     """The port forwards DNATed on `host`: those to VMs that run on it."""
     on_host = {vm.name for vm in lab.vms_on(host)}
     return [f for f in lab.forwards if f.vm in on_host]
@@ -243,7 +244,8 @@ def nic_link(owner: tuple[str, str], nic: Nic) -> Link:
     network = ("network", nic.network)
     if owner[0] == "external":
         return Link("nic", owner, network, lines)
-    return Link("nic", network, owner, lines, dst_port=nic.name if owner[0] == "host" else None)
+    port = nic_port(nic.name) if owner[0] == "host" else None
+    return Link("nic", network, owner, lines, dst_port=port)
 
 
 def uplink(host: Host, network: Network) -> Link:
@@ -254,18 +256,20 @@ def uplink(host: Host, network: Network) -> Link:
     src, dst = ("host", host.name), ("network", network.name)
     if network.model == "isolated":
         return Link("layout", src, dst)
-    port = network.via if network.via in {n.name for n in host.nics} else None
+    port = nic_port(network.via) if network.via in {n.name for n in host.nics} else None
     if network.model == "bridged":
         lines: tuple[str, ...] = (f"enslaves {network.via}",) if network.via else ()
     else:
         lines = (f"via {network.via}",) if network.via else ()
-    if network.gateway is not None:
-        lines += (f"{network.bridge} {network.address}" if network.bridge else str(network.address),)
+    if network.address is not None:
+        lines += (" ".join(x for x in (network.bridge, str(network.address)) if x),)
     return Link("uplink", src, dst, lines, src_port=port, style=network.model)
 
 
 def forward_links(host: Host, lab: Lab) -> list[Link]:
-    return [Link("forward", ("host", host.name), ("vm", fwd.vm), (f"{fwd.protocol} {fwd.port} to {fwd.vm_port}",),
+    """A dashed arrow per port forward, from its row on the host to its VM."""
+    return [Link("forward", ("host", host.name), ("vm", fwd.vm),
+                 (f"{fwd.protocol} {fwd.port} to {fwd.vm_port}",),
                  src_port=forward_port(i), style="nat")
             for i, fwd in enumerate(_forwards_on(lab, host.name))]
 
@@ -273,9 +277,9 @@ def forward_links(host: Host, lab: Lab) -> list[Link]:
 # --- large labs -----------------------------------------------------------------------
 
 
-def _address_span(addresses: list[ipaddress.IPv4Interface]) -> str:
+def _address_span(addresses: list[ipaddress.IPv4Interface], network: Network | None) -> str:
     if not addresses:
-        return "no address"
+        return "DHCP" if network is not None and network.dhcp is not None else "no address"
     ordered = sorted(addresses, key=lambda a: a.ip)
     if len(ordered) == 1:
         return str(ordered[0].ip)
@@ -298,11 +302,13 @@ def collapse_vms(lab: Lab) -> tuple[list[Box], list[Link]]:
             links += [nic_link(("vm", vm.name), nic) for nic in vm.nics]
             continue
         name = f"{vms[0].name} … {vms[-1].name}"
-        spans = [_address_span([vm.nics[i].address for vm in vms if vm.nics[i].address])
-                 for i in range(len(networks))]
-        boxes.append(Box("vm", name, "vm", (f"{len(vms)} VMs", name, *spans), muted_from=2, host=host))
-        for i, network in enumerate(networks):
-            links.append(Link("nic", ("network", network), ("vm", name), (f"{len(vms)} nics",)))
+        spans = [_address_span([a for vm in vms if (a := vm.nics[i].address) is not None],
+                               lab.network(network))
+                 for i, network in enumerate(networks)]
+        lines = (f"{len(vms)} VMs", name, *spans)
+        boxes.append(Box("vm", name, "vm", lines, muted_from=2, host=host))
+        links += [Link("nic", ("network", network), ("vm", name), (f"{len(vms)} nics",))
+                  for network in networks]
     return boxes, links
 
 
@@ -325,7 +331,10 @@ def with_reach(link: Link, facts: UplinkReach) -> Link:
                    reach_in=facts.inbound.word if facts.inbound else None)
 
 
-def reach_overlay(lab: Lab, links: list[Link]) -> tuple[list[Link], ReachTable | None, tuple[str, ...]]:
+def reach_overlay(lab: Lab, links: list[Link]
+                  ) -> tuple[list[Link], ReachTable | None, tuple[str, ...]]:
+    """The links with reach facts on the uplinks, the who-reaches-whom table, and a note
+    when the lab is too large for the overlay."""
     if not overlay_allowed(lab):
         return links, None, (f"reachability overlay left out: {len(lab.nodes)} nodes "
                              f"(it is drawn for up to {MAX_NODES})",)
