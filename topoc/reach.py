@@ -443,13 +443,16 @@ def _forward_host(lab: Lab, fwd: Forward) -> str | None:
 
 
 def forward_vm_address(lab: Lab, fwd: Forward) -> IPv4Address | None:
-    """Where a `forward` DNATs to: the VM's first address on a network of its host."""
+    """Where a `forward` DNATs to: the VM's first static address on a nat, routed or open
+    network of its host (the networks the host routes into; topoc.backends.host
+    generates its DNAT rule from the same fact). None: no rule, the port stays closed."""
     vm = lab.node(fwd.vm)
     if not isinstance(vm, Vm):
         return None
     for nic in vm.nics:
         net = lab.network(nic.network)
-        if nic.ip is not None and net is not None and net.host == vm.host:
+        if (nic.ip is not None and net is not None and net.host == vm.host
+                and net.mode in (Mode.NAT, Mode.ROUTED, Mode.OPEN)):
             return nic.ip
     return None
 
@@ -614,6 +617,13 @@ def forward_probe(lab: Lab, fwd: Forward, src: str) -> Probe:
         p = Probe(src, IPv4Address(0), Leg())
         p.request.fail(src, f"host of {fwd.vm} has no address")
         return p
+    if forward_vm_address(lab, fwd) is None:
+        p = Probe(src, target, Leg())
+        p.request.path.append(src)
+        p.request.fail(src, f"no DNAT rule: {fwd.vm} has no static address on a nat, routed or "
+                       "open network of its host, so the port stays closed",
+                       f"give {fwd.vm} a static `address` on such a network")
+        return p
     if _forward_host(lab, fwd) == src:
         p = Probe(src, target, Leg())
         p.request.path.append(src)
@@ -626,9 +636,8 @@ def forward_probe(lab: Lab, fwd: Forward, src: str) -> Probe:
 # --- explanations ---------------------------------------------------------------------
 
 
-def _render_leg(lines: list[str], title: str, leg: Leg) -> None:
+def _render_leg(lines: list[str], title: str, leg: Leg, width: int) -> None:
     lines.append(f"  {title}:")
-    width = max((len(n) for n, _ in leg.steps), default=0)
     for node, text in leg.steps:
         lines.append(f"    {node:<{width}}  {text}")
 
@@ -636,9 +645,11 @@ def _render_leg(lines: list[str], title: str, leg: Leg) -> None:
 def _render_probe(lines: list[str], p: Probe) -> None:
     status = "replies" if p.ok else "no reply"
     lines.append(f"to {p.target}: {status}")
-    _render_leg(lines, "request", p.request)
+    legs = [p.request] + ([p.reply] if p.reply is not None else [])
+    width = max((len(node) for leg in legs for node, _ in leg.steps), default=0)
+    _render_leg(lines, "request", p.request, width)
     if p.reply is not None:
-        _render_leg(lines, "reply", p.reply)
+        _render_leg(lines, "reply", p.reply, width)
     if not p.ok:
         lines.append(f"  why: {p.failure}")
         if p.fix:
