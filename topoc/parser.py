@@ -230,10 +230,30 @@ def _unexpected_token_hint(token: LarkToken, expected: set[str], lines: list[str
         return f"one statement a line: start `{word}` on a line of its own"
     if at_line_start and word in STATEMENT_HOME and word not in keywords:
         return f"`{word}` belongs inside {STATEMENT_HOME[word]} block"
+    missing = [k for k in keywords if k in ("on", "to")]
+    if token.type == "WORD" and len(missing) == 1 and expected <= {"ON", "TO", "LBRACE"}:
+        code = _code_part(lines[index])
+        fixed = code[: token.column - 1] + f"{missing[0]} " + code[token.column - 1:]
+        return f"did you forget `{missing[0]}`? `{' '.join(fixed.split())}`"
     if at_line_start and "{" in _code_part(lines[index]) and "NETWORK" in expected:
         return ("the blocks are `network`, `host` (the hypervisor), `vm` and `external` "
                 "(a machine outside the host, such as a router or a LAN PC)")
     return _usage_hint(lines, index)
+
+
+def _repair_block_header(lines: list[str], index: int, token: LarkToken) -> bool:
+    """In a block header with the right keyword (`vm web kvm1 {`), blank only the tokens
+    from the bad one to the `{`, so the block's body is still parsed (and its errors
+    reported). A header with a misspelt keyword is not repaired: its body would be read
+    as the wrong kind of block."""
+    code = _code_part(lines[index])
+    start = token.column - 1
+    brace = code.find("{", start)
+    if _line_keyword(lines, index) not in BLOCK_KEYWORDS or start < len(code) - len(code.lstrip()) + 1 \
+            or brace <= start or _brace_balance(code) != 1:
+        return False
+    lines[index] = lines[index][:start] + _blank(lines[index][start:brace]) + lines[index][brace:]
+    return True
 
 
 def _next_code_line(lines: list[str], start: int) -> int | None:
@@ -346,7 +366,7 @@ def _recover(e: UnexpectedInput, file: str, lines: list[str]) -> tuple[Diagnosti
         message = "unexpected `}`: no block is open here"
         hint = "remove it, or open the block it was meant to close"
         lines[index] = lines[index][: token.column - 1] + " " + lines[index][token.column:]
-    else:
+    elif not _repair_block_header(lines, index, token):
         _blank_from(lines, index)
     return _error(span, message, hint), True
 
