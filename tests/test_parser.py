@@ -169,3 +169,10 @@ def test_the_readme_language_reference_compiles():
     assert {n.name for n in lab.networks} == {"natnet", "lan", "isonet"}
     assert lab.node("vm0").nics[1].name == "eth1"
     assert lab.network("natnet").domain == "lab.example" and lab.network("natnet").mtu == 1500
+
+
+def test_the_parser_stops_after_fifty_errors():
+    _, diagnostics = parse("lab t\n" + "bogus line\n" * 80, "t.topo")
+    assert len(diagnostics) == 51
+    assert diagnostics[-1].code == "too-many-errors"
+    assert [d.span.line for d in diagnostics[:50]] == list(range(2, 52))
