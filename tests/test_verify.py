@@ -71,6 +71,18 @@ def test_every_example_behaves_as_predicted(path):
             assert observed[(expect.src, expect.dst)] == expect.reachable, expect
 
 
+HOST_CASES = sorted((ROOT / "tests/golden/host").glob("*/input.topo"))
+
+
+@pytest.mark.parametrize("path", HOST_CASES, ids=lambda p: p.parent.name)
+def test_host_script_cases_behave_as_predicted(path):
+    """The host backend's own cases: two hosts, stp on (ports must reach forwarding
+    first), mtu 9000, open networks, a DHCP-only VM, names that are ip/nft keywords."""
+    report = _verify(_lab(path))
+    assert [(o.src, o.dst, o.predicted) for o in report.pairs if not o.agrees] == []
+    assert all(f.agrees for f in report.forwards), report.forwards
+
+
 def test_nat_forward_opens_one_port_and_nothing_else():
     lab = _lab(ROOT / "examples/nat.topo")
     report = _verify(lab)

@@ -20,6 +20,7 @@ Everything verify makes is named with a prefix unique to the run, and is torn do
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shlex
@@ -41,7 +42,7 @@ from topoc.ir import External, Forward, Host, Lab, Mode, Network, Nic, Vm
 
 BRIDGE_NF_SYSCTLS = ("net.bridge.bridge-nf-call-arptables", "net.bridge.bridge-nf-call-iptables",
                      "net.bridge.bridge-nf-call-ip6tables")
-REQUIRED_TOOLS = ("ip", "nft", "fping", "bash", "sysctl")
+REQUIRED_TOOLS = ("ip", "bridge", "nft", "fping", "bash", "sysctl")
 PING_TIMEOUT_MS = 400
 PING_RETRIES = 1
 CONNECT_TIMEOUT_S = 2.0
@@ -169,6 +170,22 @@ class Rig:
             self.configure(node)
         for host in self.lab.hosts:
             self.run_up(host)
+        self.wait_for_bridge_ports()
+
+    def wait_for_bridge_ports(self, timeout: float = 15.0) -> None:
+        """With `stp on`, bridge ports listen and learn (2 x forward delay) before they
+        forward; probing earlier would report false mismatches."""
+        deadline = time.monotonic() + timeout
+        for host in self.hosts_up:
+            while True:
+                out = _run(["bridge", "-j", "link", "show"], namespace=self.node_ns(host)).stdout
+                states = [port.get("state") for port in json.loads(out or "[]")]
+                if all(state in ("forwarding", "disabled", None) for state in states):
+                    break
+                if time.monotonic() > deadline:
+                    raise VerifyError(f"bridge ports of host {host} did not reach the "
+                                      f"forwarding state in {timeout:.0f} s: {states}")
+                time.sleep(0.2)
 
     def wire(self, node: Host | Vm | External, nic: Nic, ports: dict[str, int]) -> None:
         network = self.lab.network(nic.network)
@@ -208,7 +225,13 @@ class Rig:
                     _ip(namespace, "route", "replace", "default", "via", str(nic.gateway),
                         "dev", nic.name)
             return
+        connected = [nic.address.network for nic in node.nics if nic.address is not None]
         for route in effective_routes(self.lab, node.name):
+            if not any(route.via in subnet for subnet in connected):
+                # A nic left to DHCP has no address here (verify runs no DHCP server), so
+                # its gateway is not on any connected subnet; the kernel would refuse it.
+                self.log.append(f"{node.name}: skipped route {route.destination} via {route.via}")
+                continue
             destination = "default" if route.is_default else str(route.destination)
             _ip(namespace, "route", "replace", destination, "via", str(route.via))
         if isinstance(node, External) and self.forwards_for_others(node):
