@@ -105,3 +105,44 @@ def test_a_lab_with_several_hosts_asks_for_host(tmp_path):
     out = topoc("plan", str(two), "--host", "kvm2", "--format", "json")
     assert out.returncode == 0, out.stderr
     assert {c["name"] for c in json.loads(out.stdout)["changes"]} == {"natlab-side", "natlab-vm1"}
+
+
+
+def test_a_socket_the_user_may_not_open_is_permission_denied(tmp_path):
+    """As an unprivileged user, a root-only daemon socket: the message says permission,
+    not "is libvirtd running". (A forked child drops to nobody and connects for real.)"""
+    import os
+    import socket
+
+    from conftest import require_root
+    from topoc import deploy
+
+    require_root()
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(str(private / "libvirt-sock"))
+    listener.listen()
+    uri = f"qemu:///system?socket={private}/libvirt-sock"
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the child reports through the pipe
+        try:
+            os.setgroups([])
+            os.setgid(65534)
+            os.setuid(65534)
+            try:
+                deploy.connect(uri)
+                message = "connected?!"
+            except deploy.DeployError as e:
+                message = str(e)
+            os.write(write, message.encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    os.waitpid(child, 0)
+    with os.fdopen(read) as pipe:
+        message = pipe.read()
+    listener.close()
+    assert message.startswith(f"permission denied on {uri}"), message
+    assert "libvirt group" in message

@@ -67,17 +67,19 @@ def _libvirt() -> Any:
 
 
 def explain(error: Exception, uri: str, doing: str) -> str:
-    """A libvirtError as a message that says what to do about it."""
+    """A libvirtError as a message that says what to do about it.
+    Codes: https://libvirt.org/html/libvirt-virterror.html#virErrorNumber"""
     lv = _libvirt()
     code = error.get_error_code() if isinstance(error, lv.libvirtError) else None
     message = (error.get_error_message() if isinstance(error, lv.libvirtError) else None) or str(error)
+    # Permission first: a socket we may not open is also a connection that failed.
+    if code in (lv.VIR_ERR_AUTH_FAILED, lv.VIR_ERR_AUTH_CANCELLED, lv.VIR_ERR_AUTH_UNAVAILABLE,
+                lv.VIR_ERR_ACCESS_DENIED, lv.VIR_ERR_OPERATION_DENIED) or "Permission denied" in message:
+        return (f"permission denied on {uri} while trying to {doing}: {message}\n"
+                "  run as root, or as a member of the libvirt group")
     if code == lv.VIR_ERR_NO_CONNECT or "Connection refused" in message or "Failed to connect socket" in message:
         return (f"cannot connect to {uri}: {message}\n"
                 "  is libvirtd running there (systemctl start libvirtd), and is --connect right?")
-    if code in (lv.VIR_ERR_AUTH_FAILED, lv.VIR_ERR_AUTH_CANCELLED, lv.VIR_ERR_ACCESS_DENIED,
-                lv.VIR_ERR_OPERATION_DENIED) or "Permission denied" in message:
-        return (f"permission denied on {uri} while trying to {doing}: {message}\n"
-                "  run as root, or as a member of the libvirt group")
     if code == lv.VIR_ERR_NO_SUPPORT:
         return f"the driver behind {uri} cannot {doing}: {message}"
     return f"{doing} on {uri} failed: {message}"
