@@ -396,3 +396,29 @@ def test_a_network_edited_by_hand_is_put_back(tmp_path, target):
     deploy.apply(lab, target)
     assert "tback0" in target.conn.networkLookupByName("tlab-back").XMLDesc(0)
     assert deploy.make_plan(lab, target).changes == []
+
+
+def test_after_an_interrupted_deploy_the_next_one_knows_its_objects(tmp_path, target):
+    """topoc killed after writing its pending record and defining a network: the next
+    run owns that network (the record names it with its UUID) and redefines it."""
+    lab = compile_lab(tmp_path, V1)
+    deploy.apply(lab, target)
+    record = target.records.load("tlab")
+    record.networks["tlab-back"] = deploy.Owned(record.networks["tlab-back"].uuid, None)
+    target.records.save(record)
+    plan = deploy.make_plan(lab, target)
+    [change] = plan.changes
+    assert (change.action, change.name) == ("recreate", "tlab-back")
+    assert "no record of the XML it applied" in change.detail
+    deploy.apply(lab, target)
+    assert deploy.make_plan(lab, target).changes == []
+
+
+def test_status_lists_owned_objects_the_file_dropped(tmp_path, target):
+    deploy.apply(compile_lab(tmp_path, V1), target)
+    smaller = compile_lab(tmp_path, V1.split("vm c on kvm1")[0].replace(
+        "network old on kvm1 {\n    mode isolated\n    bridge told0\n    subnet 10.77.3.0/24\n}\n", ""), "small.topo")
+    rows = {r.name: r for r in deploy.status(smaller, target)}
+    assert rows["tlab-old"].owned and "no longer in the file" in rows["tlab-old"].note
+    assert rows["tlab-c"].defined and "no longer in the file" in rows["tlab-c"].note
+    assert rows["tlab-front"].active and rows["tlab-front"].bridge == "tfront0"
