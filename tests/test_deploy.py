@@ -422,3 +422,26 @@ def test_status_lists_owned_objects_the_file_dropped(tmp_path, target):
     assert rows["tlab-old"].owned and "no longer in the file" in rows["tlab-old"].note
     assert rows["tlab-c"].defined and "no longer in the file" in rows["tlab-c"].note
     assert rows["tlab-front"].active and rows["tlab-front"].bridge == "tfront0"
+
+
+def test_a_failure_at_every_step_of_destroy_leaves_the_host_as_before(tmp_path):
+    lab = compile_lab(tmp_path, V1)
+    fail_at = 1
+    while True:
+        base = open_private(tmp_path)
+        try:
+            deploy.apply(lab, base, start_vms=True)
+            before, record_before = snapshot(base.conn), base.records.load("tlab").to_json()
+            failing, calls = counted(base, fail_at)
+            try:
+                deploy.destroy("tlab", failing)
+            except deploy.DeployError as failed:
+                assert "the host is as it was before" in str(failed), str(failed)
+                assert snapshot(base.conn) == before, f"failure at step {fail_at}"
+                assert base.records.load("tlab").to_json() == record_before
+            else:
+                break  # fail_at is past the last step: destroy ran to the end
+        finally:
+            base.conn.close()
+        fail_at += 1
+    assert fail_at == 13, "3 running domains (stop, undefine) and 3 networks (stop, undefine)"

@@ -329,7 +329,13 @@ class Plan:
         return {"changes": [c.to_json() for c in self.changes]}
 
 
-# Each step below is one libvirt call with the call that undoes it.
+# Each step below is one libvirt call with the call that undoes it. Networks:
+# virNetworkDefineXML (define, or redefine under the same UUID), virNetworkSetAutostart,
+# virNetworkCreate (start), virNetworkDestroy (stop), virNetworkUndefine, virNetworkUpdate
+# (https://libvirt.org/html/libvirt-libvirt-network.html). Domains: virDomainDefineXML,
+# virDomainCreate, virDomainDestroy, virDomainUndefine
+# (https://libvirt.org/html/libvirt-libvirt-domain.html). A redefined running object
+# keeps running on its old configuration until it restarts.
 
 
 def _define_network(xml: str) -> Callable[[Any, Journal], Any]:
