@@ -23,7 +23,6 @@ import os
 import pstats
 import re
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -51,7 +50,9 @@ NETLAB_SPEEDUP_TARGET = 50.0  # topoc build vs netlab create, at 1,000 VMs
 
 @dataclass
 class Sample:
-    """One command at one size: the median wall time of its runs and their peak memory."""
+    """One command at one size: the best wall and CPU time of its runs, and their peak
+    memory. Best, not median: on a shared machine other processes only ever add time,
+    so the fastest run is the closest to the tool's own cost (as timeit reasons)."""
 
     tool: str  # "topoc" or "netlab"
     command: str  # check, build, reach, create, startup
@@ -64,11 +65,11 @@ class Sample:
 
     @property
     def wall(self) -> float:
-        return statistics.median(self.walls) if self.walls else float("nan")
+        return min(self.walls) if self.walls else float("nan")
 
     @property
     def cpu(self) -> float:
-        return statistics.median(self.cpus) if self.cpus else float("nan")
+        return min(self.cpus) if self.cpus else float("nan")
 
     @property
     def label(self) -> str:
@@ -101,7 +102,7 @@ def measure(argv: list[str], cwd: Path | None = None) -> tuple[float, float, int
 def sample(tool: str, command: str, n: int, argv: list[str], repeat: int,
            cwd: Path | None = None, before=None) -> Sample:
     """Run argv `repeat` times (calling `before()` first each time, e.g. to empty an
-    output directory) and keep the median wall time and the largest peak memory."""
+    output directory) and keep the best times and the largest peak memory."""
     s = Sample(tool, command, n)
     for _ in range(repeat):
         if before is not None:
@@ -317,6 +318,9 @@ def report(samples: list[Sample], differs: list[str], log) -> None:
         for line in differs:
             log("  - " + line)
     log(f"\nmachine: {machine()}")
+    if os.getloadavg()[0] > (os.cpu_count() or 1):
+        log("  (busy: other processes compete for the cores, so wall times are inflated; "
+            "cpu s is the steadier figure)")
     errs = errors(samples)
     if errs:
         log("\ncommands that failed (their figures are not comparable):")
@@ -401,7 +405,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--sizes", default=",".join(map(str, SIZES)),
                    help="comma-separated lab sizes in VMs (default: %(default)s)")
     p.add_argument("--repeat", type=int, default=3,
-                   help="runs per topoc command; the median wall time is reported")
+                   help="runs per topoc command; the best time is reported (default: %(default)s)")
     p.add_argument("--no-netlab", action="store_true", help="skip netlab create")
     p.add_argument("--profile", action="store_true",
                    help="profile check and build on the largest lab instead of timing")
