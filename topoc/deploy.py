@@ -137,7 +137,8 @@ class Live:
 
     @property
     def lab(self) -> str | None:
-        return dx.lab_marker(self.xml) if self.kind == DOMAIN else None
+        """The lab its <metadata><topoc:lab name=.../> names, if any."""
+        return dx.lab_marker(self.xml)
 
 
 def _network_config(net: Any) -> str:
@@ -181,10 +182,11 @@ def _host_interfaces(conn: Any) -> tuple[list[dx.InterfaceFacts], str | None]:
 
 
 def _owns(record: Record, live: Live, lab: str) -> bool:
+    """The lab's own object: its record lists the name with this UUID, and the object's
+    metadata names the lab (the record alone tells topoc's objects from look-alikes
+    defined by hand from `topoc build` output, which carry the same metadata and UUID)."""
     owned = record.of_kind(live.kind).get(live.name)
-    if owned is None or owned.uuid != live.uuid:
-        return False
-    return live.kind == NETWORK or live.lab == lab
+    return owned is not None and owned.uuid == live.uuid and live.lab == lab
 
 
 # --- what the lab wants ---------------------------------------------------------------
@@ -791,7 +793,7 @@ def destroy(lab_name: str, target: Target) -> tuple[list[Change], list[str]]:
                 if live is None:
                     continue
                 if not _owns(record, live, lab_name):
-                    left_alone.append(f"{kind} {name}: not the one this lab created (its UUID differs)")
+                    left_alone.append(f"{kind} {name}: not the one this lab created (another UUID, or no topoc metadata for this lab)")
                     continue
                 actions.append(Action(Change(REMOVE, kind, name, "running" if live.active else "defined"),
                                       order, remove(live)))

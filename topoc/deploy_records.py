@@ -1,16 +1,18 @@
 """Ownership records: which libvirt objects a lab created on a connection.
 
-libvirt 9's network XML keeps no <metadata> (it came in libvirt 9.7), so ownership
-cannot live in the network itself. topoc keeps, per connection URI and lab, a small
-JSON record of each network and domain it created: libvirt name, UUID, and the XML it
-last applied (the base of the next plan). An object is the lab's only when the record
-lists its name with the UUID the host reports (and, for a domain, when its
-<metadata><topoc:lab/> names the lab too): never a match on the name alone.
+An object's own XML cannot prove that topoc created it: the network and domain XML that
+`topoc build` writes carry the same <metadata><topoc:lab/> and UUID, and may have been
+defined by hand; and libvirt 9.0 keeps a network's <metadata> in its XML but has no
+call to set or read it alone (virNetworkSetMetadata came in 9.7). So topoc keeps, per
+connection URI and lab, a small JSON record of each network and domain it created:
+libvirt name, UUID, and the XML it last applied (the base of the next plan). An object
+is the lab's only when the record lists its name with the UUID the host reports and its
+metadata names the lab: never a match on the name alone.
 
 Records live in $TOPOC_STATE_DIR, else $XDG_STATE_HOME/topoc, else /var/lib/topoc for
 root and ~/.local/state/topoc for others, one directory per connection URI. The test
-driver (test:///...) is a private in-memory host that lives as long as its connection,
-so its records live in memory with it and die with it.
+driver (test:///...) is an in-memory host that dies with the process (with its last
+connection), so its records live in memory too.
 """
 
 from __future__ import annotations

@@ -98,7 +98,7 @@ def uuid_of(xml: str) -> str | None:
 
 
 def lab_marker(xml: str) -> str | None:
-    """The lab named by a domain's <metadata><topoc:lab name=.../>, if it has one."""
+    """The lab named by a network's or domain's <metadata><topoc:lab name=.../>."""
     metadata = parse(xml).find("metadata")
     if metadata is None:
         return None
