@@ -47,8 +47,8 @@ def write_artifacts(artifacts: Mapping[str, str], out_dir: str | os.PathLike[str
     for path in files:
         _check_relative_path(path)
     target = Path(out_dir).resolve()
-    _check_replaceable(target)
     try:
+        _check_replaceable(target)
         target.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.new-", dir=target.parent))
     except OSError as e:
