@@ -2,7 +2,7 @@
 
 The daemon sees temporary directories bind-mounted over /run/libvirt, /var/lib/libvirt,
 /etc/libvirt (a copy of the machine's configuration), /var/log/libvirt and
-/var/cache/libvirt, and a private tmpfs on /run, so everything it creates (bridges,
+/var/cache/libvirt, a private tmpfs on /run and the namespace's own /sys, so everything it creates (bridges,
 iptables rules, dnsmasq, sockets, state) lives and dies inside the namespaces: the
 machine's own network and libvirt are never touched. The tests connect through the
 socket: qemu:///system?socket=<dir>/run/libvirt-sock.
@@ -44,6 +44,9 @@ mount --bind "$T/lib" /var/lib/libvirt
 mount --bind "$T/etc" /etc/libvirt
 mount --bind "$T/log" /var/log/libvirt
 mount --bind "$T/cache" /var/cache/libvirt
+# A sysfs of this network namespace: libvirt reads and tunes bridges under
+# /sys/class/net and lists host interfaces from it; the machine's would show eth0.
+mount -t sysfs sysfs /sys
 ip link set lo up
 libvirtd --pid-file /run/libvirt/libvirtd.pid &
 daemon=$!

@@ -185,3 +185,20 @@ def test_a_failed_step_on_a_real_daemon_leaves_nothing_behind(libvirtd, target, 
     links = _links(libvirtd)
     assert f"rn{RUN}" not in links and f"ri{RUN}" not in links
     assert target.records.load(LAB).empty
+
+
+def test_a_bridge_the_host_already_has_is_refused(libvirtd, target, tmp_path):
+    """A bridge made outside libvirt (`ip link add`), which the daemon's interface driver
+    reports: a lab that wants that name is refused before anything is defined."""
+    bridge = f"rn{RUN}"
+    libvirtd.run("ip", "link", "add", bridge, "type", "bridge")
+    try:
+        before = snapshot(target.conn)
+        with pytest.raises(deploy.Refused) as refused:
+            deploy.apply(compile_lab(tmp_path, LAB_TEXT), target)
+        [diagnostic] = refused.value.diagnostics
+        assert diagnostic.code == "host-bridge-clash"
+        assert f"bridge {bridge} of {LAB}-nat is already used by host interface {bridge}" in diagnostic.message
+        assert snapshot(target.conn) == before
+    finally:
+        libvirtd.run("ip", "link", "del", bridge)
