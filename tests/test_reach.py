@@ -229,3 +229,21 @@ def test_every_example_expect_holds(path: Path) -> None:
         else:
             got = reach_address(lab, exp.src, exp.dst).reachable
         assert got == exp.reachable, f"line {exp.span.line}: expect {exp.src} -> {exp.dst}"
+
+
+def test_two_uplinks_and_via() -> None:
+    # nat1 and r1 are tied to eth1 (mgmt). a -> pc: leaving by eth0 does not match FWO's
+    # `-s 10.3.0.0/24 -i tp-nat1 -o eth1`: `-i tp-nat1 -j REJECT` (b likewise for r1).
+    # a/b -> admin: out eth1, accepted (a masqueraded). admin -> b: FWI accepts `-i eth1`;
+    # pc -> b arrives on eth0: REJECT (the unreachable-segment warning says so). Nothing
+    # gets into nat1 from outside. z sits on the LAN itself, a peer of pc only: kvm1's
+    # other addresses are behind routes z does not have. kvm1 reaches all directly.
+    assert_matrix(load(LABS / "two_uplinks.topo"), """
+              kvm1 a b z pc admin
+        kvm1   .   Y Y Y Y  Y
+        a      Y   . n n n  Y
+        b      Y   n . n n  Y
+        z      n   n n . Y  n
+        pc     n   n n Y .  n
+        admin  n   n Y n n  .
+    """)
