@@ -202,3 +202,17 @@ def test_a_bridge_the_host_already_has_is_refused(libvirtd, target, tmp_path):
         assert snapshot(target.conn) == before
     finally:
         libvirtd.run("ip", "link", "del", bridge)
+
+
+def test_a_vm_that_cannot_start_rolls_the_whole_deploy_back(libvirtd, target, tmp_path):
+    """A real failure, not an injected one: the VMs' disks do not exist (and the namespace
+    runs no virtlogd), so libvirt refuses to start the first VM; the networks and
+    domains defined before it are removed again."""
+    before = snapshot(target.conn)
+    with pytest.raises(deploy.DeployError) as failed:
+        deploy.apply(compile_lab(tmp_path, LAB_TEXT), target, start_vms=True)
+    message = str(failed.value)
+    assert message.startswith(f"start domain {LAB}-one on {target.uri} failed: "), message
+    assert "the host is as it was before" in message
+    assert snapshot(target.conn) == before
+    assert f"rn{RUN}" not in _links(libvirtd) and _dnsmasq_of(libvirtd, f"{LAB}-nat") == set()

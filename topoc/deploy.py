@@ -77,7 +77,9 @@ def explain(error: Exception, uri: str, doing: str) -> str:
                 lv.VIR_ERR_ACCESS_DENIED, lv.VIR_ERR_OPERATION_DENIED) or "Permission denied" in message:
         return (f"permission denied on {uri} while trying to {doing}: {message}\n"
                 "  run as root, or as a member of the libvirt group")
-    if code == lv.VIR_ERR_NO_CONNECT or "Connection refused" in message or "Failed to connect socket" in message:
+    # Only when connecting: later, a socket that fails is the daemon's helper's (virtlogd).
+    if doing == "connect" and (code == lv.VIR_ERR_NO_CONNECT or "Connection refused" in message
+                               or "Failed to connect socket" in message):
         return (f"cannot connect to {uri}: {message}\n"
                 "  is libvirtd running there (systemctl start libvirtd), and is --connect right?")
     if code == lv.VIR_ERR_NO_SUPPORT:
