@@ -129,4 +129,8 @@ def test_reach_table_matches_the_engine() -> None:
             if src != dst:
                 assert scene.reach.reaches(src, dst) == matrix.get(src, dst).reachable
     mermaid = graph(MIXED, "-f", "mermaid", "--reach").stdout
-    assert "n1_front ==>|" in mermaid  # NAT egress: one way, from the network out
+    # Mermaid: the uplink keeps its direction; the label says NAT egress is one way
+    assert 'h4_kvm1 ===|"via eth0<br/>natbr0 188.64.100.1/24<br/>LAN#58; out ✓, in ✗"| n1_front' \
+        in mermaid
+    assert 'h4_kvm1 <==>|"via eth0<br/>br1 10.10.101.100/24<br/>LAN#58; out ✓, in ✓"| n2_svc' \
+        in mermaid

@@ -24,8 +24,9 @@ HOSTILE = Path(__file__).resolve().parent / "diagram_inputs" / "hostile.topo"
 
 
 def mermaid_decoded(label: str) -> str:
-    """What a reader sees of a Mermaid label: #NN; entities decoded."""
-    return re.sub(r"#(\d+);", lambda m: chr(int(m.group(1))), label)
+    """What a reader sees of a Mermaid label: #NN; entities decoded, and the invisible
+    word joiner that keeps Mermaid from reading `\\n` as a line break gone."""
+    return re.sub(r"#(\d+);", lambda m: chr(int(m.group(1))), label).replace("\u2060", "")
 
 
 def test_hostile_input_is_what_we_think() -> None:
@@ -81,3 +82,6 @@ def test_mermaid_escape_leaves_plain_text_alone() -> None:
     assert mermaid_esc("vm0 10.0.0.2/24 (1 GiB)") == "vm0 10.0.0.2/24 (1 GiB)"
     assert mermaid_esc('a"b#c') == "a#34;b#35;c"
     assert mermaid_esc("é ✓") == "é ✓"
+    # `\n` in a path must not become a line break in Mermaid's HTML labels
+    assert mermaid_esc("C:\\node") == "C#58;#92;#8288;node"
+    assert mermaid_esc("C:\\Node \\") == "C#58;#92;Node #92;"

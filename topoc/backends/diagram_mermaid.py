@@ -29,6 +29,8 @@ SHAPES: dict[str, tuple[str, str]] = {
     "trapezoid": ("[/", "\\]"),
 }
 
+CLUSTER_FILL, CLUSTER_STROKE = "#f7f9fb", "#8a9aa9"  # as in the DOT drawing
+
 # Link syntax per link kind: a plain cable, a thick uplink, a dotted arrow for a port
 # forward, and Mermaid's invisible link for layout only.
 ARROWS = {"nic": "---", "uplink": "===", "forward": "-.->", "layout": "~~~"}
@@ -37,11 +39,25 @@ ARROWS = {"nic": "---", "uplink": "===", "forward": "-.->", "layout": "~~~"}
 _SAFE = re.compile(r"[A-Za-z0-9 ._/+,=@~()'*!?-]")
 
 
+# U+2060 WORD JOINER: invisible, and it keeps a backslash apart from a following `n`.
+WORD_JOINER = "#8288;"
+
+
 def esc(text: str) -> str:
     """Text for a quoted Mermaid label: literal, whatever it holds. Non-ASCII letters
-    stay as they are (Mermaid files are UTF-8); ASCII punctuation becomes #NN;."""
-    return "".join(ch if ord(ch) > 0x7F or _SAFE.fullmatch(ch) else f"#{ord(ch)};"
-                   for ch in visible(text))
+    stay as they are (Mermaid files are UTF-8); ASCII punctuation becomes #NN;.
+
+    One more trap: in a label with markup (ours have <br/>), Mermaid turns the two
+    characters `\\n` into a line break even after decoding #92;, so `C:\\node` would
+    print as `C:` and `ode`. A word joiner between them keeps them on one line and
+    invisible (checked with mermaid-cli 11)."""
+    shown = visible(text)
+    out = []
+    for ch, after in zip(shown, shown[1:] + " "):
+        out.append(ch if ord(ch) > 0x7F or _SAFE.fullmatch(ch) else f"#{ord(ch)};")
+        if ch == "\\" and after == "n":
+            out.append(WORD_JOINER)
+    return "".join(out)
 
 
 def class_name(style: str) -> str:
@@ -69,21 +85,18 @@ def box_line(box: Box, node: str) -> str:
 
 
 def link_line(link: Link, ids: dict[tuple[str, str], str]) -> str:
-    src, dst, arrow = ids[link.src], ids[link.dst], ARROWS[link.kind]
+    arrow = ARROWS[link.kind]
     if link.kind == "uplink" and (link.reach_out or link.reach_in):
-        # --reach: arrowheads where the way reaches in full (Mermaid has no hollow or
-        # bar heads; the label's "LAN: out ✓, in ✗" tells the rest).
-        out, inbound = link.reach_out == "all", link.reach_in == "all"
-        if out and inbound:
-            arrow = "<==>"
-        elif out:
-            src, dst, arrow = dst, src, "==>"
-        elif inbound:
-            arrow = "==>"
+        # --reach: Mermaid draws only links with the same mark at both ends (one-sided
+        # marks lose the other end and the thickness, and turning the link around
+        # would move the network left of its host), so: both heads when both ways
+        # reach in full, crosses when neither does; the label says the rest.
+        ends = (link.reach_out, link.reach_in)
+        arrow = {("all", "all"): "<==>", ("none", "none"): "x==x"}.get(ends, arrow)
     text = ""
     if link.lines and link.kind != "layout":
         text = f"|{label(link.lines, bold_first=False)}|"
-    return f"{src} {arrow}{text} {dst}"
+    return f"{ids[link.src]} {arrow}{text} {ids[link.dst]}"
 
 
 def class_defs(scene: Scene) -> list[str]:
@@ -119,6 +132,7 @@ def legend_lines(scene: Scene) -> list[str]:
         out.append(f"        legend{i}{opening}{label([style.title, style.meaning])}{closing}"
                    f":::{class_name(key)}")
     out.append("    end")
+    out.append("    style legend fill:#ffffff,stroke:#bbbbbb")
     return out
 
 
@@ -129,10 +143,12 @@ def mermaid_source(scene: Scene) -> str:
     out.append("flowchart LR")
     out += [f"    {box_line(b, ids[b.key])}" for b in scene.boxes if b.host is None]
     for i, cluster in enumerate(scene.clusters):
-        out.append(f"    subgraph c{i}_{cluster.host.replace('-', '_')}[{label([cluster.title])}]")
+        sub = f"c{i}_{cluster.host.replace('-', '_')}"
+        out.append(f"    subgraph {sub}[{label([cluster.title])}]")
         out.append("        direction LR")
         out += [f"        {box_line(b, ids[b.key])}" for b in scene.boxes if b.host == cluster.host]
         out.append("    end")
+        out.append(f"    style {sub} fill:{CLUSTER_FILL},stroke:{CLUSTER_STROKE}")
     out += [f"    {link_line(link, ids)}" for link in scene.links]
     out += legend_lines(scene)
     out += class_defs(scene)
