@@ -705,7 +705,6 @@ def _run(target: Target, before: Record, pending: Record, final: Record, actions
             what = explain(failure, target.uri, "deploy")
         else:
             raise  # a bug or ^C: the host is put back all the same
-
         raise DeployError(_rollback_message(what, journal.steps, problems)) from None
 
 
