@@ -53,6 +53,15 @@ def expected_dhcp_hosts(lab: Lab, network: str) -> set[tuple[str, str]]:
             if nic.network == network and nic.ip is not None}
 
 
+def expected_interface(lab: Lab, host: str, nic) -> tuple[str, dict[str, str], str]:
+    """type='network' on a managed network; on the external LAN, a macvtap (bridge mode)
+    on the host's NIC there."""
+    if lab.network(nic.network).managed:
+        return "network", {"network": f"{lab.name}-{nic.network}"}, nic.mac
+    (dev,) = [n.name for n in lab.node(host).nics if n.network == nic.network]
+    return "direct", {"dev": dev, "mode": "bridge"}, nic.mac
+
+
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_networks_define_and_read_back_as_intended(conn, case):
     lab = compiled(case)
@@ -89,9 +98,8 @@ def test_domains_define_and_read_back_as_intended(conn, case):
         assert int(xml.findtext("memory")) * 1024 >= vm.memory > (int(xml.findtext("memory")) - 1) * 1024
         assert int(xml.findtext("vcpu")) == vm.vcpus
         interfaces = xml.findall("devices/interface")
-        assert [(i.get("type"), i.find("source").get("network"), i.find("mac").get("address"))
-                for i in interfaces] == [("network", f"{lab.name}-{nic.network}", nic.mac)
-                                         for nic in vm.nics]
+        assert [(i.get("type"), i.find("source").attrib, i.find("mac").get("address"))
+                for i in interfaces] == [expected_interface(lab, vm.host, nic) for nic in vm.nics]
         assert [i.find("model").get("type") for i in interfaces] == [nic.model or "virtio"
                                                                     for nic in vm.nics]
         source = xml.find("devices/disk/source")

@@ -254,11 +254,20 @@ def test_templates_refuse_a_missing_value():
         backend._XML.from_string("<a b='{{ missing }}'/>").render()
 
 
-def test_vm_nic_on_an_external_network_is_refused_not_dropped():
+def test_vm_nic_on_the_external_lan_is_a_macvtap_on_the_hosts_nic():
+    dom = domain("onlan", "edge")
+    lan, nat = dom.findall("devices/interface")
+    assert lan.get("type") == "direct"
+    assert lan.find("source").attrib == {"dev": "eth0", "mode": "bridge"}
+    assert lan.find("mac").get("address") == compiled("onlan").node("edge").nics[0].mac
+    assert nat.get("type") == "network" and nat.find("source").get("network") == "onlan-natnet"
+
+
+def test_vm_on_a_lan_its_host_has_no_nic_on_is_refused_not_dropped():
     lab = compiled("nat")
     vm = lab.node("vm0")
-    stray = replace(vm, nics=(replace(vm.nics[0], network="lan"),))
-    with pytest.raises(ValueError, match="external network"):
+    stray = replace(vm, host="elsewhere", nics=(replace(vm.nics[0], network="lan"),))
+    with pytest.raises(ValueError, match="has no nic there"):
         backend.domain_xml(lab, stray)
 
 
@@ -286,3 +295,45 @@ def test_every_other_clean_test_topology_gives_valid_xml(tmp_path):
             assert run.returncode == 0, f"{source}: {path} is invalid:\n{run.stderr}"
             checked += 1
     assert checked, "no other test topology compiled clean: the search is broken"
+
+
+# --- any disk path, any source name --------------------------------------------------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+# What a quoted string may hold (printable ASCII and tab; the grammar takes no newline).
+PATH_TEXT = st.text(alphabet=st.sampled_from([chr(c) for c in range(32, 127)] + ["\t"]),
+                    min_size=1, max_size=40)
+
+
+def _quoted(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+@settings(max_examples=150, deadline=None)
+@given(path=PATH_TEXT)
+def test_any_disk_path_reads_back_exactly(path):
+    source = (f"lab p\nhost h {{\n}}\nnetwork n {{\n    mode isolated\n}}\n"
+              f"vm v {{\n    disk {_quoted(path)}\n    nic on n\n}}\n")
+    result = compile_source(source, "p.topo")
+    assert result.ok, [d.message for d in result.diagnostics]
+    if not result.lab.vms[0].disk:
+        return  # lowering refuses empty paths
+    assert result.lab.vms[0].disk == path
+    dom = parse(backend.domain_xml(result.lab, result.lab.vms[0]))
+    assert dom.find("devices/disk/source").get("file") == path
+
+
+@settings(max_examples=150, deadline=None)
+@given(name=PATH_TEXT)
+def test_any_source_file_name_keeps_the_xml_well_formed(name):
+    lab = compiled("nat")
+    from dataclasses import replace as dc_replace
+
+    renamed = dc_replace(lab, file=name)
+    for vm in renamed.vms:
+        root = parse(backend.domain_xml(renamed, vm))
+        assert root.find("metadata/topoc:lab", NS).get("source") == name
+    root = parse(backend.network_xml(renamed, renamed.network("natnet")))
+    assert root.find("metadata/topoc:lab", NS).get("source") == name

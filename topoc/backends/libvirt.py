@@ -59,9 +59,10 @@ _WHITESPACE_REFS = {ord("\t"): "&#9;", ord("\n"): "&#10;", ord("\r"): "&#13;"}
 
 
 def _exact_attribute(value: str) -> Markup:
-    """A free-form string (a disk path: the grammar takes any quoted text) escaped for an
-    attribute so that it reads back exactly, whitespace included. Every other value is
-    a name, number or address, and autoescaping alone covers it."""
+    """A free-form string (a disk path: the grammar takes any quoted text; the source
+    file's path) escaped for an attribute so that it reads back exactly, whitespace
+    included. Every other value is a name, number or address, and autoescaping alone
+    covers it."""
     return Markup(str(escape(value)).translate(_WHITESPACE_REFS))
 
 
@@ -195,7 +196,8 @@ def _memory_kib(size: int) -> int:
 @dataclass(frozen=True, slots=True)
 class InterfaceView:
     nic: str  # the guest-side name, for the reader
-    network: str  # the libvirt network's name
+    network: str | None  # the libvirt network's name (type='network')
+    direct_dev: str | None  # the host NIC a macvtap sits on (type='direct')
     mac: str
     model: str
 
@@ -211,16 +213,28 @@ class DomainView:
     interfaces: tuple[InterfaceView, ...]
 
 
-def _interface_view(lab: Lab, nic: Nic) -> InterfaceView:
-    network = lab.network(nic.network)
-    if network is None or not network.managed:
-        # A check should have reported this with a span; this is the backstop.
-        raise ValueError(f"nic {nic.name} of VM `{nic.owner}` is on `{nic.network}`, an external "
-                         "network: libvirt can attach a VM only to a network topoc manages "
-                         "(attach it to a bridged network on that LAN instead)")
+def _interface_view(lab: Lab, vm: Vm, nic: Nic) -> InterfaceView:
     assert nic.mac is not None, "lowering gives every VM nic a MAC"
-    return InterfaceView(nic.name, naming.libvirt_name(lab.name, network.name), nic.mac,
-                         nic.model or "virtio")
+    model = nic.model or "virtio"
+    network = lab.network(nic.network)
+    if network is not None and network.managed:
+        return InterfaceView(nic.name, naming.libvirt_name(lab.name, network.name), None,
+                             nic.mac, model)
+    # A VM nic on the external LAN itself: a macvtap on the host's NIC on that LAN, in
+    # bridge mode, so the VM is a peer on the LAN with no libvirt network in between.
+    # (The host and its macvtap guests cannot reach each other through that NIC.)
+    # https://libvirt.org/formatdomain.html#direct-attachment-to-physical-interface
+    return InterfaceView(nic.name, None, _host_nic_on(lab, vm, nic.network), nic.mac, model)
+
+
+def _host_nic_on(lab: Lab, vm: Vm, network: str) -> str:
+    host = lab.node(vm.host)
+    for host_nic in getattr(host, "nics", ()):
+        if host_nic.network == network:
+            return host_nic.name
+    # A check should have reported this with a span; this is the backstop.
+    raise ValueError(f"VM `{vm.name}` has a nic on the external network `{network}`, but its "
+                     f"host `{vm.host}` has no nic there to attach it to")
 
 
 def _domain_view(lab: Lab, vm: Vm) -> DomainView:
@@ -231,7 +245,7 @@ def _domain_view(lab: Lab, vm: Vm) -> DomainView:
         vcpus=vm.vcpus,
         disk_path=_exact_attribute(vm.disk) if vm.disk else None,
         disk_format=_disk_format(vm.disk) if vm.disk else None,
-        interfaces=tuple(_interface_view(lab, nic) for nic in vm.nics),
+        interfaces=tuple(_interface_view(lab, vm, nic) for nic in vm.nics),
     )
 
 
@@ -239,8 +253,9 @@ def _domain_view(lab: Lab, vm: Vm) -> DomainView:
 
 
 def _common(lab: Lab) -> dict[str, object]:
-    return {"lab": lab.name, "source": lab.file, "ns": METADATA_NAMESPACE,
-            "prefix": METADATA_PREFIX}
+    # The source file is free text too (a path as given on the command line).
+    return {"lab": lab.name, "source": lab.file, "source_attr": _exact_attribute(lab.file),
+            "ns": METADATA_NAMESPACE, "prefix": METADATA_PREFIX}
 
 
 def network_path(network: Network) -> str:
