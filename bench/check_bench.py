@@ -15,7 +15,9 @@ printed next to the figures, never asserted.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -38,7 +40,8 @@ import json, resource, subprocess, sys, time
 start = time.perf_counter()
 rc = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode
 wall = time.perf_counter() - start
-print(json.dumps({"wall": wall, "maxrss_kib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss,
+usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+print(json.dumps({"wall": wall, "cpu": usage.ru_utime + usage.ru_stime, "maxrss_kib": usage.ru_maxrss,
                   "rc": rc}))
 """
 
@@ -55,19 +58,21 @@ def measure(argv: list[str]) -> dict:
 
 
 def stages(path: Path) -> dict[str, float]:
-    """parse, lower and checks timed in this process (imports excluded)."""
+    """parse, lower and checks: CPU seconds in this process (imports excluded)."""
     from topoc.checks import run_checks
     from topoc.lower import lower
     from topoc.parser import parse
 
     text = path.read_text(encoding="utf-8")
-    t0 = time.perf_counter()
+    gc.disable()  # as compile_source does
+    t0 = time.process_time()
     tree, _ = parse(text, str(path))
-    t1 = time.perf_counter()
+    t1 = time.process_time()
     lab, _ = lower(tree)  # type: ignore[arg-type]
-    t2 = time.perf_counter()
+    t2 = time.process_time()
     run_checks(lab)  # type: ignore[arg-type]
-    t3 = time.perf_counter()
+    t3 = time.process_time()
+    gc.enable()
     return {"parse": t1 - t0, "lower": t2 - t1, "checks": t3 - t2}
 
 
@@ -88,17 +93,20 @@ def main(argv: list[str] | None = None) -> None:
                 raise SystemExit(f"topoc check failed on the generated {n}-VM lab (exit "
                                  f"{runs[0]['rc']}): bench/gen.py must generate clean labs")
             wall = statistics.median(r["wall"] for r in runs)
+            cpu = statistics.median(r["cpu"] for r in runs)
             rss = max(r["maxrss_kib"] for r in runs)
-            rows.append((n, wall, rss, stages(path) if args.stages else None))
-    print(f"topoc check, median of {args.repeat} runs (wall time includes interpreter start-up)")
-    print(f"{'VMs':>7}  {'wall s':>7}  {'ms/VM':>6}  {'peak MiB':>8}  {'growth':>6}  stages")
+            rows.append((n, wall, cpu, rss, stages(path) if args.stages else None))
+    print(f"topoc check, median of {args.repeat} runs (times include interpreter start-up; "
+          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)")
+    print(f"{'VMs':>7}  {'wall s':>7}  {'cpu s':>6}  {'ms/VM':>6}  {'peak MiB':>8}  {'growth':>6}  stages (cpu)")
     previous = None
-    for n, wall, rss, parts in rows:
+    for n, wall, cpu, rss, parts in rows:
         growth = f"{wall / previous[1]:.1f}x" if previous else ""
         detail = "  ".join(f"{k} {v:.2f}s" for k, v in parts.items()) if parts else ""
-        print(f"{n:>7}  {wall:>7.2f}  {1000 * wall / n:>6.3f}  {rss / 1024:>8.1f}  {growth:>6}  {detail}")
+        print(f"{n:>7}  {wall:>7.2f}  {cpu:>6.2f}  {1000 * wall / n:>6.3f}  {rss / 1024:>8.1f}  "
+              f"{growth:>6}  {detail}")
         previous = (n, wall)
-    for n, wall, _, _ in rows:
+    for n, wall, _, _, _ in rows:
         if n == TARGET_VMS:
             verdict = "meets" if wall < TARGET_SECONDS else "misses"
             print(f"target: {TARGET_VMS} VMs in < {TARGET_SECONDS:.0f} s: {verdict} it ({wall:.2f} s)")
