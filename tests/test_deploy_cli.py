@@ -146,3 +146,14 @@ def test_a_socket_the_user_may_not_open_is_permission_denied(tmp_path):
     listener.close()
     assert message.startswith(f"permission denied on {uri}"), message
     assert "libvirt group" in message
+
+
+def test_destroy_needs_only_the_labs_name(tmp_path):
+    """A file broken since the deploy (here: an address used twice) still names its lab,
+    so destroy works; deploy refuses it."""
+    broken = tmp_path / "broken.topo"
+    broken.write_text((EXAMPLES / "nat.topo").read_text().replace("188.64.100.3 mac", "188.64.100.2 mac"))
+    assert topoc("deploy", str(broken)).returncode == 1
+    out = topoc("destroy", str(broken))
+    assert out.returncode == 0, out.stderr
+    assert "[address-conflict]" in out.stderr and "lab natlab owns nothing" in out.stdout

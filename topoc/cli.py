@@ -325,12 +325,27 @@ _host_option = click.option("--host", "host", metavar="NAME",
                             help="which of the lab's hypervisors this connection is (if it has several)")
 
 
-def _deploy_session(file: str, uri: str) -> tuple[Compilation, object]:
-    """The clean lab and a connection (libvirt missing or unreachable: exit 2)."""
+def _lab_name_or_exit(path: str) -> Compilation:
+    """For destroy, which needs only the lab's name: a file whose checks fail still
+    names its lab (its diagnostics are shown); one that does not parse exits 1."""
+    try:
+        result = compile_file(path)
+    except InputError as e:
+        fail_usage(str(e))
+    if result.lab is None:
+        return compile_or_exit(path)
+    if result.diagnostics:
+        print_diagnostics(result.diagnostics, {path: result.source}, stderr=True)
+    return result
+
+
+def _deploy_session(file: str, uri: str, *, clean: bool = True) -> tuple[Compilation, object]:
+    """The lab (clean unless `clean` is False) and a connection (libvirt missing or
+    unreachable: exit 2)."""
     from topoc import deploy
     from topoc.deploy_report import private_host_note
 
-    result = compile_or_exit(file)
+    result = compile_or_exit(file) if clean else _lab_name_or_exit(file)
     try:
         target = deploy.connect(uri)
     except deploy.DeployError as e:
@@ -430,7 +445,7 @@ def destroy_command(file: str, uri: str) -> None:
     from topoc import deploy
     from topoc.deploy_report import render_destroyed
 
-    result, target = _deploy_session(file, uri)
+    result, target = _deploy_session(file, uri, clean=False)
     assert result.lab is not None
     removed, left_alone = _deploy_step(result, lambda: deploy.destroy(result.lab.name, target))
     click.echo(render_destroyed(result.lab.name, uri, removed, left_alone), nl=False)
