@@ -18,7 +18,11 @@ import graphviz
 
 from topoc.backends.diagram_scene import STYLES, Box, Link, Scene
 
-FONT = "Helvetica,Arial,sans-serif"
+# DejaVu Sans first: Debian's fontconfig depends on it, so every machine lays out (and
+# renders PNGs) with the same metrics and the same bytes, whatever other fonts it has
+# (with "Helvetica" first, fonts-liberation, once installed, changes the picture). SVG
+# viewers without DejaVu fall back to narrower Helvetica or Arial, so the text fits.
+FONT = "DejaVu Sans,Helvetica,Arial,sans-serif"
 INK = "#333333"
 MUTED = "#6b6b6b"
 CABLE = "#555555"
