@@ -29,9 +29,8 @@ from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address, IPv4Network
 from typing import Iterator
 
-from topoc.graph import Interface, Topology, topology
+from topoc.graph import FIREWALLED_MODES, Interface, Topology, topology
 from topoc.ir import Forward, Host, Lab, Mode, Network, Vm
-from topoc.graph import FIREWALLED_MODES
 
 REJECT = "-j REJECT --reject-with icmp-port-unreachable"
 
@@ -258,32 +257,44 @@ class Engine:
             if originated:
                 leg.note(node, f"sends {packet.src} -> {packet.dst} {where}")
             else:
-                text = f"in {inbound}, {where}"
-                if isinstance(self.lab.node(node), Host):
-                    state = "NEW" if not flow.reply else ("ESTABLISHED" if node in flow.seen else "INVALID")
-                    accepted, rule, fix = self.firewall(node, inbound, out.name, packet, state, flow)  # type: ignore[arg-type]
-                    if not accepted:
-                        leg.note(node, text)
-                        return leg.fail(node, f"{node} rejects it: {rule}", fix)
-                    text += f"; {rule}"
-                    if not flow.reply:
-                        flow.seen.add(node)
-                        masq = self.masquerade(node, out, packet)
-                        if masq is not None:
-                            flow.snat[node] = (masq[0], packet.src)
-                            text += f"; {masq[1]}: source {packet.src} becomes {masq[0]}"
-                            packet = replace(packet, src=masq[0])
-                    elif node in flow.dnat and packet.src == flow.dnat[node][0]:
-                        target = flow.dnat[node][1]
-                        text += f"; conntrack undoes the DNAT: source {packet.src} becomes {target}"
-                        packet = replace(packet, src=target)
-                leg.note(node, text)
+                forwarded = self._forward(node, f"in {inbound}, {where}", inbound, out, packet, flow, leg)  # type: ignore[arg-type]
+                if forwarded is None:
+                    return leg
+                packet = forwarded
             answer = self.arp(out.segment, hop, node)
             if answer is None:
                 return leg.fail(node, f"nobody on {_segment_label(self.topo, out.segment)} answers ARP "
                                 f"for {hop}{self._lives_elsewhere(hop, out.segment)}",
                                 self._arp_fix(node, hop, out.segment, packet.dst))
             node, inbound, originated = answer.node, answer.name, False
+
+    def _forward(self, node: str, text: str, inbound: str, out: Interface, packet: Packet,
+                 flow: Flow, leg: Leg) -> Packet | None:
+        """FORWARD and POSTROUTING on a host: libvirt's verdict, then the masquerade (on
+        the request) or the undoing of a DNAT (on the reply). None: rejected (leg failed)."""
+        if not isinstance(self.lab.node(node), Host):
+            leg.note(node, text)  # an external router: no firewall modelled
+            return packet
+        state = "NEW" if not flow.reply else ("ESTABLISHED" if node in flow.seen else "INVALID")
+        accepted, rule, fix = self.firewall(node, inbound, out.name, packet, state, flow)
+        if not accepted:
+            leg.note(node, text)
+            leg.fail(node, f"{node} rejects it: {rule}", fix)
+            return None
+        text += f"; {rule}"
+        if not flow.reply:
+            flow.seen.add(node)
+            masq = self.masquerade(node, out, packet)
+            if masq is not None:
+                flow.snat[node] = (masq[0], packet.src)
+                text += f"; {masq[1]}: source {packet.src} becomes {masq[0]}"
+                packet = replace(packet, src=masq[0])
+        elif node in flow.dnat and packet.src == flow.dnat[node][0]:
+            target = flow.dnat[node][1]
+            text += f"; conntrack undoes the DNAT: source {packet.src} becomes {target}"
+            packet = replace(packet, src=target)
+        leg.note(node, text)
+        return packet
 
     def _prerouting(self, node: str, packet: Packet, flow: Flow, leg: Leg) -> Packet:
         """conntrack reverses a masquerade on the reply; a `forward` DNATs the request."""

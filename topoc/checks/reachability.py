@@ -50,7 +50,7 @@ def unreachable_segment(lab: Lab) -> Iterator[Finding]:
         if net.address is None and len(addressed) < 2:
             yield Finding(header, f"nothing can reach isolated network `{net.name}`: it has no address "
                           "(so the host is not on it) and fewer than two VMs with an address",
-                          f"give it an `address` to make it host-only, or put a second VM on it")
+                          "give it an `address` to make it host-only, or put a second VM on it")
             continue
         if net.mode in (Mode.ROUTED, Mode.OPEN) and addressed:
             finding = _lan_replies(lab, net, mine)
