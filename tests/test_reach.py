@@ -247,3 +247,14 @@ def test_two_uplinks_and_via() -> None:
         pc     n   n n Y .  n
         admin  n   n Y n n  .
     """)
+
+
+@pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.topo")), ids=lambda p: p.name)
+def test_a_pair_is_the_conjunction_of_its_addresses(path: Path) -> None:
+    from topoc.graph import node_addresses
+
+    lab = load(path)
+    matrix = predict(lab)
+    for result in matrix:
+        each = [reach_address(lab, result.src, ip).reachable for ip in node_addresses(lab, result.dst)]
+        assert result.reachable == (bool(each) and all(each)), (result.src, result.dst)

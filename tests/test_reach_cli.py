@@ -78,3 +78,18 @@ def test_usage_errors_exit_2_and_topology_errors_exit_1(tmp_path: Path) -> None:
     bad = GOLDEN / "checks/address-conflict/input.topo"
     result = CliRunner().invoke(cli, ["reach", str(bad)])
     assert result.exit_code == 1 and "[address-conflict]" in result.stderr
+
+
+def test_output_is_the_same_under_any_hash_seed() -> None:
+    """Set iteration order changes with PYTHONHASHSEED; the prediction must not."""
+    import os
+    import subprocess
+    import sys
+
+    outputs = set()
+    for seed in ("1", "2"):
+        done = subprocess.run([sys.executable, "-m", "topoc", "reach", str(EXAMPLES / "mixed.topo"),
+                               "--format", "json"], capture_output=True, text=True, check=True,
+                              env={**os.environ, "PYTHONHASHSEED": seed})
+        outputs.add(done.stdout)
+    assert len(outputs) == 1
