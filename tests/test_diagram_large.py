@@ -71,3 +71,16 @@ def test_reach_overlay_is_left_out_of_large_labs_with_a_note(lab_1000: Lab) -> N
     scene = diagram.scene_for(lab_1000, reach=True)
     assert scene.reach is None
     assert any("reachability overlay left out" in note for note in scene.notes)
+
+
+def test_a_mid_size_lab_keeps_the_uplink_overlay_but_not_the_table(tmp_path) -> None:
+    """22 nodes: the uplinks still say who reaches the LAN; a 22 x 22 table would not
+    be read, so it is left out, with a note."""
+    path = tmp_path / "lab20.topo"
+    path.write_text(_bench_module().lab_source(20), encoding="utf-8")
+    scene = diagram.scene_for(compiled(path), reach=True)
+    assert scene.overlay and scene.reach is None
+    assert any("who-reaches-whom table left out: 22 nodes" in note for note in scene.notes)
+    nat_uplink = next(link for link in scene.links
+                      if link.kind == "uplink" and link.dst == ("network", "net0"))
+    assert (nat_uplink.reach_out, nat_uplink.reach_in) == ("all", "none")

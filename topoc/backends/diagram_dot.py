@@ -16,6 +16,7 @@ import html
 
 import graphviz
 
+from topoc.backends.diagram_reach import ReachTable
 from topoc.backends.diagram_scene import STYLES, Box, Link, Scene
 
 # DejaVu Sans first: Debian's fontconfig depends on it, so every machine lays out (and
@@ -155,13 +156,13 @@ def add_link(graph: graphviz.Digraph, link: Link) -> None:
 
 def add_legend(graph: graphviz.Digraph, scene: Scene) -> None:
     """One sample of each network model used, in its shape and colour and saying what it
-    means, stacked in one column; with --reach, the who-reaches-whom table below it."""
-    if not scene.legend and scene.reach is None:
+    means, stacked in one column; with --reach, the overlay's key and table above it."""
+    if not scene.legend and not scene.overlay:
         return
     with graph.subgraph(name="cluster_legend") as legend:
         legend.attr(label="<<b>legend</b>>", style="rounded", color="#bbbbbb", fontsize="10",
                     rank="same")
-        if scene.reach is not None:
+        if scene.overlay:
             legend.node("legend.reach", label=reach_label(scene), shape="plain")
         for key in scene.legend:
             style = STYLES[key]
@@ -173,19 +174,26 @@ def add_legend(graph: graphviz.Digraph, scene: Scene) -> None:
                         fontsize="9", width=LEGEND_WIDTH, height="0.5", fixedsize="true")
 
 
+REACH_KEY = ("<b>reach</b>, as topoc.reach predicts it. On an uplink: an arrow where",
+             "the network reaches the LAN (out, at the host) or the LAN reaches",
+             "it (in, at the network); hollow: only some; a bar: blocked.")
+
+
 def reach_label(scene: Scene) -> str:
-    """The overlay's key and its table: a row per source, a column per destination."""
-    table = scene.reach
-    assert table is not None
-    names = table.names
+    """The overlay's key, then its table when there is one: a row per source, a column
+    per destination."""
+    names = scene.reach.names if scene.reach is not None else ()
     key = (f'<tr><td colspan="{len(names) + 1}" align="left">'
-           "<b>reach</b>, as topoc.reach predicts it. On an uplink: an arrow where<br "
-           'align="left"/>the network reaches the LAN (out, at the host) or the LAN reaches'
-           '<br align="left"/>it (in, at the network); hollow: only some; a bar: blocked.'
-           '<br align="left"/></td></tr>')
-    head = ('<tr><td align="right"><i>from \\ to</i></td>'
-            + "".join(f"<td><b>{esc(n)}</b></td>" for n in names) + "</tr>")
-    rows = []
+           + "".join(f'{line}<br align="left"/>' for line in REACH_KEY) + "</td></tr>")
+    rows = reach_rows(scene.reach) if scene.reach is not None else []
+    return ('<<table border="0" cellborder="0" cellspacing="0" cellpadding="2">'
+            + key + "".join(rows) + "</table>>")
+
+
+def reach_rows(table: ReachTable) -> list[str]:
+    names = table.names
+    rows = ['<tr><td align="right"><i>from \\ to</i></td>'
+            + "".join(f"<td><b>{esc(n)}</b></td>" for n in names) + "</tr>"]
     for src in names:
         cells = []
         for dst in names:
@@ -196,8 +204,7 @@ def reach_label(scene: Scene) -> str:
             else:
                 cells.append(f'<td><font color="{NO}">✗</font></td>')
         rows.append(f'<tr><td align="right"><b>{esc(src)}</b> →</td>{"".join(cells)}</tr>')
-    return ('<<table border="0" cellborder="0" cellspacing="0" cellpadding="2">'
-            + key + head + "".join(rows) + "</table>>")
+    return rows
 
 
 def cluster_order(scene: Scene, host: str) -> list[Box]:

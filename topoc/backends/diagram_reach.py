@@ -9,7 +9,9 @@ Two summaries, both computed by the reachability engine (topoc.reach), never her
 - a who-reaches-whom table of every host, VM and external machine.
 
 Both grow with the square of the lab, so the overlay is drawn only for labs of up to
-MAX_NODES nodes; for larger ones the scene says it was left out.
+MAX_NODES nodes, and the table (a row and a column per node) only up to TABLE_MAX_NODES,
+past which it stops being readable (`topoc reach` prints the whole matrix); the scene
+says what it left out.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from ipaddress import IPv4Address
 from topoc.ir import Lab, Nic
 
 MAX_NODES = 40
+TABLE_MAX_NODES = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,3 +110,7 @@ def reach_table(lab: Lab) -> ReachTable:
 
 def overlay_allowed(lab: Lab) -> bool:
     return len(lab.nodes) <= MAX_NODES
+
+
+def table_allowed(lab: Lab) -> bool:
+    return len(lab.nodes) <= TABLE_MAX_NODES

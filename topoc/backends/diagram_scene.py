@@ -17,8 +17,9 @@ import ipaddress
 from dataclasses import dataclass, replace
 from pathlib import PurePath
 
-from topoc.backends.diagram_reach import (MAX_NODES, ReachTable, Share, UplinkReach,
-                                          overlay_allowed, reach_table, uplink_reach)
+from topoc.backends.diagram_reach import (MAX_NODES, TABLE_MAX_NODES, ReachTable, Share,
+                                          UplinkReach, overlay_allowed, reach_table,
+                                          table_allowed, uplink_reach)
 from topoc.ir import External, Forward, Host, Lab, Network, Nic, Route, Vm
 
 # Above this many VMs a lab is drawn collapsed: see collapse_vms.
@@ -121,6 +122,7 @@ class Scene:
     legend: tuple[str, ...]  # style keys, in legend order
     notes: tuple[str, ...] = ()  # said under the title (e.g. that the lab was collapsed)
     collapsed: bool = False
+    overlay: bool = False  # whether the uplinks carry the --reach overlay
     reach: ReachTable | None = None  # the --reach overlay's who-reaches-whom table
 
 
@@ -341,6 +343,9 @@ def reach_overlay(lab: Lab, links: list[Link]
     facts = {r.network: r for r in uplink_reach(lab)}
     marked = [with_reach(link, facts[link.dst[1]])
               if link.kind == "uplink" and link.dst[1] in facts else link for link in links]
+    if not table_allowed(lab):
+        return marked, None, (f"who-reaches-whom table left out: {len(lab.nodes)} nodes "
+                              f"(drawn for up to {TABLE_MAX_NODES}; topoc reach prints them all)",)
     return marked, reach_table(lab), ()
 
 
@@ -405,5 +410,6 @@ def build_scene(lab: Lab, *, reach: bool = False,
         legend=legend_styles(boxes),
         notes=notes,
         collapsed=collapsed,
+        overlay=reach and overlay_allowed(lab),
         reach=table,
     )
