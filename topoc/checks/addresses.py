@@ -337,6 +337,8 @@ def no_address(lab: Lab) -> Iterator[Finding]:
                 continue
             subnet = network_subnet(lab, net)
             free = suggest_free(subnet, _taken(lab), net) if subnet is not None else "add one"
+            dhcp = (f", or a `dhcp` range to {net.name}" if net.mode not in (Mode.BRIDGED, Mode.EXTERNAL)
+                    else "; topoc does not model the LAN's own DHCP server")
             yield Finding(nic.span, f"nic {nic.name} of VM {vm.name} has no address, and network "
                           f"{net.name} has no DHCP: the VM is cut off there",
-                          f"add `address IP` to the nic ({free}), or a `dhcp` range to {net.name}")
+                          f"add `address IP` to the nic ({free}){dhcp}")

@@ -144,7 +144,8 @@ def _check_expect(lab: Lab, exp: Expect) -> Finding | None:
     if reachable == exp.reachable:
         return None
     if not probes:
-        return Finding(exp.span, f"{said} does not hold: {exp.dst} has no address", None)
+        return Finding(exp.span, f"{said} does not hold: {exp.dst} has no address",
+                       f"give {exp.dst} a static `address`: topoc does not predict DHCP leases")
     shown = next((p for p in probes if not p.ok), probes[0]) if exp.reachable else probes[0]
     # The story's lines go under the hint's first line, indented past "   hint: ".
     story = explain_probe(shown).replace("\n", "\n" + " " * 7)
