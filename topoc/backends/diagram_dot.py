@@ -225,7 +225,11 @@ def dot_source(scene: Scene) -> str:
     )
     graph.attr("graph", rankdir="LR", newrank="true", label=title_label(scene), labelloc="t",
                labeljust="l", fontname=FONT, nodesep="0.25", ranksep="0.7", pad="0.3",
-               bgcolor="white")
+               bgcolor="white",
+               # dot copies this into the SVG as an XML comment. Only the lab's name (an
+               # identifier) goes in: a DOT string would read backslashes in a file name.
+               comment=f"{scene.lab}: drawn by topoc graph from its .topo file; "
+                       "regenerate it rather than edit it")
     graph.attr("node", fontname=FONT, fontsize="11", fontcolor=INK)
     graph.attr("edge", fontname=FONT, fontsize="9", fontcolor=MUTED, color=CABLE,
                arrowhead="none", penwidth="1.2")
