@@ -7,7 +7,7 @@ Node ids are built from names the grammar restricts to identifiers, and the grap
 package quotes them.
 
 The layout runs left to right: external machines, the LANs, each host (a cluster with
-the hypervisor, its networks and its VMs), then the legend.
+the hypervisor, its networks and its VMs); the legend sits at the bottom left.
 """
 
 from __future__ import annotations
@@ -43,8 +43,10 @@ def visible(text: str) -> str:
             out.append(ch)
         elif ord(ch) < 0x100:
             out.append(f"\\x{ord(ch):02x}")
-        else:
+        elif ord(ch) < 0x10000:
             out.append(f"\\u{ord(ch):04x}")
+        else:
+            out.append(f"\\U{ord(ch):08x}")
     return "".join(out)
 
 
