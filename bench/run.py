@@ -19,6 +19,7 @@ describing them to netlab is bench/netlab_bench.py's.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import pstats
 import re
@@ -400,6 +401,72 @@ def _print_top(stats: pstats.Stats, order: str, top: int, log) -> None:
         log(f"   {ct:7.3f} {tt:7.3f} {nc:9d}  topoc/{where}:{line} {fn}")
 
 
+# --- stages: where the time goes, size by size -----------------------------------
+
+STAGES = ("parse", "lower", "checks", "libvirt", "host", "write")
+
+
+def stage_times(path: Path, outdir: Path) -> dict[str, float]:
+    """CPU seconds of each pipeline stage on one lab, in this (fresh) process, with the
+    cyclic GC as `topoc build` has it: paused while compiling, on for backends and the
+    writer. The stages are the pipeline's own functions, called in the CLI's order."""
+    import gc
+
+    from topoc.backends import backend
+    from topoc.checks import run_checks
+    from topoc.lower import lower
+    from topoc.parser import parse
+    from topoc.writer import write_artifacts
+
+    text = path.read_text(encoding="utf-8")
+    times: dict[str, float] = {}
+
+    def timed(stage, fn):
+        start = time.process_time()
+        result = fn()
+        times[stage] = time.process_time() - start
+        return result
+
+    gc.disable()
+    tree, _ = timed("parse", lambda: parse(text, str(path)))
+    lab, _ = timed("lower", lambda: lower(tree))
+    timed("checks", lambda: run_checks(lab))
+    gc.enable()
+    artifacts: dict[str, str] = {}
+    for target in ("libvirt", "host"):
+        artifacts.update(timed(target, lambda t=target: backend(t)(lab)))
+    timed("write", lambda: write_artifacts(artifacts, outdir, str(path)))
+    return times
+
+
+def stages(labs: dict[int, Path], workdir: Path, log) -> None:
+    """Each size in a fresh interpreter (no warm caches, no heap left from the last)."""
+    rows = {}
+    for n, path in labs.items():
+        out = workdir / f"stages-{n}"
+        code = ("import json, sys; sys.path.insert(0, sys.argv[1]); import run; "
+                "from pathlib import Path; "
+                "print(json.dumps(run.stage_times(Path(sys.argv[2]), Path(sys.argv[3]))))")
+        result = subprocess.run([sys.executable, "-c", code, str(BENCH), str(path), str(out)],
+                                capture_output=True, text=True)
+        if result.returncode != 0:
+            log(f"  stages N={n:,} failed: {result.stderr.strip().splitlines()[-1:]}")
+            continue
+        rows[n] = json.loads(result.stdout.strip().splitlines()[-1])
+    sizes = list(rows)
+    log("\nCPU seconds per stage (fresh process per size; x = growth from the previous size)")
+    log(f"  {'stage':<8}" + "".join(f"{n:>8,} {'':<6}" for n in sizes))
+    for stage in (*STAGES, "total"):
+        cells = []
+        for i, n in enumerate(sizes):
+            value = sum(rows[n].values()) if stage == "total" else rows[n][stage]
+            prev = (sum(rows[sizes[i - 1]].values()) if stage == "total"
+                    else rows[sizes[i - 1]][stage]) if i else None
+            grow = f"x{value / prev:.1f}" if prev else ""
+            cells.append(f"{value:8.3f} {grow:<6}")
+        log(f"  {stage:<8}" + "".join(cells))
+
+
 # --- main ---------------------------------------------------------------------------
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -411,6 +478,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--no-netlab", action="store_true", help="skip netlab create")
     p.add_argument("--profile", action="store_true",
                    help="profile check and build on the largest lab instead of timing")
+    p.add_argument("--stages", action="store_true",
+                   help="CPU time of each pipeline stage per size, instead of timing")
     p.add_argument("--top", type=int, default=15, help="hotspots to show with --profile")
     p.add_argument("--keep", action="store_true",
                    help="work in bench/work/ and keep labs and outputs")
@@ -435,6 +504,9 @@ def main(argv: list[str]) -> int:
     labs = write_labs(sizes, workdir)
     if args.profile:
         profile(labs, workdir, args.top, log)
+        return 0
+    if args.stages:
+        stages(labs, workdir, log)
         return 0
     samples = run_topoc(labs, workdir, args.repeat, log)
     differs: list[str] = []
