@@ -13,6 +13,9 @@ import re
 import subprocess
 from pathlib import Path
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from conftest import require_tool
 from test_diagram import compiled, svg_texts
 from topoc.backends import diagram
@@ -85,3 +88,36 @@ def test_mermaid_escape_leaves_plain_text_alone() -> None:
     # `\n` in a path must not become a line break in Mermaid's HTML labels
     assert mermaid_esc("C:\\node") == "C#58;#92;#8288;node"
     assert mermaid_esc("C:\\Node \\") == "C#58;#92;Node #92;"
+
+
+def topo_string(text: str) -> str:
+    """`text` as a .topo quoted string: backslash and quote escaped with a backslash."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+# Any text a quoted .topo string can hold: everything but a line break and NUL.
+DISK_TEXT = st.text(st.characters(blacklist_characters="\n\r\x00", blacklist_categories=("Cs",)),
+                    min_size=1, max_size=40)
+
+
+@settings(max_examples=40, deadline=None)
+@given(disk=DISK_TEXT)
+def test_any_disk_path_renders_literally(disk: str, tmp_path_factory) -> None:
+    dot = require_tool("dot")
+    source = HOSTILE.read_text(encoding="utf-8").replace(
+        'disk "C:\\\\images\\\\node.qcow2\ttab"', f"disk {topo_string(disk)}")
+    path = tmp_path_factory.mktemp("prop") / "prop.topo"
+    path.write_text(source, encoding="utf-8")
+    lab = compiled(path)
+    assert lab.vms[1].disk == disk
+    scene = diagram.scene_for(lab)
+    run = subprocess.run([dot, "-Tsvg"], input=dot_source(scene), capture_output=True,
+                         text=True, timeout=60)
+    assert run.returncode == 0 and run.stderr == "", run.stderr
+    shown = visible(disk)
+    # SVG keeps the text; only a line's outer spaces may go (XML text nodes keep them,
+    # but graphviz centres each line by its trimmed width).
+    assert any(t.strip() == shown.strip() for t in svg_texts(run.stdout)), shown
+    line = next(l for l in mermaid_source(scene).splitlines() if "<b>node</b>" in l)
+    label = line[line.index('"') + 1:line.rindex('"')]
+    assert shown in mermaid_decoded(label).split("<br/>")
