@@ -12,6 +12,7 @@ import pytest
 
 libvirt = pytest.importorskip("libvirt")
 
+from conftest import example_files  # noqa: E402
 from deploy_helpers import Calls, Counting, compile_lab, private_test_host, snapshot  # noqa: E402
 from topoc import deploy  # noqa: E402
 from topoc.deploy_records import MemoryRecords  # noqa: E402
@@ -445,3 +446,17 @@ def test_a_failure_at_every_step_of_destroy_leaves_the_host_as_before(tmp_path):
             base.conn.close()
         fail_at += 1
     assert fail_at == 13, "3 running domains (stop, undefine) and 3 networks (stop, undefine)"
+
+
+@pytest.mark.parametrize("path", example_files(), ids=lambda p: p.name)
+def test_every_example_deploys_redeploys_in_sync_and_destroys(path, target):
+    from topoc.compiler import compile_file
+
+    lab = compile_file(str(path)).lab
+    foreign = snapshot(target.conn)
+    applied = deploy.apply(lab, target, start_vms=True)
+    assert applied.changes and all(c.action == "create" for c in applied.changes)
+    assert deploy.make_plan(lab, target, start_vms=True).changes == []
+    assert all(row.defined and row.active and row.owned for row in deploy.status(lab, target))
+    deploy.destroy(lab.name, target)
+    assert snapshot(target.conn) == foreign
