@@ -103,7 +103,6 @@ class Probe:
     request: Leg
     reply: Leg | None = None
     ok: bool = False
-    expected_dst: str | None = None
 
     @property
     def failure(self) -> str:
@@ -263,7 +262,7 @@ class Engine:
                 packet = forwarded
             answer = self.arp(out.segment, hop, node)
             if answer is None:
-                return leg.fail(node, f"nobody on {_segment_label(self.topo, out.segment)} answers ARP "
+                return leg.fail(node, f"nobody on {_segment_label(out.segment)} answers ARP "
                                 f"for {hop}{self._lives_elsewhere(hop, out.segment)}",
                                 self._arp_fix(node, hop, out.segment, packet.dst))
             node, inbound, originated = answer.node, answer.name, False
@@ -352,7 +351,7 @@ class Engine:
             for iface in self.topo.interfaces[owner]:
                 if iface.ip == ip and iface.segment != segment:
                     return (f" ({ip} is {owner}'s address on "
-                            f"{_segment_label(self.topo, iface.segment)}, another L2 segment)")
+                            f"{_segment_label(iface.segment)}, another L2 segment)")
         return ""
 
     def _arp_fix(self, node: str, ip: IPv4Address, segment: str, dst: IPv4Address) -> str:
@@ -366,7 +365,7 @@ class Engine:
             return (f"isolated network `{net.name}` has no address, so its host is not on it: give "
                     "it an `address` (host-only) or reach its VMs from another VM on it")
         if ip in self.owners:
-            return (f"{ip} is on another segment than {node}'s {_segment_label(self.topo, segment)}: "
+            return (f"{ip} is on another segment than {node}'s {_segment_label(segment)}: "
                     "route it through a node on both")
         return f"no node has {ip}: check the address, or the `route`/`gateway` that leads to it"
 
@@ -429,7 +428,7 @@ def _fwo_fix(net: Network, outbound: str, packet: Packet) -> str:
 # --- helpers --------------------------------------------------------------------------
 
 
-def _segment_label(topo: Topology, segment: str) -> str:
+def _segment_label(segment: str) -> str:
     return f"segment `{segment}`"
 
 
@@ -546,8 +545,7 @@ def reach_address(lab: Lab, src: str, ip: IPv4Address | str) -> PairResult:
     """Whether `src` gets an echo reply from the single address `ip`."""
     ip = IPv4Address(ip)
     p = probe(lab, src, ip)
-    owners = engine(lab).owners.get(ip, [])
-    return PairResult(src, str(ip), p.ok, p.path, _reason(p, owners[0] if owners else None))
+    return PairResult(src, str(ip), p.ok, p.path, _reason(p))
 
 
 def pair(lab: Lab, src: str, dst: str) -> tuple[PairResult, list[Probe]]:
@@ -559,7 +557,6 @@ def pair(lab: Lab, src: str, dst: str) -> tuple[PairResult, list[Probe]]:
     probes = []
     for ip in addresses:
         p = probe(lab, src, ip)
-        p.expected_dst = dst
         if p.ok and p.request.node != dst and p.request.node != src:
             p.ok = False
             p.request.failure = f"{ip} answers from {p.request.node}, not from {dst}"
@@ -567,14 +564,14 @@ def pair(lab: Lab, src: str, dst: str) -> tuple[PairResult, list[Probe]]:
         probes.append(p)
     failed = next((p for p in probes if not p.ok), None)
     shown = failed or probes[0]
-    return PairResult(src, dst, failed is None, shown.path, _reason(shown, dst)), probes
+    return PairResult(src, dst, failed is None, shown.path, _reason(shown)), probes
 
 
-def _reason(p: Probe, dst: str | None) -> str:
+def _reason(p: Probe) -> str:
     if not p.ok:
         return f"{p.target}: {p.failure}"
     events = [text for _, text in p.request.steps if "MASQUERADE" in text]
-    via = [n for n in p.request.path[1:-1]]
+    via = list(p.request.path[1:-1])
     how = f"via {', '.join(via)}" if via else "directly"
     if events:
         how += " (masqueraded)"
