@@ -78,6 +78,7 @@ def cli() -> None:
 def check(files: tuple[str, ...], fmt: str, list_codes: bool) -> None:
     """Check .topo files and report every problem at once."""
     if list_codes:
+        import topoc.deploy  # noqa: F401  registers deploy's pre-flight codes (no libvirt import)
         from topoc.checks.registry import _load_check_modules
 
         _load_check_modules()
