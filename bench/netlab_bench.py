@@ -51,7 +51,7 @@ def ensure_netlab(log=print) -> Path:
     exe = netlab_executable()
     if exe.exists():
         return exe
-    log(f"installing {NETLAB_PACKAGE} into {NETLAB_VENV.relative_to(BENCH.parent)} (first use) ...")
+    log(f"installing {NETLAB_PACKAGE} into {NETLAB_VENV} (first use) ...")
     venv.EnvBuilder(with_pip=True, clear=True).create(NETLAB_VENV)
     pip = [str(NETLAB_VENV / "bin" / "python"), "-m", "pip", "install", "--quiet"]
     result = subprocess.run([*pip, NETLAB_PACKAGE], capture_output=True, text=True)
