@@ -1,8 +1,8 @@
 """The diagram's scene: what to draw, decided once, for every drawing format.
 
-It turns the IR into boxes (networks, hosts, VMs, externals, legend samples), host
-clusters and links (nics, uplinks, port forwards), each with its label as plain-text
-lines. The DOT and Mermaid writers (topoc.backends.diagram_dot, diagram_mermaid) only
+It turns the IR into boxes (networks, hosts, VMs, externals), host clusters, links
+(nics, uplinks, port forwards) and the legend's list of models, each label as plain-text
+lines; with --reach, the uplinks also carry topoc.reach's facts (diagram_reach). The DOT and Mermaid writers (topoc.backends.diagram_dot, diagram_mermaid) only
 translate a Scene into their syntax, so both show the same labels and the same
 structure. Nothing here escapes text: each writer escapes for its own syntax.
 
