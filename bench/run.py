@@ -10,7 +10,9 @@ time per VM, topoc/netlab, and the issue's targets next to the figures: it repor
 them, it never asserts them.
 
 `--profile` instead runs topoc check and build under cProfile on the largest lab and
-prints the hotspots (profiles are kept in bench/work/ for snakeviz or pstats).
+prints the hotspots (profiles are kept in bench/work/ for snakeviz or pstats), with
+what the cyclic GC costs; `--stages` prints the CPU time of each pipeline stage (parse,
+lower, checks, each backend, the writer) per size, to show how each one grows.
 
 Responsibility: measuring and reporting. Generating labs is bench/gen.py's job,
 describing them to netlab is bench/netlab_bench.py's.
@@ -85,7 +87,7 @@ def measure(argv: list[str], cwd: Path | None = None) -> tuple[float, float, int
     wait4 gives the child's own rusage, so one command's peak never hides behind an
     earlier, bigger one (as RUSAGE_CHILDREN's running maximum would).
     """
-    env = {**os.environ, "NO_COLOR": "1", "PYTHONDONTWRITEBYTECODE": "1"}
+    env = {**os.environ, "NO_COLOR": "1"}
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         start = time.perf_counter()
         proc = subprocess.Popen(argv, cwd=cwd, stdout=out, stderr=err, env=env,
@@ -229,9 +231,12 @@ def _targets(s: Sample, prev: Sample | None) -> str:
 def table(samples: list[Sample]) -> list[str]:
     head = ("command", "VMs", "wall s", "cpu s", "peak MiB", "time / prev", "mem / prev",
             "ms per VM", "target (not asserted)")
+    order = ["topoc startup", "topoc check", "topoc build", "topoc reach", "netlab create"]
+    ordered = sorted(samples, key=lambda s: (order.index(s.label) if s.label in order
+                                             else len(order), s.n))
     rows = []
     prev: dict[str, Sample] = {}
-    for s in samples:
+    for s in ordered:
         p = prev.get(s.label)
         per_vm = f"{1000 * s.wall / s.n:.2f}" if s.n else "-"
         rows.append((s.label + (f" (exit {s.returncode})" if s.returncode else ""),
