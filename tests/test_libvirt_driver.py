@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import subprocess
 import xml.etree.ElementTree as ET
-from pathlib import Path
 
 import pytest
 

@@ -8,6 +8,8 @@ import xml.etree.ElementTree as ET
 from dataclasses import replace
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from conftest import require_tool
 from test_libvirt_cases import CASES, GOLDEN_BUILD, artifacts, compiled, golden_dir, xml_artifacts
@@ -299,9 +301,6 @@ def test_every_other_clean_test_topology_gives_valid_xml(tmp_path):
 
 # --- any disk path, any source name --------------------------------------------------
 
-from hypothesis import given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
-
 # What a quoted string may hold (printable ASCII and tab; the grammar takes no newline).
 PATH_TEXT = st.text(alphabet=st.sampled_from([chr(c) for c in range(32, 127)] + ["\t"]),
                     min_size=1, max_size=40)
@@ -328,10 +327,7 @@ def test_any_disk_path_reads_back_exactly(path):
 @settings(max_examples=150, deadline=None)
 @given(name=PATH_TEXT)
 def test_any_source_file_name_keeps_the_xml_well_formed(name):
-    lab = compiled("nat")
-    from dataclasses import replace as dc_replace
-
-    renamed = dc_replace(lab, file=name)
+    renamed = replace(compiled("nat"), file=name)
     for vm in renamed.vms:
         root = parse(backend.domain_xml(renamed, vm))
         assert root.find("metadata/topoc:lab", NS).get("source") == name
