@@ -166,3 +166,10 @@ def test_a_vm_on_a_lan_its_host_is_not_on_is_an_error_not_a_traceback(tmp_path):
     assert result.exit_code == 1
     assert "external" in result.output and "Traceback" not in result.output
     assert not (tmp_path / "out").exists()
+
+
+def test_targets_may_be_repeated_or_comma_separated(tmp_path):
+    result = build(NAT, "--target", "host", "--target", "libvirt", "-o", str(tmp_path / "out"))
+    assert result.exit_code == 0, result.output
+    assert "(targets: libvirt, host)" in result.output  # always in build order
+    assert {p.split("/")[0] for p in snapshot(tmp_path / "out")} == {"libvirt", "host", MANIFEST}
