@@ -258,3 +258,35 @@ def test_a_pair_is_the_conjunction_of_its_addresses(path: Path) -> None:
     for result in matrix:
         each = [reach_address(lab, result.src, ip).reachable for ip in node_addresses(lab, result.dst)]
         assert result.reachable == (bool(each) and all(each)), (result.src, result.dst)
+
+
+def test_every_model_on_one_host() -> None:
+    # kvm1: eth0 enslaved to br0 (bridged lanbr, the LAN), eth1 on the WAN; nat1 (no
+    # via: out anywhere, masqueraded), r1 (routed via eth1), o1 (open: no rules at all).
+    # bvm is a LAN peer whose gateway is kvm1. Columns: who answers the row.
+    # bvm/router -> n, far -> n, o -> n, r -> n: FWI refuses NEW traffic into nat1.
+    # Into r1 only from eth1 (far); out of r1 only to eth1 (r -> far only).
+    # n -> bvm/o/router/far: masqueraded on the way out of any device, replies ESTABLISHED.
+    # o <-> bvm/router/far: nothing filters an open network; far and router route 10/8
+    # via kvm1, bvm uses kvm1 as its gateway. far -> bvm/router/kvm1's LAN address, and
+    # router -> far/kvm1's WAN address: no route between 192.168.101/24 and 203.0.113/24.
+    lab = load(LABS / "every_model.topo")
+    assert_matrix(lab, """
+               kvm1 bvm n r o router far
+        kvm1    .   Y   Y Y Y  Y     Y
+        bvm     Y   .   n n Y  Y     n
+        n       Y   Y   . n Y  Y     Y
+        r       Y   n   n . n  n     Y
+        o       Y   Y   n n .  Y     Y
+        router  n   Y   n n Y  .     n
+        far     n   n   n Y Y  n     .
+    """)
+    # tcp 8022 -> r:22: r's answer must leave by eth1 (FWO), so only far (WAN) and n
+    # (masqueraded to 10.1.0.1, answered inside kvm1) get it. udp 5353 -> n:53: n's
+    # answers are ESTABLISHED anywhere but into r1 from tp-nat1 (FWI wants -i eth1).
+    opened = {(f.port, src): ok for f, src, ok in forward_reach(lab)}
+    assert opened == {
+        (8022, "kvm1"): False, (8022, "bvm"): False, (8022, "n"): True, (8022, "o"): False,
+        (8022, "router"): False, (8022, "far"): True,
+        (5353, "kvm1"): False, (5353, "bvm"): True, (5353, "r"): False, (5353, "o"): True,
+        (5353, "router"): True, (5353, "far"): True}
