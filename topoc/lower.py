@@ -32,7 +32,8 @@ NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(-[A-Za-z0-9_]+)*")
 # ones (eth0, enp1s0, br-lan, eth0.100, wlan0) so names are safe in scripts unquoted.
 IFNAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 MAC_RE = re.compile(r"([0-9A-Fa-f]{2})([:-][0-9A-Fa-f]{2}){5}")
-MODEL_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+# libvirt's schema allows [a-zA-Z0-9_-] in <model type=...> (domaincommon.rng).
+MODEL_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]*")
 DOMAIN_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*")
 
 # Units as libvirt reads them (https://libvirt.org/formatdomain.html#memory-allocation):
@@ -428,6 +429,17 @@ class _Lowerer:
                             f"external network `{name}` has no `subnet`",
                             "add `subnet CIDR`, e.g. `subnet 192.168.1.0/24`")
                 ok = False
+        elif mode is Mode.BRIDGED:
+            # libvirt's <forward mode='bridge'/> network is the LAN's segment: no <ip>, no
+            # dnsmasq, and the host bridge's own settings are the host's business
+            # (https://libvirt.org/formatnetwork.html#using-an-existing-host-bridge).
+            for keyword in ("address", "subnet", "dhcp", "dns", "domain", "mtu", "stp"):
+                if keyword in one:
+                    self.report(INVALID_VALUE, one[keyword].span,
+                                f"`{keyword}` does not apply to bridged network `{name}`: its "
+                                "VMs are on the LAN, which gives their addresses",
+                                f"remove `{keyword}`; give each VM nic a LAN address instead")
+                    ok = False
         elif mode in (Mode.NAT, Mode.ROUTED, Mode.OPEN) and address is None:
             self.report(MISSING_STATEMENT, block.name.span,
                         f"{mode.value} network `{name}` has no `address`",
@@ -440,7 +452,14 @@ class _Lowerer:
                         f"{address} (network {address.network})",
                         "drop `subnet`: a network with an address takes its subnet from it")
             ok = False
-        if dhcp is not None and address is None:
+        for keyword in ("dns", "domain"):
+            asked = keyword in one and (keyword != "dns" or bool(values.get("dns")))
+            if asked and address is None and mode not in (Mode.EXTERNAL, Mode.BRIDGED):
+                self.report(INVALID_VALUE, one[keyword].span,
+                            f"network `{name}` has `{keyword}` but no `address` for the DNS server",
+                            "add `address IP/PREFIX`: libvirt's dnsmasq answers on it")
+                ok = False
+        if dhcp is not None and address is None and mode is not Mode.BRIDGED:
             self.report(INVALID_VALUE, one["dhcp"].span,
                         f"network `{name}` has DHCP but no `address` for the DHCP server",
                         "add `address IP/PREFIX`: libvirt's dnsmasq listens on it")
@@ -533,9 +552,15 @@ class _Lowerer:
         if "vcpus" in one:
             vcpus = self.attempt(lambda: _integer(one["vcpus"].args[0], "vCPU count", 1, 4096))  # type: ignore[assignment]
         disk = _string(one["disk"].args[0]) if "disk" in one else None
-        if disk is not None and (not disk or "\x00" in disk):
+        if disk is not None and not disk:
             self.report(INVALID_VALUE, one["disk"].args[0].span, "the disk path is empty",
                         f"write the image's path, e.g. `disk /var/lib/libvirt/images/{block.name.text}.qcow2`")
+            memory = None  # type: ignore[assignment]
+        elif disk is not None and any(ord(c) < 32 and c != "\t" for c in disk):
+            # XML 1.0 cannot hold control characters other than tab, CR and LF (and a
+            # quoted string has no line breaks), so libvirt could never store the path.
+            self.report(INVALID_VALUE, one["disk"].args[0].span,
+                        "the disk path contains a control character", "remove it from the path")
             memory = None  # type: ignore[assignment]
         if block.on is not None:
             self.host_refs.append(block.on)
