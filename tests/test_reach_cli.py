@@ -93,3 +93,17 @@ def test_output_is_the_same_under_any_hash_seed() -> None:
                               env={**os.environ, "PYTHONHASHSEED": seed})
         outputs.add(done.stdout)
     assert len(outputs) == 1
+
+
+def test_a_matrix_too_large_to_print_is_refused_with_advice(tmp_path: Path) -> None:
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+    from gen import generate_lab
+
+    path = tmp_path / "big.topo"
+    path.write_text(generate_lab(1000))
+    result = CliRunner().invoke(cli, ["reach", str(path)])
+    assert result.exit_code == 2 and "topoc reach FILE SRC DST" in result.stderr
+    code, out = run(str(path), "vm00000", "router")
+    assert code == 0 and out.startswith("vm00000 -> router: reachable")

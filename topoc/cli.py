@@ -296,6 +296,11 @@ def reach_command(file: str, src: str | None, dst: str | None, fmt: str) -> None
     lab = compile_or_exit(file).lab
     assert lab is not None
     if src is None:
+        pairs = len(lab.nodes) * (len(lab.nodes) - 1)
+        if pairs > reach.MAX_MATRIX_PAIRS:
+            fail_usage(f"{file} has {len(lab.nodes)} nodes, {pairs:,} pairs: too many to print; "
+                       "ask about one pair with `topoc reach FILE SRC DST` (`topoc check` proves "
+                       "the `expect` lines without the matrix)")
         matrix = reach.predict(lab)
         if fmt == "json":
             click.echo(json.dumps(reach.matrix_json(matrix), indent=2))

@@ -694,6 +694,9 @@ def explain_probe(p: Probe) -> str:
 # --- the matrix as text and JSON ------------------------------------------------------
 
 YES, NO, SELF = "✓", "✗", "·"
+# `topoc reach FILE` refuses beyond this (about 1,000 nodes): a matrix nobody can read,
+# computed pair by pair.
+MAX_MATRIX_PAIRS = 1_000_000
 
 
 def render_matrix(matrix: Matrix) -> str:
