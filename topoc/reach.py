@@ -694,9 +694,9 @@ def explain_probe(p: Probe) -> str:
 # --- the matrix as text and JSON ------------------------------------------------------
 
 YES, NO, SELF = "✓", "✗", "·"
-# `topoc reach FILE` refuses beyond this (about 1,000 nodes): a matrix nobody can read,
-# computed pair by pair.
-MAX_MATRIX_PAIRS = 1_000_000
+# `topoc reach FILE` refuses beyond this (about 500 nodes, some 10 s at ~45 us a pair):
+# a matrix nobody can read, computed pair by pair.
+MAX_MATRIX_PAIRS = 250_000
 
 
 def render_matrix(matrix: Matrix) -> str:
