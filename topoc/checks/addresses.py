@@ -212,32 +212,38 @@ def _overlaps_on_host(lab: Lab, host: Host) -> Iterator[Finding]:
     an earlier one is reported. libvirt refuses to start a network whose subnet is in use
     ("Network is already in use by interface ..."); an isolated network with no address
     gives the host no route, so it only confuses (a warning)."""
-    earlier: list[tuple[IPv4Network, str, bool]] = []  # (subnet, what, the host's LAN)
+    earlier: list[tuple[IPv4Network, str, bool, bool]] = []  # (subnet, what, a LAN, has no address)
     for nic in host.nics:
         net = lab.network(nic.network)
         if nic.address is not None and net is not None and not net.managed:
-            earlier.append((nic.address.network, f"the LAN `{net.name}` of {host.name} ({nic.name})", True))
+            earlier.append((nic.address.network, f"the LAN `{net.name}` of {host.name} ({nic.name})",
+                            True, False))
     for net in sorted(lab.networks_on(host.name), key=lambda n: n.span.line):
         subnet = net.subnet
         if subnet is None or net.mode is Mode.BRIDGED:
             continue
         span = at(net.address_span if net.address is not None else net.subnet_span, net.span)
-        for other, what, is_lan in earlier:
-            if not subnet.overlaps(other):
-                continue
-            if net.address is None:
-                yield Finding(span, f"isolated network `{net.name}` reuses {subnet}, the subnet of "
-                              f"{what}: its VMs cannot reach that {'LAN' if is_lan else 'network'}, "
-                              "even at the same addresses",
-                              "give it a subnet of its own, unless the separation is the point",
-                              Severity.WARNING)
-            else:
-                yield Finding(span, f"{subnet} of network `{net.name}` overlaps {other}, the subnet of "
-                              f"{what}; libvirt refuses to start it (\"Network is already in use by "
-                              "interface\")", "give it a subnet of its own")
-            break
-        if net.address is not None:
-            earlier.append((subnet, f"network `{net.name}` (line {net.span.line})", False))
+        clashes = [e for e in earlier if subnet.overlaps(e[0])]
+        # A clash between two addressed subnets stops libvirt; one with an address-less
+        # isolated segment only separates its VMs from the other side.
+        hard = [e for e in clashes if not e[3]] if net.address is not None else []
+        if hard:
+            other, what = hard[0][0], hard[0][1]
+            yield Finding(span, f"{subnet} of network `{net.name}` overlaps {other}, the subnet of "
+                          f"{what}; libvirt refuses to start it (\"Network is already in use by "
+                          "interface\")", "give it a subnet of its own")
+        elif clashes:
+            other, what, is_lan, _ = clashes[0]
+            side = "LAN" if is_lan else "network"
+            message = (f"isolated network `{net.name}` reuses {subnet}, the subnet of {what}: its "
+                       f"VMs cannot reach that {side}, even at the same addresses"
+                       if net.address is None else
+                       f"{subnet} of network `{net.name}` overlaps {other}, the subnet of {what}, "
+                       "an isolated network without address: its VMs cannot reach this one, even "
+                       "at the same addresses")
+            yield Finding(span, message, "give it a subnet of its own, unless the separation is the point",
+                          Severity.WARNING)
+        earlier.append((subnet, f"network `{net.name}` (line {net.span.line})", False, net.address is None))
 
 
 @check(DHCP_RANGE)
