@@ -21,6 +21,9 @@ SYSTEM_PACKAGES := libvirt-clients libvirt-dev pkg-config libvirt-daemon-system 
 SYSTEM_STAMP := $(VENV)/.system-packages
 PYTHON_STAMP := $(VENV)/.installed
 
+# Mermaid's own parser (npm), so the tests check every Mermaid diagram with it.
+MERMAID_STAMP := tests/mermaid/node_modules/.installed
+
 .PHONY: setup demo test bench clean
 
 setup: $(PYTHON_STAMP)
@@ -38,7 +41,12 @@ $(PYTHON_STAMP): $(SYSTEM_STAMP) pyproject.toml
 demo: setup
 	@bash scripts/demo.sh
 
-test: setup
+$(MERMAID_STAMP): tests/mermaid/package-lock.json
+	@command -v npm >/dev/null || bash scripts/install-system-packages.sh nodejs npm
+	npm ci --prefix tests/mermaid --no-audit --no-fund --loglevel=error
+	@touch $@
+
+test: setup $(MERMAID_STAMP)
 	$(BIN)/python -m pytest
 
 bench: setup

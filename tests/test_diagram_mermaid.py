@@ -1,10 +1,9 @@
 """Every Mermaid diagram topoc writes parses with Mermaid's own parser.
 
 The parser is the `mermaid` npm package (the one GitHub and GitLab render with), run by
-tests/mermaid/check.mjs under Node with jsdom. It is optional tooling that `make setup`
-does not install, so without Node or without `npm ci --prefix tests/mermaid` the test
-skips and says how to get it; test_diagram.py checks the Mermaid text's structure
-either way.
+tests/mermaid/check.mjs under Node with jsdom. `make test` installs it (`npm ci
+--prefix tests/mermaid`); run by hand without it, the test skips and says how to get it
+(in CI it fails instead); test_diagram.py checks the Mermaid text's structure either way.
 """
 
 from __future__ import annotations
@@ -15,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
+from conftest import IN_CI, ROOT
 from test_diagram import CASES, compiled
 from topoc.backends import diagram
 from topoc.backends.diagram_mermaid import mermaid_source
@@ -23,12 +22,19 @@ from topoc.backends.diagram_mermaid import mermaid_source
 CHECKER = ROOT / "tests" / "mermaid"
 
 
+def _missing(reason: str) -> None:
+    # `make test` installs it, so in CI a missing parser is a broken set-up, not a skip.
+    if IN_CI:
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
 def mermaid_checker() -> list[str]:
     node = shutil.which("node")
     if node is None:
-        pytest.skip("node is not installed (Debian: apt-get install nodejs)")
+        _missing("node is not installed (Debian: apt-get install nodejs)")
     if not (CHECKER / "node_modules" / "mermaid").is_dir():
-        pytest.skip("Mermaid's parser is not installed: npm ci --prefix tests/mermaid")
+        _missing("Mermaid's parser is not installed: npm ci --prefix tests/mermaid (make test does)")
     return [node, str(CHECKER / "check.mjs")]
 
 
