@@ -70,19 +70,28 @@ def test_isolated() -> None:
 
 
 def test_host_only() -> None:
-    # hostnet: no <forward>, an <ip> on br2. VMs and host reach each other (VMs take the
-    # bridge address as their default route, so kvm1's LAN address answers too).
-    # db/app -> pc: libvirt leaves ip_forward off for an isolated network (and its
-    # FWO/FWI `-i/-o br2 -j REJECT` would refuse it anyway). pc -> *: pc's gateway
+    # hostnet: no <forward>, an <ip> on br2. VMs and host reach each other on br2, but
+    # "every address of kvm1" includes its LAN address 192.168.101.11, and libvirt's
+    # dnsmasq gives guests of a network without <forward> no default route (an empty
+    # dhcp-option=3): db/app have no route to it, so db/app -> kvm1 fail as a whole
+    # (the bridge address alone answers; see test_host_only_vms_reach_the_bridge_address).
+    # db/app -> pc: no route, and libvirt leaves ip_forward off for an isolated network
+    # (its FWO/FWI `-i/-o br2 -j REJECT` would refuse it anyway). pc -> *: pc's gateway
     # 192.168.101.1 is not in the lab, and nothing routes 10.10.102.0/24 to kvm1; since
     # kvm1 also has 10.10.102.1, pc -> kvm1 fails on that address.
     assert_matrix(load(EXAMPLES / "hostonly.topo"), """
              kvm1 db app pc
         kvm1  .   Y  Y   Y
-        db    Y   .  Y   n
-        app   Y   Y  .   n
+        db    n   .  Y   n
+        app   n   Y  .   n
         pc    n   n  n   .
     """)
+
+
+def test_host_only_vms_reach_the_bridge_address() -> None:
+    lab = load(EXAMPLES / "hostonly.topo")
+    assert reach_address(lab, "app", IPv4Address("10.10.102.1")).reachable
+    assert not reach_address(lab, "app", IPv4Address("192.168.101.11")).reachable
 
 
 def test_routed_without_return_route() -> None:

@@ -32,7 +32,10 @@ FIREWALLED_MODES = (Mode.ISOLATED, Mode.NAT, Mode.ROUTED)
 # Networks for which libvirt turns on net.ipv4.ip_forward when it starts them.
 FORWARDING_MODES = (Mode.NAT, Mode.ROUTED, Mode.OPEN)
 # Networks whose dnsmasq hands out the bridge address as the router (DHCP option 3).
-DHCP_ROUTER_MODES = (Mode.NAT, Mode.ROUTED, Mode.OPEN, Mode.ISOLATED)
+# Not isolated (host-only) ones: for a network without <forward>, libvirt writes an empty
+# `dhcp-option=3` into dnsmasq's configuration, so guests get no default route there and
+# reach only the host's address on that bridge, not its other addresses.
+DHCP_ROUTER_MODES = (Mode.NAT, Mode.ROUTED, Mode.OPEN)
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,7 +206,7 @@ def node_addresses(lab: Lab, name: str) -> tuple[IPv4Address, ...]:
 
 def effective_routes(lab: Lab, name: str) -> tuple[Route, ...]:
     """The node's `route`s plus its default route: a nic `gateway`, or for a VM on a
-    nat/routed/open/host-only network without one, the network's address, as libvirt's
+    nat/routed/open network without one, the network's address, as libvirt's
     dnsmasq hands it out. Connected routes (a nic's own subnet) are implied."""
     return topology(lab).routes.get(name, ())
 
