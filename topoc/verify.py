@@ -358,24 +358,6 @@ _CLIENT = textwrap.dedent("""
 """)
 
 
-def _forward_target(lab: Lab, forward: Forward, src: str) -> str | None:
-    """The host address `src` connects to: one on a segment they share, else any."""
-    vm = lab.node(forward.vm)
-    assert isinstance(vm, Vm)
-    host = lab.node(vm.host)
-    source = lab.node(src)
-    if not isinstance(host, Host) or source is None:
-        return None
-    source_networks = {nic.network for nic in source.nics}
-    for nic in host.nics:
-        if nic.network in source_networks and nic.ip is not None:
-            return str(nic.ip)
-    for nic in host.nics:
-        if nic.ip is not None:
-            return str(nic.ip)
-    return None
-
-
 def _probe_forward(rig: Rig, forward: Forward, src: str, target: str) -> bool:
     listener = subprocess.Popen(
         ["ip", "netns", "exec", rig.node_ns(forward.vm), sys.executable, "-c", _LISTENER,
@@ -423,13 +405,14 @@ def _ping_matrix(rig: Rig, lab: Lab) -> list[Observation]:
 
 
 def _forward_checks(rig: Rig, lab: Lab) -> list[ForwardObservation]:
-    from topoc.reach import forward_reach
+    from topoc.reach import forward_reach, forward_target
 
     observations = []
     for forward, src, predicted in forward_reach(lab):
-        target = _forward_target(lab, forward, src)
-        if target is None:
+        address = forward_target(lab, forward, src)
+        if address is None:
             continue
+        target = str(address)
         observed = _probe_forward(rig, forward, src, target)
         observations.append(ForwardObservation(forward, src, f"{target}:{forward.port}",
                                                predicted, observed))
