@@ -464,6 +464,3 @@ def main() -> None:
         _console(stderr=True).print("topoc: interrupted", markup=False)
         sys.exit(130)
 
-
-# Keep json imported for subcommands that print JSON documents.
-__all__ = ["cli", "main", "json"]

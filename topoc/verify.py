@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Iterator, Mapping
 
 from topoc import naming
-from topoc.ir import External, Forward, Host, Lab, Mode, Network, Nic, Vm
+from topoc.ir import External, Forward, Host, Lab, Mode, Nic, Vm
 
 BRIDGE_NF_SYSCTLS = ("net.bridge.bridge-nf-call-arptables", "net.bridge.bridge-nf-call-iptables",
                      "net.bridge.bridge-nf-call-ip6tables")
