@@ -176,3 +176,71 @@ def test_the_parser_stops_after_fifty_errors():
     assert len(diagnostics) == 51
     assert diagnostics[-1].code == "too-many-errors"
     assert [d.span.line for d in diagnostics[:50]] == list(range(2, 52))
+
+
+# --- the fast lexer gives lark's contextual lexer's tokens ------------------------------
+
+
+def _token_stream(tree) -> list[tuple]:
+    from lark import Tree
+
+    out: list[tuple] = []
+
+    def walk(node) -> None:
+        if isinstance(node, Tree):
+            out.append(("tree", node.data))
+            for child in node.children:
+                walk(child)
+            out.append(("end",))
+        else:
+            out.append((node.type, str(node), node.line, node.column, node.end_line,
+                        node.end_column, node.start_pos, node.end_pos))
+
+    walk(tree)
+    return out
+
+
+def _both(text: str):
+    from topoc.parser import _fast_lark, _lark
+
+    results = []
+    for parser in (_lark(), _fast_lark()):
+        try:
+            results.append(_token_stream(parser.parse(text)))
+        except Exception:  # noqa: BLE001 - any failure; parse() then uses lark's lexer
+            results.append(None)
+    return results
+
+
+def _repo_topo_files() -> list[Path]:
+    return sorted(p for p in ROOT.glob("**/*.topo")
+                  if "node_modules" not in p.parts and not any(part.startswith(".") for part in p.parts))
+
+
+@pytest.mark.parametrize("path", _repo_topo_files(), ids=lambda p: str(p.relative_to(ROOT)))
+def test_fast_lexer_agrees_with_larks_contextual_lexer(path: Path) -> None:
+    text = path.read_bytes().decode("utf-8", errors="replace").replace("\r\n", "\n")
+    standard, fast = _both(text if text.endswith("\n") else text + "\n")
+    # Where the fast path parses, it gives exactly lark's tokens and tree; where it steps
+    # aside (None), parse() falls back to lark's lexer, so only a fast success counts.
+    if fast is not None:
+        assert fast == standard
+
+
+FAST_LEXER_EDGES = [
+    "lab x\nexpect a->b\n",  # an arrow glued to names
+    "lab x\nhost h { }\nvm v on h { vcpus -1 }\n",  # a value starting with `-`
+    "lab x\nnetwork n on h { mode nat\n  address 10.0.0.1/24\n  dhcp 10.0.0.5 -10.0.0.9 }\n",
+    "lab on\nnetwork on { mode external\n  subnet 10.0.0.0/8 }\n",  # keywords as names
+    "# only\n  # comments\n",
+    "lab x  # trailing\n\n\n# and more\n",
+    'lab x\nhost h { }\nvm v on h { disk "a \\" b # c" }\n',  # quote and hash inside a string
+]
+
+
+@pytest.mark.parametrize("text", FAST_LEXER_EDGES)
+def test_fast_lexer_edge_cases(text: str) -> None:
+    standard, fast = _both(text)
+    if fast is not None:
+        assert fast == standard
+    assert parse(text, "t.topo")[1] == parse(text, "t.topo")[1]

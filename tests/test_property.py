@@ -98,3 +98,16 @@ def test_random_text_gives_diagnostics_inside_the_file(text):
 @given(mutated_example())
 def test_fmt_is_idempotent_and_keeps_meaning_on_mutated_examples(text):
     _assert_fmt_keeps_meaning(text)
+
+
+@SETTINGS
+@given(mutated_example())
+def test_fast_lexer_agrees_with_larks_lexer_on_mutated_examples(text):
+    """parse() tries a fast lexer first: wherever it succeeds it must give exactly what
+    lark's contextual lexer gives (tokens, positions, tree)."""
+    from test_parser import _both
+
+    source = text.replace("\r\n", "\n")
+    standard, fast = _both(source if source.endswith("\n") else source + "\n")
+    if fast is not None:
+        assert fast == standard

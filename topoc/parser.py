@@ -19,9 +19,11 @@ import difflib
 import functools
 import re
 import unicodedata
+from typing import Any, Iterator
 from importlib import resources
 
 from lark import Lark, Token as LarkToken, Tree
+from lark.lexer import Lexer
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
 from topoc.diagnostics import SYNTAX_ERROR, TOO_MANY_ERRORS, Diagnostic, diagnostic
@@ -374,18 +376,31 @@ def _recover(e: UnexpectedInput, file: str, lines: list[str]) -> tuple[Diagnosti
 # --- building the syntax tree ---------------------------------------------------------
 
 
+_VALUE_KINDS = frozenset(("WORD", "STRING"))
+
+
 def _token(file: str, t: LarkToken) -> Token:
-    kind = t.type if t.type in ("WORD", "STRING") else str(t.value)
-    return Token(str(t.value), kind, Span(file, t.line, t.column, t.end_line, t.end_column))
+    kind = t.type if t.type in _VALUE_KINDS else t.value
+    return Token(t.value, kind, Span(file, t.line, t.column, t.end_line, t.end_column))
 
 
-def _is_code(t: object) -> bool:
-    return isinstance(t, LarkToken) and not t.type.startswith("_")
+def _code_tokens(file: str, children: list) -> list[Token]:
+    """The children that are tokens of code (not newlines), as syntax tokens. Hot: one
+    call per statement, so it avoids helper calls per token."""
+    tokens = []
+    for t in children:
+        if type(t) is LarkToken and t.type[0] != "_":
+            value = t.value
+            tokens.append(Token(value, t.type if t.type in _VALUE_KINDS else value,
+                                Span(file, t.line, t.column, t.end_line, t.end_column)))
+    return tokens
 
 
 def _statement(file: str, tree: Tree) -> Statement:
-    tokens = tuple(_token(file, t) for t in tree.children if _is_code(t))
-    return Statement(tokens[0].text, tokens, tokens[0].span.until(tokens[-1].span))
+    tokens = _code_tokens(file, tree.children)
+    first, last = tokens[0].span, tokens[-1].span
+    return Statement(tokens[0].text, tuple(tokens),
+                     Span(file, first.line, first.column, last.end_line, last.end_column))
 
 
 def _block(file: str, tree: Tree) -> Block:
@@ -393,17 +408,15 @@ def _block(file: str, tree: Tree) -> Block:
     body: list[Statement] = []
     close: Span | None = None
     for child in tree.children:
-        if isinstance(child, Tree) and child.data == "on_clause":
-            header.extend(_token(file, t) for t in child.children if _is_code(t))
-        elif isinstance(child, Tree):
-            body.append(_statement(file, child))
-        elif _is_code(child):
-            if child.type == "LBRACE":
-                continue
-            if child.type == "RBRACE":
-                close = _token(file, child).span
+        if type(child) is Tree:
+            if child.data == "on_clause":
+                header.extend(_code_tokens(file, child.children))
             else:
-                header.append(_token(file, child))
+                body.append(_statement(file, child))
+        elif child.type == "RBRACE":
+            close = _token(file, child).span
+        elif child.type != "LBRACE" and child.type[0] != "_":
+            header.append(_token(file, child))
     assert close is not None
     return Block(header[0].text, tuple(header), tuple(body), header[0].span.until(close), close)
 
@@ -478,10 +491,98 @@ def _collect_newline(token: LarkToken) -> LarkToken:
     return token
 
 
+class _FastPathMiss(Exception):
+    """The fast lexer met something it leaves to lark's own lexer."""
+
+
+# One pass of the whole text through one regular expression. Order matters: the arrows
+# before WORD (so `a->b` is `a`, `->`, `b`), WORD before a lone `-` (so `-1` is a value).
+_FAST_TOKENS = re.compile(r"""
+      (?P<WS>[\t\f ]+)
+    | (?P<NL>(?:\n[\t ]*|\#[^\n]*)+)
+    | (?P<STRING>"(?:[^"\\\n]|\\.)*")
+    | (?P<ARROW>!->|->)
+    | (?P<WORD>-?[A-Za-z0-9_.:/+~@%,=]+(?:-[A-Za-z0-9_.:/+~@%,=]+)*)
+    | (?P<PUNCT>[{}-])
+    | (?P<OTHER>.)
+""", re.VERBOSE | re.DOTALL)
+
+
+class _FastLexer(Lexer):
+    """The contextual lexer's tokens for well-formed input, at a fraction of its cost.
+
+    lark's contextual lexer runs a state-specific regex per token; this one scans the
+    text with one regex and makes a word a keyword exactly when the parser state accepts
+    that keyword, which is what the contextual lexer decides. Anything unusual (a
+    character it does not know, a word the state does not accept) raises _FastPathMiss,
+    and parse() runs lark's own lexer instead, which also produces every diagnostic.
+    tests/test_parser.py checks both give the same tokens on every file in the repo and
+    on fuzzed input.
+    """
+
+    __future_interface__ = 1
+
+    def __init__(self, lexer_conf: Any) -> None:
+        literals = {t.pattern.value: t.name for t in lexer_conf.terminals if t.pattern.type == "str"}
+        self.keywords = {text: name for text, name in literals.items() if text.isalpha()}
+        self.punctuation = {text: name for text, name in literals.items() if not text.isalpha()}
+
+    def lex(self, lexer_state: Any, parser_state: Any) -> Iterator[LarkToken]:
+        text = lexer_state.text
+        if not isinstance(text, str):  # lark may hand over a (complete) TextSlice
+            text = text.text
+        states = parser_state.parse_conf.parse_table.states
+        keywords, punctuation = self.keywords, self.punctuation
+        line, line_start = 1, 0
+        for m in _FAST_TOKENS.finditer(text):
+            kind = m.lastgroup
+            if kind == "WS":
+                continue
+            value = m.group()
+            start = m.start()
+            if kind == "WORD":
+                keyword = keywords.get(value)
+                kind = keyword if keyword is not None and keyword in states[parser_state.position] else "WORD"
+            elif kind == "NL":
+                kind = "_NL"
+            elif kind in ("PUNCT", "ARROW"):
+                kind = punctuation[value]
+            elif kind == "OTHER":
+                raise _FastPathMiss(value)
+            if kind not in states[parser_state.position]:
+                raise _FastPathMiss(value)
+            column = start - line_start + 1
+            end = m.end()
+            if kind == "_NL":
+                newlines = value.count("\n")
+                end_line = line + newlines
+                last = value.rfind("\n")
+                token = LarkToken(kind, value, start, line, column, end_line,
+                                  len(value) - last if newlines else column + len(value), end)
+                _newline_tokens.append(token)
+                line, line_start = end_line, (start + last + 1 if newlines else line_start)
+            else:
+                token = LarkToken(kind, value, start, line, column, line, column + len(value), end)
+            yield token
+
+
+@functools.cache
+def _fast_lark() -> Lark:
+    grammar = resources.files("topoc.grammar").joinpath("topo.lark").read_text(encoding="utf-8")
+    return Lark(grammar, parser="lalr", lexer=_FastLexer, propagate_positions=False,
+                keep_all_tokens=True, maybe_placeholders=False)
+
+
 def _parse_collecting(text: str, newline_tokens: list[LarkToken]) -> Tree:
-    """Parse, collecting the newline tokens (which carry the comments) on the way."""
+    """Parse, collecting the newline tokens (which carry the comments) on the way: the
+    fast lexer first, lark's contextual lexer when the fast one steps aside or the text
+    has an error (so every diagnostic comes from one place)."""
     _newline_tokens.clear()
     try:
+        try:
+            return _fast_lark().parse(text)
+        except (_FastPathMiss, UnexpectedInput):
+            _newline_tokens.clear()
         return _lark().parse(text)
     finally:
         newline_tokens.extend(_newline_tokens)

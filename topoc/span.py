@@ -6,11 +6,14 @@ Lines and columns are 1-based; `end_column` is the column just past the last cha
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 
-@dataclass(frozen=True, slots=True, order=True)
-class Span:
+class Span(NamedTuple):
+    """Immutable, hashable and ordered by position. A NamedTuple rather than a frozen
+    dataclass because the parser makes one per token: at 10,000 VMs that is 200,000
+    spans, and a tuple is built in less than half the time."""
+
     file: str
     line: int
     column: int

@@ -8,12 +8,14 @@ value a diagnostic is about. It has no lark types: lark stays inside topoc.parse
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from topoc.span import Span
 
 
-@dataclass(frozen=True, slots=True)
-class Token:
+class Token(NamedTuple):
+    """One token (a NamedTuple, like Span: the parser makes one per token)."""
+
     text: str
     kind: str  # WORD, STRING, or the keyword itself ("on", "via", "address", "->", ...)
     span: Span
