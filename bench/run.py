@@ -359,7 +359,8 @@ def profile(labs: dict[int, Path], workdir: Path, top: int, log) -> None:
     }
     for name, args in runs.items():
         prof = WORK / f"{name}-{n}.prof"
-        argv = [sys.executable, "-m", "cProfile", "-o", str(prof), "-m", "topoc", *args]
+        prof.unlink(missing_ok=True)
+        argv = [sys.executable, "-c", _PROFILE_CHILD, str(prof), *args]
         wall, _, _, rc, err = measure(argv)
         log(f"\n== topoc {name} N={n:,} under cProfile: {wall:.2f} s (exit {rc}), {prof}")
         if rc not in (0, 1) or not prof.exists():
@@ -372,6 +373,23 @@ def profile(labs: dict[int, Path], workdir: Path, top: int, log) -> None:
             log(f"-- top {top} by {order} (topoc's own functions) --")
             _print_top(stats, order, top, log)
         _print_gc_cost(args, log)
+
+
+# `python -m cProfile -m topoc` would write nothing: topoc's main() ends with os._exit
+# (it skips freeing the heap). So the child profiles the click command itself.
+_PROFILE_CHILD = """
+import cProfile, sys
+from topoc.cli import cli
+profile = cProfile.Profile()
+profile.enable()
+try:
+    cli.main(args=sys.argv[2:], prog_name="topoc", standalone_mode=True)
+except SystemExit as done:
+    code = done.code
+finally:
+    profile.disable()
+    profile.dump_stats(sys.argv[1])
+"""
 
 
 def _module_of(file: str) -> str:
