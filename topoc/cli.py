@@ -180,6 +180,9 @@ def build(file: str, out_dir: str | None, targets: tuple[str, ...]) -> None:
 
     lab = compile_or_exit(file).lab
     assert lab is not None
+    # The lab lives until the process ends: keep the cyclic GC from rescanning its
+    # hundreds of thousands of objects while the backends allocate (~0.15 s at 10,000 VMs).
+    gc.freeze()
     chosen = _chosen_targets(targets)
     try:
         artifacts = generate(lab, chosen)
