@@ -9,6 +9,7 @@ never a traceback.
 from __future__ import annotations
 
 import difflib
+import gc
 import json
 import os
 import sys
