@@ -202,3 +202,19 @@ def test_refuses_without_root_with_a_clear_message(tmp_path):
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "needs root" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_a_generated_40_vm_lab_agrees_and_the_arp_limits_are_restored():
+    """40 VMs learn about 1,800 neighbours in all: past the kernel's shared ARP table
+    limit (gc_thresh3, 1024 by default), which verify raises for the run and restores."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    from gen import generate_lab
+
+    limit = Path("/proc/sys/net/ipv4/neigh/default/gc_thresh3")
+    before = limit.read_text()
+    result = compile_source(generate_lab(40), "gen40.topo")
+    assert result.ok, [d.message for d in result.diagnostics]
+    report = _verify(result.lab)
+    assert len(report.pairs) > 1500
+    assert [(o.src, o.dst) for o in report.pairs if not o.agrees] == []
+    assert limit.read_text() == before

@@ -441,6 +441,60 @@ def scripts_from_dir(lab: Lab, directory: Path) -> dict[str, dict[str, str]]:
     return scripts
 
 
+# The kernel keeps one ARP table for all network namespaces, and its size limits are
+# set in the initial namespace only (gc_thresh3 is 1024 by default). Every node of a
+# lab learns every other node's MAC during the ping matrix, so a 50-VM lab needs a few
+# thousand entries; past the limit, sends fail with ENOBUFS ("No buffer space
+# available") and pings that should succeed do not. Verify raises the limits for the
+# run and puts them back. https://docs.kernel.org/networking/ip-sysctl.html (neigh/default)
+NEIGH_LIMITS = Path("/proc/sys/net/ipv4/neigh/default")
+
+
+@dataclass
+class NeighbourRoom:
+    """Room in the kernel's shared ARP table for `entries` more neighbours, for a while."""
+
+    entries: int
+    changed: dict[str, tuple[int, int]] = field(default_factory=dict)  # name -> (old, new)
+
+    def __enter__(self) -> "NeighbourRoom":
+        wanted = {"gc_thresh2": self.entries, "gc_thresh3": 2 * self.entries}
+        for name, value in wanted.items():
+            path = NEIGH_LIMITS / name
+            try:
+                old = int(path.read_text())
+                if old < value:
+                    path.write_text(str(value))
+                    self.changed[name] = (old, value)
+            except OSError:
+                continue  # not Linux, or not allowed: the run may then miss some pings
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for name, (old, new) in self.changed.items():
+            path = NEIGH_LIMITS / name
+            try:
+                if int(path.read_text()) == new:  # unless someone changed it meanwhile
+                    path.write_text(str(old))
+            except OSError:
+                pass
+
+    def note(self) -> str | None:
+        if not self.changed:
+            return None
+        limits = ", ".join(f"{name} {old} -> {new}" for name, (old, new) in sorted(self.changed.items()))
+        return (f"the kernel's ARP table, shared by all namespaces, was enlarged for the run "
+                f"({limits}) and restored")
+
+
+def neighbour_entries_needed(lab: Lab) -> int:
+    """Every node may learn every address on its segments, and its gateways: a generous
+    bound is twice the nodes times the addresses, plus what the machine already holds."""
+    addresses = sum(1 for node in lab.nodes for nic in node.nics if nic.address is not None)
+    addresses += sum(1 for network in lab.networks if network.address is not None)
+    return 2 * len(lab.nodes) * max(addresses, 1) + 1024
+
+
 @dataclass
 class Session:
     """A verify run: `with Session(lab) as rig:` builds the rig and always tears it down
@@ -450,6 +504,7 @@ class Session:
     scripts: Mapping[str, Mapping[str, str]] | None = None
     keep: bool = False
     rig: Rig | None = None
+    neighbours: NeighbourRoom | None = None
     teardown_problems: list[str] = field(default_factory=list)
 
     def __enter__(self) -> Rig:
@@ -460,6 +515,8 @@ class Session:
         scripts = self.scripts if self.scripts is not None else default_scripts(self.lab)
         self.rig = Rig(self.lab, prefix, workdir, scripts)
         self._old_term = signal.signal(signal.SIGTERM, _raise_interrupt)
+        self.neighbours = NeighbourRoom(neighbour_entries_needed(self.lab))
+        self.neighbours.__enter__()
         try:
             self.rig.build()
         except BaseException:
@@ -471,6 +528,8 @@ class Session:
         signal.signal(signal.SIGTERM, self._old_term)
         if self.rig is not None and not (self.keep and exc[0] is None):
             self.teardown_problems = self.rig.teardown()
+            if self.neighbours is not None:
+                self.neighbours.__exit__(*exc)
 
 
 def _raise_interrupt(signum: int, frame: object) -> None:
@@ -487,6 +546,9 @@ def verify(lab: Lab, scripts: Mapping[str, Mapping[str, str]] | None = None,
     report = Report(lab.name, pairs, forwards)
     report.notes.append("bridge-nf-call-{arp,ip,ip6}tables=0 in every namespace "
                         "(a stock KVM host has no br_netfilter)")
+    neighbours = session.neighbours.note() if session.neighbours is not None else None
+    if neighbours:
+        report.notes.append(neighbours)
     report.notes.append(f"{len(session.rig.namespaces) if keep else 'all'} namespaces "
                         f"{'kept' if keep else 'removed'}; {time.monotonic() - started:.1f} s")
     report.notes.extend(session.teardown_problems)
