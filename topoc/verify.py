@@ -458,7 +458,14 @@ class NeighbourRoom:
     changed: dict[str, tuple[int, int]] = field(default_factory=dict)  # name -> (old, new)
 
     def __enter__(self) -> "NeighbourRoom":
-        wanted = {"gc_thresh2": self.entries, "gc_thresh3": 2 * self.entries}
+        try:
+            hard_limit = int((NEIGH_LIMITS / "gc_thresh3").read_text())
+        except OSError:
+            return self  # not Linux, or not allowed: the run may then miss some pings
+        if self.entries <= hard_limit // 2:
+            return self  # room enough, with half left for the machine's own neighbours
+        # Leave the machine's own neighbours 1,024 entries besides the lab's.
+        wanted = {"gc_thresh2": self.entries + 1024, "gc_thresh3": 2 * (self.entries + 1024)}
         for name, value in wanted.items():
             path = NEIGH_LIMITS / name
             try:
@@ -489,10 +496,10 @@ class NeighbourRoom:
 
 def neighbour_entries_needed(lab: Lab) -> int:
     """Every node may learn every address on its segments, and its gateways: a generous
-    bound is twice the nodes times the addresses, plus what the machine already holds."""
+    bound is twice the nodes times the addresses."""
     addresses = sum(1 for node in lab.nodes for nic in node.nics if nic.address is not None)
     addresses += sum(1 for network in lab.networks if network.address is not None)
-    return 2 * len(lab.nodes) * max(addresses, 1) + 1024
+    return 2 * len(lab.nodes) * max(addresses, 1)
 
 
 @dataclass
@@ -557,12 +564,13 @@ def verify(lab: Lab, scripts: Mapping[str, Mapping[str, str]] | None = None,
 
 # --- rendering ------------------------------------------------------------------------
 
-AGREE_YES, AGREE_NO, MISSING, UNEXPECTED = "✔", "·", "✘", "!"
+# The same marks as `topoc reach`'s matrix for what happened; `!` flags a disagreement.
+AGREE_YES, AGREE_NO, MISSING, UNEXPECTED, ITSELF = "✓", "✗", "✗!", "✓!", "·"
 
 
 def _cell(observation: Observation | None) -> str:
     if observation is None:
-        return " "
+        return ITSELF
     if observation.agrees:
         return AGREE_YES if observation.observed else AGREE_NO
     return MISSING if observation.predicted else UNEXPECTED
@@ -578,11 +586,14 @@ def render_text(report: Report, lab: Lab) -> str:
     lines.append(" " * (width + 4) + " ".join(f"{i:>2}" for i in range(len(names))))
     for i, src in enumerate(names):
         cells = " ".join(f"{_cell(by_pair.get((src, dst))):>2}" for dst in names)
+        cells = cells.rstrip()
         lines.append(f"{i:>2} {src:<{width}} {cells}")
     lines.append("")
     lines.append("  ".join(f"{i}={n}" for i, n in enumerate(names)))
-    lines.append(f"legend: {AGREE_YES} reaches, as predicted   {AGREE_NO} does not reach, as predicted   "
-                 f"{MISSING} predicted to reach but did not   {UNEXPECTED} predicted not to reach but did")
+    lines.append(f"rows are sources, columns destinations (every address of each).  "
+                 f"{AGREE_YES} reached, as predicted   {AGREE_NO} did not, as predicted   "
+                 f"{MISSING} predicted to reach but did not   {UNEXPECTED} reached against the prediction   "
+                 f"{ITSELF} itself")
     for f in report.forwards:
         mark = "ok" if f.agrees else "MISMATCH"
         lines.append(f"forward {f.forward.protocol} {f.forward.port} -> {f.forward.vm}:{f.forward.vm_port} "
