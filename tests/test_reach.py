@@ -245,11 +245,13 @@ def test_two_uplinks_and_via() -> None:
     # `-s 10.3.0.0/24 -i tp-nat1 -o eth1`: `-i tp-nat1 -j REJECT` (b likewise for r1).
     # a/b -> admin: out eth1, accepted (a masqueraded). admin -> b: FWI accepts `-i eth1`;
     # pc -> b arrives on eth0: REJECT (the unreachable-segment warning says so). Nothing
-    # gets into nat1 from outside. z sits on the LAN itself, a peer of pc only: kvm1's
-    # other addresses are behind routes z does not have. kvm1 reaches all directly.
+    # gets into nat1 from outside. z sits on the LAN itself, a macvtap guest of kvm1's
+    # eth0 (libvirt's direct attachment): a peer of pc only, since a host and its macvtap
+    # guests cannot hear each other through that NIC (and kvm1's other addresses are
+    # behind routes z does not have). kvm1 reaches all others directly.
     assert_matrix(load(LABS / "two_uplinks.topo"), """
               kvm1 a b z pc admin
-        kvm1   .   Y Y Y Y  Y
+        kvm1   .   Y Y n Y  Y
         a      Y   . n n n  Y
         b      Y   n . n n  Y
         z      n   n n . Y  n

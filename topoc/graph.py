@@ -215,3 +215,18 @@ def forwards(lab: Lab, name: str) -> bool:
     """ip_forward: on for a host with a nat, routed or open network (libvirt turns it
     on), for an external that some other node routes through; never for a VM."""
     return topology(lab).forwarding.get(name, False)
+
+
+def macvtap_links(lab: Lab) -> frozenset[tuple[str, str, str]]:
+    """(host, VM, segment) for every VM nic placed on an external network directly: libvirt
+    gives it a macvtap on the host's NIC there (bridge mode), and a macvtap guest and its
+    own host cannot exchange frames through that NIC; the guest's peers are the LAN's
+    other machines. https://libvirt.org/formatdomain.html#direct-attachment-to-physical-interface"""
+    links = set()
+    for vm in lab.vms:
+        for nic in vm.nics:
+            network = lab.network(nic.network)
+            if network is not None and network.mode is Mode.EXTERNAL:
+                links.add((vm.host, vm.name, _segment(lab, network)))
+    return frozenset(links)
+

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address, IPv4Network
 from typing import Iterator
 
-from topoc.graph import FIREWALLED_MODES, Interface, Topology, topology
+from topoc.graph import FIREWALLED_MODES, Interface, Topology, macvtap_links, topology
 from topoc.ir import Forward, Host, Lab, Mode, Network, Vm
 
 REJECT = "-j REJECT --reject-with icmp-port-unreachable"
@@ -134,6 +134,10 @@ class Engine:
             name: frozenset(a) for name, a in topo.addresses.items()}
         self._tables: dict[str, list[RouteChoice]] = {}
         self._bridges: dict[str, dict[str, Network]] = {}
+        # Host and macvtap guest pairs that cannot hear each other on a segment.
+        self.deaf: frozenset[tuple[str, str, str]] = frozenset(
+            pair for host, vm, segment in macvtap_links(self.lab)
+            for pair in ((host, vm, segment), (vm, host, segment)))
 
     # -- routing --
 
@@ -173,7 +177,7 @@ class Engine:
         interfaces); the owner whose interface carries `ip` itself wins."""
         best = None
         for owner in self.owners.get(ip, ()):
-            if owner == sender:
+            if owner == sender or (sender, owner, segment) in self.deaf:
                 continue
             for iface in self.topo.interfaces[owner]:
                 if iface.segment != segment:
@@ -262,9 +266,12 @@ class Engine:
                 packet = forwarded
             answer = self.arp(out.segment, hop, node)
             if answer is None:
+                deaf = any((node, owner, out.segment) in self.deaf for owner in self.owners.get(hop, ()))
+                fix = ("put the VM on a `mode bridged` network instead of the LAN itself: a host "
+                       "bridge lets the host and its guests talk" if deaf
+                       else self._arp_fix(node, hop, out.segment, packet.dst))
                 return leg.fail(node, f"nobody on {_segment_label(out.segment)} answers ARP "
-                                f"for {hop}{self._lives_elsewhere(hop, out.segment)}",
-                                self._arp_fix(node, hop, out.segment, packet.dst))
+                                f"for {hop}{self._lives_elsewhere(hop, out.segment, node)}", fix)
             node, inbound, originated = answer.node, answer.name, False
 
     def _forward(self, node: str, text: str, inbound: str, out: Interface, packet: Packet,
@@ -346,8 +353,12 @@ class Engine:
                 return net
         return None
 
-    def _lives_elsewhere(self, ip: IPv4Address, segment: str) -> str:
+    def _lives_elsewhere(self, ip: IPv4Address, segment: str, sender: str | None = None) -> str:
         for owner in self.owners.get(ip, ()):
+            if (sender, owner, segment) in self.deaf:
+                guest, host = (owner, sender) if isinstance(self.lab.node(owner), Vm) else (sender, owner)
+                return (f" ({guest} is a macvtap guest on {host}'s NIC there: a host and its "
+                        "macvtap guests cannot hear each other through that NIC)")
             for iface in self.topo.interfaces[owner]:
                 if iface.ip == ip and iface.segment != segment:
                     return (f" ({ip} is {owner}'s address on "

@@ -95,10 +95,11 @@ class Report:
 
 
 def _run(argv: list[str], *, namespace: str | None = None, env: Mapping[str, str] | None = None,
-         check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+         check: bool = True, timeout: float = 60, stdin: str | None = None,
+         ) -> subprocess.CompletedProcess[str]:
     if namespace is not None:
         argv = ["ip", "netns", "exec", namespace, *argv]
-    result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, input=stdin,
                             env={**os.environ, **(env or {})})
     if check and result.returncode != 0:
         raise VerifyError(f"`{shlex.join(argv)}` failed ({result.returncode}): "
@@ -133,6 +134,7 @@ class Rig:
     scripts: Mapping[str, Mapping[str, str]]  # host name -> {"up.sh", "down.sh", "topoc.nft"}
     namespaces: list[str] = field(default_factory=list)
     hosts_up: list[str] = field(default_factory=list)
+    ports: dict[tuple[str, str], list[str]] = field(default_factory=dict)  # (node, LAN) -> ports
     log: list[str] = field(default_factory=list)
 
     def ns(self, kind: str, name: str) -> str:
@@ -166,6 +168,7 @@ class Rig:
         for node in self.lab.nodes:
             for nic in node.nics:
                 self.wire(node, nic, ports)
+        self.separate_macvtap_guests()
         for node in self.lab.nodes:
             self.configure(node)
         for host in self.lab.hosts:
@@ -198,6 +201,7 @@ class Rig:
             _ip(node_ns, "link", "add", nic.name, "type", "veth", "peer", "name", port,
                 "netns", segment)
             _ip(segment, "link", "set", port, "master", "lan", "up")
+            self.ports.setdefault((node.name, network.name), []).append(port)
         elif isinstance(node, Vm):
             # The host end takes the tap's name: up.sh finds it and attaches it.
             host_ns = self.node_ns(node.host)
@@ -207,6 +211,26 @@ class Rig:
         else:
             raise VerifyError(f"{node.kind} {node.name}: a nic on managed network "
                               f"{network.name} cannot be built in namespaces")
+
+    def separate_macvtap_guests(self) -> None:
+        """A VM placed on the LAN itself is a macvtap guest of its host's NIC (libvirt's
+        direct attachment), and the two cannot exchange frames through that NIC. The LAN
+        bridge drops frames between their ports to behave alike."""
+        from topoc.graph import macvtap_links
+
+        rules: dict[str, list[str]] = {}
+        for host, vm, network in sorted(macvtap_links(self.lab)):
+            for host_port in self.ports.get((host, network), []):
+                for vm_port in self.ports.get((vm, network), []):
+                    rules.setdefault(network, []).extend(
+                        f'iifname "{a}" oifname "{b}" drop' for a, b in
+                        ((host_port, vm_port), (vm_port, host_port)))
+        for network, lines in rules.items():
+            body = "\n".join(f"        {line}" for line in lines)
+            ruleset = ("table bridge topoc_macvtap {\n    chain forward {\n"
+                       "        type filter hook forward priority 0; policy accept;\n"
+                       f"{body}\n    }}\n}}\n")
+            _run(["nft", "-f", "-"], namespace=self.segment_ns(network), stdin=ruleset)
 
     def configure(self, node: Host | Vm | External) -> None:
         from topoc.graph import effective_routes
