@@ -481,6 +481,6 @@ def _hard_exit(code: int) -> None:
         try:
             stream.flush()
         except (OSError, ValueError):
-            pass
+            pass  # the reader went away (a closed pipe): nothing left to deliver
     os._exit(code)
 

@@ -119,7 +119,7 @@ def _why_not_ipv4(text: str) -> tuple[str, str]:
             return f"`{text}` is an IPv6 address; topoc handles IPv4 for now", \
                 "use an IPv4 address such as 10.0.0.1"
     except ValueError:
-        pass
+        pass  # not an address of any version: the messages below say what it is
     if "/" in text:
         return f"`{text}` has a prefix where a plain address belongs", \
             f"write `{text.split('/')[0]}`"

@@ -360,7 +360,7 @@ _LISTENER = textwrap.dedent("""
                 data, peer = s.recvfrom(64)
                 s.sendto(b"topoc\\n", peer)
     except OSError:
-        pass
+        pass  # the timeout: the probe window is over
 """)
 
 _CLIENT = textwrap.dedent("""
@@ -508,7 +508,7 @@ class NeighbourRoom:
                 if int(path.read_text()) == new:  # unless someone changed it meanwhile
                     path.write_text(str(old))
             except OSError:
-                pass
+                pass  # not writable any more: nothing else to restore it with
 
     def note(self) -> str | None:
         if not self.changed:
