@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from typing import TYPE_CHECKING
 
-from topoc.ir import Host, Lab, Mode, Network, Node, Route, Vm
+from topoc.ir import Forward, Host, Lab, Mode, Network, Node, Route, Vm
 from topoc.span import Span
 
 if TYPE_CHECKING:  # networkx takes 0.2 s to import: only build_graph needs it
@@ -229,4 +229,23 @@ def macvtap_links(lab: Lab) -> frozenset[tuple[str, str, str]]:
             if network is not None and network.mode is Mode.EXTERNAL:
                 links.add((vm.host, vm.name, _segment(lab, network)))
     return frozenset(links)
+
+
+# Networks a `forward` may DNAT into: those the host routes into.
+DNAT_MODES = (Mode.NAT, Mode.ROUTED, Mode.OPEN)
+
+
+def dnat_target(lab: Lab, fwd: Forward) -> tuple[IPv4Address, Network] | None:
+    """Where a `forward` DNATs to: the VM's first static address (in nic order) on a nat,
+    routed or open network of its host. None when it has none: an isolated or host-only
+    network must stay closed, a bridged one is the LAN's, and a DHCP address is not known
+    in advance. The host backend writes its rule from this, reach predicts from it."""
+    vm = lab.node(fwd.vm)
+    if not isinstance(vm, Vm):
+        return None
+    for nic in vm.nics:
+        net = lab.network(nic.network)
+        if nic.ip is not None and net is not None and net.host == vm.host and net.mode in DNAT_MODES:
+            return nic.ip, net
+    return None
 

@@ -29,7 +29,8 @@ from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address, IPv4Network
 from typing import Iterator
 
-from topoc.graph import FIREWALLED_MODES, Interface, Topology, macvtap_links, topology
+from topoc.graph import (FIREWALLED_MODES, Interface, Topology, dnat_target, macvtap_links,
+                         topology)
 from topoc.ir import Forward, Host, Lab, Mode, Network, Vm
 
 REJECT = "-j REJECT --reject-with icmp-port-unreachable"
@@ -464,19 +465,9 @@ def _forward_host(lab: Lab, fwd: Forward) -> str | None:
 
 
 def forward_vm_address(lab: Lab, fwd: Forward) -> IPv4Address | None:
-    """Where a `forward` DNATs to: the VM's first static address on a nat, routed or open
-    network of its host (the networks the host routes into; topoc.backends.host
-    generates its DNAT rule from the same fact). None: no rule, the port stays closed."""
-    vm = lab.node(fwd.vm)
-    if not isinstance(vm, Vm):
-        return None
-    for nic in vm.nics:
-        net = lab.network(nic.network)
-        if (nic.ip is not None and net is not None and net.host == vm.host
-                and net.mode in (Mode.NAT, Mode.ROUTED, Mode.OPEN)):
-            return nic.ip
-    return None
-
+    """Where a `forward` DNATs to (topoc.graph.dnat_target); None: no rule, port closed."""
+    target = dnat_target(lab, fwd)
+    return target[0] if target is not None else None
 
 def forward_target(lab: Lab, fwd: Forward, src: str) -> IPv4Address | None:
     """The host address a client connects to for `fwd`: the host's address on a network

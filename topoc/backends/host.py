@@ -25,17 +25,12 @@ from pathlib import PurePath
 import jinja2
 
 from topoc import naming
-from topoc.ir import Forward, Host, Lab, Mode, Network, Vm
+# The model's facts (which modes forward, which are firewalled, where a forward DNATs
+# to) come from topoc.graph, so the scripts and the reachability engine cannot disagree.
+from topoc.graph import FIREWALLED_MODES, FORWARDING_MODES, dnat_target
+from topoc.ir import Host, Lab, Mode, Network, Vm
 
 SCRIPT_NAMES = ("up.sh", "down.sh", "topoc.nft")
-
-# Models whose networks libvirt forwards for, and so turns net.ipv4.ip_forward on.
-FORWARDING_MODES = (Mode.NAT, Mode.ROUTED, Mode.OPEN)
-# Models libvirt writes firewall rules for (open and bridge get none):
-# https://libvirt.org/firewall.html
-FIREWALLED_MODES = (Mode.ISOLATED, Mode.NAT, Mode.ROUTED)
-# Networks a `forward` may DNAT into: those the host routes into (see dnat_target).
-DNAT_MODES = (Mode.NAT, Mode.ROUTED, Mode.OPEN)
 
 # With STP on, the kernel refuses a forward delay under 2 s (BR_MIN_FORWARD_DELAY), so a
 # network with `stp on` gets the smallest it accepts; in centiseconds, as ip-link(8) takes it.
@@ -279,21 +274,6 @@ class _PortForward:
     address: IPv4Address
     vm_port: int
     network: Network
-
-
-def dnat_target(lab: Lab, fwd: Forward) -> tuple[IPv4Address, Network] | None:
-    """Where a `forward` DNATs to: the VM's first static address (in nic order) on a nat,
-    routed or open network of its host, the networks the host routes into. None when it
-    has none: an isolated or host-only network must stay closed, a bridged one is the
-    LAN's, and a DHCP address is not known in advance; topoc.nft then has no rule for it."""
-    vm = lab.node(fwd.vm)
-    if not isinstance(vm, Vm):
-        return None
-    for nic in vm.nics:
-        net = lab.network(nic.network)
-        if nic.ip is not None and net is not None and net.host == vm.host and net.mode in DNAT_MODES:
-            return nic.ip, net
-    return None
 
 
 def _port_forwards(lab: Lab, host: Host) -> tuple[list[_PortForward], list[str]]:
