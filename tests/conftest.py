@@ -77,3 +77,30 @@ def require_root() -> None:
         if IN_CI:
             pytest.fail(message)
         pytest.skip(message)
+
+
+VERIFY_PREFIX = f"tvt{os.getpid()}x"
+
+
+def verify_namespaces() -> set[str]:
+    """The namespaces `topoc verify` made in this test process (named VERIFY_PREFIX...)."""
+    import subprocess
+
+    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
+    return {line.split()[0] for line in out.splitlines() if line.startswith(VERIFY_PREFIX)}
+
+
+@pytest.fixture
+def verify_environment(monkeypatch: pytest.MonkeyPatch):
+    """Root and verify's tools, and a check that verify leaves no namespace behind.
+
+    Every namespace verify makes here starts with VERIFY_PREFIX (CLI subprocesses inherit
+    TOPOC_VERIFY_PREFIX too), so the check sees only this run's, not other tests'."""
+    require_root()
+    for tool in ("ip", "nft", "fping", "sysctl"):
+        require_tool(tool)
+    monkeypatch.setenv("TOPOC_VERIFY_PREFIX", VERIFY_PREFIX)
+    before = verify_namespaces()
+    yield
+    assert verify_namespaces() == before, "verify left network namespaces behind"
+

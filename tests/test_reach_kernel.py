@@ -4,37 +4,15 @@ pings every pair, tries every forward, and must agree with `predict` on every on
 
 from __future__ import annotations
 
-import os
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from conftest import require_root, require_tool
 from topoc.compiler import compile_file
 
 LABS = sorted((Path(__file__).resolve().parent / "reach_labs").glob("*.topo"))
-PREFIX = f"trk{os.getpid()}x"
-
-
-def _namespaces() -> set[str]:
-    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
-    return {line.split()[0] for line in out.splitlines() if line.startswith(PREFIX)}
-
-
-@pytest.fixture
-def kernel(monkeypatch):
-    require_root()
-    for tool in ("ip", "nft", "fping", "sysctl"):
-        require_tool(tool)
-    # verify names everything it makes with this prefix and removes it, also on failure.
-    monkeypatch.setenv("TOPOC_VERIFY_PREFIX", PREFIX)
-    yield
-    assert _namespaces() == set(), "verify left network namespaces behind"
-
-
 @pytest.mark.parametrize("path", LABS, ids=lambda p: p.stem)
-def test_prediction_holds_on_a_real_kernel(path: Path, kernel) -> None:
+def test_prediction_holds_on_a_real_kernel(path: Path, verify_environment) -> None:
     from topoc.verify import verify
 
     lab = compile_file(str(path)).lab

@@ -13,31 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, example_files, require_root, require_tool
+from conftest import ROOT, example_files, verify_namespaces
 from topoc.compiler import compile_file, compile_source
 
 pytestmark = pytest.mark.usefixtures("verify_environment")
-
-
-PREFIX = f"tvt{os.getpid()}x"
-
-
-@pytest.fixture
-def verify_environment(monkeypatch):
-    require_root()
-    for tool in ("ip", "nft", "fping", "sysctl"):
-        require_tool(tool)
-    # Every namespace verify makes in these tests starts with PREFIX (also in the CLI
-    # subprocesses, which inherit the variable), so the leak check sees only ours.
-    monkeypatch.setenv("TOPOC_VERIFY_PREFIX", PREFIX)
-    before = _netns()
-    yield
-    assert _netns() == before, "verify left network namespaces behind"
-
-
-def _netns() -> set[str]:
-    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
-    return {line.split()[0] for line in out.splitlines() if line.startswith(PREFIX)}
 
 
 def _lab(path: Path):
@@ -182,7 +161,7 @@ def test_keep_leaves_the_lab_up_and_says_how_to_remove_it():
     report, session = verify(lab, keep=True)
     rig = session.rig
     try:
-        assert set(rig.namespaces) <= _netns()
+        assert set(rig.namespaces) <= verify_namespaces()
         out = subprocess.run(["ip", "-n", rig.node_ns("vm1"), "-j", "addr"], capture_output=True,
                              text=True, check=True).stdout
         assert "10.10.101.251" in out
