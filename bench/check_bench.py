@@ -60,8 +60,8 @@ def measure(argv: list[str]) -> dict:
 def stages(path: Path) -> dict[str, float]:
     """parse, lower and checks: CPU seconds in this process (imports excluded)."""
     from topoc.checks import run_checks
-    from topoc.lower import lower
-    from topoc.parser import parse
+    from topoc.front.lower import lower
+    from topoc.front.parser import parse
 
     text = path.read_text(encoding="utf-8")
     gc.disable()  # as compile_source does

@@ -26,7 +26,7 @@ import venv
 from collections import defaultdict
 from pathlib import Path
 
-from topoc.ir import Lab, Mode
+from topoc.model.ir import Lab, Mode
 
 BENCH = Path(__file__).resolve().parent
 NETLAB_VENV = BENCH / ".venv-netlab"

@@ -393,7 +393,7 @@ finally:
 
 
 def _module_of(file: str) -> str:
-    """A profile row's file as a short module name: topoc/parser.py, lark, jinja2 ..."""
+    """A profile row's file as a short module name: topoc/front/parser.py, lark, jinja2 ..."""
     if "/topoc/" in file:
         return "topoc/" + file.split("/topoc/", 1)[1]
     if "site-packages/" in file:
@@ -447,9 +447,9 @@ def stage_times(path: Path, outdir: Path) -> dict[str, float]:
 
     from topoc.backends import backend
     from topoc.checks import run_checks
-    from topoc.lower import lower
-    from topoc.parser import parse
-    from topoc.writer import write_artifacts
+    from topoc.front.lower import lower
+    from topoc.front.parser import parse
+    from topoc.backends.writer import write_artifacts
 
     text = path.read_text(encoding="utf-8")
     times: dict[str, float] = {}

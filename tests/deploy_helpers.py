@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from topoc.compiler import compile_file
-from topoc.ir import Lab
+from topoc.model.ir import Lab
 
 # Every libvirt call that changes the host, on connections, networks and domains.
 MUTATING = frozenset({

@@ -9,7 +9,7 @@ from conftest import GOLDEN, example_files
 
 from topoc.backends import host as host_backend
 from topoc.compiler import compile_file, compile_source
-from topoc.ir import Lab
+from topoc.model.ir import Lab
 
 HOST_GOLDEN = GOLDEN / "host"
 

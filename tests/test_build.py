@@ -11,10 +11,10 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import ROOT, example_files
-from topoc import writer
+from topoc.backends import writer
 from topoc.backends import available_targets
 from topoc.cli import cli
-from topoc.writer import MANIFEST, read_manifest
+from topoc.backends.writer import MANIFEST, read_manifest
 
 NAT = str(ROOT / "examples/nat.topo")
 BROKEN = """lab broken

@@ -86,8 +86,7 @@ def test_findings_on_a_clean_copy_disappear_when_fixed(tmp_path: Path) -> None:
 def test_a_written_mac_equal_to_a_derived_one_is_stepped_past(tmp_path: Path) -> None:
     """vm0 takes the MAC topoc would derive for vm1's nic: vm1 gets the next candidate,
     and mac-conflict stays silent."""
-    from topoc import naming
-
+    from topoc.model import naming
     taken = naming.derived_mac("macs", "vm1", 0)
     source = (GOLDEN / "checks/mac-conflict/input.topo").read_text()
     source = source.replace("mac 52:54:00:aa:bb:cc", f"mac {taken}").replace(" mac 52:54:00:AA:BB:CC", "")

@@ -1,4 +1,4 @@
-"""topoc.deploy against libvirt's built-in test driver (no daemon).
+"""topoc.deploy.engine against libvirt's built-in test driver (no daemon).
 
 Each test opens a private copy of test:///default's host (deploy_helpers explains why
 not test:///default itself) and drives the whole flow through that one connection. The
@@ -14,8 +14,8 @@ libvirt = pytest.importorskip("libvirt")
 
 from conftest import example_files  # noqa: E402
 from deploy_helpers import Calls, Counting, compile_lab, private_test_host, snapshot  # noqa: E402
-from topoc import deploy  # noqa: E402
-from topoc.deploy_records import MemoryRecords  # noqa: E402
+from topoc.deploy import engine as deploy  # noqa: E402
+from topoc.deploy.records import MemoryRecords  # noqa: E402
 
 LAN = """\
 network lan {
@@ -152,7 +152,7 @@ def test_deploy_defines_autostarts_and_starts_networks_and_defines_domains(tmp_p
         assert 'name="tlab"' in dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT,
                                              "https://topoc.dev/xmlns/libvirt/1").replace("'", '"')
     # The UUIDs are topoc's own, derived from the names: the same on every host.
-    from topoc.naming import object_uuid
+    from topoc.model.naming import object_uuid
     assert front.UUIDString() == object_uuid("tlab", "network", "front")
 
 
@@ -366,7 +366,7 @@ def test_importing_deploy_does_not_import_libvirt():
     import subprocess
     import sys
 
-    code = "import sys, topoc.deploy, topoc.deploy_report; assert 'libvirt' not in sys.modules"
+    code = "import sys, topoc.deploy.engine, topoc.deploy.report; assert 'libvirt' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 

@@ -115,8 +115,7 @@ def test_a_socket_the_user_may_not_open_is_permission_denied(tmp_path):
     import socket
 
     from conftest import require_root
-    from topoc import deploy
-
+    from topoc.deploy import engine as deploy
     require_root()
     private = tmp_path / "private"
     private.mkdir(mode=0o700)

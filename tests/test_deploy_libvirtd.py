@@ -1,4 +1,4 @@
-"""topoc.deploy against a real libvirtd (qemu:///system), started in its own namespaces
+"""topoc.deploy.engine against a real libvirtd (qemu:///system), started in its own namespaces
 by tests/libvirtd_fixture.py: real bridges, real dnsmasq, real iptables rules, none of
 them on the machine's own network.
 """
@@ -14,7 +14,7 @@ libvirt = pytest.importorskip("libvirt")
 
 from deploy_helpers import Calls, Counting, compile_lab, snapshot  # noqa: E402
 from libvirtd_fixture import Libvirtd, libvirtd  # noqa: E402,F401
-from topoc import deploy  # noqa: E402
+from topoc.deploy import engine as deploy  # noqa: E402
 
 RUN = uuid.uuid4().hex[:5]  # names unique to this test run
 LAB = f"r{RUN}"

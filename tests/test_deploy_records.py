@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from topoc import deploy_xml as dx
-from topoc.deploy_records import (FileRecords, MemoryRecords, Owned, Record, RecordError,
+from topoc.deploy import facts as dx
+from topoc.deploy.records import (FileRecords, MemoryRecords, Owned, Record, RecordError,
                                   default_state_dir, records_for)
 
 URI = "qemu:///system?socket=/tmp/x/libvirt-sock"

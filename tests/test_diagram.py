@@ -24,7 +24,7 @@ from topoc.backends import diagram
 from topoc.backends.diagram_dot import dot_source
 from topoc.backends.diagram_mermaid import make_ids, mermaid_source
 from topoc.compiler import compile_file
-from topoc.ir import Lab
+from topoc.model.ir import Lab
 
 SVG = "{http://www.w3.org/2000/svg}"
 INPUTS = Path(__file__).resolve().parent / "diagram_inputs"

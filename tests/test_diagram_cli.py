@@ -118,7 +118,7 @@ def test_reach_overlay_marks_uplinks_as_the_models_promise() -> None:
 
 
 def test_reach_table_matches_the_engine() -> None:
-    from topoc.reach import predict
+    from topoc.model.reach import predict
 
     lab = compiled(Path(MIXED))
     scene = diagram.scene_for(lab, reach=True)

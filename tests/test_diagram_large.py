@@ -13,7 +13,7 @@ from conftest import ROOT, require_tool
 from test_diagram import compiled, svg_texts
 from topoc.backends import diagram
 from topoc.backends.diagram_scene import COLLAPSE_ABOVE_VMS
-from topoc.ir import Lab
+from topoc.model.ir import Lab
 
 
 def _bench_module():

@@ -14,8 +14,8 @@ from click.testing import CliRunner
 from conftest import GOLDEN, example_files
 from topoc.cli import cli
 from topoc.compiler import compile_source
-from topoc.fmt import format_source
-from topoc.parser import parse
+from topoc.front.fmt import format_source
+from topoc.front.parser import parse
 
 FMT_CASES = sorted(p.parent.name for p in (GOLDEN / "fmt").glob("*/input.topo"))
 DIAGNOSTIC_INPUTS = sorted((GOLDEN / "diagnostics").glob("*/input.topo"))

@@ -8,9 +8,9 @@ from ipaddress import IPv4Address, IPv4Network
 
 from conftest import EXAMPLES, ROOT
 from topoc.compiler import compile_file
-from topoc.graph import (build_graph, effective_routes, forwards, interfaces, node_addresses,
+from topoc.model.topology import (build_graph, effective_routes, forwards, interfaces, node_addresses,
                          segment_key)
-from topoc.ir import Lab
+from topoc.model.ir import Lab
 
 
 def load(name: str) -> Lab:

@@ -26,8 +26,8 @@ from conftest import require_root, require_tool
 from host_cases import case_files, case_name, compile_case
 
 from topoc.backends.host import host_artifacts, table_name
-from topoc.ir import Host, Lab, Mode
-from topoc.naming import tap_name
+from topoc.model.ir import Host, Lab, Mode
+from topoc.model.naming import tap_name
 
 CASES = case_files()
 HOST_CASES = [(path, host.name) for path in CASES for host in compile_case(path).hosts]

@@ -12,7 +12,7 @@ import pytest
 from conftest import EXAMPLES, GOLDEN, ROOT, example_files
 from topoc.backends import libvirt as backend
 from topoc.compiler import compile_source
-from topoc.ir import Lab
+from topoc.model.ir import Lab
 
 GOLDEN_BUILD = GOLDEN / "build"
 

@@ -14,7 +14,7 @@ import pytest
 
 from conftest import require_tool
 from test_libvirt_cases import CASES, artifacts, compiled
-from topoc.ir import Lab, Mode
+from topoc.model.ir import Lab, Mode
 
 libvirt = pytest.importorskip("libvirt", reason="libvirt-python is not installed (make setup)")
 
@@ -125,8 +125,7 @@ def test_the_nat_example_reads_back_exactly(conn):
 
 def test_uuids_are_the_ones_generated(conn):
     lab = compiled("mixed")
-    from topoc import naming
-
+    from topoc.model import naming
     networks, domains = define_all(conn, "mixed")
     for n in lab.networks:
         if n.managed:

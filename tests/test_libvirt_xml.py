@@ -15,7 +15,7 @@ from conftest import require_tool
 from test_libvirt_cases import CASES, GOLDEN_BUILD, artifacts, compiled, golden_dir, xml_artifacts
 from topoc.backends import libvirt as backend
 from topoc.compiler import compile_source
-from topoc.ir import Mode
+from topoc.model.ir import Mode
 
 NS = {"topoc": backend.METADATA_NAMESPACE}
 

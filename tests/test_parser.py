@@ -16,8 +16,8 @@ import pytest
 
 from conftest import ROOT, example_files
 from topoc.compiler import compile_source, read_source
-from topoc.ir import Mode
-from topoc.parser import parse
+from topoc.model.ir import Mode
+from topoc.front.parser import parse
 
 
 def dump(value: object, indent: str = "") -> str:
@@ -201,7 +201,7 @@ def _token_stream(tree) -> list[tuple]:
 
 
 def _both(text: str):
-    from topoc.parser import _fast_lark, _lark
+    from topoc.front.parser import _fast_lark, _lark
 
     results = []
     for parser in (_lark(), _fast_lark()):

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from conftest import example_files
 from topoc.compiler import compile_source
-from topoc.fmt import format_source
+from topoc.front.fmt import format_source
 
 EXAMPLES = [p.read_text(encoding="utf-8") for p in example_files()]
 

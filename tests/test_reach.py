@@ -21,8 +21,8 @@ import pytest
 
 from conftest import EXAMPLES
 from topoc.compiler import compile_file
-from topoc.ir import Lab
-from topoc.reach import forward_reach, predict, reach_address
+from topoc.model.ir import Lab
+from topoc.model.reach import forward_reach, predict, reach_address
 
 LABS = Path(__file__).resolve().parent / "reach_labs"
 
@@ -262,7 +262,7 @@ def test_two_uplinks_and_via() -> None:
 
 @pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.topo")), ids=lambda p: p.name)
 def test_a_pair_is_the_conjunction_of_its_addresses(path: Path) -> None:
-    from topoc.graph import node_addresses
+    from topoc.model.topology import node_addresses
 
     lab = load(path)
     matrix = predict(lab)

@@ -13,7 +13,7 @@ from topoc.compiler import compile_file
 LABS = sorted((Path(__file__).resolve().parent / "reach_labs").glob("*.topo"))
 @pytest.mark.parametrize("path", LABS, ids=lambda p: p.stem)
 def test_prediction_holds_on_a_real_kernel(path: Path, verify_environment) -> None:
-    from topoc.verify import verify
+    from topoc.verify.netns import verify
 
     lab = compile_file(str(path)).lab
     assert lab is not None

@@ -7,7 +7,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from topoc.compiler import compile_source
-from topoc.reach import predict
+from topoc.model.reach import predict
 
 MODES = ["nat", "nat via eth0", "routed", "routed via eth0", "open", "isolated", "hostonly"]
 

@@ -26,7 +26,7 @@ def _lab(path: Path):
 
 
 def _verify(lab, scripts=None):
-    from topoc.verify import verify
+    from topoc.verify.netns import verify
 
     report, _ = verify(lab, scripts)
     return report
@@ -155,7 +155,7 @@ def test_cli_text_output_and_exit_code():
 
 
 def test_keep_leaves_the_lab_up_and_says_how_to_remove_it():
-    from topoc.verify import verify
+    from topoc.verify.netns import verify
 
     lab = _lab(ROOT / "examples/isolated.topo")
     report, session = verify(lab, keep=True)

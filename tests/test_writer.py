@@ -9,8 +9,10 @@ import stat
 
 import pytest
 
-from topoc import __version__, writer
-from topoc.writer import MANIFEST, WriteError, read_manifest, write_artifacts
+from topoc import __version__
+
+from topoc.backends import writer
+from topoc.backends.writer import MANIFEST, WriteError, read_manifest, write_artifacts
 
 FIRST = {"libvirt/networks/a.xml": "<network/>\n", "libvirt/README.txt": "hello & <bye>\n",
          "host/up.sh": "#!/bin/sh\necho up\n"}

@@ -79,7 +79,7 @@ def cli() -> None:
 def check(files: tuple[str, ...], fmt: str, list_codes: bool) -> None:
     """Check .topo files and report every problem at once."""
     if list_codes:
-        import topoc.deploy  # noqa: F401  registers deploy's pre-flight codes (no libvirt import)
+        import topoc.deploy.engine  # noqa: F401  registers deploy's pre-flight codes (no libvirt import)
         from topoc.checks.registry import _load_check_modules
 
         _load_check_modules()
@@ -119,7 +119,7 @@ def check(files: tuple[str, ...], fmt: str, list_codes: bool) -> None:
 @click.option("--diff", is_flag=True, help="show the change as a unified diff instead of writing it")
 def fmt(files: tuple[str, ...], check_only: bool, diff: bool) -> None:
     """Rewrite .topo files in the canonical layout."""
-    from topoc.fmt import FormatError, format_source
+    from topoc.front.fmt import FormatError, format_source
 
     would_change = False
     errors = False
@@ -177,7 +177,7 @@ def _chosen_targets(values: tuple[str, ...]) -> list[str]:
 def build(file: str, out_dir: str | None, targets: tuple[str, ...]) -> None:
     """Check FILE, then write its artifacts to output/LAB/ atomically."""
     from topoc.backends import ToolMissing, generate
-    from topoc.writer import MANIFEST, WriteError, write_artifacts
+    from topoc.backends.writer import MANIFEST, WriteError, write_artifacts
 
     lab = compile_or_exit(file).lab
     assert lab is not None
@@ -230,7 +230,7 @@ def _graph_format(fmt: str | None, output: str | None) -> str:
               help="default: from the -o extension, else svg")
 @click.option("-o", "--output", type=click.Path(dir_okay=False),
               help="the file to write (default: stdout for dot and mermaid, LAB.svg/.png)")
-@click.option("--reach", is_flag=True, help="overlay who reaches whom (topoc.reach)")
+@click.option("--reach", is_flag=True, help="overlay who reaches whom (topoc.model.reach)")
 @click.option("--expand", is_flag=True, help="draw every VM even in a large lab")
 def graph_command(file: str, fmt: str | None, output: str | None, reach: bool,
                   expand: bool) -> None:
@@ -267,8 +267,7 @@ def graph_command(file: str, fmt: str | None, output: str | None, reach: bool,
                    "instead of freshly generated ones")
 def verify_command(file: str, keep: bool, fmt: str, scripts_dir: str | None) -> None:
     """Build the lab in network namespaces and prove the predicted reachability (root)."""
-    from topoc import verify as verifier
-
+    from topoc.verify import netns as verifier
     lab = compile_or_exit(file).lab
     assert lab is not None
     try:
@@ -295,8 +294,7 @@ def verify_command(file: str, keep: bool, fmt: str, scripts_dir: str | None) -> 
 def reach_command(file: str, src: str | None, dst: str | None, fmt: str) -> None:
     """Predict who reaches whom (the whole matrix), or explain SRC -> DST hop by hop
     (DST may be a node or an IPv4 address)."""
-    from topoc import reach
-
+    from topoc.model import reach
     lab = compile_or_exit(file).lab
     assert lab is not None
     if src is None:
@@ -325,7 +323,7 @@ def reach_command(file: str, src: str | None, dst: str | None, fmt: str) -> None
         click.echo(reach.explain(lab, src, dst), nl=False)
 
 
-# --- plan / deploy / status / destroy: topoc.deploy over a libvirt connection ---------
+# --- plan / deploy / status / destroy: topoc.deploy.engine over a libvirt connection ---------
 
 _connect_option = click.option(
     "--connect", "uri", default="test:///default", show_default=True, metavar="URI",
@@ -352,8 +350,8 @@ def _lab_name_or_exit(path: str) -> Compilation:
 def _deploy_session(file: str, uri: str, *, clean: bool = True) -> tuple[Compilation, object]:
     """The lab (clean unless `clean` is False) and a connection (libvirt missing or
     unreachable: exit 2)."""
-    from topoc import deploy
-    from topoc.deploy_report import private_host_note
+    from topoc.deploy import engine as deploy
+    from topoc.deploy.report import private_host_note
 
     result = compile_or_exit(file) if clean else _lab_name_or_exit(file)
     try:
@@ -368,8 +366,7 @@ def _deploy_session(file: str, uri: str, *, clean: bool = True) -> tuple[Compila
 def _deploy_step(result: Compilation, step):  # type: ignore[no-untyped-def]
     """Run one deploy call: a clash with the host is a diagnostic (exit 1), libvirt or
     the host failing is a message (exit 2); never a traceback."""
-    from topoc import deploy
-
+    from topoc.deploy import engine as deploy
     try:
         return step()
     except deploy.Refused as refused:
@@ -388,8 +385,8 @@ def _deploy_step(result: Compilation, step):  # type: ignore[no-untyped-def]
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
 def plan_command(file: str, uri: str, host: str | None, fmt: str) -> None:
     """Show what `deploy` would change on the libvirt connection (changes nothing)."""
-    from topoc import deploy
-    from topoc.deploy_report import render_plan
+    from topoc.deploy import engine as deploy
+    from topoc.deploy.report import render_plan
 
     result, target = _deploy_session(file, uri)
     assert result.lab is not None
@@ -414,8 +411,8 @@ def plan_command(file: str, uri: str, host: str | None, fmt: str) -> None:
 def deploy_command(file: str, uri: str, host: str | None, start_vms: bool, show_status: bool) -> None:
     """Check FILE, then define, autostart and start its networks and define its VMs.
     All or nothing: a failed step puts the host back as it was."""
-    from topoc import deploy
-    from topoc.deploy_report import render_applied, render_status
+    from topoc.deploy import engine as deploy
+    from topoc.deploy.report import render_applied, render_status
 
     result, target = _deploy_session(file, uri)
     assert result.lab is not None
@@ -434,8 +431,8 @@ def deploy_command(file: str, uri: str, host: str | None, start_vms: bool, show_
 def status_command(file: str, uri: str, host: str | None, fmt: str) -> None:
     """Each of the lab's networks and VMs on the connection: defined, active, autostart,
     bridge, DHCP leases."""
-    from topoc import deploy
-    from topoc.deploy_report import render_status
+    from topoc.deploy import engine as deploy
+    from topoc.deploy.report import render_status
 
     result, target = _deploy_session(file, uri)
     assert result.lab is not None
@@ -452,8 +449,8 @@ def status_command(file: str, uri: str, host: str | None, fmt: str) -> None:
 @_connect_option
 def destroy_command(file: str, uri: str) -> None:
     """Stop and undefine the lab's VMs and networks, and nothing else (safe twice)."""
-    from topoc import deploy
-    from topoc.deploy_report import render_destroyed
+    from topoc.deploy import engine as deploy
+    from topoc.deploy.report import render_destroyed
 
     result, target = _deploy_session(file, uri, clean=False)
     assert result.lab is not None

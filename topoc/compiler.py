@@ -16,10 +16,10 @@ from typing import Iterator
 
 from topoc.checks import run_checks
 from topoc.diagnostics import Diagnostic, has_errors, sort_diagnostics
-from topoc.ir import Lab
-from topoc.lower import lower
-from topoc.parser import parse
-from topoc.syntax import SyntaxTree
+from topoc.model.ir import Lab
+from topoc.front.lower import lower
+from topoc.front.parser import parse
+from topoc.front.syntax import SyntaxTree
 
 
 class InputError(Exception):

@@ -23,7 +23,7 @@ from typing import Iterable, Mapping
 
 from rich.text import Text
 
-from topoc.span import Span
+from topoc.front.span import Span
 
 
 class Severity(enum.StrEnum):

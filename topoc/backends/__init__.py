@@ -3,7 +3,7 @@
 Each target is a module `topoc.backends.<target>` with `generate(lab: Lab) -> dict[str,
 str]`: relative output path -> file text. A backend does no file I/O and reads only the
 IR (and the model graph), never the parse tree; it never checks (topoc.checks does) and
-assumes a lab that checked clean. The writer (topoc.writer) puts artifacts on disk.
+assumes a lab that checked clean. The writer (topoc.backends.writer) puts artifacts on disk.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 from typing import Callable
 
-from topoc.ir import Lab
+from topoc.model.ir import Lab
 
 Artifacts = dict[str, str]
 

@@ -17,7 +17,7 @@ from topoc.backends import ToolMissing
 from topoc.backends.diagram_dot import dot_source
 from topoc.backends.diagram_mermaid import mermaid_source
 from topoc.backends.diagram_scene import Scene, build_scene
-from topoc.ir import Lab
+from topoc.model.ir import Lab
 
 FORMATS = ("svg", "png", "dot", "mermaid")
 
@@ -29,7 +29,7 @@ __all__ = ["EXTENSIONS", "FORMATS", "ToolMissing", "draw", "generate", "render",
 
 
 def scene_for(lab: Lab, *, reach: bool = False, expand: bool = False) -> Scene:
-    """What to draw; `reach` adds the reachability overlay (topoc.reach's prediction),
+    """What to draw; `reach` adds the reachability overlay (topoc.model.reach's prediction),
     `expand` draws every VM of a large lab instead of collapsing them into groups."""
     if expand:
         return build_scene(lab, reach=reach, collapse_above=len(lab.vms))

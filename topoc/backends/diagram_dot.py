@@ -176,7 +176,7 @@ def add_legend(graph: graphviz.Digraph, scene: Scene) -> None:
                         fontsize="9", width=LEGEND_WIDTH, height="0.5", fixedsize="true")
 
 
-REACH_KEY = ("<b>reach</b>, as topoc.reach predicts it. On an uplink: an arrow where",
+REACH_KEY = ("<b>reach</b>, as topoc.model.reach predicts it. On an uplink: an arrow where",
              "the network reaches the LAN (out, at the host) or the LAN reaches",
              "it (in, at the network); hollow: only some; a bar: blocked.")
 

@@ -1,6 +1,6 @@
-"""The `--reach` overlay: topoc.reach's prediction, summarised for the diagram.
+"""The `--reach` overlay: topoc.model.reach's prediction, summarised for the diagram.
 
-Two summaries, both computed by the reachability engine (topoc.reach), never here:
+Two summaries, both computed by the reachability engine (topoc.model.reach), never here:
 - on each managed network's uplink: whether its machines reach the LAN's machines
   (out) and whether the LAN's machines reach them (in): NAT shows out but not in, a
   routed network without a route back shows neither, bridged shows both. "The LAN" is
@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 
-from topoc.ir import Lab, Nic
+from topoc.model.ir import Lab, Nic
 
 MAX_NODES = 40
 TABLE_MAX_NODES = 16
@@ -69,7 +69,7 @@ def _share(lab: Lab, sources: list[Machine], targets: list[Machine],
            on: set[str]) -> Share | None:
     """How many (source machine, target address on a network in `on`) pairs reach,
     leaving out machines that share a network."""
-    from topoc.reach import reach_address
+    from topoc.model.reach import reach_address
 
     def networks(m: Machine) -> set[str]:
         return {nic.network for nic in m[1]}
@@ -99,7 +99,7 @@ def uplink_reach(lab: Lab) -> list[UplinkReach]:
 
 
 def reach_table(lab: Lab) -> ReachTable:
-    from topoc.reach import predict
+    from topoc.model.reach import predict
 
     matrix = predict(lab)
     names = tuple(node.name for node in lab.nodes)

@@ -2,7 +2,7 @@
 
 It turns the IR into boxes (networks, hosts, VMs, externals), host clusters, links
 (nics, uplinks, port forwards) and the legend's list of models, each label as plain-text
-lines; with --reach, the uplinks also carry topoc.reach's facts (diagram_reach). The DOT and Mermaid writers (topoc.backends.diagram_dot, diagram_mermaid) only
+lines; with --reach, the uplinks also carry topoc.model.reach's facts (diagram_reach). The DOT and Mermaid writers (topoc.backends.diagram_dot, diagram_mermaid) only
 translate a Scene into their syntax, so both show the same labels and the same
 structure. Nothing here escapes text: each writer escapes for its own syntax.
 
@@ -20,7 +20,7 @@ from pathlib import PurePath
 from topoc.backends.diagram_reach import (MAX_NODES, TABLE_MAX_NODES, ReachTable, Share,
                                           UplinkReach, overlay_allowed, reach_table,
                                           table_allowed, uplink_reach)
-from topoc.ir import External, Forward, Host, Lab, Network, Nic, Route, Vm
+from topoc.model.ir import External, Forward, Host, Lab, Network, Nic, Route, Vm
 
 # Above this many VMs a lab is drawn collapsed: see collapse_vms.
 COLLAPSE_ABOVE_VMS = 60

@@ -4,7 +4,7 @@ The shell path of the four models, without libvirt: iproute2 for bridges, taps,
 addresses and routes, and one nftables table of the lab's own that mirrors, rule for
 rule, the firewall libvirt 9 installs for the same networks (FWX, then FWI, then FWO;
 masquerade for NAT), so the shell path and the libvirt path behave alike and the
-reachability engine (topoc.reach) predicts both. This module only decides *what* the
+reachability engine (topoc.model.reach) predicts both. This module only decides *what* the
 files say, as a plan of plain values; the jinja2 templates in topoc/templates/host/ lay
 them out. It does no I/O and assumes a lab that checked clean.
 
@@ -24,11 +24,11 @@ from pathlib import PurePath
 
 import jinja2
 
-from topoc import naming
+from topoc.model import naming
 # The model's facts (which modes forward, which are firewalled, where a forward DNATs
-# to) come from topoc.graph, so the scripts and the reachability engine cannot disagree.
-from topoc.graph import FIREWALLED_MODES, FORWARDING_MODES, dnat_target
-from topoc.ir import Host, Lab, Mode, Network, Vm
+# to) come from topoc.model.topology, so the scripts and the reachability engine cannot disagree.
+from topoc.model.topology import FIREWALLED_MODES, FORWARDING_MODES, dnat_target
+from topoc.model.ir import Host, Lab, Mode, Network, Vm
 
 SCRIPT_NAMES = ("up.sh", "down.sh", "topoc.nft")
 

@@ -22,8 +22,8 @@ from functools import cache
 from jinja2 import Environment, PackageLoader, StrictUndefined, Template
 from markupsafe import Markup, escape
 
-from topoc import naming
-from topoc.ir import Lab, Mode, Network, Nic, Vm
+from topoc.model import naming
+from topoc.model.ir import Lab, Mode, Network, Nic, Vm
 
 # Where topoc records ownership inside libvirt objects (deploy reads it back):
 # <metadata><topoc:lab name="LAB" source="FILE"/></metadata>

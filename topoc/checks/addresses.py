@@ -13,9 +13,9 @@ from typing import Iterator, NamedTuple
 from topoc.checks.common import at, nic_where, suggest_free, usable
 from topoc.checks.registry import Finding, check
 from topoc.diagnostics import Severity, register
-from topoc.graph import topology
-from topoc.ir import Host, Lab, Mode, Network, Nic, Node, Vm
-from topoc.span import Span
+from topoc.model.topology import topology
+from topoc.model.ir import Host, Lab, Mode, Network, Nic, Node, Vm
+from topoc.front.span import Span
 
 ADDRESS_CONFLICT = register("address-conflict", Severity.ERROR,
                             "one address used twice on a segment or in a routing domain")

@@ -8,8 +8,8 @@ from __future__ import annotations
 from ipaddress import IPv4Address, IPv4Network
 from typing import Iterable
 
-from topoc.ir import Lab, Network, Nic
-from topoc.span import UNKNOWN, Span
+from topoc.model.ir import Lab, Network, Nic
+from topoc.front.span import UNKNOWN, Span
 
 
 def at(specific: Span, whole: Span) -> Span:

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from typing import Iterator
 
-from topoc import naming
+from topoc.model import naming
 from topoc.checks.common import at
 from topoc.checks.registry import Finding, check
 from topoc.diagnostics import MAC_INVALID, Severity, register
-from topoc.ir import Lab
+from topoc.model.ir import Lab
 
 BRIDGE_NAME = register("bridge-name", Severity.ERROR,
                        "a bridge name too long, reused on one host, or in libvirt's own namespace")

@@ -5,7 +5,7 @@ A libvirt network lives on one host, so only that host's VMs can join it; a VM n
 external network is a macvtap on its host's NIC there, so the host needs one; hosts and
 external machines sit on external networks, never inside a host's managed network. A
 `forward` DNATs to the VM's static address on a nat, routed or open network (the rule
-topoc.reach and topoc.backends.host share); without one no rule is generated.
+topoc.model.reach and topoc.backends.host share); without one no rule is generated.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Iterator
 
 from topoc.checks.registry import Finding, check
 from topoc.diagnostics import Severity, register
-from topoc.ir import Host, Lab, Vm
+from topoc.model.ir import Host, Lab, Vm
 
 NIC_PLACEMENT = register("nic-placement", Severity.ERROR,
                          "a nic on a network its node cannot be plugged into")
@@ -57,7 +57,7 @@ def nic_placement(lab: Lab) -> Iterator[Finding]:
 
 @check(FORWARD_TARGET)
 def forward_target(lab: Lab) -> Iterator[Finding]:
-    from topoc.reach import forward_vm_address
+    from topoc.model.reach import forward_vm_address
 
     for fwd in lab.forwards:
         if isinstance(lab.node(fwd.vm), Vm) and forward_vm_address(lab, fwd) is None:

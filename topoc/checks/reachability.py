@@ -1,4 +1,4 @@
-"""Reachability checks, on the reachability engine (topoc.reach): segments nobody can
+"""Reachability checks, on the reachability engine (topoc.model.reach): segments nobody can
 use, routed networks whose LAN peers get no replies, and `expect` lines the model
 contradicts.
 
@@ -14,9 +14,9 @@ from typing import Iterator
 from topoc.checks.common import plural
 from topoc.checks.registry import Finding, check
 from topoc.diagnostics import Severity, register
-from topoc.graph import topology
-from topoc.ir import Expect, Lab, Mode, Network
-from topoc.reach import Probe, engine, explain_probe, pair, probe
+from topoc.model.topology import topology
+from topoc.model.ir import Expect, Lab, Mode, Network
+from topoc.model.reach import Probe, engine, explain_probe, pair, probe
 
 UNREACHABLE_SEGMENT = register("unreachable-segment", Severity.WARNING,
                                "a network nobody can reach, or whose LAN peers get no replies")

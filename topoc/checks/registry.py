@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from typing import Callable, Iterator
 
 from topoc.diagnostics import Code, Diagnostic, Severity
-from topoc.ir import Lab
-from topoc.span import Span
+from topoc.model.ir import Lab
+from topoc.front.span import Span
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,8 +1,8 @@
 """The concrete syntax tree the parser hands on: tokens, statements, blocks, comments.
 
 It keeps every token of every statement, in source order and with its span, and every
-comment, so `topoc fmt` can print a file back and `topoc.lower` can point at the exact
-value a diagnostic is about. It has no lark types: lark stays inside topoc.parser.
+comment, so `topoc fmt` can print a file back and `topoc.front.lower` can point at the exact
+value a diagnostic is about. It has no lark types: lark stays inside topoc.front.parser.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from topoc.span import Span
+from topoc.front.span import Span
 
 
 class Token(NamedTuple):

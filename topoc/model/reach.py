@@ -4,10 +4,10 @@ It follows one packet hop by hop the way a Linux kernel would, then its reply ba
 - L2: a node sends straight to an address only when a connected route covers it, and
   then only a node plugged into that segment can answer ARP for it. Any node answers
   ARP for any of its addresses on any interface (arp_ignore=0, the kernel default).
-- Routing: connected routes, `route`s, the default route (topoc.graph.effective_routes);
+- Routing: connected routes, `route`s, the default route (topoc.model.topology.effective_routes);
   longest prefix wins. A node delivers a packet for any of its addresses whatever the
   interface it came in on (weak host model; rp_filter=0 on a stock Debian host) and
-  forwards others only with ip_forward on (topoc.graph.forwards).
+  forwards others only with ip_forward on (topoc.model.topology.forwards).
 - libvirt 9's firewall on every host that forwards, exactly as libvirt installs it
   (https://libvirt.org/formatnetwork.html#connectivity; libvirt's golden files
   tests/networkxml2firewalldata/*-linux.iptables): FORWARD runs LIBVIRT_FWX, then
@@ -29,9 +29,9 @@ from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address, IPv4Network
 from typing import Iterator
 
-from topoc.graph import (FIREWALLED_MODES, Interface, Topology, dnat_target, macvtap_links,
+from topoc.model.topology import (FIREWALLED_MODES, Interface, Topology, dnat_target, macvtap_links,
                          topology)
-from topoc.ir import Forward, Host, Lab, Mode, Network, Vm
+from topoc.model.ir import Forward, Host, Lab, Mode, Network, Vm
 
 REJECT = "-j REJECT --reject-with icmp-port-unreachable"
 
@@ -465,7 +465,7 @@ def _forward_host(lab: Lab, fwd: Forward) -> str | None:
 
 
 def forward_vm_address(lab: Lab, fwd: Forward) -> IPv4Address | None:
-    """Where a `forward` DNATs to (topoc.graph.dnat_target); None: no rule, port closed."""
+    """Where a `forward` DNATs to (topoc.model.topology.dnat_target); None: no rule, port closed."""
     target = dnat_target(lab, fwd)
     return target[0] if target is not None else None
 

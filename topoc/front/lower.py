@@ -3,7 +3,7 @@
 This is where text becomes facts: addresses become `ipaddress` objects (a nic address
 without a prefix takes its network's), sizes become bytes, names are resolved (they may
 be used before they are defined), MACs that were left out are derived (see
-topoc.naming) and everything else that was left out gets its documented default. Each
+topoc.model.naming) and everything else that was left out gets its documented default. Each
 value that cannot become a fact is an `invalid-value`, `undefined-name`,
 `duplicate-name`, `duplicate-statement` or `missing-statement` diagnostic pointing at
 the exact token. Semantic checks on the finished model (conflicts, reachability) are
@@ -18,14 +18,14 @@ from dataclasses import dataclass, field, replace
 from ipaddress import AddressValueError, IPv4Address, IPv4Interface, IPv4Network, ip_address
 from typing import Callable, Iterable
 
-from topoc import naming
+from topoc.model import naming
 from topoc.diagnostics import (DUPLICATE_NAME, DUPLICATE_STATEMENT, INVALID_VALUE, MAC_INVALID,
                                MISSING_STATEMENT, UNDEFINED_NAME, Code, Diagnostic, Severity,
                                diagnostic)
-from topoc.ir import (DhcpRange, Expect, External, Forward, Host, Lab, Mode, Network, Nic, Route,
+from topoc.model.ir import (DhcpRange, Expect, External, Forward, Host, Lab, Mode, Network, Nic, Route,
                       Vm)
-from topoc.span import UNKNOWN, Span
-from topoc.syntax import Block, Statement, SyntaxTree, Token
+from topoc.front.span import UNKNOWN, Span
+from topoc.front.syntax import Block, Statement, SyntaxTree, Token
 
 NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(-[A-Za-z0-9_]+)*")
 # Linux accepts almost any byte in an interface name; topoc accepts the conventional

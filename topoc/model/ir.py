@@ -2,7 +2,7 @@
 
 Frozen dataclasses with slots and tuples, `ipaddress` types for addresses, sizes in
 bytes, and a source span on every node that equality ignores (so a file and its
-`topoc fmt`-ed twin lower to equal IRs). `topoc.lower` builds it from the syntax tree
+`topoc fmt`-ed twin lower to equal IRs). `topoc.front.lower` builds it from the syntax tree
 and fills in everything derived (nic prefixes from their network, MACs, bridge names),
 so checks and backends read facts, never defaults.
 """
@@ -15,7 +15,7 @@ from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from types import MappingProxyType
 from typing import Mapping
 
-from topoc.span import UNKNOWN, Span
+from topoc.front.span import UNKNOWN, Span
 
 
 def _span() -> Span:
@@ -96,7 +96,7 @@ class Network:
     host: str | None  # the hypervisor it lives on; None for external networks
     mode: Mode
     via: str | None = None  # uplink device (nat/routed/open) or enslaved NIC (bridged)
-    bridge: str | None = None  # as written, or derived (see topoc.naming); None if external
+    bridge: str | None = None  # as written, or derived (see topoc.model.naming); None if external
     bridge_derived: bool = False
     address: IPv4Interface | None = None  # the host's address on the bridge: the gateway
     declared_subnet: IPv4Network | None = None  # `subnet` as written

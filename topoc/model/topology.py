@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from typing import TYPE_CHECKING
 
-from topoc.ir import Forward, Host, Lab, Mode, Network, Node, Route, Vm
-from topoc.span import Span
+from topoc.model.ir import Forward, Host, Lab, Mode, Network, Node, Route, Vm
+from topoc.front.span import Span
 
 if TYPE_CHECKING:  # networkx takes 0.2 s to import: only build_graph needs it
     import networkx as nx

@@ -14,7 +14,7 @@ import bisect
 from dataclasses import dataclass
 
 from topoc.compiler import compile_source
-from topoc.syntax import Block, Comment, Statement, SyntaxTree
+from topoc.front.syntax import Block, Comment, Statement, SyntaxTree
 
 INDENT = "    "
 

@@ -1,4 +1,4 @@
-"""The parser: .topo text -> topoc.syntax tree plus syntax-error diagnostics.
+"""The parser: .topo text -> topoc.front.syntax tree plus syntax-error diagnostics.
 
 It is the only module that knows lark. The grammar (grammar/topo.lark, shipped inside
 the package as topoc/grammar/topo.lark) is compiled once per process into an LALR(1)
@@ -27,8 +27,8 @@ from lark.lexer import Lexer
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
 from topoc.diagnostics import SYNTAX_ERROR, TOO_MANY_ERRORS, Diagnostic, diagnostic
-from topoc.span import Span
-from topoc.syntax import Block, Comment, Item, Statement, SyntaxTree, Token
+from topoc.front.span import Span
+from topoc.front.syntax import Block, Comment, Item, Statement, SyntaxTree, Token
 
 MAX_ERRORS = 50
 

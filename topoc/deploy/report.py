@@ -1,6 +1,6 @@
 """How plan, deploy, status and destroy read to people: text tables and summaries.
 
-Pure functions from topoc.deploy's results (Plan, Change, ObjectStatus) to text; the
+Pure functions from topoc.deploy.engine's results (Plan, Change, ObjectStatus) to text; the
 JSON forms are the objects' own to_json. No libvirt, no I/O.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Iterable
 
-from topoc.deploy import CREATE, RECREATE, REMOVE, UPDATE, Change, ObjectStatus, Plan
+from topoc.deploy.engine import CREATE, RECREATE, REMOVE, UPDATE, Change, ObjectStatus, Plan
 
 _MARKS = {CREATE: "+", UPDATE: "~", RECREATE: "!", REMOVE: "-"}
 

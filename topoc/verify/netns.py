@@ -37,8 +37,8 @@ from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Iterator, Mapping
 
-from topoc import naming
-from topoc.ir import External, Forward, Host, Lab, Mode, Nic, Vm
+from topoc.model import naming
+from topoc.model.ir import External, Forward, Host, Lab, Mode, Nic, Vm
 
 BRIDGE_NF_SYSCTLS = ("net.bridge.bridge-nf-call-arptables", "net.bridge.bridge-nf-call-iptables",
                      "net.bridge.bridge-nf-call-ip6tables")
@@ -216,7 +216,7 @@ class Rig:
         """A VM placed on the LAN itself is a macvtap guest of its host's NIC (libvirt's
         direct attachment), and the two cannot exchange frames through that NIC. The LAN
         bridge drops frames between their ports to behave alike."""
-        from topoc.graph import macvtap_links
+        from topoc.model.topology import macvtap_links
 
         rules: dict[str, list[str]] = {}
         for host, vm, network in sorted(macvtap_links(self.lab)):
@@ -233,7 +233,7 @@ class Rig:
             _run(["nft", "-f", "-"], namespace=self.segment_ns(network), stdin=ruleset)
 
     def configure(self, node: Host | Vm | External) -> None:
-        from topoc.graph import effective_routes
+        from topoc.model.topology import effective_routes
 
         namespace = self.node_ns(node.name)
         for nic in node.nics:
@@ -263,7 +263,7 @@ class Rig:
 
     def forwards_for_others(self, node: External) -> bool:
         """An external is a router when some other node routes through one of its addresses."""
-        from topoc.graph import effective_routes
+        from topoc.model.topology import effective_routes
 
         mine = {nic.ip for nic in node.nics if nic.ip is not None}
         for other in self.lab.nodes:
@@ -403,8 +403,8 @@ def _probe_forward(rig: Rig, forward: Forward, src: str, target: str) -> bool:
 
 
 def _ping_matrix(rig: Rig, lab: Lab) -> list[Observation]:
-    from topoc.graph import node_addresses
-    from topoc.reach import predict
+    from topoc.model.topology import node_addresses
+    from topoc.model.reach import predict
 
     matrix = predict(lab)
     names = [node.name for node in lab.nodes]
@@ -429,7 +429,7 @@ def _ping_matrix(rig: Rig, lab: Lab) -> list[Observation]:
 
 
 def _forward_checks(rig: Rig, lab: Lab) -> list[ForwardObservation]:
-    from topoc.reach import forward_reach, forward_target
+    from topoc.model.reach import forward_reach, forward_target
 
     observations = []
     for forward, src, predicted in forward_reach(lab):
@@ -601,7 +601,7 @@ def _cell(observation: Observation | None) -> str:
 
 
 def render_text(report: Report, lab: Lab) -> str:
-    from topoc.reach import explain
+    from topoc.model.reach import explain
 
     names = [node.name for node in lab.nodes]
     by_pair = {(o.src, o.dst): o for o in report.pairs}

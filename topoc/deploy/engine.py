@@ -4,8 +4,8 @@
 a pre-flight against the live host (a subnet or bridge another network or a host
 interface already uses is refused before anything is defined) and undoes every step it
 took when one fails; `status` reports each object's state; `destroy` removes what the
-lab owns and nothing else. Ownership comes from topoc.deploy_records (never from a
-name alone), the facts compared from topoc.deploy_xml, the XML from the libvirt backend.
+lab owns and nothing else. Ownership comes from topoc.deploy.records (never from a
+name alone), the facts compared from topoc.deploy.facts, the XML from the libvirt backend.
 
 The only module of topoc that imports libvirt, and only inside functions, so compiling,
 checking and building need no libvirt. API: https://libvirt.org/html/libvirt-libvirt-network.html
@@ -20,13 +20,13 @@ from ipaddress import IPv4Network
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from topoc import deploy_xml as dx
-from topoc import naming
+from topoc.deploy import facts as dx
+from topoc.model import naming
 from topoc.backends.libvirt import domain_xml, network_xml
-from topoc.deploy_records import Owned, Record, RecordError, RecordStore, is_private_test_uri, records_for
+from topoc.deploy.records import Owned, Record, RecordError, RecordStore, is_private_test_uri, records_for
 from topoc.diagnostics import Diagnostic, Severity, diagnostic, register
-from topoc.ir import Lab
-from topoc.span import UNKNOWN, Span
+from topoc.model.ir import Lab
+from topoc.front.span import UNKNOWN, Span
 
 FOREIGN_OBJECT = register("foreign-object", Severity.ERROR,
                           "the host has a libvirt object of that name that this lab did not create")

@@ -27,7 +27,6 @@ from pathlib import Path, PurePosixPath
 from typing import Mapping
 
 from topoc import __version__
-
 MANIFEST = "manifest.json"
 GENERATOR = "topoc"
 FILE_MODE = 0o644

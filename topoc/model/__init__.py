@@ -1,0 +1,6 @@
+"""The model: the typed IR and what follows from it alone.
+
+ir (the one contract between stages), naming (derived names, MACs, UUIDs), topology
+(L2 segments, wiring, routes), reach (who gets a reply from whom, and why). Pure
+functions of the IR; no I/O.
+"""
