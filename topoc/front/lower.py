@@ -134,8 +134,8 @@ def _interface(tok: Token) -> IPv4Interface:
                        f"write it with its prefix, e.g. `{text}/24`")
     ip_text, _, prefix = text.partition("/")
     _address(Token(ip_text, "WORD", tok.span))
-    if not prefix.isdigit() or not 0 <= int(prefix) <= 32:
-        raise _Invalid(tok.span.sub(len(ip_text), len(prefix) + 1), f"`/{prefix}` is not a prefix length",
+    if _digits(prefix, 32) is None:
+        raise _Invalid(tok.span.sub(len(ip_text), len(prefix) + 1), f"`/{_shown(prefix)}` is not a prefix length",
                        "use a number from 0 to 32")
     return IPv4Interface(text)
 
@@ -148,11 +148,31 @@ def _network_cidr(tok: Token) -> IPv4Network:
     return interface.network
 
 
+def _digits(text: str, limit: int) -> int | None:
+    """The value of a string of ASCII digits, or None when it is not one or exceeds
+    `limit`. The one place the front end turns digits into a number: the length is
+    checked before int(), which refuses (with a ValueError) strings of more than
+    4,300 digits (https://docs.python.org/3/library/stdtypes.html#int-max-str-digits)."""
+    if not text.isascii() or not text.isdigit():
+        return None
+    significant = text.lstrip("0")
+    if len(significant) > len(str(limit)):
+        return None
+    value = int(significant or "0")
+    return value if value <= limit else None
+
+
+def _shown(text: str) -> str:
+    """A value as a message quotes it: whole, unless it is too long to read."""
+    return text if len(text) <= 40 else f"{text[:20]}...({len(text):,} characters)"
+
+
 def _integer(tok: Token, what: str, low: int, high: int) -> int:
-    if not tok.text.isdigit() or not low <= int(tok.text) <= high:
-        raise _Invalid(tok.span, f"`{tok.text}` is not a valid {what}",
+    value = _digits(tok.text, high)
+    if value is None or value < low:
+        raise _Invalid(tok.span, f"`{_shown(tok.text)}` is not a valid {what}",
                        f"use a whole number from {low} to {high}")
-    return int(tok.text)
+    return value
 
 
 def _switch(tok: Token, what: str) -> bool:
@@ -170,9 +190,10 @@ def _size(tok: Token) -> int:
         if tok.text.isdigit():
             raise _Invalid(tok.span, f"`{tok.text}` has no unit", hint)
         raise _Invalid(tok.span, f"`{tok.text}` is not a size", hint)
-    size = int(match.group(1)) * _UNITS[unit]
-    if not 1024**2 <= size <= MAX_MEMORY:
-        raise _Invalid(tok.span, f"memory of {tok.text} is out of range", "use 1MiB to 16TiB")
+    count = _digits(match.group(1), MAX_MEMORY)
+    size = count * _UNITS[unit] if count is not None else None
+    if size is None or not 1024**2 <= size <= MAX_MEMORY:
+        raise _Invalid(tok.span, f"memory of {_shown(tok.text)} is out of range", "use 1MiB to 16TiB")
     return size
 
 
