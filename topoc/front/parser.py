@@ -15,6 +15,7 @@ and column, so every error is reported where it really is, all at once.
 from __future__ import annotations
 
 import bisect
+from dataclasses import replace
 import difflib
 import functools
 import re
@@ -455,6 +456,7 @@ def parse(text: str, file: str) -> tuple[SyntaxTree | None, list[Diagnostic]]:
     if not source.endswith("\n"):
         source += "\n"
     lines = source.split("\n")
+    original = list(lines)  # recovery repairs `lines`; diagnostics point into these
     diagnostics: list[Diagnostic] = []
     seen: set[tuple[int, int]] = set()
     while True:
@@ -466,7 +468,7 @@ def parse(text: str, file: str) -> tuple[SyntaxTree | None, list[Diagnostic]]:
             diag, repaired = _recover(e, file, lines)
             where = (diag.span.line, diag.span.column)
             if where not in seen:
-                diagnostics.append(diag)
+                diagnostics.append(_within(diag, original))
             if not repaired or where in seen:
                 break
             seen.add(where)
@@ -480,6 +482,20 @@ def parse(text: str, file: str) -> tuple[SyntaxTree | None, list[Diagnostic]]:
         items = tuple(_item(file, child) for child in tree.children if isinstance(child, Tree))
         return SyntaxTree(file, items, _comments(file, source, newline_tokens)), []
     return None, diagnostics
+
+
+def _within(diag: Diagnostic, lines: list[str]) -> Diagnostic:
+    """The diagnostic with its span inside the original text: a span found on a repaired
+    line (a header that gained its `{`) must not reach past what the user wrote."""
+    s = diag.span
+    line = min(max(s.line, 1), len(lines))
+    end_line = min(max(s.end_line, line), len(lines))
+    column = min(max(s.column, 1), len(lines[line - 1]) + 1)
+    end_column = min(s.end_column, len(lines[end_line - 1]) + 1)
+    if (end_line, end_column) <= (line, column):
+        end_line, end_column = line, column + 1
+    span = Span(s.file, line, column, end_line, end_column)
+    return diag if span == s else replace(diag, span=span)
 
 
 # lark calls this for every newline token (they carry the comments); parse() resets it.
