@@ -8,11 +8,14 @@ never a traceback.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import gc
 import json
 import os
+import stat
 import sys
+import tempfile
 from pathlib import Path
 from typing import NoReturn
 
@@ -145,11 +148,51 @@ def fmt(files: tuple[str, ...], check_only: bool, diff: bool) -> None:
         elif check_only:
             click.echo(f"would reformat {path}")
         else:
-            Path(path).write_text(formatted, encoding="utf-8")
+            try:
+                rewrite_in_place(path, formatted.encode("utf-8"))
+            except OSError as e:
+                fail_usage(f"cannot rewrite {path}: {e.strerror or e}; the file is unchanged")
             click.echo(f"reformatted {path}")
     if errors:
         sys.exit(EXIT_ERRORS)
     sys.exit(EXIT_ERRORS if would_change and (check_only or diff) else EXIT_OK)
+
+
+def rewrite_in_place(path: str, data: bytes) -> None:
+    """Replace a file's contents without ever leaving it half-written: the new text goes
+    to a temporary file beside it (same filesystem), is fsync'ed, takes the original's
+    mode (and owner, where we may), and is renamed over it; the folder is fsync'ed so the
+    rename survives a crash. A symlink is followed and stays a symlink. On any failure
+    (a full disk, a read-only filesystem, a signal) the temporary file is removed and the
+    original is untouched, byte for byte."""
+    target = os.path.realpath(path)
+    folder, name = os.path.split(target)
+    info = os.stat(target)
+    fd, temporary = tempfile.mkstemp(prefix=f".{name}.", suffix=".fmt-tmp", dir=folder)
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fchmod(fd, stat.S_IMODE(info.st_mode))
+            try:
+                os.fchown(fd, info.st_uid, info.st_gid)
+            except PermissionError:
+                pass  # not ours to give away: the file becomes the caller's, as an editor's save does
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(temporary, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+    with contextlib.suppress(OSError):  # best effort: some filesystems cannot fsync a folder
+        folder_fd = os.open(folder or ".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            os.fsync(folder_fd)
+        finally:
+            os.close(folder_fd)
 
 
 def _chosen_targets(values: tuple[str, ...]) -> list[str]:
