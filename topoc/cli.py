@@ -13,6 +13,7 @@ import difflib
 import gc
 import json
 import os
+import signal
 import stat
 import sys
 import tempfile
@@ -24,6 +25,7 @@ from rich.console import Console
 
 from topoc import __version__
 from topoc.compiler import Compilation, InputError, compile_file, read_source
+from topoc.interrupts import Interrupted, raise_on_signals
 from topoc.diagnostics import CODES, Diagnostic, has_errors, render_json, render_one, summary_line
 
 EXIT_OK, EXIT_ERRORS, EXIT_USAGE = 0, 1, 2
@@ -502,11 +504,15 @@ def destroy_command(file: str, uri: str) -> None:
 
 
 def main() -> None:
+    raise_on_signals()
     try:
         cli.main(prog_name="topoc", standalone_mode=True)
-    except KeyboardInterrupt:
-        _console(stderr=True).print("topoc: interrupted", markup=False)
-        _hard_exit(130)
+    except (Interrupted, KeyboardInterrupt) as stopped:
+        code = stopped.exit_code if isinstance(stopped, Interrupted) else 130
+        what = "terminated" if code == 128 + signal.SIGTERM else "interrupted"
+        with contextlib.suppress(OSError, ValueError):
+            _console(stderr=True).print(f"topoc: {what}", markup=False)
+        _hard_exit(code)
     except SystemExit as done:
         code = done.code
         _hard_exit(code if isinstance(code, int) else (0 if code is None else 1))

@@ -9,6 +9,13 @@ never sees half an output, and files an earlier build made that this one does no
 gone. The writer refuses to replace a directory that is not a topoc output (one with
 files but no topoc manifest), so `-o ~` cannot wipe a home directory.
 
+Staging folders are named `.<target>.new-<pid>-<random>` and hold a marker file
+(`.topoc-staging`) until their manifest is written; an interrupted build (SIGINT,
+SIGTERM: see topoc.interrupts) removes its own, and every build first removes the stale
+ones a killed build left beside its target: only folders that prove to be topoc's (the
+marker, or a topoc manifest) and whose process is gone. Anything else of that name is
+left alone.
+
 Crash safety is about the process, not power loss: files are not fsync'ed one by one
 (a 10,000-VM lab would spend seconds there); the output is a build product that the
 next build remakes.
@@ -21,17 +28,21 @@ import errno
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path, PurePosixPath
 from typing import Mapping
 
 from topoc import __version__
+from topoc.interrupts import deferred
+
 MANIFEST = "manifest.json"
 GENERATOR = "topoc"
 FILE_MODE = 0o644
 SCRIPT_MODE = 0o755  # files that start with `#!`
 DIR_MODE = 0o755
+STAGING_MARKER = ".topoc-staging"
 
 
 class WriteError(Exception):
@@ -49,19 +60,24 @@ def write_artifacts(artifacts: Mapping[str, str], out_dir: str | os.PathLike[str
     try:
         _check_replaceable(target)
         target.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.new-", dir=target.parent))
+        remove_stale_staging(target)
+        with deferred():  # a signal between mkdtemp and the marker would leave no proof
+            staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.new-{os.getpid()}-",
+                                            dir=target.parent))
+            _write_marker(staging)
     except OSError as e:
         raise WriteError(f"cannot create {target}: {e.strerror or e}") from None
     try:
         _fill(staging, files, source_file)
+        os.unlink(staging / STAGING_MARKER)  # the manifest is the proof from here on
         _replace(staging, target)
     except OSError as e:
-        shutil.rmtree(staging, ignore_errors=True)
+        _remove_staging(staging)
         where = f" ({e.filename})" if e.filename else ""
         raise WriteError(f"cannot write {target}: {e.strerror or e}{where}; "
                          "the previous output is unchanged") from None
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        _remove_staging(staging)
         raise
     return target
 
@@ -88,6 +104,90 @@ def read_manifest(out_dir: str | os.PathLike[str]) -> dict | None:
     if not isinstance(document, dict) or document.get("generator") != GENERATOR:
         return None
     return document
+
+
+# --- staging folders: ours, and the stale ones of killed builds ----------------------
+
+
+def _write_marker(staging: Path) -> None:
+    document = {"generator": GENERATOR, "pid": os.getpid()}
+    (staging / STAGING_MARKER).write_text(json.dumps(document) + "\n", encoding="utf-8")
+
+
+def _remove_staging(path: Path) -> None:
+    """Remove a staging folder (or the previous output swapped into it) so that what is
+    left, if this is cut short, still proves to be topoc's: everything but the manifest
+    and the marker first, then those, then the folder. Signals wait until it is done."""
+    with deferred():
+        try:
+            entries = list(os.scandir(path))
+        except OSError:
+            return
+        proofs = {MANIFEST, STAGING_MARKER}
+        for entry in sorted(entries, key=lambda e: e.name in proofs):
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    shutil.rmtree(entry.path)
+                else:
+                    os.unlink(entry.path)
+            except OSError:
+                pass  # best effort: the folder stays, to be removed by the next build
+        try:
+            os.rmdir(path)
+        except OSError:
+            pass  # not empty (see above): left for the next build
+
+
+def _staging_pattern(target: Path) -> re.Pattern[str]:
+    return re.compile(rf"\.{re.escape(target.name)}\.(?:new|old)-(\d+)-[A-Za-z0-9_]+")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    except (OverflowError, ValueError):
+        return True  # not a pid at all: keep the folder
+    return True
+
+
+def _proves_topoc(folder: Path, pid: int) -> bool:
+    """The marker a build writes first, naming this pid; or a topoc manifest."""
+    try:
+        marker = json.loads((folder / STAGING_MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        marker = None
+    if isinstance(marker, dict) and marker.get("generator") == GENERATOR and marker.get("pid") == pid:
+        return True
+    return read_manifest(folder) is not None
+
+
+def remove_stale_staging(target: Path) -> list[Path]:
+    """Remove the staging folders that killed builds of `target` left beside it: named
+    `.<target>.new-<pid>-...` (or `.old-`), a real folder (not a symlink), proven
+    topoc's, and its process gone (a build running right now keeps its own). Returns
+    what was removed."""
+    pattern = _staging_pattern(target)
+    removed = []
+    try:
+        entries = list(os.scandir(target.parent))
+    except OSError:
+        return removed
+    for entry in entries:
+        match = pattern.fullmatch(entry.name)
+        if match is None or not entry.is_dir(follow_symlinks=False):
+            continue
+        pid = int(match.group(1)) if len(match.group(1)) <= 10 else -1
+        if pid <= 0 or pid == os.getpid() or _alive(pid):
+            continue
+        folder = Path(entry.path)
+        if _proves_topoc(folder, pid):
+            _remove_staging(folder)
+            removed.append(folder)
+    return removed
 
 
 # --- checks before anything is written -----------------------------------------------
@@ -147,7 +247,7 @@ def _replace(staging: Path, target: Path) -> None:
         os.rename(staging, target)
         return
     if _exchange(staging, target):
-        shutil.rmtree(staging, ignore_errors=True)  # now holds the previous output
+        _remove_staging(staging)  # now holds the previous output
         return
     previous = staging.with_name(staging.name.replace(".new-", ".old-", 1))
     os.rename(target, previous)
@@ -156,7 +256,7 @@ def _replace(staging: Path, target: Path) -> None:
     except OSError:
         os.rename(previous, target)
         raise
-    shutil.rmtree(previous, ignore_errors=True)
+    _remove_staging(previous)
 
 
 _RENAME_EXCHANGE = 2  # from <linux/fs.h>

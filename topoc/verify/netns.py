@@ -37,6 +37,7 @@ from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Iterator, Mapping
 
+from topoc.interrupts import Interrupted
 from topoc.model import naming
 from topoc.model.ir import External, Forward, Host, Lab, Mode, Nic, Vm
 
@@ -564,7 +565,7 @@ class Session:
 
 
 def _raise_interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
+    raise Interrupted(signum)
 
 
 def verify(lab: Lab, scripts: Mapping[str, Mapping[str, str]] | None = None,
