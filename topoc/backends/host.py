@@ -8,7 +8,8 @@ reachability engine (topoc.model.reach) predicts both. This module only decides 
 files say, as a plan of plain values; the jinja2 templates in topoc/templates/host/ lay
 them out. It does no I/O and assumes a lab that checked clean.
 
-Safety: every value that reaches a script passes through `shlex.quote` (the `q` filter);
+Safety: every value that reaches a script passes through `shell_quote` (the `q` filter:
+shlex.quote, and quotes around shell reserved words such as `done`);
 only names that passed the grammar's identifier rules and `ipaddress`-formatted values
 reach the nft file, and interface names are quoted there as strings anyway. Disk paths,
 the only free strings of the language, never reach these files.
@@ -31,6 +32,13 @@ from topoc.model.topology import FIREWALLED_MODES, FORWARDING_MODES, dnat_target
 from topoc.model.ir import Host, Lab, Mode, Network, Vm
 
 SCRIPT_NAMES = ("up.sh", "down.sh", "topoc.nft")
+
+# Words bash parses as syntax even as an argument or an assignment's value (`LAB=done`,
+# shellcheck SC1010), which shlex.quote leaves bare: the bash(1) manual's RESERVED WORDS.
+# A lab, host or bridge may be called `done` or `do`, so these are always quoted.
+SHELL_RESERVED = frozenset({"!", "case", "coproc", "do", "done", "elif", "else", "esac", "fi",
+                            "for", "function", "if", "in", "select", "then", "time", "until",
+                            "while", "{", "}", "[[", "]]"})
 
 # With STP on, the kernel refuses a forward delay under 2 s (BR_MIN_FORWARD_DELAY), so a
 # network with `stp on` gets the smallest it accepts; in centiseconds, as ip-link(8) takes it.
@@ -359,6 +367,12 @@ def host_plan(lab: Lab, host: Host) -> HostPlan:
     )
 
 
+def shell_quote(value: object) -> str:
+    """One shell word, literally: shlex.quote, and quotes around a reserved word too."""
+    quoted = shlex.quote(str(value))
+    return f"'{quoted}'" if quoted in SHELL_RESERVED else quoted
+
+
 @lru_cache(maxsize=1)
 def _environment() -> jinja2.Environment:
     # Autoescape off: these are shell and nft, not HTML. Values are quoted explicitly.
@@ -370,7 +384,7 @@ def _environment() -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters["q"] = lambda value: shlex.quote(str(value))
+    env.filters["q"] = shell_quote
     return env
 
 
