@@ -7,12 +7,14 @@
 #
 # What it does, one line of output per step:
 #   1. creates each bridge of the lab (stp off unless `stp on`, forward delay 0), gives it
-#      its MTU and address, and brings it up;
+#      its MTU and address, and brings it up; a bridge of that name that it did not
+#      create stops it, unchanged (it is someone else's);
 #   2. for a bridged network, enslaves the host NIC and moves its address and default
 #      route to the bridge;
 #   3. creates one tap per VM nic (named tt-..., never libvirt's vnetN), or adopts an
 #      interface of that name that already exists, attaches it to its bridge, brings it up;
-#   4. loads the lab's nftables table from topoc.nft, next to this script (atomically);
+#   4. loads the lab's nftables table from topoc.nft, next to this script (atomically),
+#      unless a table of that name exists that it did not make (then it stops);
 #   5. adds the host's routes from its `route` lines;
 #   6. turns net.ipv4.ip_forward on when a nat, routed or open network exists.
 # The host's own nic addresses and default gateway are the machine's: it leaves them be
@@ -51,6 +53,8 @@ mkdir -p -- "$STATE_DIR"
 remember() {
     grep -qxF -- "$*" "$RECORD" 2>/dev/null || printf '%s\n' "$*" >>"$RECORD"
 }
+# remembered KIND NAME...: whether an earlier run recorded exactly this line.
+remembered() { [ -e "$RECORD" ] && grep -qxF -- "$*" "$RECORD"; }
 # remembered_link NAME: whether an earlier run created or adopted the link.
 remembered_link() {
     [ -e "$RECORD" ] && awk -v n="$1" '($1 == "link" || $1 == "adopted") && $2 == n { f = 1 } END { exit !f }' "$RECORD"
@@ -71,6 +75,9 @@ ensure_bridge() {
     local name=$1 stp=$2 delay=$3 mtu=$4 address=$5 how=exists
     if has_link "$name"; then
         is_bridge "$name" || die "$name exists and is not a bridge: rename the network's bridge in the .topo file"
+        # A bridge this lab did not create is someone else's: its STP, forward delay, MTU
+        # and address are not ours to change (nor would down.sh put them back).
+        remembered link "$name" || die "bridge $name exists already and up.sh did not create it: topoc changes no bridge it does not own; give the network another \`bridge\` in the .topo file, or remove $name first (ip link del $name)"
     else
         remember link "$name"
         ip link add name "$name" type bridge
@@ -152,6 +159,10 @@ ensure_tap() {
 
 # load_table: replace the lab's own nftables table in one transaction (see topoc.nft).
 load_table() {
+    # Only a table this lab's up.sh made is replaced (and later deleted by down.sh).
+    if nft list table inet "$TABLE" >/dev/null 2>&1 && ! remembered table "$TABLE"; then
+        die "nftables table inet $TABLE exists already and up.sh did not create it (no record in $RECORD): topoc replaces and deletes only its own table; delete it first (nft delete table inet $TABLE) or rename the lab"
+    fi
     remember table "$TABLE"
     nft -f "$NFT_FILE"
     say "nftables: table inet $TABLE loaded from $NFT_FILE"
