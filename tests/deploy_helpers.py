@@ -59,10 +59,16 @@ DEFAULT_HOST_XML = """\
 """
 
 
-def private_test_host(directory: Path) -> str:
-    """The URI of a fresh private copy of the test driver's default host."""
+def private_test_host(directory: Path, bridges: dict[str, str] | None = None) -> str:
+    """The URI of a fresh private copy of the test driver's default host; `bridges`
+    (bridge -> the nic that is its port) adds host bridges, as a host has them for a
+    bridged network (https://libvirt.org/formatinterface.html#bridge-interfaces)."""
     path = directory / "test-host.xml"
-    path.write_text(DEFAULT_HOST_XML, encoding="utf-8")
+    extra = "".join(
+        f"  <interface type='bridge' name='{bridge}'><start mode='onboot'/>"
+        f"<bridge><interface type='ethernet' name='{nic}'/></bridge></interface>\n"
+        for bridge, nic in (bridges or {}).items())
+    path.write_text(DEFAULT_HOST_XML.replace("</node>", extra + "</node>"), encoding="utf-8")
     return f"test://{path}"
 
 

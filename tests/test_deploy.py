@@ -104,8 +104,8 @@ vm d on kvm1 {
 """
 
 
-def open_private(directory):
-    uri = private_test_host(directory)
+def open_private(directory, bridges=None):
+    uri = private_test_host(directory, bridges)
     return deploy.Target(libvirt.open(uri), uri, MemoryRecords(uri))
 
 
@@ -449,10 +449,14 @@ def test_a_failure_at_every_step_of_destroy_leaves_the_host_as_before(tmp_path):
 
 
 @pytest.mark.parametrize("path", example_files(), ids=lambda p: p.name)
-def test_every_example_deploys_redeploys_in_sync_and_destroys(path, target):
+def test_every_example_deploys_redeploys_in_sync_and_destroys(path, tmp_path):
     from topoc.compiler import compile_file
+    from topoc.model.ir import Mode
 
     lab = compile_file(str(path)).lab
+    # The host bridges the examples' bridged networks attach to, as a real host has them.
+    bridges = {n.bridge: n.via for n in lab.networks if n.mode is Mode.BRIDGED}
+    target = open_private(tmp_path, bridges)
     foreign = snapshot(target.conn)
     applied = deploy.apply(lab, target, start_vms=True)
     assert applied.changes and all(c.action == "create" for c in applied.changes)
@@ -460,3 +464,51 @@ def test_every_example_deploys_redeploys_in_sync_and_destroys(path, target):
     assert all(row.defined and row.active and row.owned for row in deploy.status(lab, target))
     deploy.destroy(lab.name, target)
     assert snapshot(target.conn) == foreign
+
+
+BRIDGED = "lab tbr\n\n" + LAN.replace("gateway 192.168.101.1\n", "gateway 192.168.101.1\n"
+                                       "    nic eth1 on lan address 192.168.101.12\n") + """
+network lanbr on kvm1 {
+    mode bridged to eth1
+    bridge tbr0
+}
+
+vm v on kvm1 {
+    nic eth0 on lanbr address 192.168.101.50/24
+}
+"""
+
+
+def test_a_bridged_network_whose_host_bridge_is_missing_is_refused(tmp_path, target):
+    """The test host has a nic eth1 but no bridge tbr0: libvirt would define and start the
+    network with nothing behind it. Refused before anything changes, naming the bridge."""
+    lab = compile_lab(tmp_path, BRIDGED)
+    before = snapshot(target.conn)
+    with pytest.raises(deploy.Refused) as refused:
+        deploy.apply(lab, target)
+    [missing] = refused.value.diagnostics
+    assert missing.code == "host-bridge-missing"
+    assert "bridge tbr0 of bridged network tbr-lanbr does not exist on test://" in missing.message
+    assert "with eth1 as its port" in missing.hint
+    assert missing.span.line == BRIDGED.splitlines().index("    bridge tbr0") + 1
+    assert snapshot(target.conn) == before
+    assert deploy.make_plan(lab, target).conflicts == [missing]
+
+
+def test_a_bridged_network_whose_nic_is_missing_too_names_the_hosts_interfaces(tmp_path, target):
+    lab = compile_lab(tmp_path, BRIDGED.replace("bridged to eth1", "bridged to eth0"))
+    with pytest.raises(deploy.Refused) as refused:
+        deploy.apply(lab, target)
+    [missing] = refused.value.diagnostics
+    assert "the host has no eth0 either (its interfaces: eth1)" in missing.hint
+
+
+def test_a_bridged_network_deploys_when_the_host_has_its_bridge(tmp_path):
+    target = open_private(tmp_path, {"tbr0": "eth1"})
+    try:
+        lab = compile_lab(tmp_path, BRIDGED)
+        applied = deploy.apply(lab, target)
+        assert ("create", "tbr-lanbr") in {(c.action, c.name) for c in applied.changes}
+        assert target.conn.networkLookupByName("tbr-lanbr").isActive()
+    finally:
+        target.conn.close()

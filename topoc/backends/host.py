@@ -131,12 +131,12 @@ class HostPlan:
 
 def table_name(lab: Lab) -> str:
     """The lab's own nftables table (family inet): `topoc_<lab>`."""
-    return f"topoc_{lab.name}"
+    return naming.nft_table(lab.name)
 
 
 def state_dir(lab: Lab, host: Host) -> str:
     """Where up.sh remembers what it did, unless TOPOC_STATE_DIR says otherwise."""
-    return f"/run/topoc/{lab.name}-{host.name}"
+    return naming.state_folder(lab.name, host.name)
 
 
 def _comment_safe(text: str) -> str:

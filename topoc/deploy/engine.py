@@ -25,13 +25,15 @@ from topoc.model import naming
 from topoc.backends.libvirt import domain_xml, network_xml
 from topoc.deploy.records import Owned, Record, RecordError, RecordStore, is_private_test_uri, records_for
 from topoc.diagnostics import Diagnostic, Severity, diagnostic, register
-from topoc.model.ir import Lab
+from topoc.model.ir import Lab, Mode
 from topoc.front.span import UNKNOWN, Span
 
 FOREIGN_OBJECT = register("foreign-object", Severity.ERROR,
                           "the host has a libvirt object of that name that this lab did not create")
 HOST_BRIDGE_CLASH = register("host-bridge-clash", Severity.ERROR,
                              "a bridge another libvirt network or a host interface already uses")
+HOST_BRIDGE_MISSING = register("host-bridge-missing", Severity.ERROR,
+                               "a bridged network's host bridge does not exist on the connection")
 HOST_SUBNET_CLASH = register("host-subnet-clash", Severity.ERROR,
                              "a subnet that overlaps one of another libvirt network or host interface")
 
@@ -203,6 +205,7 @@ class Wanted:
     span: Span
     bridge_span: Span
     address_span: Span
+    uplink: str | None = None  # a bridged network's host nic (`mode bridged to NIC`)
 
 
 def hypervisor(lab: Lab, host: str | None) -> str | None:
@@ -228,7 +231,8 @@ def wanted(lab: Lab, host: str | None) -> list[Wanted]:
             out.append(Wanted(NETWORK, naming.libvirt_name(lab.name, network.name), xml,
                               dx.uuid_of(xml) or naming.object_uuid(lab.name, NETWORK, network.name),
                               network.span, _known(network.bridge_span, network.span),
-                              _known(network.address_span, network.span)))
+                              _known(network.address_span, network.span),
+                              network.via if network.mode is Mode.BRIDGED else None))
     for vm in sorted(lab.vms, key=lambda v: v.name):
         if vm.host == host:
             xml = domain_xml(lab, vm)
@@ -565,11 +569,16 @@ def _refuse_foreign(plan: Plan, w: Wanted, target: Target) -> None:
 
 
 def _preflight(plan: Plan, creating: list[Wanted], others: list[dx.NetworkFacts],
-               interfaces: list[dx.InterfaceFacts], target: Target) -> None:
+               interfaces: list[dx.InterfaceFacts], target: Target,
+               host_links: set[str] | None = None) -> None:
     """Clashes of the networks about to start with what the host already has: libvirt
-    itself would only find some of them at net-start, after other objects changed."""
+    itself would only find some of them at net-start, after other objects changed.
+    `host_links`: every interface the host has (None: the driver cannot list them)."""
     for w in creating:
         facts = dx.network_facts(w.xml)
+        if facts.uses_existing_bridge and facts.bridge and host_links is not None \
+                and facts.bridge not in host_links:
+            plan.conflicts.append(_missing_bridge(w, facts.bridge, host_links, target))
         if facts.bridge and not facts.uses_existing_bridge:
             users = [f"libvirt network {o.name}" for o in others if o.bridge == facts.bridge]
             users += [f"host interface {i.name}" for i in interfaces if i.name == facts.bridge]
@@ -585,6 +594,26 @@ def _preflight(plan: Plan, creating: list[Wanted], others: list[dx.NetworkFacts]
                     HOST_SUBNET_CLASH, w.address_span,
                     f"subnet {subnet} of {w.name} overlaps {theirs} of {user} on {target.uri}",
                     hint="pick a subnet that no network on this host uses"))
+
+
+def _missing_bridge(w: Wanted, bridge: str, host_links: set[str], target: Target) -> Diagnostic:
+    """A <forward mode='bridge'/> network with a <bridge name=.../> "describes ... an
+    existing host bridge that was configured outside of libvirt", and "libvirt doesn't
+    attempt to manage the bridge interface at all" (https://libvirt.org/formatnetwork.html,
+    forward mode `bridge`): it neither creates the bridge nor enslaves the nic, so
+    without it the network starts with nothing behind it."""
+    nic = w.uplink
+    if nic is not None and nic in host_links:
+        hint = (f"create bridge {bridge} on the host with {nic} as its port (netplan, "
+                "NetworkManager, or this lab's host/up.sh from `topoc build`), then deploy again")
+    else:
+        shown = ", ".join(sorted(host_links)[:8]) or "none"
+        hint = (f"the host has no {nic} either (its interfaces: {shown}); create bridge "
+                f"{bridge} with the right nic as its port, and name that nic in `mode bridged to`")
+    return diagnostic(HOST_BRIDGE_MISSING, w.bridge_span,
+                      f"bridge {bridge} of bridged network {w.name} does not exist on {target.uri}: "
+                      "libvirt attaches a bridged network to a host bridge, it does not create one",
+                      hint=hint)
 
 
 def _subnet_users(subnet: IPv4Network, others: list[dx.NetworkFacts],
@@ -617,7 +646,8 @@ def make_plan(lab: Lab, target: Target, *, host: str | None = None, start_vms: b
     owned_live = {n for n, live in networks.items() if _owns(record, live, lab.name)}
     others = [dx.network_facts(live.xml) for n, live in networks.items() if n not in owned_live]
     lab_bridges = {dx.network_facts(networks[n].xml).bridge for n in owned_live}
-    _preflight(plan, creating, others, [i for i in interfaces if i.name not in lab_bridges], target)
+    _preflight(plan, creating, others, [i for i in interfaces if i.name not in lab_bridges], target,
+               None if note else {i.name for i in interfaces})
     plan.final = _final_record(record, objects, _all_lab_names(lab))
     return plan
 

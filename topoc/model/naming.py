@@ -22,7 +22,10 @@ MAC_PREFIX = "52:54:00"
 TOPOC_NAMESPACE = uuid.UUID("6f0c6a4e-3b1d-5c2e-9a57-70706f63746f")
 
 # Prefixes libvirt gives its own interfaces; a lab's bridges and taps must not use them.
-LIBVIRT_RESERVED_PREFIXES = ("vnet", "macvtap", "macvlan", "vif", "virbr")
+# (Not `virbr`: libvirt recommends it for bridges, "but not enforced",
+# https://libvirt.org/formatnetwork.html#connectivity; topoc.checks.limits warns about
+# the virbr<N> names libvirt hands out itself.)
+LIBVIRT_RESERVED_PREFIXES = ("vnet", "macvtap", "macvlan", "vif")
 
 
 def _digest(*parts: str) -> bytes:
@@ -33,6 +36,17 @@ def libvirt_name(lab: str, name: str) -> str:
     """The libvirt name of a lab's network or domain: `natlab-natnet`, never clashing
     with another lab's or with `default`."""
     return f"{lab}-{name}"
+
+
+def nft_table(lab: str) -> str:
+    """The lab's own nftables table (family inet): `topoc_<lab>`."""
+    return f"topoc_{lab}"
+
+
+def state_folder(lab: str, host: str) -> str:
+    """Where the host scripts' up.sh remembers what it did (unless TOPOC_STATE_DIR says
+    otherwise)."""
+    return f"/run/topoc/{lab}-{host}"
 
 
 def object_uuid(lab: str, kind: str, name: str) -> str:

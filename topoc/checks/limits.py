@@ -1,0 +1,159 @@
+"""Limit checks: what the kernel, libvirt or nftables would refuse only when the lab is
+applied, found up front. Every name topoc derives from the lab's names fits its limit,
+a bridge holds at most as many ports as Linux allows, a network's `via` is a nic its
+host has; and two settings that would be silently ignored (a `virbr<N>` bridge libvirt
+may hand out itself, a `domain` without DNS) are warnings."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from typing import Iterator
+
+from topoc.checks.common import at
+from topoc.checks.registry import Finding, check
+from topoc.diagnostics import Severity, register
+from topoc.front.span import Span
+from topoc.model import naming
+from topoc.model.ir import Lab, Mode, Network
+
+NAME_TOO_LONG = register("name-too-long", Severity.ERROR,
+                         "a name topoc derives (libvirt object, nft table, state folder) is over its limit")
+BRIDGE_PORTS = register("bridge-ports", Severity.ERROR,
+                        "more ports on one bridge than a Linux bridge holds")
+UPLINK_MISSING = register("uplink-missing", Severity.ERROR,
+                          "a network's `via` or `bridged to` names a nic its host does not have")
+BRIDGE_VIRBR = register("bridge-virbr", Severity.WARNING,
+                        "a bridge named virbr<N>, a name libvirt may give one of its own networks")
+DOMAIN_WITHOUT_DNS = register("domain-without-dns", Severity.WARNING,
+                              "a network's `domain` has no effect without `dns on`")
+
+# NAME_MAX: one component of a path (a file name) holds at most 255 bytes (limits.h).
+NAME_MAX = 255
+# libvirt stores a network as NAME.xml and gives its dnsmasq NAME.conf, NAME.hostsfile and
+# NAME.addnhosts (src/util/virdnsmasq.c, DNSMASQ_HOSTSFILE_SUFFIX "hostsfile"): the
+# longest suffix, ".hostsfile", leaves 245 bytes for the name.
+LIBVIRT_NETWORK_NAME_MAX = NAME_MAX - len(".hostsfile")
+# A domain is stored as NAME.xml and logs to NAME.log (/var/log/libvirt/qemu).
+LIBVIRT_DOMAIN_NAME_MAX = NAME_MAX - len(".xml")
+# nftables names (tables, chains) hold NFT_NAME_MAXLEN 256 bytes with the NUL
+# (include/uapi/linux/netfilter/nf_tables.h).
+NFT_NAME_MAX = 255
+# A Linux bridge numbers its ports 1..BR_MAX_PORTS-1: BR_MAX_PORTS is 1 << BR_PORT_BITS,
+# 1024 (net/bridge/br_private.h), and port 0 is reserved (find_portno in net/bridge/br_if.c,
+# which returns -EXFULL, "Exchange full", past it): 1,023 ports.
+BRIDGE_MAX_PORTS = (1 << 10) - 1
+
+# The names libvirt makes up for a network's bridge when none is given: virbr0, virbr1,
+# ... ("a bridge name beginning with the prefix "virbr" is recommended (and that is what
+# is auto-generated), but not enforced", https://libvirt.org/formatnetwork.html#connectivity).
+_LIBVIRT_AUTO_BRIDGE = re.compile(r"virbr[0-9]+")
+
+
+def _header(net: Network) -> Span:
+    """The `network` keyword of the network's block."""
+    return net.span.sub(0, len("network"))
+
+
+def _too_long(what: str, name: str, limit: int, why: str) -> str:
+    return f"{what} `{name[:40]}{'...' if len(name) > 40 else ''}` is {len(name.encode())} bytes long; " \
+           f"{why} allow at most {limit}"
+
+
+@check(NAME_TOO_LONG)
+def derived_names(lab: Lab) -> Iterator[Finding]:
+    lab_span = lab.span
+    shorten = "shorten the lab's name (every derived name starts with it)"
+    table = naming.nft_table(lab.name)
+    if len(table.encode()) > NFT_NAME_MAX:
+        yield Finding(lab_span, _too_long("the nftables table name", table, NFT_NAME_MAX, "nftables names"),
+                      f"{shorten}: at most {NFT_NAME_MAX - len('topoc_')} characters")
+    for host in lab.hosts:
+        folder = naming.state_folder(lab.name, host.name).rsplit("/", 1)[1]
+        if len(folder.encode()) > NAME_MAX:
+            yield Finding(lab_span, _too_long(f"up.sh's state folder for host {host.name}", folder,
+                                              NAME_MAX, "file names"),
+                          f"{shorten} or the host's: `<lab>-<host>` must fit {NAME_MAX} bytes")
+    for net in lab.networks:
+        name = naming.libvirt_name(lab.name, net.name)
+        if net.managed and len(name.encode()) > LIBVIRT_NETWORK_NAME_MAX:
+            yield Finding(_header(net), _too_long("the libvirt network name", name, LIBVIRT_NETWORK_NAME_MAX,
+                                                  "libvirt's file names for it (NAME.hostsfile)"),
+                          f"{shorten} or the network's: `<lab>-<network>` must fit "
+                          f"{LIBVIRT_NETWORK_NAME_MAX} bytes")
+    for vm in lab.vms:
+        name = naming.libvirt_name(lab.name, vm.name)
+        if len(name.encode()) > LIBVIRT_DOMAIN_NAME_MAX:
+            yield Finding(vm.span.sub(0, len("vm")), _too_long("the libvirt domain name", name,
+                                                               LIBVIRT_DOMAIN_NAME_MAX, "libvirt's file names for it (NAME.xml)"),
+                          f"{shorten} or the VM's: `<lab>-<vm>` must fit {LIBVIRT_DOMAIN_NAME_MAX} bytes")
+
+
+@check(BRIDGE_PORTS)
+def bridge_ports(lab: Lab) -> Iterator[Finding]:
+    """A network's bridge on its host takes one port per VM nic on it (a tap), and a
+    bridged network's bridge also the host nic it enslaves."""
+    ports: Counter[str] = Counter()
+    for vm in lab.vms:
+        for nic in vm.nics:
+            ports[nic.network] += 1
+    for net in lab.networks:
+        if not net.managed:
+            continue
+        count = ports[net.name] + (1 if net.mode is Mode.BRIDGED and net.via else 0)
+        if count > BRIDGE_MAX_PORTS:
+            yield Finding(_header(net), f"network `{net.name}` puts {count:,} ports on bridge "
+                          f"{net.bridge}; a Linux bridge holds at most {BRIDGE_MAX_PORTS:,} "
+                          "(the kernel refuses the next with \"Exchange full\")",
+                          f"split its VMs over two or more networks of at most {BRIDGE_MAX_PORTS:,} ports each")
+
+
+def _via_span(net: Network) -> Span:
+    """The nic's token at the end of the `mode ... via|to NIC` statement."""
+    span = net.mode_span
+    if net.via is None or span.line != span.end_line or span.end_column - len(net.via) < span.column:
+        return _header(net)
+    return Span(span.file, span.line, span.end_column - len(net.via), span.line, span.end_column)
+
+
+@check(UPLINK_MISSING)
+def uplink_missing(lab: Lab) -> Iterator[Finding]:
+    hosts = {h.name: h for h in lab.hosts}
+    for net in lab.networks:
+        host = hosts.get(net.host or "")
+        if net.via is None or host is None:
+            continue
+        nics = sorted(n.name for n in host.nics)
+        if net.via in nics:
+            continue
+        keyword = "bridged to" if net.mode is Mode.BRIDGED else "via"
+        what = ("it enslaves" if net.mode is Mode.BRIDGED else "it forwards through")
+        shown = ", ".join(f"`{n}`" for n in nics) if nics else "none"
+        hint = (f"host {host.name}'s nics are {shown}: name one of them after `{keyword}`, "
+                f"or add `nic {net.via} on NETWORK address IP` to host {host.name}") if nics else \
+            f"host {host.name} declares no nic: add `nic {net.via} on NETWORK address IP` to it"
+        written = "bridged to" if net.mode is Mode.BRIDGED else f"{net.mode.value} via"
+        yield Finding(_via_span(net), f"host {host.name} has no nic `{net.via}`, which network "
+                      f"`{net.name}` {what} (`mode {written} {net.via}`)", hint)
+
+
+@check(BRIDGE_VIRBR)
+def virbr_bridge(lab: Lab) -> Iterator[Finding]:
+    for net in lab.networks:
+        if net.managed and net.bridge and not net.bridge_derived and _LIBVIRT_AUTO_BRIDGE.fullmatch(net.bridge):
+            yield Finding(at(net.bridge_span, net.span),
+                          f"bridge `{net.bridge}` is a name libvirt gives the networks it names "
+                          "itself (virbr0, virbr1, ...): one defined later outside this lab may "
+                          "take the same bridge",
+                          "fine if you manage every network of the host; else a name without "
+                          "digits after `virbr` (e.g. `virbrlab`) or one of your own cannot collide")
+
+
+@check(DOMAIN_WITHOUT_DNS)
+def domain_without_dns(lab: Lab) -> Iterator[Finding]:
+    for net in lab.networks:
+        if net.domain is not None and not net.dns and net.mode not in (Mode.EXTERNAL, Mode.BRIDGED):
+            yield Finding(_header(net), f"network `{net.name}` has `domain {net.domain}` but no "
+                          "`dns on`: libvirt writes <dns enable='no'/> and nothing answers for "
+                          "the domain, so it has no effect",
+                          f"add `dns on` to `{net.name}`, or remove `domain`")
