@@ -216,3 +216,96 @@ def test_a_vm_that_cannot_start_rolls_the_whole_deploy_back(libvirtd, target, tm
     assert "the host is as it was before" in message
     assert snapshot(target.conn) == before
     assert f"rn{RUN}" not in _links(libvirtd) and _dnsmasq_of(libvirtd, f"{LAB}-nat") == set()
+
+
+VIRBR_TEXT = f"""\
+lab {LAB}
+
+host kvm1 {{
+}}
+
+network ten on kvm1 {{
+    mode isolated
+    bridge virbr10
+    address 10.62.10.1/24
+}}
+
+network letter on kvm1 {{
+    mode isolated
+    bridge virbra
+    address 10.62.11.1/24
+}}
+
+vm one on kvm1 {{
+    memory 128MiB
+    nic eth0 on ten address 10.62.10.10
+    nic eth1 on letter address 10.62.11.10
+}}
+"""
+
+
+def test_virbr_bridge_names_check_clean_and_a_real_daemon_starts_them(libvirtd, target, tmp_path):
+    """libvirt recommends `virbr` bridge names ("recommended ... but not enforced",
+    formatnetwork): `virbra` checks clean, `virbr10` warns only, and the daemon defines
+    and starts both."""
+    from topoc.compiler import compile_source
+
+    diagnostics = compile_source(VIRBR_TEXT, "virbr.topo").diagnostics
+    assert [(d.code, d.severity.value) for d in diagnostics] == [("bridge-virbr", "warning")]
+    lab = compile_lab(tmp_path, VIRBR_TEXT)
+    deploy.apply(lab, target)
+    for name, bridge in (("ten", "virbr10"), ("letter", "virbra")):
+        net = target.conn.networkLookupByName(f"{LAB}-{name}")
+        assert net.isActive() and net.bridgeName() == bridge
+        assert "UP" in _links(libvirtd)[bridge].split(",")
+    deploy.destroy(LAB, target)
+    assert not {"virbr10", "virbra"} & set(_links(libvirtd))
+
+
+BRIDGED_TEXT = f"""\
+lab {LAB}
+
+network lan {{
+    mode external
+    subnet 192.168.101.0/24
+}}
+
+host kvm1 {{
+    nic up{RUN} on lan address 192.168.101.11
+}}
+
+network lanbr on kvm1 {{
+    mode bridged to up{RUN}
+    bridge rb{RUN}
+}}
+
+vm one on kvm1 {{
+    memory 128MiB
+    nic eth0 on lanbr address 192.168.101.50/24
+}}
+"""
+
+
+def test_a_bridged_network_needs_its_host_bridge_on_a_real_daemon(libvirtd, target, tmp_path):
+    """Without bridge rb<run> on the host the deploy is refused, nothing changed (libvirt
+    itself would start the network with nothing behind it); with it, it deploys."""
+    lab = compile_lab(tmp_path, BRIDGED_TEXT)
+    before = snapshot(target.conn)
+    with pytest.raises(deploy.Refused) as refused:
+        deploy.apply(lab, target)
+    [missing] = refused.value.diagnostics
+    assert missing.code == "host-bridge-missing" and f"bridge rb{RUN} of bridged network" in missing.message
+    assert f"the host has no up{RUN} either" in missing.hint
+    assert snapshot(target.conn) == before
+    libvirtd.run("ip", "link", "add", f"up{RUN}", "type", "veth", "peer", "name", f"lp{RUN}")
+    libvirtd.run("ip", "link", "add", f"rb{RUN}", "type", "bridge")
+    libvirtd.run("ip", "link", "set", f"up{RUN}", "master", f"rb{RUN}")
+    try:
+        deploy.apply(lab, target)
+        net = target.conn.networkLookupByName(f"{LAB}-lanbr")
+        assert net.isActive() and net.bridgeName() == f"rb{RUN}"
+        deploy.destroy(LAB, target)
+        assert f"rb{RUN}" in _links(libvirtd), "a host bridge is the host's: destroy leaves it"
+    finally:
+        libvirtd.run("ip", "link", "del", f"rb{RUN}")
+        libvirtd.run("ip", "link", "del", f"up{RUN}")
