@@ -126,13 +126,12 @@ def uplink_missing(lab: Lab) -> Iterator[Finding]:
         nics = sorted(n.name for n in host.nics)
         if net.via in nics:
             continue
-        keyword = "bridged to" if net.mode is Mode.BRIDGED else "via"
         what = ("it enslaves" if net.mode is Mode.BRIDGED else "it forwards through")
-        shown = ", ".join(f"`{n}`" for n in nics) if nics else "none"
-        hint = (f"host {host.name}'s nics are {shown}: name one of them after `{keyword}`, "
-                f"or add `nic {net.via} on NETWORK address IP` to host {host.name}") if nics else \
-            f"host {host.name} declares no nic: add `nic {net.via} on NETWORK address IP` to it"
         written = "bridged to" if net.mode is Mode.BRIDGED else f"{net.mode.value} via"
+        shown = ", ".join(f"`{n}`" for n in nics)
+        hint = (f"write `mode {written} {nics[0]}` (host {host.name}'s nics: {shown}), "
+                f"or give host {host.name} a `nic {net.via} on NETWORK address IP`") if nics else \
+            f"host {host.name} declares no nic: give it a `nic {net.via} on NETWORK address IP`"
         yield Finding(_via_span(net), f"host {host.name} has no nic `{net.via}`, which network "
                       f"`{net.name}` {what} (`mode {written} {net.via}`)", hint)
 

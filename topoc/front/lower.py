@@ -13,6 +13,7 @@ not here: they live in topoc.checks.
 from __future__ import annotations
 
 import difflib
+import os
 import re
 from dataclasses import dataclass, field, replace
 from ipaddress import AddressValueError, IPv4Address, IPv4Interface, IPv4Network, ip_address
@@ -247,6 +248,7 @@ class _Lowerer:
     host_block_names: list[str] = field(default_factory=list)  # every `host` block, in order
     network_names: dict[str, Span] = field(default_factory=dict)
     host_refs: list[Token] = field(default_factory=list)
+    bridged_lans: dict[str, IPv4Network] = field(default_factory=dict)  # bridged net -> its LAN's subnet
     # Nodes wait here until every network is known: (kind, block, nics, routes, *extra).
     pending_nodes: list[tuple] = field(default_factory=list)
 
@@ -583,6 +585,16 @@ class _Lowerer:
             self.report(INVALID_VALUE, one["disk"].args[0].span,
                         "the disk path contains a control character", "remove it from the path")
             memory = None  # type: ignore[assignment]
+        elif disk is not None and disk.startswith("~"):
+            self.report(INVALID_VALUE, one["disk"].args[0].span,
+                        f"`{disk}`: topoc does not expand `~` (whose home: yours, or the host's "
+                        "libvirt's?)", "write the absolute path, e.g. `/home/you/vm.qcow2`; "
+                        "a relative path is taken from the .topo file's folder")
+            memory = None  # type: ignore[assignment]
+        elif disk is not None and not os.path.isabs(disk):
+            # A relative path means the image next to the .topo file, as a user reads it;
+            # libvirt's schema takes absolute paths only (absFilePath in basictypes.rng).
+            disk = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(self.tree.file)), disk))
         if block.on is not None:
             self.host_refs.append(block.on)
         pending, routes = self.node_parts(block)
@@ -668,6 +680,7 @@ class _Lowerer:
     def resolve_nodes(self) -> None:
         """Build nics now that every network is known (names may be used before definition)."""
         by_name = {n.name: n for n in self.networks}
+        self.bridged_lans = self.bridged_lan_subnets(by_name)
         for entry in self.pending_nodes:
             kind, block, pending, routes = entry[:4]
             nics = tuple(self.finish_nic(p, by_name) for p in pending if p is not None)
@@ -716,16 +729,40 @@ class _Lowerer:
                    *(p.options[k].span if k in p.options else UNKNOWN
                      for k in ("address", "mac", "gateway")))
 
-    @staticmethod
-    def nic_address(tok: Token, network: Network) -> IPv4Interface:
+    def bridged_lan_subnets(self, networks: dict[str, Network]) -> dict[str, IPv4Network]:
+        """A bridged network's VMs are on the LAN its host's nic (`bridged to NIC`) is on:
+        that LAN's subnet, by bridged network, for addresses written without a prefix."""
+        host_nics: dict[tuple[str, str], str] = {}  # (host, nic) -> its network
+        for entry in self.pending_nodes:
+            if entry[0] == "host":
+                for p in entry[2]:
+                    if p is not None and p.iface is not None:
+                        host_nics[(entry[1].name.text, p.iface)] = p.network.text
+        found = {}
+        for net in networks.values():
+            if net.mode is Mode.BRIDGED and net.host is not None and net.via is not None:
+                lan = networks.get(host_nics.get((net.host, net.via), ""))
+                if lan is not None and lan.subnet is not None:
+                    found[net.name] = lan.subnet
+        return found
+
+    def nic_address(self, tok: Token, network: Network) -> IPv4Interface:
         if "/" in tok.text:
             return _interface(tok)
         ip = _address(tok)
-        if network.subnet is None:
+        subnet = network.subnet or self.bridged_lans.get(network.name)
+        if subnet is None and network.mode is Mode.BRIDGED:
+            # `subnet` does not apply to a bridged network: the prefix comes from the LAN.
+            raise _Invalid(tok.span, f"{ip} has no prefix, and bridged network `{network.name}` "
+                           f"takes one from the LAN its host's nic {network.via} is on, which "
+                           "has no subnet here",
+                           f"write the prefix, e.g. `{ip}/24`, or put host {network.host}'s nic "
+                           f"{network.via} on an external network with a `subnet`")
+        if subnet is None:
             raise _Invalid(tok.span, f"{ip} has no prefix and network `{network.name}` has no "
                            "address or subnet to take one from",
                            f"write the prefix, e.g. `{ip}/24`, or give `{network.name}` a subnet")
-        return IPv4Interface(f"{ip}/{network.subnet.prefixlen}")
+        return IPv4Interface(f"{ip}/{subnet.prefixlen}")
 
     def resolve_references(self) -> None:
         host_blocks = set(self.host_block_names)
