@@ -25,6 +25,7 @@ from rich.console import Console
 
 from topoc import __version__
 from topoc.compiler import Compilation, InputError, compile_file, read_source
+from topoc.model.ir import Lab
 from topoc.interrupts import Interrupted, raise_on_signals
 from topoc.diagnostics import CODES, Diagnostic, has_errors, render_json, render_one, summary_line
 
@@ -340,8 +341,7 @@ def reach_command(file: str, src: str | None, dst: str | None, fmt: str) -> None
     """Predict who reaches whom (the whole matrix), or explain SRC -> DST hop by hop
     (DST may be a node or an IPv4 address)."""
     from topoc.model import reach
-    lab = compile_or_exit(file).lab
-    assert lab is not None
+    lab = _lab_for_reach(file)
     if src is None:
         pairs = len(lab.nodes) * (len(lab.nodes) - 1)
         if pairs > reach.MAX_MATRIX_PAIRS:
@@ -366,6 +366,24 @@ def reach_command(file: str, src: str | None, dst: str | None, fmt: str) -> None
                                "explanation": reach.explain(lab, src, dst)}, indent=2))
     else:
         click.echo(reach.explain(lab, src, dst), nl=False)
+
+
+def _lab_for_reach(path: str) -> Lab:
+    """The lab `reach` explains: one that checks clean, or whose only errors are `expect`
+    lines that do not hold (explaining those is what `reach` is for). Anything else is
+    reported as `compile_or_exit` does."""
+    try:
+        result = compile_file(path)
+    except InputError as e:
+        fail_usage(str(e))
+    errors = [d for d in result.diagnostics if d.severity.value == "error"]
+    if result.lab is None or any(d.code != "expect-failed" for d in errors):
+        return compile_or_exit(path).lab  # type: ignore[return-value]  # exits
+    if errors:
+        _console(stderr=True).print(
+            f"topoc: note: {len(errors)} `expect` line(s) of {path} do not hold "
+            "(`topoc check` shows them); the prediction below is the model's", markup=False)
+    return result.lab
 
 
 # --- plan / deploy / status / destroy: topoc.deploy.engine over a libvirt connection ---------

@@ -16,7 +16,7 @@ from topoc.checks.registry import Finding, check
 from topoc.diagnostics import Severity, register
 from topoc.model.topology import topology
 from topoc.model.ir import Expect, Lab, Mode, Network
-from topoc.model.reach import Probe, engine, explain_probe, pair, probe
+from topoc.model.reach import Probe, confirmed_fix, engine, explain_probe, pair, probe
 
 UNREACHABLE_SEGMENT = register("unreachable-segment", Severity.WARNING,
                                "a network nobody can reach, or whose LAN peers get no replies")
@@ -90,7 +90,9 @@ def _lan_replies(lab: Lab, net: Network, mine: list[tuple[str, IPv4Address | Non
             failed.append((peer, p))
     if not failed:
         return None
-    fixes = list(dict.fromkeys(p.fix for _, p in failed if p.fix))
+    # Each distinct fix once, offered only when the engine confirms it (confirmed_fix).
+    tried = {p.fix: p for _, p in reversed(failed) if p.fix}
+    fixes = [fix for fix in (confirmed_fix(p)[0] for p in reversed(tried.values())) if fix]
     first = failed[0][1]
     return Finding(net.mode_span,
                    f"{net.model} network `{net.name}` ({net.subnet}) gets no replies from "

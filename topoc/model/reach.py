@@ -25,13 +25,14 @@ questions (`reach_address`), so a lab of 10,000 VMs is checked without enumerati
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address, IPv4Network
 from typing import Iterator
 
 from topoc.model.topology import (FIREWALLED_MODES, Interface, Topology, dnat_target, macvtap_links,
                          topology)
-from topoc.model.ir import Forward, Host, Lab, Mode, Network, Vm
+from topoc.model.ir import Forward, Host, Lab, Mode, Network, Route, Vm
 
 REJECT = "-j REJECT --reject-with icmp-port-unreachable"
 
@@ -104,6 +105,9 @@ class Probe:
     request: Leg
     reply: Leg | None = None
     ok: bool = False
+    # What it ran on, so a fix can be tried on a copy of the lab (confirmed_fix).
+    lab: Lab | None = field(default=None, repr=False, compare=False)
+    forward: Forward | None = None
 
     @property
     def failure(self) -> str:
@@ -504,8 +508,11 @@ def engine(lab: Lab) -> Engine:
 def probe(lab: Lab, src: str, target: IPv4Address, forward: Forward | None = None) -> Probe:
     """Send one echo request (or a forwarded connection) from `src` to `target`, then
     its reply back."""
-    eng = engine(lab)
-    result = Probe(src, target, Leg())
+    return _probe_on(engine(lab), src, target, forward)
+
+
+def _probe_on(eng: Engine, src: str, target: IPv4Address, forward: Forward | None) -> Probe:
+    result = Probe(src, target, Leg(), lab=eng.lab, forward=forward)
     if target in eng.local.get(src, ()):
         result.request.note(src, f"{target} is its own address")
         result.request.ok = True
@@ -643,6 +650,56 @@ def forward_probe(lab: Lab, fwd: Forward, src: str) -> Probe:
     return probe(lab, src, target, forward=fwd)
 
 
+# --- fixes that are confirmed -----------------------------------------------------------
+
+# Fixes that name one concrete edit of the lab, and that edit on the IR. A fix is offered
+# only when the edit, applied to a copy of the lab, makes the probe succeed; free advice
+# ("route it through a node on both") names no edit and is passed on as it is.
+_DROP_VIA = re.compile(r"`(?P<net>[^`]+)` (?:accepts forwarded traffic only from|forwards out only "
+                       r"through) `(?P<via>[^`]+)`.*drop `via (?P=via)`")
+_ADD_ROUTE = re.compile(r"add `route (?P<dst>\S+) via (?P<gw>[0-9.]+)` to \w+ `(?P<node>[^`]+)`")
+
+
+def _remedy(lab: Lab, fix: str) -> tuple[str, Lab] | None:
+    """(what the edit is, the lab with it) for a fix that names one edit, else None."""
+    if m := _DROP_VIA.search(fix):
+        net = lab.network(m["net"])
+        if net is None:
+            return None
+        networks = tuple(replace(n, via=None) if n.name == net.name else n for n in lab.networks)
+        return f"dropping `via {m['via']}` from `{net.name}`", replace(lab, networks=networks)
+    if m := _ADD_ROUTE.search(fix):
+        node = lab.node(m["node"])
+        if node is None:
+            return None
+        try:
+            route = Route(IPv4Network(m["dst"]), IPv4Address(m["gw"]))
+        except ValueError:
+            return None
+        changed = replace(node, routes=node.routes + (route,))
+        groups = {kind: tuple(changed if n.name == node.name else n for n in getattr(lab, kind))
+                  for kind in ("hosts", "vms", "externals")}
+        return f"adding `route {m['dst']} via {m['gw']}` to `{node.name}`", replace(lab, **groups)
+    return None
+
+
+def confirmed_fix(p: Probe) -> tuple[str, str]:
+    """(the fix to offer, a note): the probe's fix when it names no concrete edit, or
+    when the engine confirms that its edit makes this very probe succeed; otherwise no
+    fix, and a note saying what the edit would not solve."""
+    if p.ok or not p.fix or p.lab is None:
+        return p.fix, ""
+    remedy = _remedy(p.lab, p.fix)
+    if remedy is None:
+        return p.fix, ""
+    what, fixed = remedy
+    # A fresh engine, outside the caches: the lab being explained keeps its own.
+    again = _probe_on(Engine(Topology(fixed)), p.src, p.target, p.forward)
+    if again.ok:
+        return p.fix, ""
+    return "", f"{what} alone would not make it reachable (it would then fail: {again.failure})"
+
+
 # --- explanations ---------------------------------------------------------------------
 
 
@@ -662,8 +719,11 @@ def _render_probe(lines: list[str], p: Probe) -> None:
         _render_leg(lines, "reply", p.reply, width)
     if not p.ok:
         lines.append(f"  why: {p.failure}")
-        if p.fix:
-            lines.append(f"  fix: {p.fix}")
+        fix, note = confirmed_fix(p)
+        if fix:
+            lines.append(f"  fix: {fix}")
+        if note:
+            lines.append(f"  note: {note}")
 
 
 def explain(lab: Lab, src: str, dst: str) -> str:
