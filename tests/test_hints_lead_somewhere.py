@@ -25,7 +25,6 @@ import re
 from dataclasses import dataclass
 
 import pytest
-
 from conftest import EXAMPLES, GOLDEN
 
 from topoc.compiler import compile_source

@@ -13,7 +13,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import EXAMPLES
 
 from topoc.compiler import MAX_SOURCE_BYTES, compile_source
@@ -24,7 +23,7 @@ HUGE = "9" * 5000  # past CPython's 4,300-digit limit for int()
 
 
 def run(*args: str, cwd: Path | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*TOPOC, *args], capture_output=True, text=True, timeout=timeout, cwd=cwd)
+    return subprocess.run([*TOPOC, *args], capture_output=True, text=True, check=False, timeout=timeout, cwd=cwd)
 
 
 # (what the value is, the text replaced in nat.topo, its replacement, the line it is on)

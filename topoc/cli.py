@@ -526,11 +526,11 @@ def main() -> None:
     try:
         cli.main(prog_name="topoc", standalone_mode=True)
     except (Interrupted, KeyboardInterrupt) as stopped:
-        code = stopped.exit_code if isinstance(stopped, Interrupted) else 130
-        what = "terminated" if code == 128 + signal.SIGTERM else "interrupted"
+        stop = stopped.exit_code if isinstance(stopped, Interrupted) else 130
+        what = "terminated" if stop == 128 + signal.SIGTERM else "interrupted"
         with contextlib.suppress(OSError, ValueError):
             _console(stderr=True).print(f"topoc: {what}", markup=False)
-        _hard_exit(code)
+        _hard_exit(stop)
     except SystemExit as done:
         code = done.code
         _hard_exit(code if isinstance(code, int) else (0 if code is None else 1))

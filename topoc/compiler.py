@@ -14,7 +14,6 @@ import gc
 import os
 import stat
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Iterator
 
 from topoc.checks import run_checks

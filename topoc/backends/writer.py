@@ -171,7 +171,7 @@ def remove_stale_staging(target: Path) -> list[Path]:
     topoc's, and its process gone (a build running right now keeps its own). Returns
     what was removed."""
     pattern = _staging_pattern(target)
-    removed = []
+    removed: list[Path] = []
     try:
         entries = list(os.scandir(target.parent))
     except OSError:

@@ -28,11 +28,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address, IPv4Network
-from typing import Iterator
+from typing import Iterator, TypeVar
 
 from topoc.model.topology import (FIREWALLED_MODES, Interface, Topology, dnat_target, macvtap_links,
                          topology)
-from topoc.model.ir import Forward, Host, Lab, Mode, Network, Route, Vm
+from topoc.model.ir import External, Forward, Host, Lab, Mode, Network, Route, Vm
 
 REJECT = "-j REJECT --reject-with icmp-port-unreachable"
 
@@ -676,11 +676,18 @@ def _remedy(lab: Lab, fix: str) -> tuple[str, Lab] | None:
             route = Route(IPv4Network(m["dst"]), IPv4Address(m["gw"]))
         except ValueError:
             return None
-        changed = replace(node, routes=node.routes + (route,))
-        groups = {kind: tuple(changed if n.name == node.name else n for n in getattr(lab, kind))
-                  for kind in ("hosts", "vms", "externals")}
-        return f"adding `route {m['dst']} via {m['gw']}` to `{node.name}`", replace(lab, **groups)
+        with_route = replace(lab, hosts=tuple(_routed(h, node.name, route) for h in lab.hosts),
+                             vms=tuple(_routed(v, node.name, route) for v in lab.vms),
+                             externals=tuple(_routed(e, node.name, route) for e in lab.externals))
+        return f"adding `route {m['dst']} via {m['gw']}` to `{node.name}`", with_route
     return None
+
+
+_N = TypeVar("_N", Host, Vm, External)
+
+
+def _routed(node: _N, name: str, route: Route) -> _N:
+    return replace(node, routes=node.routes + (route,)) if node.name == name else node
 
 
 def confirmed_fix(p: Probe) -> tuple[str, str]:
