@@ -109,15 +109,19 @@ def test_signals_at_any_moment_of_a_real_build(tmp_path: Path, signum: int, code
     128 + N, never a traceback, "Aborted!" or exit 1, never a staging folder left."""
     (tmp_path / "lab.topo").write_text(generate_lab(1000))
     seen = set()
-    for delay in (0.2, 0.5, 0.8, 1.1, 1.5, 2.0):
+    for delay in (0.4, 0.7, 1.0, 1.3, 1.7, 2.2):
         process = subprocess.Popen([sys.executable, "-m", "topoc", "build", "-o", "out", "lab.topo"],
                                    cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         time.sleep(delay)
         process.send_signal(signum)
         _, err = process.communicate(timeout=120)
         seen.add(process.returncode)
-        assert process.returncode in (0, code), (process.returncode, err)
-        assert "Traceback" not in err and "Aborted" not in err, err
         left = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".out."))
         assert left == [], f"staging left after a signal at {delay} s: {left}"
+        if process.returncode == -signum and err == "":
+            # Killed by the default handler before the interpreter ran topoc at all (a
+            # loaded machine): nothing had started, and a shell shows 128 + N as well.
+            continue
+        assert process.returncode in (0, code), (process.returncode, err)
+        assert "Traceback" not in err and "Aborted" not in err, err
     assert code in seen, "no run was actually interrupted: the build is too fast for the delays"

@@ -1,5 +1,5 @@
 """`python -m topoc`: the same as the `topoc` command."""
 
-from topoc.cli import main
+from topoc.entry import main
 
 main()
