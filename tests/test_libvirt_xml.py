@@ -3,6 +3,8 @@ that matter, read back with a real XML parser (no libvirt needed here)."""
 
 from __future__ import annotations
 
+import os
+
 import subprocess
 import xml.etree.ElementTree as ET
 from dataclasses import replace
@@ -321,7 +323,9 @@ def test_any_disk_path_reads_back_exactly(path):
         return  # lowering refuses empty paths
     assert result.lab.vms[0].disk == path
     dom = parse(backend.domain_xml(result.lab, result.lab.vms[0]))
-    assert dom.find("devices/disk/source").get("file") == path
+    # libvirt takes absolute paths only: a relative one is taken from the .topo file's folder.
+    expected = path if os.path.isabs(path) else os.path.normpath(os.path.join(os.getcwd(), path))
+    assert dom.find("devices/disk/source").get("file") == expected
 
 
 @settings(max_examples=150, deadline=None)

@@ -14,6 +14,7 @@ validate every generated file against).
 
 from __future__ import annotations
 
+import os
 import re
 from collections import defaultdict
 from dataclasses import dataclass
@@ -182,6 +183,15 @@ def _network_view(lab: Lab, network: Network, hosts: list[DhcpHost]) -> NetworkV
 # --- what goes into a domain ---------------------------------------------------------
 
 
+def disk_source(lab: Lab, disk: str) -> str:
+    """The image's path as libvirt needs it: absolute (its schema's absFilePath,
+    basictypes.rng). A relative `disk` is what a user means by it: the file beside the
+    .topo file, so it is taken from that file's folder (the IR keeps it as written)."""
+    if os.path.isabs(disk):
+        return disk
+    return os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(lab.file)), disk))
+
+
 def _disk_format(path: str) -> str:
     # The format must be stated, not probed: libvirt never lets QEMU guess it from a
     # guest-writable image. https://libvirt.org/formatdomain.html#hard-drives-floppy-disks-cdroms
@@ -243,7 +253,7 @@ def _domain_view(lab: Lab, vm: Vm) -> DomainView:
         uuid=naming.object_uuid(lab.name, "domain", vm.name),
         memory_kib=_memory_kib(vm.memory),
         vcpus=vm.vcpus,
-        disk_path=_exact_attribute(vm.disk) if vm.disk else None,
+        disk_path=_exact_attribute(disk_source(lab, vm.disk)) if vm.disk else None,
         disk_format=_disk_format(vm.disk) if vm.disk else None,
         interfaces=tuple(_interface_view(lab, vm, nic) for nic in vm.nics),
     )

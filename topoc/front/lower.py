@@ -13,7 +13,6 @@ not here: they live in topoc.checks.
 from __future__ import annotations
 
 import difflib
-import os
 import re
 from dataclasses import dataclass, field, replace
 from ipaddress import AddressValueError, IPv4Address, IPv4Interface, IPv4Network, ip_address
@@ -585,16 +584,12 @@ class _Lowerer:
             self.report(INVALID_VALUE, one["disk"].args[0].span,
                         "the disk path contains a control character", "remove it from the path")
             memory = None  # type: ignore[assignment]
-        elif disk is not None and disk.startswith("~"):
+        elif disk is not None and re.match(r"~[A-Za-z0-9_.-]*(/|$)", disk):
+            # Not an error: `~` may be a folder's real name. But it is not expanded.
             self.report(INVALID_VALUE, one["disk"].args[0].span,
-                        f"`{disk}`: topoc does not expand `~` (whose home: yours, or the host's "
-                        "libvirt's?)", "write the absolute path, e.g. `/home/you/vm.qcow2`; "
-                        "a relative path is taken from the .topo file's folder")
-            memory = None  # type: ignore[assignment]
-        elif disk is not None and not os.path.isabs(disk):
-            # A relative path means the image next to the .topo file, as a user reads it;
-            # libvirt's schema takes absolute paths only (absFilePath in basictypes.rng).
-            disk = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(self.tree.file)), disk))
+                        f"`{disk}` starts with `~`, which topoc does not expand (whose home would it "
+                        "be?): it is a relative path, taken from the .topo file's folder",
+                        "write the absolute path, e.g. `/home/you/vm.qcow2`", Severity.WARNING)
         if block.on is not None:
             self.host_refs.append(block.on)
         pending, routes = self.node_parts(block)
