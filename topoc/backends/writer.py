@@ -61,23 +61,30 @@ def write_artifacts(artifacts: Mapping[str, str], out_dir: str | os.PathLike[str
         _check_replaceable(target)
         target.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_staging(target)
+    except OSError as e:
+        raise WriteError(f"cannot create {target}: {e.strerror or e}") from None
+    staging: Path | None = None
+    filling = False
+    try:
         with deferred():  # a signal between mkdtemp and the marker would leave no proof
             staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.new-{os.getpid()}-",
                                             dir=target.parent))
             _write_marker(staging)
-    except OSError as e:
-        raise WriteError(f"cannot create {target}: {e.strerror or e}") from None
-    try:
+        filling = True
         _fill(staging, files, source_file)
         os.unlink(staging / STAGING_MARKER)  # the manifest is the proof from here on
         _replace(staging, target)
     except OSError as e:
-        _remove_staging(staging)
+        if staging is not None:
+            _remove_staging(staging)
+        if not filling:
+            raise WriteError(f"cannot create {target}: {e.strerror or e}") from None
         where = f" ({e.filename})" if e.filename else ""
         raise WriteError(f"cannot write {target}: {e.strerror or e}{where}; "
                          "the previous output is unchanged") from None
     except BaseException:
-        _remove_staging(staging)
+        if staging is not None:
+            _remove_staging(staging)
         raise
     return target
 
