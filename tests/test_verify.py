@@ -197,3 +197,19 @@ def test_a_generated_40_vm_lab_agrees_and_the_arp_limits_are_restored():
     assert len(report.pairs) > 1500
     assert [(o.src, o.dst) for o in report.pairs if not o.agrees] == []
     assert limit.read_text() == before
+
+
+def test_a_shared_address_counts_only_when_the_destination_answers():
+    """Two hosts each with a NAT network 188.64.100.0/24 and a VM at .2: kvm1's ping of
+    188.64.100.2 is answered by vm1, its own VM, so it is no reply from vm2; vm1's ping of
+    188.64.100.2 is answered by vm1 itself. verify says so, and agrees with reach."""
+    lab = _lab(ROOT / "tests/reach_labs/same_nat_two_hosts.topo")
+    report = _verify(lab)
+    assert [(o.src, o.dst) for o in report.pairs if not o.agrees] == []
+    by_pair = {(o.src, o.dst): o for o in report.pairs}
+    assert by_pair[("kvm1", "vm2")].observed is False
+    assert dict(by_pair[("kvm1", "vm2")].answered_by) == {"188.64.100.2": "vm1"}
+    assert dict(by_pair[("vm1", "vm2")].answered_by) == {"188.64.100.2": "vm1"}
+    assert dict(by_pair[("vm1", "kvm2")].answered_by) == {"188.64.100.1": "kvm1"}
+    # Each VM still reaches the LAN through its own host's NAT.
+    assert by_pair[("vm2", "pc")].observed is True

@@ -59,7 +59,10 @@ class Observation:
     predicted: bool
     observed: bool
     addresses: tuple[str, ...]  # the destination addresses pinged
-    failed: tuple[str, ...]  # those that did not answer
+    failed: tuple[str, ...]  # those that did not answer, or not from the destination
+    # (address, who answered instead): an address the destination shares with the source
+    # itself or with another node, whose echo reply came from that one.
+    answered_by: tuple[tuple[str, str], ...] = ()
 
     @property
     def agrees(self) -> bool:
@@ -402,30 +405,80 @@ def _probe_forward(rig: Rig, forward: Forward, src: str, target: str) -> bool:
 # --- the whole run --------------------------------------------------------------------
 
 
+def _echo_replies(namespace: str) -> int:
+    """The namespace's own count of ICMP echo replies sent (Icmp OutEchoReps in
+    /proc/net/snmp, which the kernel keeps per network namespace)."""
+    lines = _run(["cat", "/proc/net/snmp"], namespace=namespace).stdout.splitlines()
+    rows = [line.split()[1:] for line in lines if line.startswith("Icmp:")]
+    if len(rows) < 2 or "OutEchoReps" not in rows[0]:
+        raise VerifyError(f"no Icmp OutEchoReps counter in {namespace}'s /proc/net/snmp")
+    return int(rows[1][rows[0].index("OutEchoReps")])
+
+
+def _who_answers(rig: Rig, src: str, address: str, holders: list[str]) -> tuple[bool, list[str]]:
+    """Ping an address that several nodes hold (on separate segments, which the checks
+    allow) and tell which of them answered: the one whose echo-reply counter moved.
+    Run alone, so no other probe moves the counters meanwhile."""
+    before = {node: _echo_replies(rig.node_ns(node)) for node in holders}
+    alive = address in _alive(rig.node_ns(src), [address])
+    after = {node: _echo_replies(rig.node_ns(node)) for node in holders}
+    return alive, [node for node in holders if after[node] > before[node]]
+
+
 def _ping_matrix(rig: Rig, lab: Lab) -> list[Observation]:
+    """A ping counts for DST only when DST answered it (the README's definition of
+    reaching): an address the source holds itself is answered by the source, and one
+    that another node also holds may be answered by that node instead."""
     from topoc.model.topology import node_addresses
     from topoc.model.reach import predict
 
     matrix = predict(lab)
     names = [node.name for node in lab.nodes]
     addresses = {name: [str(a) for a in node_addresses(lab, name)] for name in names}
+    holders: dict[str, list[str]] = {}
+    for name in names:
+        for address in addresses[name]:
+            if name not in holders.setdefault(address, []):
+                holders[address].append(name)
 
-    def probe(src: str) -> list[Observation]:
-        targets = sorted({a for dst in names if dst != src for a in addresses[dst]},
+    def probe(src: str) -> set[str]:
+        # Addresses only one other node holds: a reply can only come from that node.
+        targets = sorted({a for dst in names if dst != src for a in addresses[dst]
+                          if len(holders[a]) == 1},
                          key=lambda a: IPv4Address(a))
-        alive = _alive(rig.node_ns(src), targets)
-        rows = []
+        return _alive(rig.node_ns(src), targets)
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        alive = dict(zip(names, pool.map(probe, names)))
+    # Shared addresses, one probe at a time: (src, address) -> (answered, by whom).
+    shared: dict[tuple[str, str], tuple[bool, list[str]]] = {}
+    for src in names:
+        for address in sorted({a for dst in names if dst != src for a in addresses[dst]
+                               if len(holders[a]) > 1 and src not in holders[a]},
+                              key=lambda a: IPv4Address(a)):
+            shared[(src, address)] = _who_answers(rig, src, address, holders[address])
+
+    rows = []
+    for src in names:
         for dst in names:
             if dst == src:
                 continue
-            failed = tuple(a for a in addresses[dst] if a not in alive)
+            failed, instead = [], []
+            for address in addresses[dst]:
+                if src in holders[address]:
+                    failed.append(address)  # the source's own address: it answers itself
+                    instead.append((address, src))
+                elif (src, address) in shared:
+                    answered, by = shared[(src, address)]
+                    if not answered or dst not in by:
+                        failed.append(address)
+                        instead += [(address, node) for node in by if node != dst]
+                elif address not in alive[src]:
+                    failed.append(address)
             observed = bool(addresses[dst]) and not failed
             rows.append(Observation(src, dst, matrix.get(src, dst).reachable, observed,
-                                    tuple(addresses[dst]), failed))
-        return rows
-
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        return [obs for rows in pool.map(probe, names) for obs in rows]
+                                    tuple(addresses[dst]), tuple(failed), tuple(instead)))
+    return rows
 
 
 def _forward_checks(rig: Rig, lab: Lab) -> list[ForwardObservation]:
@@ -600,6 +653,15 @@ def _cell(observation: Observation | None) -> str:
     return MISSING if observation.predicted else UNEXPECTED
 
 
+def _failed_text(o: Observation) -> str:
+    instead = dict(o.answered_by)
+    silent = [a for a in o.failed if a not in instead]
+    parts = [f"no answer from {', '.join(silent)}"] if silent else []
+    parts += [f"{a} answered by {node}" + (" itself" if node == o.src else "")
+              for a, node in o.answered_by]
+    return f" ({'; '.join(parts)})" if parts else ""
+
+
 def render_text(report: Report, lab: Lab) -> str:
     from topoc.model.reach import explain
 
@@ -629,7 +691,7 @@ def render_text(report: Report, lab: Lab) -> str:
         lines.append(f"mismatch: {o.src} -> {o.dst}: predicted "
                      f"{'reachable' if o.predicted else 'unreachable'}, observed "
                      f"{'reachable' if o.observed else 'unreachable'}"
-                     + (f" (no answer from {', '.join(o.failed)})" if o.failed else ""))
+                     + _failed_text(o))
         lines.append(textwrap.indent(explain(lab, o.src, o.dst).rstrip(), "    "))
     lines.append("")
     for note in report.notes:
@@ -642,7 +704,8 @@ def render_text(report: Report, lab: Lab) -> str:
 
 def render_json(report: Report) -> dict:
     return {
-        "pairs": [{"src": o.src, "dst": o.dst, "predicted": o.predicted, "observed": o.observed}
+        "pairs": [{"src": o.src, "dst": o.dst, "predicted": o.predicted, "observed": o.observed,
+                   **({"answered_by": dict(o.answered_by)} if o.answered_by else {})}
                   for o in report.pairs],
         "forwards": [{"protocol": f.forward.protocol, "port": f.forward.port, "vm": f.forward.vm,
                       "vm_port": f.forward.vm_port, "src": f.src, "predicted": f.predicted,
