@@ -326,11 +326,12 @@ def reach_command(file: str, src: str | None, dst: str | None, fmt: str) -> None
 # --- plan / deploy / status / destroy: topoc.deploy.engine over a libvirt connection ---------
 
 _connect_option = click.option(
-    "--connect", "uri", default="test:///default", show_default=True, metavar="URI",
-    help="libvirt connection; test:///default is libvirt's in-memory test driver, "
-         "qemu:///system the real host")
+    "--connect", "connects", multiple=True, metavar="[HOST=]URI",
+    help="libvirt connection of a host: HOST=URI, repeatable, overrides the host's `connect` "
+         "line; a lone URI is the connection of a one-host lab. Default: test:///default "
+         "(libvirt's in-memory test driver); qemu:///system is the real host")
 _host_option = click.option("--host", "host", metavar="NAME",
-                            help="which of the lab's hypervisors this connection is (if it has several)")
+                            help="act on this one of the lab's hypervisors only")
 
 
 def _lab_name_or_exit(path: str) -> Compilation:
@@ -347,20 +348,49 @@ def _lab_name_or_exit(path: str) -> Compilation:
     return result
 
 
-def _deploy_session(file: str, uri: str, *, clean: bool = True) -> tuple[Compilation, object]:
-    """The lab (clean unless `clean` is False) and a connection (libvirt missing or
-    unreachable: exit 2)."""
+class _Session:
+    """The lab and its connections: one (`single`, output as for a one-host lab) or one
+    per host (`hosts`, topoc.deploy.multi)."""
+
+    def __init__(self, result: Compilation, single: object | None, single_host: str | None,
+                 hosts: list) -> None:  # type: ignore[type-arg]
+        self.result = result
+        self.single = single
+        self.single_host = single_host
+        self.hosts = hosts
+
+    @property
+    def lab(self):  # type: ignore[no-untyped-def]
+        assert self.result.lab is not None
+        return self.result.lab
+
+
+def _deploy_session(file: str, connects: tuple[str, ...], host: str | None, *,
+                    clean: bool = True) -> _Session:
+    """The lab (clean unless `clean` is False) and its connections (libvirt missing or
+    unreachable, or no connection for a host: exit 2)."""
     from topoc.deploy import engine as deploy
+    from topoc.deploy import multi
     from topoc.deploy.report import private_host_note
 
     result = compile_or_exit(file) if clean else _lab_name_or_exit(file)
+    assert result.lab is not None
     try:
+        connections = multi.resolve_connections(result.lab, connects, host)
+        if len(connections) > 1:
+            hosts = multi.connect_all(connections)
+            for t in hosts:
+                if t.target.private:
+                    _console(stderr=True).print(private_host_note(t.target.uri), markup=False)
+            return _Session(result, None, None, hosts)
+        # One host (or none): one connection, the output as it always was.
+        single_host, uri = next(iter(connections.items()), (host, multi.bare_uri(connects)))
         target = deploy.connect(uri)
     except deploy.DeployError as e:
         fail_usage(str(e))
     if target.private:
         _console(stderr=True).print(private_host_note(uri), markup=False)
-    return result, target
+    return _Session(result, target, single_host, [])
 
 
 def _deploy_step(result: Compilation, step):  # type: ignore[no-untyped-def]
@@ -378,28 +408,43 @@ def _deploy_step(result: Compilation, step):  # type: ignore[no-untyped-def]
         fail_usage(str(e))
 
 
+def _plan_json(plan) -> dict:  # type: ignore[no-untyped-def]
+    document = plan.to_json()
+    document["conflicts"] = [d.to_json() for d in plan.conflicts]
+    return document
+
+
 @cli.command("plan")
 @click.argument("file")
 @_connect_option
 @_host_option
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
-def plan_command(file: str, uri: str, host: str | None, fmt: str) -> None:
-    """Show what `deploy` would change on the libvirt connection (changes nothing)."""
+def plan_command(file: str, connects: tuple[str, ...], host: str | None, fmt: str) -> None:
+    """Show what `deploy` would change on each host's libvirt connection (changes nothing)."""
     from topoc.deploy import engine as deploy
+    from topoc.deploy import multi
     from topoc.deploy.report import render_plan
 
-    result, target = _deploy_session(file, uri)
-    assert result.lab is not None
-    plan = _deploy_step(result, lambda: deploy.make_plan(result.lab, target, host=host))
+    session = _deploy_session(file, connects, host)
+    result, lab = session.result, session.lab
+    if session.hosts:
+        plans = _deploy_step(result, lambda: multi.plan_all(lab, session.hosts))
+    else:
+        plans = [_deploy_step(result, lambda: deploy.make_plan(lab, session.single,
+                                                               host=session.single_host))]
+    conflicts = [d for plan in plans for d in plan.conflicts]
     if fmt == "json":
-        document = plan.to_json()
-        document["conflicts"] = [d.to_json() for d in plan.conflicts]
+        if session.hosts:
+            document: dict = {"hosts": [{"host": plan.host, "uri": plan.uri, **_plan_json(plan)}
+                                        for plan in plans]}
+        else:
+            document = _plan_json(plans[0])
         click.echo(json.dumps(document, indent=2))
     else:
-        click.echo(render_plan(plan), nl=False)
-        if plan.conflicts:
-            print_diagnostics(plan.conflicts, {file: result.source}, stderr=True)
-    sys.exit(EXIT_ERRORS if plan.conflicts else EXIT_OK)
+        click.echo("\n".join(render_plan(plan) for plan in plans), nl=False)
+        if conflicts:
+            print_diagnostics(conflicts, {file: result.source}, stderr=True)
+    sys.exit(EXIT_ERRORS if conflicts else EXIT_OK)
 
 
 @cli.command("deploy")
@@ -408,19 +453,34 @@ def plan_command(file: str, uri: str, host: str | None, fmt: str) -> None:
 @_host_option
 @click.option("--start-vms", is_flag=True, help="also start the lab's VMs")
 @click.option("--status", "show_status", is_flag=True, help="print the status afterwards, same connection")
-def deploy_command(file: str, uri: str, host: str | None, start_vms: bool, show_status: bool) -> None:
-    """Check FILE, then define, autostart and start its networks and define its VMs.
-    All or nothing: a failed step puts the host back as it was."""
+def deploy_command(file: str, connects: tuple[str, ...], host: str | None, start_vms: bool,
+                   show_status: bool) -> None:
+    """Check FILE, then define, autostart and start its networks and define its VMs on
+    each of its hosts. All or nothing: a failed step puts every host back as it was."""
     from topoc.deploy import engine as deploy
+    from topoc.deploy import multi
     from topoc.deploy.report import render_applied, render_status
 
-    result, target = _deploy_session(file, uri)
-    assert result.lab is not None
-    plan = _deploy_step(result, lambda: deploy.apply(result.lab, target, host=host, start_vms=start_vms))
+    session = _deploy_session(file, connects, host)
+    result, lab = session.result, session.lab
+    if session.hosts:
+        plans = _deploy_step(result, lambda: multi.apply_all(lab, session.hosts, start_vms=start_vms))
+        click.echo("".join(render_applied(plan) for plan in plans), nl=False)
+        if show_status:
+            for t, rows in _deploy_step(result, lambda: multi.status_all(lab, session.hosts)):
+                click.echo(render_status(lab.name, _where(t), rows), nl=False)
+        return
+    target = session.single
+    plan = _deploy_step(result, lambda: deploy.apply(lab, target, host=session.single_host,
+                                                     start_vms=start_vms))
     click.echo(render_applied(plan), nl=False)
     if show_status:
-        rows = _deploy_step(result, lambda: deploy.status(result.lab, target, host=host))
-        click.echo(render_status(result.lab.name, uri, rows), nl=False)
+        rows = _deploy_step(result, lambda: deploy.status(lab, target, host=session.single_host))
+        click.echo(render_status(lab.name, target.uri, rows), nl=False)  # type: ignore[attr-defined]
+
+
+def _where(t) -> str:  # type: ignore[no-untyped-def]
+    return f"{t.target.uri} (host {t.host})"
 
 
 @cli.command("status")
@@ -428,34 +488,54 @@ def deploy_command(file: str, uri: str, host: str | None, start_vms: bool, show_
 @_connect_option
 @_host_option
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
-def status_command(file: str, uri: str, host: str | None, fmt: str) -> None:
-    """Each of the lab's networks and VMs on the connection: defined, active, autostart,
-    bridge, DHCP leases."""
+def status_command(file: str, connects: tuple[str, ...], host: str | None, fmt: str) -> None:
+    """Each of the lab's networks and VMs on each host's connection: defined, active,
+    autostart, bridge, DHCP leases."""
     from topoc.deploy import engine as deploy
+    from topoc.deploy import multi
     from topoc.deploy.report import render_status
 
-    result, target = _deploy_session(file, uri)
-    assert result.lab is not None
-    rows = _deploy_step(result, lambda: deploy.status(result.lab, target, host=host))
+    session = _deploy_session(file, connects, host)
+    result, lab = session.result, session.lab
+    if session.hosts:
+        per_host = _deploy_step(result, lambda: multi.status_all(lab, session.hosts))
+        if fmt == "json":
+            click.echo(json.dumps({"lab": lab.name, "hosts": [
+                {"host": t.host, "uri": t.target.uri, "objects": [r.to_json() for r in rows]}
+                for t, rows in per_host]}, indent=2))
+        else:
+            click.echo("".join(render_status(lab.name, _where(t), rows) for t, rows in per_host), nl=False)
+        return
+    target = session.single
+    rows = _deploy_step(result, lambda: deploy.status(lab, target, host=session.single_host))
     if fmt == "json":
-        click.echo(json.dumps({"lab": result.lab.name, "uri": uri,
+        click.echo(json.dumps({"lab": lab.name, "uri": target.uri,  # type: ignore[attr-defined]
                                "objects": [r.to_json() for r in rows]}, indent=2))
     else:
-        click.echo(render_status(result.lab.name, uri, rows), nl=False)
+        click.echo(render_status(lab.name, target.uri, rows), nl=False)  # type: ignore[attr-defined]
 
 
 @cli.command("destroy")
 @click.argument("file")
 @_connect_option
-def destroy_command(file: str, uri: str) -> None:
-    """Stop and undefine the lab's VMs and networks, and nothing else (safe twice)."""
+@_host_option
+def destroy_command(file: str, connects: tuple[str, ...], host: str | None) -> None:
+    """Stop and undefine the lab's VMs and networks on each of its hosts, and nothing
+    else (safe twice)."""
     from topoc.deploy import engine as deploy
+    from topoc.deploy import multi
     from topoc.deploy.report import render_destroyed
 
-    result, target = _deploy_session(file, uri, clean=False)
-    assert result.lab is not None
-    removed, left_alone = _deploy_step(result, lambda: deploy.destroy(result.lab.name, target))
-    click.echo(render_destroyed(result.lab.name, uri, removed, left_alone), nl=False)
+    session = _deploy_session(file, connects, host, clean=False)
+    result, lab = session.result, session.lab
+    if session.hosts:
+        done = _deploy_step(result, lambda: multi.destroy_all(lab.name, session.hosts))
+        click.echo("".join(render_destroyed(lab.name, _where(t), removed, left_alone)
+                           for t, removed, left_alone in done), nl=False)
+        return
+    target = session.single
+    removed, left_alone = _deploy_step(result, lambda: deploy.destroy(lab.name, target))
+    click.echo(render_destroyed(lab.name, target.uri, removed, left_alone), nl=False)  # type: ignore[attr-defined]
 
 
 def main() -> None:

@@ -680,13 +680,16 @@ def apply(lab: Lab, target: Target, *, host: str | None = None, start_vms: bool 
         return plan
 
 
-def _run(target: Target, before: Record, pending: Record, final: Record, actions: list[Action]) -> None:
-    """Run the actions as one transaction: all of them, or none (rolled back)."""
+def _run(target: Target, before: Record, pending: Record, final: Record, actions: list[Action],
+         journal: Journal | None = None) -> None:
+    """Run the actions as one transaction: all of them, or none (rolled back). A caller
+    that may have to undo them later (a later host of the lab failed: topoc.deploy.multi)
+    passes its own journal, which holds the undo of every step once this returns."""
     try:
         target.records.save(pending)
     except RecordError as e:
         raise DeployError(f"{e}; nothing was changed") from None
-    journal = Journal()
+    journal = journal if journal is not None else Journal()
     try:
         for action in actions:
             action.run(target.conn, journal)
@@ -706,6 +709,11 @@ def _run(target: Target, before: Record, pending: Record, final: Record, actions
         else:
             raise  # a bug or ^C: the host is put back all the same
         raise DeployError(_rollback_message(what, journal.steps, problems)) from None
+
+
+# For topoc.deploy.multi, which runs one host's plan as a step of a deploy over several.
+run_actions = _run
+pending_record = _pending_record
 
 
 def _rollback_message(what: str, steps: list[str], problems: list[str]) -> str:
@@ -779,9 +787,9 @@ def status(lab: Lab, target: Target, *, host: str | None = None) -> list[ObjectS
     return result
 
 
-def destroy(lab_name: str, target: Target) -> tuple[list[Change], list[str]]:
+def destroy(lab_name: str, target: Target, journal: Journal | None = None) -> tuple[list[Change], list[str]]:
     """Stop and undefine every object the lab owns on the target, and nothing else.
-    Returns what was removed and what was left alone (with why)."""
+    Returns what was removed and what was left alone (with why). `journal`: as for _run."""
     with _libvirt_errors(target, "read the host's networks and domains"), target.records.lock(lab_name):
         record = target.records.load(lab_name)
         networks, domains = _live_networks(target.conn), _live_domains(target.conn)
@@ -799,5 +807,5 @@ def destroy(lab_name: str, target: Target) -> tuple[list[Change], list[str]]:
                 actions.append(Action(Change(REMOVE, kind, name, "running" if live.active else "defined"),
                                       order, remove(live)))
         if actions or not record.empty:
-            _run(target, record, record, Record(lab_name, target.uri), actions)
+            _run(target, record, record, Record(lab_name, target.uri), actions, journal)
         return [a.change for a in actions], left_alone

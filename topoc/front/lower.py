@@ -20,6 +20,7 @@ from typing import Callable, Iterable
 
 from topoc.model import naming
 from topoc.diagnostics import (DUPLICATE_NAME, DUPLICATE_STATEMENT, INVALID_VALUE, MAC_INVALID,
+                               UNKNOWN_URI_PARAMETER,
                                MISSING_STATEMENT, UNDEFINED_NAME, Code, Diagnostic, Severity,
                                diagnostic)
 from topoc.model.ir import (DhcpRange, Expect, External, Forward, Host, Lab, Mode, Network, Nic, Route,
@@ -50,7 +51,7 @@ MODE_WORDS = [m.value for m in Mode]
 
 # Statements that may appear at most once in a block.
 SINGLE = {"mode", "bridge", "address", "subnet", "dhcp", "dns", "domain", "mtu", "stp",
-          "memory", "vcpus", "disk"}
+          "memory", "vcpus", "disk", "connect"}
 
 _A_KIND = {"host": "a host", "vm": "a VM", "external": "an external"}
 
@@ -529,7 +530,8 @@ class _Lowerer:
     def host(self, block: Block) -> None:
         if not self.declare(self.node_names, block.name, block.kind):
             return
-        self.single_statements(block)
+        one = self.single_statements(block)
+        connect = self.connect_uri(one["connect"]) if "connect" in one else None
         pending, routes = self.node_parts(block)
         for p in pending:
             if p is not None and p.iface is None:
@@ -539,7 +541,24 @@ class _Lowerer:
                 self.report(MISSING_STATEMENT, p.stmt.span,
                             f"nic {p.iface} of host `{block.name.text}` has no address",
                             "add `address IP` (the host's address on that network)")
-        self.pending_nodes.append(("host", block, pending, routes))
+        self.pending_nodes.append(("host", block, pending, routes, connect))
+
+    def connect_uri(self, stmt: Statement) -> tuple[str, Span] | None:
+        """`connect URI`: a libvirt URI (topoc.model.uri says what makes one)."""
+        from topoc.model.uri import UriError, parse_uri, unknown_parameter_hint
+
+        tok = stmt.args[0]
+        text = _string(tok)
+        try:
+            uri = parse_uri(text)
+        except UriError as e:
+            self.report(INVALID_VALUE, tok.span, e.message, e.hint)
+            return None
+        for name in uri.unknown_params:
+            self.report(UNKNOWN_URI_PARAMETER, tok.span,
+                        f"libvirt does not know the URI parameter `{name}`",
+                        unknown_parameter_hint(uri))
+        return text, tok.span
 
     def vm(self, block: Block) -> None:
         if not self.declare(self.node_names, block.name, block.kind):
@@ -654,7 +673,8 @@ class _Lowerer:
                 continue
             name = block.name.text
             if kind == "host":
-                self.hosts.append(Host(name, nics, routes, block.span))  # type: ignore[arg-type]
+                connect, connect_span = entry[4] or (None, UNKNOWN)
+                self.hosts.append(Host(name, nics, routes, block.span, connect, connect_span))  # type: ignore[arg-type]
             elif kind == "external":
                 self.externals.append(External(name, nics, routes, block.span))  # type: ignore[arg-type]
             else:

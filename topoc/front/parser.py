@@ -53,6 +53,7 @@ USAGE = {
     "stp": "stp on|off",
     "nic": "nic [IFACE] on NETWORK [address IP[/PREFIX]] [mac MAC] [model NAME] [gateway IP]",
     "route": "route CIDR via IP   (or: route default via IP)",
+    "connect": "connect URI   (a libvirt URI: qemu:///system, qemu+ssh://root@HOST/system)",
     "memory": "memory SIZE   (512MiB, 1GiB, 2G)",
     "vcpus": "vcpus N",
     "disk": 'disk PATH   (or: disk "a path with spaces")',
@@ -66,12 +67,14 @@ STATEMENT_HOME = {
                     "a `network`"),
     **dict.fromkeys(("memory", "vcpus", "disk"), "a `vm`"),
     **dict.fromkeys(("nic", "route"), "a `host`, `vm` or `external`"),
+    "connect": "a `host`",
 }
 STATEMENT_KEYWORDS = frozenset(TOP_LEVEL_KEYWORDS) | frozenset(STATEMENT_HOME)
 
 _TERMINAL_WORDS = {
     "WORD": "a name or value",
     "STRING": 'a "quoted string"',
+    "URI": "a libvirt URI",
     "_NL": "end of line",
     "$END": "end of file",
 }
@@ -376,7 +379,7 @@ def _recover(e: UnexpectedInput, file: str, lines: list[str]) -> tuple[Diagnosti
 # --- building the syntax tree ---------------------------------------------------------
 
 
-_VALUE_KINDS = frozenset(("WORD", "STRING"))
+_VALUE_KINDS = frozenset(("WORD", "STRING", "URI"))
 
 
 def _token(file: str, t: LarkToken) -> Token:
@@ -543,6 +546,8 @@ class _FastLexer(Lexer):
             if kind == "WORD":
                 keyword = keywords.get(value)
                 kind = keyword if keyword is not None and keyword in states[parser_state.position] else "WORD"
+                if "://" in value and "URI" in states[parser_state.position]:
+                    kind = "URI"  # as the contextual lexer decides: URI outranks WORD
             elif kind == "NL":
                 kind = "_NL"
             elif kind in ("PUNCT", "ARROW"):

@@ -17,12 +17,12 @@ class Token(NamedTuple):
     """One token (a NamedTuple, like Span: the parser makes one per token)."""
 
     text: str
-    kind: str  # WORD, STRING, or the keyword itself ("on", "via", "address", "->", ...)
+    kind: str  # WORD, STRING, URI, or the keyword itself ("on", "via", "address", "->", ...)
     span: Span
 
     @property
     def is_value(self) -> bool:
-        return self.kind in ("WORD", "STRING")
+        return self.kind in ("WORD", "STRING", "URI")
 
 
 @dataclass(frozen=True, slots=True)

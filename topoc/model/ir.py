@@ -143,6 +143,8 @@ class Host:
     nics: tuple[Nic, ...] = ()
     routes: tuple[Route, ...] = ()
     span: Span = _span()
+    connect: str | None = None  # `connect URI`: its libvirt URI (checked by topoc.model.uri)
+    connect_span: Span = _span()
 
     kind = NodeKind.HOST
 

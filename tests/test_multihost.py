@@ -1,0 +1,269 @@
+"""Labs over several hypervisors: `connect URI` in a host block and `--connect HOST=URI`,
+libvirt URIs checked as libvirt reads them, and plan/deploy/status/destroy over every
+host in one command, all or nothing, on two private test-driver hosts (two real
+daemons: tests/test_multihost_libvirtd.py)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import ROOT
+
+from topoc.compiler import compile_file, compile_source
+from topoc.model.uri import UriError, parse_uri
+
+TWO = ROOT / "tests/multihost/two_hosts.topo"
+
+
+# --- URIs ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text, driver, transport, user, host, port, local", [
+    ("qemu:///system", "qemu", None, None, None, None, True),
+    ("test:///default", "test", None, None, None, None, True),
+    ("qemu+ssh://root@192.168.101.12/system?keyfile=/root/.ssh/id", "qemu", "ssh", "root",
+     "192.168.101.12", None, False),
+    ("qemu+ssh://kvm2:2222/system", "qemu", "ssh", None, "kvm2", 2222, False),
+    ("qemu+unix:///system?socket=/run/x/libvirt-sock", "qemu", "unix", None, None, None, True),
+    ("qemu+tls://kvm3/system?no_verify=1", "qemu", "tls", None, "kvm3", None, False),
+    ("lxc:///system", "lxc", None, None, None, None, True),
+])
+def test_libvirt_uris_parse_into_their_parts(text, driver, transport, user, host, port, local):
+    uri = parse_uri(text)
+    assert (uri.driver, uri.transport, uri.user, uri.hostname, uri.port, uri.local) == \
+        (driver, transport, user, host, port, local)
+    assert uri.unknown_params == ()
+
+
+def test_a_uri_keeps_its_extra_parameters():
+    uri = parse_uri("qemu+ssh://root@h/system?keyfile=/k&no_tty=1&socket=/s")
+    assert (uri.keyfile, uri.socket, uri.param("no_tty"), uri.ssh) == ("/k", "/s", "1", True)
+
+
+@pytest.mark.parametrize("text, says", [
+    ("qemu", "no `://`"),
+    ("qemu+foo://h/system", "not a libvirt transport"),
+    ("qemu+ssh:///system", "names no host"),
+    ("Qemu:///system", "not a libvirt driver name"),
+    ("qemu+ssh://h:notaport/system", "port"),
+    ("qemu://root@/system", "no host"),
+    ("qemu:///system#x", "`#`"),
+    ("", "empty"),
+])
+def test_malformed_uris_say_what_is_wrong(text, says):
+    with pytest.raises(UriError) as caught:
+        parse_uri(text)
+    assert says in caught.value.message
+    assert caught.value.hint
+
+
+CONNECT_LAB = """lab c
+network lan {{
+    mode external
+    subnet 192.168.101.0/24
+}}
+host kvm1 {{
+    connect {uri}
+    nic eth0 on lan address 192.168.101.11
+}}
+"""
+
+
+def test_connect_in_a_host_block_lowers_to_the_host():
+    uri = "qemu+ssh://root@192.168.101.12/system?keyfile=/root/.ssh/id_ed25519&no_tty=1"
+    result = compile_source(CONNECT_LAB.format(uri=uri), "c.topo")
+    assert result.ok and not result.diagnostics, result.diagnostics
+    assert result.lab.hosts[0].connect == uri
+    quoted = compile_source(CONNECT_LAB.format(uri='"qemu:///system"'), "c.topo")
+    assert quoted.lab.hosts[0].connect == "qemu:///system"
+
+
+def test_a_bad_connect_uri_is_a_diagnostic_at_the_uri():
+    result = compile_source(CONNECT_LAB.format(uri="qemu+foo://h/system"), "c.topo")
+    [d] = result.diagnostics
+    assert (d.code, d.span.line, d.span.column) == ("invalid-value", 7, 13)
+    assert "transport" in d.message and "ssh" in d.hint
+
+
+def test_an_unknown_uri_parameter_is_a_warning():
+    result = compile_source(CONNECT_LAB.format(uri="qemu+ssh://h/system?keyfil=/k"), "c.topo")
+    assert result.ok
+    [d] = result.diagnostics
+    assert (d.code, d.severity.value) == ("unknown-uri-parameter", "warning")
+    assert "keyfil" in d.message and "keyfile" in d.hint
+
+
+def test_connect_twice_and_connect_outside_a_host_are_errors():
+    twice = CONNECT_LAB.format(uri="qemu:///system\n    connect qemu:///session")
+    assert [d.code for d in compile_source(twice, "c.topo").diagnostics] == ["duplicate-statement"]
+    outside = "lab c\nnetwork n {\n    mode isolated\n    connect qemu:///system\n}\n"
+    [d] = compile_source(outside, "c.topo").diagnostics
+    assert d.code == "syntax-error" and "host" in (d.hint or "") + d.message
+
+
+def test_fmt_keeps_connect_lines():
+    from topoc.front.fmt import format_source
+
+    text = TWO.read_text()
+    formatted, diagnostics = format_source(text, str(TWO))
+    assert formatted == text, diagnostics
+
+
+# --- which connection each host is -----------------------------------------------------
+
+
+def _lab():
+    result = compile_file(str(TWO))
+    assert result.ok
+    return result.lab
+
+
+def test_connections_come_from_the_file_and_the_command_line_overrides_them():
+    from topoc.deploy.multi import resolve_connections
+
+    lab = _lab()
+    assert resolve_connections(lab, ()) == {
+        "kvm1": "qemu:///system",
+        "kvm2": "qemu+ssh://root@192.168.101.12/system?keyfile=/root/.ssh/id_ed25519"}
+    assert resolve_connections(lab, ("kvm2=test:///default",)) == {
+        "kvm1": "qemu:///system", "kvm2": "test:///default"}
+    assert resolve_connections(lab, ("kvm2=qemu+ssh://h/system?keyfile=/a=b",))["kvm2"] == \
+        "qemu+ssh://h/system?keyfile=/a=b"
+    # --host picks one; a lone URI is then that host's connection.
+    assert resolve_connections(lab, ("test:///default",), host="kvm2") == {"kvm2": "test:///default"}
+
+
+@pytest.mark.parametrize("options, host, says", [
+    (("test:///default",), None, "--connect HOST=URI"),
+    (("kvm9=test:///default",), None, "no host 'kvm9'"),
+    (("kvm1=test:///default", "kvm1=qemu:///system"), None, "twice"),
+    (("kvm1=qemu+bad://x/system",), None, "not a libvirt transport"),
+    (("kvm1=test:///default", "kvm2=test:///default"), None, "both connect to test:///default"),
+    (("kvm1=qemu+ssh://h/system?keyfil=x",), None, "keyfil"),
+])
+def test_connection_mistakes_are_refused_with_a_message(options, host, says):
+    from topoc.deploy.multi import ConnectionChoiceError, resolve_connections
+
+    with pytest.raises(ConnectionChoiceError) as caught:
+        resolve_connections(_lab(), options, host)
+    assert says in str(caught.value)
+
+
+def test_a_host_without_a_connection_is_named():
+    from topoc.deploy.multi import ConnectionChoiceError, resolve_connections
+
+    text = TWO.read_text().replace("    connect qemu:///system\n", "")
+    lab = compile_source(text, "t.topo").lab
+    with pytest.raises(ConnectionChoiceError) as caught:
+        resolve_connections(lab, ())
+    assert "no connection for host kvm1" in str(caught.value) and "--connect kvm1=URI" in str(caught.value)
+
+
+# --- plan / deploy / status / destroy over two test-driver hosts -----------------------
+
+libvirt = pytest.importorskip("libvirt")
+from deploy_helpers import Calls, Counting, private_test_host, snapshot
+
+
+@pytest.fixture
+def two_hosts(tmp_path: Path):
+    from topoc.deploy import multi
+
+    one, two = tmp_path / "one", tmp_path / "two"
+    one.mkdir()
+    two.mkdir()
+    targets = multi.connect_all({"kvm1": private_test_host(one), "kvm2": private_test_host(two)})
+    yield targets
+    for t in targets:
+        t.target.conn.close()
+
+
+def _names(conn) -> set[str]:
+    return {n.name() for n in conn.listAllNetworks(0)} | {d.name() for d in conn.listAllDomains(0)}
+
+
+def test_one_deploy_puts_each_hosts_objects_on_its_own_connection(two_hosts):
+    from topoc.deploy import multi
+
+    lab = _lab()
+    before = [snapshot(t.target.conn) for t in two_hosts]
+    plans = multi.apply_all(lab, two_hosts)
+    assert [p.host for p in plans] == ["kvm1", "kvm2"]
+    kvm1, kvm2 = (t.target.conn for t in two_hosts)
+    assert _names(kvm1) - set(before[0]["networks"]) - set(before[0]["domains"]) == \
+        {"twokvm-nat1", "twokvm-vm1"}
+    assert _names(kvm2) - set(before[1]["networks"]) - set(before[1]["domains"]) == \
+        {"twokvm-nat2", "twokvm-side", "twokvm-vm2"}
+    # Again: nothing to change, and the plan is empty on both.
+    assert all(not p.changes for p in multi.apply_all(lab, two_hosts))
+    assert all(not p.changes for p in multi.plan_all(lab, two_hosts))
+    rows = {t.host: {r.name: r.active for r in status} for t, status in multi.status_all(lab, two_hosts)}
+    assert rows == {"kvm1": {"twokvm-nat1": True, "twokvm-vm1": False},
+                    "kvm2": {"twokvm-nat2": True, "twokvm-side": True, "twokvm-vm2": False}}
+    done = multi.destroy_all(lab.name, two_hosts)
+    assert [len(removed) for _, removed, _ in done] == [2, 3]
+    assert [snapshot(t.target.conn) for t in two_hosts] == before
+
+
+def test_a_clash_on_the_second_host_refuses_the_whole_deploy(two_hosts):
+    from topoc.deploy import multi
+    from topoc.deploy.engine import Refused
+
+    kvm2 = two_hosts[1].target.conn
+    kvm2.networkDefineXML("<network><name>theirs</name><bridge name='th0'/>"
+                          "<ip address='10.9.9.1' prefix='24'/></network>").create()
+    before = [snapshot(t.target.conn) for t in two_hosts]
+    with pytest.raises(Refused) as refused:
+        multi.apply_all(_lab(), two_hosts)
+    assert [d.code for d in refused.value.diagnostics] == ["host-subnet-clash"]
+    assert "twokvm-side" in refused.value.diagnostics[0].message
+    assert [snapshot(t.target.conn) for t in two_hosts] == before
+
+
+@pytest.mark.parametrize("fail_at", [1, 4, 7])
+def test_a_failure_on_the_second_host_puts_the_first_back(two_hosts, fail_at):
+    """kvm1's deploy takes 4 mutating calls (define, autostart, start its network, define
+    its VM); a failure at kvm2's 1st, 4th or 7th call rolls kvm2 back and then kvm1."""
+    from topoc.deploy import multi
+    from topoc.deploy.engine import DeployError
+
+    before = [snapshot(t.target.conn) for t in two_hosts]
+    calls = Calls(fail_at)
+    two_hosts[1].target.conn = Counting(two_hosts[1].target.conn, calls)
+    with pytest.raises(DeployError) as failed:
+        multi.apply_all(_lab(), two_hosts)
+    assert str(failed.value).startswith("host kvm2:")
+    assert "kvm1, deployed before it in this run, were put back" in str(failed.value)
+    two_hosts[1].target.conn = two_hosts[1].target.conn._real
+    assert [snapshot(t.target.conn) for t in two_hosts] == before
+    assert all(t.target.records.load("twokvm").empty for t in two_hosts)
+
+
+def topoc(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "topoc", *args], capture_output=True, text=True, check=False,
+                          timeout=60)
+
+
+def test_the_cli_plans_and_deploys_every_host_in_one_command(tmp_path):
+    one, two = tmp_path / "one", tmp_path / "two"
+    one.mkdir()
+    two.mkdir()
+    uris = [f"kvm1={private_test_host(one)}", f"kvm2={private_test_host(two)}"]
+    plan = topoc("plan", str(TWO), "--connect", uris[0], "--connect", uris[1], "--format", "json")
+    assert plan.returncode == 0, plan.stderr
+    hosts = json.loads(plan.stdout)["hosts"]
+    assert [(h["host"], sorted(c["name"] for c in h["changes"])) for h in hosts] == [
+        ("kvm1", ["twokvm-nat1", "twokvm-vm1"]),
+        ("kvm2", ["twokvm-nat2", "twokvm-side", "twokvm-vm2"])]
+    text = topoc("plan", str(TWO), "--connect", uris[0], "--connect", uris[1])
+    assert "(host kvm1)" in text.stdout and "(host kvm2)" in text.stdout
+    deploy = topoc("deploy", str(TWO), "--connect", uris[0], "--connect", uris[1], "--status")
+    assert deploy.returncode == 0, deploy.stderr
+    assert deploy.stdout.count("deployed lab twokvm on test://") == 2
+    assert "(host kvm2):" in deploy.stdout
+    lone = topoc("plan", str(TWO), "--connect", "test:///default")
+    assert lone.returncode == 2 and "--connect HOST=URI" in lone.stderr

@@ -1,0 +1,271 @@
+"""A lab over several hypervisors: which connection each host is, and plan, deploy,
+status and destroy over all of them in one command, all or nothing across hosts.
+
+Each host of the lab has its own libvirt connection: `connect URI` in its `host`
+block, overridden by `--connect HOST=URI` on the command line; a lone `--connect URI`
+names the connection of a one-host lab (or of the host picked with `--host`). Every host
+is planned before anything changes: a clash on any host refuses the whole deploy and no
+host is touched. The hosts are then deployed one after another, each as its own
+transaction (topoc.deploy.engine); when one fails, it rolls itself back and the hosts
+done before it are put back too, newest first, from the journals kept for that.
+
+No libvirt import here: the engine opens the connections.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+from topoc.deploy import engine
+from topoc.deploy.engine import DeployError, Journal, Plan, Refused, Target
+from topoc.deploy.records import Record, RecordError
+from topoc.model.ir import Lab
+from topoc.model.uri import UriError, parse_uri
+
+DEFAULT_URI = "test:///default"
+_HOST_ASSIGNMENT = re.compile(r"([A-Za-z_][A-Za-z0-9_-]*)=(.*)\Z", re.DOTALL)
+
+
+class ConnectionChoiceError(DeployError):
+    """The command line and the file do not say which connection each host is."""
+
+
+def split_connect_option(value: str) -> tuple[str | None, str]:
+    """`kvm1=qemu:///system` -> ("kvm1", URI); a bare URI -> (None, URI). A URI's own
+    `=` (in ?keyfile=...) comes after `://`, so a name before the first `=` decides."""
+    match = _HOST_ASSIGNMENT.match(value)
+    if match and "://" not in match.group(1):
+        return match.group(1), match.group(2)
+    return None, value
+
+
+def _checked(uri: str, where: str) -> str:
+    try:
+        parsed = parse_uri(uri)
+    except UriError as e:
+        raise ConnectionChoiceError(f"{where}: {e.message}\n  {e.hint}") from None
+    if parsed.unknown_params:
+        # libvirt would ignore them silently; on the command line that is a typo.
+        raise ConnectionChoiceError(f"{where}: libvirt does not know the URI parameter(s) "
+                                    f"{', '.join(parsed.unknown_params)} in {uri}")
+    return uri
+
+
+def lab_hosts(lab: Lab) -> list[str]:
+    """The hosts that carry something of the lab (networks or VMs), in file order."""
+    used = {n.host for n in lab.networks if n.managed and n.host} | {v.host for v in lab.vms}
+    return [h.name for h in lab.hosts if h.name in used]
+
+
+def resolve_connections(lab: Lab, options: Sequence[str], host: str | None = None,
+                        default: str = DEFAULT_URI) -> dict[str, str]:
+    """Host name -> libvirt URI for the hosts this command acts on, in file order.
+
+    `options` are the `--connect` values as given. A host with no URI from the command
+    line or its `connect` line gets `default` only in a one-host lab (or with --host):
+    two hosts cannot share one default connection, they would collide on it."""
+    names = [h.name for h in lab.hosts]
+    from_file = {h.name: h.connect for h in lab.hosts if h.connect}
+    named: dict[str, str] = {}
+    bare: list[str] = []
+    for value in options:
+        name, uri = split_connect_option(value)
+        if name is None:
+            bare.append(_checked(uri, "--connect"))
+            continue
+        if name not in names:
+            raise ConnectionChoiceError(f"--connect {value}: lab {lab.name} has no host {name!r} "
+                                        f"(its hosts: {', '.join(names) or 'none'})")
+        if name in named:
+            raise ConnectionChoiceError(f"--connect gives host {name} twice")
+        named[name] = _checked(uri, f"--connect {name}=")
+    if len(bare) > 1:
+        raise ConnectionChoiceError("--connect URI without a host name may be given once; "
+                                    "name each host's connection with --connect HOST=URI")
+    if host is not None:
+        if host not in names:
+            raise ConnectionChoiceError(f"lab {lab.name} has no host {host!r} "
+                                        f"(its hosts: {', '.join(names) or 'none'})")
+        chosen = [host]
+    else:
+        chosen = lab_hosts(lab) or names[:1]
+    if bare:
+        if len(chosen) > 1:
+            raise ConnectionChoiceError(
+                f"lab {lab.name} has {len(chosen)} hosts ({', '.join(chosen)}): say which "
+                f"connection each is with --connect HOST=URI (or `connect URI` in its host "
+                f"block), or pick one with --host")
+        if not chosen:
+            return {}
+        if named.get(chosen[0], bare[0]) != bare[0]:
+            raise ConnectionChoiceError(f"--connect gives host {chosen[0]} two connections")
+        named[chosen[0]] = bare[0]
+    result: dict[str, str] = {}
+    missing: list[str] = []
+    for name in chosen:
+        found = named.get(name) or from_file.get(name)
+        if found is None and len(chosen) == 1:
+            found = default
+        if found is None:
+            missing.append(name)
+        else:
+            result[name] = found
+    if missing:
+        raise ConnectionChoiceError(
+            f"no connection for host{'s' if len(missing) > 1 else ''} {', '.join(missing)} of lab "
+            f"{lab.name}: add `connect URI` to its host block, or give --connect "
+            f"{missing[0]}=URI (e.g. qemu+ssh://root@{missing[0]}/system); or act on one "
+            "host with --host NAME")
+    shared: dict[str, str] = {}
+    for name, uri in result.items():
+        if uri in shared and len(result) > 1:
+            raise ConnectionChoiceError(
+                f"hosts {shared[uri]} and {name} both connect to {uri}: one libvirtd cannot be "
+                "two hosts of a lab (their networks would collide on it)")
+        shared[uri] = name
+    return result
+
+
+def bare_uri(options: Sequence[str], default: str = DEFAULT_URI) -> str:
+    """The lone `--connect URI`, for a lab without hosts; else the default."""
+    bare = [uri for name, uri in map(split_connect_option, options) if name is None]
+    return _checked(bare[0], "--connect") if bare else default
+
+
+# --- acting on every host -------------------------------------------------------------
+
+
+@dataclass
+class HostTarget:
+    host: str
+    target: Target
+
+
+def connect_all(connections: dict[str, str]) -> list[HostTarget]:
+    """One connection per host, in the order given; a host that cannot be reached stops
+    the command before anything changed (its name in the message)."""
+    opened = []
+    for host, uri in connections.items():
+        try:
+            opened.append(HostTarget(host, engine.connect(uri)))
+        except DeployError as e:
+            raise DeployError(f"host {host}: {e}") from None
+    return opened
+
+
+def plan_all(lab: Lab, targets: Sequence[HostTarget], *, start_vms: bool = False) -> list[Plan]:
+    """One plan per host, each against its own connection."""
+    plans = []
+    for t in targets:
+        try:
+            plans.append(engine.make_plan(lab, t.target, host=t.host, start_vms=start_vms))
+        except DeployError as e:
+            raise DeployError(f"host {t.host}: {e}") from None
+    return plans
+
+
+@dataclass
+class _Done:
+    """A host deployed in this run, with what it takes to put it back."""
+
+    host: str
+    target: Target
+    before: Record
+    journal: Journal = field(default_factory=Journal)
+
+
+def _put_back(done: list[_Done]) -> list[str]:
+    """Undo the hosts deployed in this run, newest first; what could not be undone."""
+    problems = []
+    for d in reversed(done):
+        problems += [f"host {d.host}: {p}" for p in d.journal.rollback()]
+        try:
+            d.target.records.save(d.before)
+        except RecordError as e:  # say so and go on with the other hosts
+            problems.append(f"host {d.host}: {e}")
+    return problems
+
+
+@contextlib.contextmanager
+def _locked(lab: Lab, targets: Sequence[HostTarget]) -> Iterator[None]:
+    with contextlib.ExitStack() as stack:
+        for t in targets:
+            try:
+                stack.enter_context(t.target.records.lock(lab.name))
+            except RecordError as e:  # e.g. another topoc holds the lab
+                raise DeployError(f"host {t.host}: {e}") from None
+        yield
+
+
+def apply_all(lab: Lab, targets: Sequence[HostTarget], *, start_vms: bool = False) -> list[Plan]:
+    """Deploy the lab on every host, all or nothing: Refused (nothing changed on any
+    host) when any host clashes; DeployError after putting every host back when a step
+    fails on any of them."""
+    with _locked(lab, targets):
+        plans = plan_all(lab, targets, start_vms=start_vms)
+        conflicts = [d for plan in plans for d in plan.conflicts]
+        if conflicts:
+            raise Refused(conflicts)
+        done: list[_Done] = []
+        for t, plan in zip(targets, plans):
+            assert plan.record is not None and plan.final is not None
+            step = _Done(t.host, t.target, plan.record)
+            try:
+                if plan.actions:
+                    engine.run_actions(t.target, plan.record, engine.pending_record(plan.record, plan),
+                                       plan.final, sorted(plan.actions, key=lambda a: a.order),
+                                       step.journal)
+                elif plan.final.to_json() != plan.record.to_json():
+                    t.target.records.save(plan.final)
+            except BaseException as failure:
+                problems = _put_back(done)
+                if not isinstance(failure, Exception):
+                    raise  # ^C: the hosts done before are put back all the same
+                raise DeployError(_message(t.host, failure, done, problems)) from None
+            done.append(step)
+        return plans
+
+
+def _message(host: str, failure: BaseException, done: list[_Done], problems: list[str]) -> str:
+    text = f"host {host}: {failure}"
+    if not done:
+        return text
+    hosts = ", ".join(d.host for d in done)
+    if problems:
+        lines = "\n".join(f"  - {p}" for p in problems)
+        return f"{text}\n  putting back {hosts} was incomplete; check these by hand:\n{lines}"
+    return f"{text}\n  {hosts}, deployed before it in this run, were put back as they were"
+
+
+def status_all(lab: Lab, targets: Sequence[HostTarget]) -> list[tuple[HostTarget, list[engine.ObjectStatus]]]:
+    result = []
+    for t in targets:
+        try:
+            result.append((t, engine.status(lab, t.target, host=t.host)))
+        except DeployError as e:
+            raise DeployError(f"host {t.host}: {e}") from None
+    return result
+
+
+def destroy_all(lab_name: str, targets: Sequence[HostTarget]
+                ) -> list[tuple[HostTarget, list[engine.Change], list[str]]]:
+    """Destroy the lab on every host, all or nothing: when one host fails, the hosts
+    destroyed before it in this run get their objects back."""
+    result = []
+    done: list[_Done] = []
+    for t in targets:
+        step = _Done(t.host, t.target, Record(lab_name, t.target.uri))
+        try:
+            step.before = t.target.records.load(lab_name)
+            removed, left_alone = engine.destroy(lab_name, t.target, journal=step.journal)
+        except BaseException as failure:
+            problems = _put_back(done)
+            if not isinstance(failure, Exception):
+                raise
+            raise DeployError(_message(t.host, failure, done, problems)) from None
+        done.append(step)
+        result.append((t, removed, left_alone))
+    return result
