@@ -267,3 +267,85 @@ def test_the_cli_plans_and_deploys_every_host_in_one_command(tmp_path):
     assert "(host kvm2):" in deploy.stdout
     lone = topoc("plan", str(TWO), "--connect", "test:///default")
     assert lone.returncode == 2 and "--connect HOST=URI" in lone.stderr
+
+
+# --- topoc build: a folder per host ----------------------------------------------------
+
+
+def _multi_host_labs() -> list[Path]:
+    """Every lab of the repository with several hosts that compiles clean."""
+    found = []
+    for path in sorted([*ROOT.glob("examples/*.topo"), *ROOT.glob("tests/**/*.topo")]):
+        if "node_modules" in path.parts:
+            continue
+        result = compile_file(str(path))
+        if result.ok and len(result.lab.hosts) > 1:
+            found.append(path)
+    return found
+
+
+MULTI_HOST_LABS = _multi_host_labs()
+
+
+def test_there_are_multi_host_labs_to_build():
+    assert {p.name for p in MULTI_HOST_LABS} >= {"two_hosts.topo", "multi_host.topo", "input.topo"}
+
+
+def _readme_virsh_commands(readme: str, section: str) -> tuple[set[str], list[str]]:
+    """The connections and the virsh commands (without `virsh -c URI`) of a section."""
+    import shlex
+
+    apply, undo = readme.split("\nApply", 1)[1].split("\nUndo", 1)
+    uris, commands = set(), []
+    for line in (apply if section == "Apply" else undo).splitlines():
+        if line.startswith("    virsh "):
+            argv = shlex.split(line)
+            assert argv[:2] == ["virsh", "-c"], line
+            uris.add(argv[2])
+            commands.append(shlex.join(argv[3:]))
+    return uris, commands
+
+
+@pytest.mark.parametrize("path", MULTI_HOST_LABS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_each_hosts_readme_defines_exactly_that_hosts_objects(path, tmp_path):
+    """Every lab with several hosts builds libvirt/<host>/...; following one host's
+    README.txt on a daemon of its own (the test driver) defines that host's networks and
+    domains and nothing of the other hosts; its undo removes them again."""
+    from conftest import require_tool
+
+    from topoc.backends.libvirt import generate
+
+    virsh = require_tool("virsh")
+    lab = compile_file(str(path)).lab
+    artifacts = generate(lab)
+    hosts = {h.name for h in lab.hosts}
+    assert {p.split("/")[1] for p in artifacts} == hosts
+    for name, text in artifacts.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text, encoding="utf-8")
+    for host in lab.hosts:
+        readme = artifacts[f"libvirt/{host.name}/README.txt"]
+        uris, apply = _readme_virsh_commands(readme, "Apply")
+        _, undo = _readme_virsh_commands(readme, "Undo")
+        assert uris <= {host.connect or "qemu:///system"}
+        mine = {f"{lab.name}-{n.name}" for n in lab.networks if n.managed and n.host == host.name}
+        mine |= {f"{lab.name}-{v.name}" for v in lab.vms if v.host == host.name}
+        starts = [f"start {lab.name}-{v.name}" for v in lab.vms if v.host == host.name]
+        script = "; ".join([*apply, *starts, "echo LISTED", "net-list --all --name", "list --all --name", "echo UNDONE",
+                            *undo, "echo LISTED", "net-list --all --name", "list --all --name"])
+        run = subprocess.run([virsh, "-c", "test:///default", script], cwd=tmp_path / "libvirt" / host.name,
+                             capture_output=True, text=True, timeout=60, check=False)
+        assert run.returncode == 0 and "error" not in run.stderr, run.stderr
+        applied, after = run.stdout.split("UNDONE", 1)
+        after = after.split("LISTED", 1)[1]
+        listed = {w for w in applied.split("LISTED", 1)[1].split() if w.startswith(f"{lab.name}-")}
+        assert listed == mine, f"host {host.name}"
+        assert not {w for w in after.split() if w.startswith(f"{lab.name}-")}
+
+
+def test_a_one_host_lab_builds_as_before():
+    from topoc.backends.libvirt import generate
+
+    lab = compile_file(str(ROOT / "examples/nat.topo")).lab
+    assert "libvirt/README.txt" in generate(lab)
+    assert "virsh -c" not in generate(lab)["libvirt/README.txt"]

@@ -15,6 +15,7 @@ validate every generated file against).
 from __future__ import annotations
 
 import re
+import shlex
 from collections import defaultdict
 from dataclasses import dataclass
 from functools import cache
@@ -23,7 +24,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined, Template
 from markupsafe import Markup, escape
 
 from topoc.model import naming
-from topoc.model.ir import Lab, Mode, Network, Nic, Vm
+from topoc.model.ir import Host, Lab, Mode, Network, Nic, Vm
 
 # Where topoc records ownership inside libvirt objects (deploy reads it back):
 # <metadata><topoc:lab name="LAB" source="FILE"/></metadata>
@@ -296,15 +297,51 @@ def readme(lab: Lab) -> str:
     domains = [(domain_path(v).removeprefix("libvirt/"), naming.libvirt_name(lab.name, v.name))
                for v in sorted(lab.vms, key=lambda v: v.name)]
     return _template("README.txt.j2").render(
-        lab=lab.name, source=lab.file, networks=networks, domains=domains)
+        lab=lab.name, source=lab.file, networks=networks, domains=domains,
+        on_host="", connect_note="", virsh="virsh")
+
+
+# When no `connect` names a host's daemon, its README's commands run on the host itself.
+LOCAL_URI = "qemu:///system"
+
+
+def host_readme(lab: Lab, host: Host) -> str:
+    """One host's README.txt of a lab on several hosts: its own objects, and `virsh -c`
+    with its connection, so no command lands on another host's daemon."""
+    networks = [(network_path(n).removeprefix("libvirt/"), naming.libvirt_name(lab.name, n.name))
+                for n in managed_networks(lab) if n.host == host.name]
+    domains = [(domain_path(v).removeprefix("libvirt/"), naming.libvirt_name(lab.name, v.name))
+               for v in sorted(lab.vms, key=lambda v: v.name) if v.host == host.name]
+    uri = host.connect or LOCAL_URI
+    if host.connect:
+        note = (f"Host {host.name}'s libvirtd is {host.connect} (its `connect` line): every command "
+                "below names that connection, so they may run from any machine that reaches it.\n"
+                f"The lab's other hosts have folders of their own beside this one.")
+    else:
+        note = (f"Host {host.name} has no `connect` line in the .topo file: the commands use "
+                f"{LOCAL_URI}, so run them on {host.name} itself (or give it `connect URI` and "
+                "build again).\nThe lab's other hosts have folders of their own beside this one.")
+    return _template("README.txt.j2").render(
+        lab=lab.name, source=lab.file, networks=networks, domains=domains,
+        on_host=f" on host {host.name}", connect_note=note, virsh=f"virsh -c {shlex.quote(uri)}")
 
 
 def generate(lab: Lab) -> dict[str, str]:
-    """Every libvirt artifact of the lab: relative path -> text."""
+    """Every libvirt artifact of the lab: relative path -> text. A lab on several hosts
+    gets a folder per host (libvirt/<host>/networks, domains, README.txt): one virsh
+    session must never define two hosts' objects on one daemon, where they collide."""
     hosts = _static_hosts(lab.vms)  # indexed once: a lab may have thousands of VMs
     artifacts = {network_path(n): _render_network(lab, n, hosts.get(n.name, []))
                  for n in managed_networks(lab)}
     for vm in sorted(lab.vms, key=lambda v: v.name):
         artifacts[domain_path(vm)] = domain_xml(lab, vm)
-    artifacts[README_PATH] = readme(lab)
-    return artifacts
+    if len(lab.hosts) <= 1:
+        artifacts[README_PATH] = readme(lab)
+        return artifacts
+    host_of = {network_path(n): n.host for n in managed_networks(lab)}
+    host_of.update({domain_path(v): v.host for v in lab.vms})
+    per_host = {f"libvirt/{host_of[path]}/{path.removeprefix('libvirt/')}": text
+                for path, text in artifacts.items()}
+    for host in sorted(lab.hosts, key=lambda h: h.name):
+        per_host[f"libvirt/{host.name}/README.txt"] = host_readme(lab, host)
+    return per_host
