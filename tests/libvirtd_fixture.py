@@ -14,6 +14,7 @@ in a finally block, so also when a test fails.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -152,15 +153,18 @@ def _wait_ready(process: subprocess.Popen, daemon: Libvirtd) -> None:
     pytest.fail(f"libvirtd did not come up in its namespace:\n{tail}")
 
 
-@pytest.fixture(scope="module")
-def libvirtd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Libvirtd]:
+def _require_tools() -> None:
     require_root()
     # qemu-system-x86_64: qemu:///system probes it before it defines any domain.
     for tool in ("libvirtd", "unshare", "nsenter", "dnsmasq", "ip", "qemu-system-x86_64"):
         require_tool(tool)
     pytest.importorskip("libvirt")
-    # Short: the socket path must fit a sockaddr_un (108 bytes).
-    root = tmp_path_factory.mktemp("lvd", numbered=True)
+
+
+@contextlib.contextmanager
+def running_libvirtd(root: Path) -> Iterator[Libvirtd]:
+    """A libvirtd in namespaces of its own under `root` (short: the socket path must fit
+    a sockaddr_un, 108 bytes), stopped with everything it made when the block ends."""
     process, unshare_pid = _start(root)
     init_pid = None
     try:
@@ -175,3 +179,19 @@ def libvirtd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Libvirtd]:
         yield daemon
     finally:
         _stop(process, init_pid)
+
+
+@pytest.fixture(scope="module")
+def libvirtd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Libvirtd]:
+    _require_tools()
+    with running_libvirtd(tmp_path_factory.mktemp("lvd", numbered=True)) as daemon:
+        yield daemon
+
+
+@pytest.fixture(scope="module")
+def two_libvirtds(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Libvirtd, Libvirtd]]:
+    """Two daemons, each in its own network and mount namespace: two hypervisors."""
+    _require_tools()
+    with running_libvirtd(tmp_path_factory.mktemp("lvd", numbered=True)) as one, \
+            running_libvirtd(tmp_path_factory.mktemp("lvd", numbered=True)) as two:
+        yield one, two
