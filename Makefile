@@ -14,9 +14,12 @@ BIN := $(VENV)/bin
 # (libvirt-dev, pkg-config), a real libvirtd with dnsmasq for the deploy tests,
 # nft, shellcheck, dot (graphviz), ip (iproute2), xmllint (libxml2-utils);
 # qemu-system-x86: qemu:///system defines no domain without an emulator to probe.
+# openssh-server (sshd) and openssh-client: the multi-host tests reach two sandboxed
+# libvirtds through qemu+ssh:// and run host-level steps over the same ssh.
 SYSTEM_PACKAGES := libvirt-clients libvirt-dev pkg-config libvirt-daemon-system \
 	dnsmasq-base nftables shellcheck graphviz iproute2 libxml2-utils procps \
-	iputils-ping fping netcat-openbsd gcc python3-dev qemu-system-x86
+	iputils-ping fping netcat-openbsd gcc python3-dev qemu-system-x86 \
+	openssh-server openssh-client
 
 SYSTEM_STAMP := $(VENV)/.system-packages
 PYTHON_STAMP := $(VENV)/.installed

@@ -23,6 +23,7 @@ from typing import Any, Callable, Iterator
 from topoc.deploy import facts as dx
 from topoc.model import naming
 from topoc.backends.libvirt import domain_xml, network_xml
+from topoc.deploy.transport import HostCommandError
 from topoc.deploy.records import Owned, Record, RecordError, RecordStore, is_private_test_uri, records_for
 from topoc.diagnostics import Diagnostic, Severity, diagnostic, register
 from topoc.model.ir import Lab
@@ -293,6 +294,8 @@ class Journal:
                 undo()
             except lv.libvirtError as e:
                 problems.append(f"could not undo '{what}': {e.get_error_message() or e}")
+            except HostCommandError as e:  # a host-level step (topoc.deploy.transport)
+                problems.append(f"could not undo '{what}': {e}")
         self._undo.clear()
         return problems
 
@@ -702,7 +705,7 @@ def _run(target: Target, before: Record, pending: Record, final: Record, actions
             problems.append(str(e))
         if isinstance(failure, StepFailed):
             what = explain(failure.error, target.uri, failure.step)
-        elif isinstance(failure, RecordError):
+        elif isinstance(failure, (RecordError, HostCommandError)):
             what = str(failure)
         elif isinstance(failure, _libvirt().libvirtError):
             what = explain(failure, target.uri, "deploy")

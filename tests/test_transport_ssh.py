@@ -1,0 +1,176 @@
+"""Host-level steps over the URI's own transport, for real: two sandboxed libvirtds,
+each with an sshd in its namespaces (tests/sshd_fixture.py), reached from a workstation
+namespace over a LAN bridge. libvirt's qemu+ssh:// connects through them (libvirt 9's
+ssh transport runs `virt-ssh-helper` on the remote side, or `nc -U SOCKET` with
+proxy=netcat), and topoc's host steps run over the same ssh, as journal steps that a
+failure undoes."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+import uuid
+
+import pytest
+
+pytest.importorskip("libvirt")
+
+from sshd_fixture import ssh_lab  # noqa: F401
+
+from topoc.deploy.transport import LOCAL, NoTransport, ssh_prefix, transport_for
+from topoc.model.uri import parse_uri
+
+RUN = uuid.uuid4().hex[:5]
+
+
+def test_the_transport_of_a_uri():
+    assert transport_for("qemu:///system") is LOCAL
+    assert transport_for("qemu+unix:///system?socket=/x") is LOCAL
+    ssh = transport_for("qemu+ssh://root@10.0.0.2:2222/system?keyfile=/k&no_tty=1")
+    assert ssh.prefix == ("ssh", "-o", "BatchMode=yes", "-p", "2222", "-i", "/k", "-T", "--",
+                          "root@10.0.0.2")
+    assert ssh.argv(["ip", "link", "add", "a b"]) == [*ssh.prefix, "ip link add 'a b'"]
+    with pytest.raises(NoTransport):
+        transport_for("qemu+tls://kvm2/system")
+    assert ssh_prefix(parse_uri("qemu+ssh://h/system?command=/opt/ssh"))[0] == "/opt/ssh"
+
+
+def test_local_steps_run_in_a_journal_and_roll_back():
+    """A failing step undoes the steps before it (here: files, on this machine)."""
+    import tempfile
+    from pathlib import Path
+
+    from topoc.deploy.engine import Journal
+    from topoc.deploy.transport import HostCommandError, HostStep, run_steps
+
+    with tempfile.TemporaryDirectory() as directory:
+        made = Path(directory) / "made"
+        steps = [HostStep("make a file", ("touch", str(made)), ("rm", str(made)),
+                          done=("test", "-e", str(made))),
+                 HostStep("fail", ("false",))]
+        journal = Journal()
+        with pytest.raises(HostCommandError):
+            run_steps(steps, LOCAL, journal.run)
+        assert made.exists()
+        assert journal.rollback() == []
+        assert not made.exists()
+        # Already in place: not done again (a second deploy changes nothing).
+        made.touch()
+        assert run_steps(steps[:1], LOCAL, Journal().run) == []
+
+
+def _python(ws, code: str):
+    import sys
+
+    return ws.run(sys.executable, "-c", textwrap.dedent(code))
+
+
+@pytest.mark.parametrize("proxy", ["", "&proxy=netcat", "&proxy=native"],
+                         ids=["auto", "netcat", "virt-ssh-helper"])
+def test_libvirt_connects_over_ssh_to_each_sandboxed_daemon(ssh_lab, proxy):
+    import libvirt
+
+    ws, hosts = ssh_lab
+    marks = []
+    for i, host in enumerate(hosts):
+        conn = libvirt.open(host.daemon.uri)  # the daemon's own socket, from this machine
+        marks.append(conn.networkDefineXML(f"<network><name>mark{RUN}{i}</name></network>"))
+        conn.close()
+    try:
+        for i, host in enumerate(hosts):
+            out = ws.run("virsh", "-c", host.uri(extra=proxy), "net-list", "--all", "--name")
+            assert out.returncode == 0, out.stderr
+            assert {n for n in out.stdout.split() if n.startswith("mark")} == {f"mark{RUN}{i}"}
+    finally:
+        for mark in marks:
+            mark.undefine()
+
+
+def test_host_steps_run_over_ssh_and_a_failure_undoes_them(ssh_lab):
+    ws, hosts = ssh_lab
+    kvm2 = hosts[1]
+    link = f"tx{RUN}"
+    out = _python(ws, f"""
+        import json
+        from topoc.deploy.engine import Journal
+        from topoc.deploy.transport import HostCommandError, HostStep, run_steps, transport_for
+        t = transport_for({kvm2.uri()!r})
+        steps = [HostStep("add link", ("ip", "link", "add", {link!r}, "type", "bridge"),
+                          ("ip", "link", "del", {link!r}), done=("ip", "link", "show", {link!r})),
+                 HostStep("a step that fails", ("ip", "link", "add", {link!r}, "type", "bridge"))]
+        journal = Journal()
+        try:
+            run_steps(steps, t, journal.run)
+        except HostCommandError as e:
+            failed = str(e)
+        there = t.run(["ip", "-o", "link", "show", {link!r}], check=False).returncode == 0
+        problems = journal.rollback()
+        gone = t.run(["ip", "-o", "link", "show", {link!r}], check=False).returncode != 0
+        print(json.dumps([failed, there, problems, gone, t.description]))
+    """)
+    assert out.returncode == 0, out.stderr
+    failed, there, problems, gone, where = json.loads(out.stdout)
+    assert "File exists" in failed and f"{kvm2.address} (over ssh)" in failed
+    assert there and problems == [] and gone
+    # It ran on kvm2 (the daemon's namespace), and nowhere else.
+    assert link not in kvm2.daemon.run("ip", "-o", "link", "show")
+    assert where == f"{kvm2.address} (over ssh)"
+
+
+def test_one_deploy_over_ssh_to_two_hosts(ssh_lab, tmp_path):
+    ws, hosts = ssh_lab
+    lab = f"s{RUN}"
+    path = tmp_path / "lab.topo"
+    path.write_text(f"""lab {lab}
+network lan {{
+    mode external
+    subnet 10.77.0.0/24
+}}
+host kvm1 {{
+    connect {hosts[0].uri()}
+    nic eth0 on lan address 10.77.0.11
+}}
+host kvm2 {{
+    connect {hosts[1].uri()}
+    nic eth0 on lan address 10.77.0.12
+}}
+network n1 on kvm1 {{
+    mode nat via eth0
+    bridge sn{RUN}
+    address 10.63.1.1/24
+}}
+network n2 on kvm2 {{
+    mode isolated
+    bridge si{RUN}
+    address 10.63.2.1/24
+}}
+vm one on kvm1 {{
+    memory 128MiB
+    nic eth0 on n1 address 10.63.1.10
+}}
+vm two on kvm2 {{
+    memory 128MiB
+    nic eth0 on n2 address 10.63.2.10
+}}
+""")
+    import sys
+
+    env = {"TOPOC_STATE_DIR": str(tmp_path / "state")}
+    deploy = ws.run(sys.executable, "-m", "topoc", "deploy", str(path), env=env)
+    assert deploy.returncode == 0, deploy.stderr
+    import libvirt
+
+    kvm1, kvm2 = (libvirt.open(h.daemon.uri) for h in hosts)
+    try:
+        assert {n.name() for n in kvm1.listAllNetworks(0)} >= {f"{lab}-n1"}
+        assert f"{lab}-n2" not in {n.name() for n in kvm1.listAllNetworks(0)}
+        assert {d.name() for d in kvm2.listAllDomains(0)} == {f"{lab}-two"}
+        again = ws.run(sys.executable, "-m", "topoc", "deploy", str(path), env=env)
+        assert again.stdout.count("in sync, nothing changed") == 2, again.stdout + again.stderr
+        destroy = ws.run(sys.executable, "-m", "topoc", "destroy", str(path), env=env)
+        assert destroy.returncode == 0, destroy.stderr
+        assert not any(n.name().startswith(lab) for c in (kvm1, kvm2) for n in c.listAllNetworks(0))
+        assert not any(d.name().startswith(lab) for c in (kvm1, kvm2) for d in c.listAllDomains(0))
+    finally:
+        kvm1.close()
+        kvm2.close()
