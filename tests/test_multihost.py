@@ -204,7 +204,7 @@ def test_one_deploy_puts_each_hosts_objects_on_its_own_connection(two_hosts):
     rows = {t.host: {r.name: r.active for r in status} for t, status in multi.status_all(lab, two_hosts)}
     assert rows == {"kvm1": {"twokvm-nat1": True, "twokvm-vm1": False},
                     "kvm2": {"twokvm-nat2": True, "twokvm-side": True, "twokvm-vm2": False}}
-    done = multi.destroy_all(lab.name, two_hosts)
+    done = multi.destroy_all(lab, two_hosts)
     assert [len(removed) for _, removed, _ in done] == [2, 3]
     assert [snapshot(t.target.conn) for t in two_hosts] == before
 
@@ -328,7 +328,7 @@ def test_each_hosts_readme_defines_exactly_that_hosts_objects(path, tmp_path):
         uris, apply = _readme_virsh_commands(readme, "Apply")
         _, undo = _readme_virsh_commands(readme, "Undo")
         assert uris <= {host.connect or "qemu:///system"}
-        mine = {f"{lab.name}-{n.name}" for n in lab.networks if n.managed and n.host == host.name}
+        mine = {f"{lab.name}-{n.name}" for n in lab.networks if n.managed and host.name in n.hosts}
         mine |= {f"{lab.name}-{v.name}" for v in lab.vms if v.host == host.name}
         starts = [f"start {lab.name}-{v.name}" for v in lab.vms if v.host == host.name]
         script = "; ".join([*apply, *starts, "echo LISTED", "net-list --all --name", "list --all --name", "echo UNDONE",
@@ -349,3 +349,92 @@ def test_a_one_host_lab_builds_as_before():
     lab = compile_file(str(ROOT / "examples/nat.topo")).lab
     assert "libvirt/README.txt" in generate(lab)
     assert "virsh -c" not in generate(lab)["libvirt/README.txt"]
+
+
+# --- networks on several hosts -----------------------------------------------------------
+
+SPANNING = ROOT / "tests/multihost/spanning.topo"
+
+
+def test_a_network_on_several_hosts_lowers_to_one_segment():
+    from topoc.model import naming
+
+    lab = compile_file(str(SPANNING)).lab
+    seg, wan = lab.network("seg"), lab.network("wan")
+    assert (seg.host, seg.extra_hosts, seg.hosts, seg.spanning) == ("kvm1", ("kvm2",), ("kvm1", "kvm2"), True)
+    assert seg.vni == naming.derived_vni("span", "seg") and 1 <= seg.vni <= naming.VNI_MAX
+    assert seg.vni != wan.vni
+    assert seg.mtu == 1450, "VXLAN's 50 bytes come off the MTU"
+    assert lab.networks_carried_by("kvm2") == (seg, wan) and lab.networks_carried_by("kvm1") == ()
+
+
+@pytest.mark.parametrize("header, code, says", [
+    ("network seg on kvm1 kvm2 {", "invalid-value", "not a list of hosts"),
+    ("network seg on kvm1,, kvm2 {", "invalid-value", "not a list of hosts"),
+    ("network seg on kvm1, kvm1 {", "duplicate-name", "named twice"),
+    ("network seg on kvm1, kvm9 {", "undefined-name", "no host is named `kvm9`"),
+])
+def test_mistakes_in_a_list_of_hosts(header, code, says):
+    text = SPANNING.read_text().replace("network seg on kvm1, kvm2 {", header)
+    codes = [(d.code, d.message) for d in compile_source(text, "s.topo").diagnostics]
+    assert any(c == code and says in m for c, m in codes), codes
+
+
+def test_a_vm_runs_on_one_host_and_vni_needs_several():
+    text = SPANNING.read_text().replace("vm a on kvm1 {", "vm a on kvm1, kvm2 {")
+    assert any("runs on one host" in d.message for d in compile_source(text, "s.topo").diagnostics)
+    text = SPANNING.read_text().replace("network seg on kvm1, kvm2 {", "network seg on kvm1 {\n    vni 7")
+    assert any("`vni` applies to a network on several hosts" in d.message
+               for d in compile_source(text, "s.topo").diagnostics)
+    written = SPANNING.read_text().replace("    bridge segbr\n", "    bridge segbr\n    vni 4242\n")
+    assert compile_source(written, "s.topo").lab.network("seg").vni == 4242
+
+
+def test_a_vm_must_be_on_a_host_of_the_network():
+    text = SPANNING.read_text().replace("network seg on kvm1, kvm2 {", "network seg on kvm1 {")
+    [d] = [d for d in compile_source(text, "s.topo").diagnostics if d.code == "nic-placement"]
+    assert "VM b runs on kvm2, but network seg is on kvm1" in d.message
+
+
+def test_host_scripts_join_the_bridges_with_vxlan():
+    from topoc.backends.host import host_artifacts, host_plan
+
+    lab = compile_file(str(SPANNING)).lab
+    kvm1, kvm2 = (host_plan(lab, h) for h in lab.hosts)
+    assert [(v.network, v.local, v.remotes, v.mtu) for v in kvm1.vxlans] == [
+        ("seg", "192.168.101.11", ("192.168.101.12",), 1450),
+        ("wan", "192.168.101.11", ("192.168.101.12",), 1450)]
+    assert [v.name for v in kvm1.vxlans] == [v.name for v in kvm2.vxlans]
+    # kvm2 carries both at L2: bridges without addresses, no firewall of its own.
+    assert [(b.name, b.address) for b in kvm2.bridges] == [("segbr", None), ("wanbr", None)]
+    assert kvm2.chains == () and not kvm2.forwarding
+    assert [(b.name, b.address) for b in kvm1.bridges] == [("segbr", None), ("wanbr", "10.60.0.1/24")]
+    up = host_artifacts(lab, "kvm2")["up.sh"]
+    assert f"ensure_vxlan {kvm2.vxlans[0].name} {kvm2.vxlans[0].vni} 192.168.101.12 segbr 1450 192.168.101.11" in up
+
+
+def test_libvirt_has_the_network_on_each_host_and_its_gateway_on_the_first():
+    import xml.etree.ElementTree as ET
+
+    from topoc.backends.libvirt import generate
+
+    artifacts = generate(compile_file(str(SPANNING)).lab)
+    first = ET.fromstring(artifacts["libvirt/kvm1/networks/wan.xml"].split("-->", 1)[1])
+    other = ET.fromstring(artifacts["libvirt/kvm2/networks/wan.xml"].split("-->", 1)[1])
+    assert first.find("forward").get("mode") == "nat" and first.find("ip") is not None
+    assert other.find("forward").get("mode") == "bridge" and other.find("ip") is None
+    assert other.find("bridge").get("name") == "wanbr"
+    assert first.findtext("name") == other.findtext("name") == "span-wan"
+    assert "VXLAN" in artifacts["libvirt/kvm2/README.txt"]
+
+
+def test_the_test_driver_deploys_a_spanning_lab_and_skips_the_host_steps(two_hosts):
+    from topoc.deploy import multi
+
+    lab = compile_file(str(SPANNING)).lab
+    plans = multi.apply_all(lab, two_hosts)
+    assert [sorted(c.name for c in p.changes) for p in plans] == [
+        ["span-a", "span-seg", "span-wan"], ["span-b", "span-seg", "span-wan"]]
+    assert all(any("not run on the test driver" in n for n in p.notes) for p in plans)
+    kvm2 = two_hosts[1].target.conn
+    assert kvm2.networkLookupByName("span-wan").bridgeName() == "wanbr"

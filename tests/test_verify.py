@@ -213,3 +213,22 @@ def test_a_shared_address_counts_only_when_the_destination_answers():
     assert dict(by_pair[("vm1", "kvm2")].answered_by) == {"188.64.100.1": "kvm1"}
     # Each VM still reaches the LAN through its own host's NAT.
     assert by_pair[("vm2", "pc")].observed is True
+
+
+def test_a_network_on_two_hosts_is_one_segment_through_the_vxlan_tunnel():
+    """b (kvm2) reaches a (kvm1) on their isolated segment, and the LAN through kvm1's
+    NAT: both only through the VXLAN links up.sh makes between the host namespaces.
+    Without kvm2's links (its up.sh with them taken out), neither works."""
+    from topoc.verify.netns import default_scripts
+
+    lab = _lab(ROOT / "tests/multihost/spanning.topo")
+    report = _verify(lab)
+    assert [(o.src, o.dst) for o in report.pairs if not o.agrees] == []
+    observed = _observed(report)
+    assert observed[("b", "a")] and observed[("b", "pc")] and observed[("b", "kvm1")]
+    scripts = default_scripts(lab)
+    up = scripts["kvm2"]["up.sh"]
+    scripts["kvm2"]["up.sh"] = "\n".join(line for line in up.splitlines()
+                                         if not line.startswith("ensure_vxlan ")) + "\n"
+    broken = _observed(_verify(lab, scripts))
+    assert not broken[("b", "a")] and not broken[("b", "pc")]

@@ -377,7 +377,8 @@ def _deploy_session(file: str, connects: tuple[str, ...], host: str | None, *,
     assert result.lab is not None
     try:
         connections = multi.resolve_connections(result.lab, connects, host)
-        if len(connections) > 1:
+        # A network on several hosts needs host-level steps, which the multi-host path runs.
+        if len(connections) > 1 or any(n.spanning for n in result.lab.networks):
             hosts = multi.connect_all(connections)
             for t in hosts:
                 if t.target.private:
@@ -529,7 +530,7 @@ def destroy_command(file: str, connects: tuple[str, ...], host: str | None) -> N
     session = _deploy_session(file, connects, host, clean=False)
     result, lab = session.result, session.lab
     if session.hosts:
-        done = _deploy_step(result, lambda: multi.destroy_all(lab.name, session.hosts))
+        done = _deploy_step(result, lambda: multi.destroy_all(lab, session.hosts))
         click.echo("".join(render_destroyed(lab.name, _where(t), removed, left_alone)
                            for t, removed, left_alone in done), nl=False)
         return

@@ -280,6 +280,22 @@ def network_xml(lab: Lab, network: Network) -> str:
     return _render_network(lab, network, _static_hosts(lab.vms).get(network.name, []))
 
 
+def carried_network_xml(lab: Lab, network: Network, host: str) -> str:
+    """A network on several hosts as one of its other hosts (not the first) has it: the
+    bridge topoc makes there (joined to the others by VXLAN), in libvirt's bridge mode,
+    so VMs attach by network name; no address, DHCP or firewall (those are on the first
+    host). https://libvirt.org/formatnetwork.html#using-an-existing-host-bridge"""
+    view = NetworkView(
+        name=naming.libvirt_name(lab.name, network.name),
+        uuid=naming.object_uuid(lab.name, "network", f"{network.name}@{host}"),
+        forward_mode="bridge", forward_dev=None, bridge=network.bridge, stp=None, mtu=None,
+        ip_address=None, netmask=None, dns=None, domain=None, dhcp_start=None, dhcp_end=None,
+        dhcp_hosts=())
+    return _template("network.xml.j2").render(
+        **_common(lab), net=view, topo_name=network.name,
+        file=network_path(network).removeprefix("libvirt/"))
+
+
 def domain_xml(lab: Lab, vm: Vm) -> str:
     """The XML of one VM, ready for `virsh define`."""
     return _template("domain.xml.j2").render(
@@ -309,7 +325,7 @@ def host_readme(lab: Lab, host: Host) -> str:
     """One host's README.txt of a lab on several hosts: its own objects, and `virsh -c`
     with its connection, so no command lands on another host's daemon."""
     networks = [(network_path(n).removeprefix("libvirt/"), naming.libvirt_name(lab.name, n.name))
-                for n in managed_networks(lab) if n.host == host.name]
+                for n in managed_networks(lab) if host.name in n.hosts]
     domains = [(domain_path(v).removeprefix("libvirt/"), naming.libvirt_name(lab.name, v.name))
                for v in sorted(lab.vms, key=lambda v: v.name) if v.host == host.name]
     uri = host.connect or LOCAL_URI
@@ -321,6 +337,12 @@ def host_readme(lab: Lab, host: Host) -> str:
         note = (f"Host {host.name} has no `connect` line in the .topo file: the commands use "
                 f"{LOCAL_URI}, so run them on {host.name} itself (or give it `connect URI` and "
                 "build again).\nThe lab's other hosts have folders of their own beside this one.")
+    spanning = sorted(n.name for n in managed_networks(lab) if host.name in n.hosts and n.spanning)
+    if spanning:
+        note += (f"\nNetworks on several hosts ({', '.join(spanning)}): their bridges are joined by "
+                 "VXLAN, which libvirt cannot make; `topoc deploy` makes the links (and on hosts "
+                 "other than the first, the bridge) over the connection's transport, and so does "
+                 "host/<host>/up.sh on the shell path.")
     return _template("README.txt.j2").render(
         lab=lab.name, source=lab.file, networks=networks, domains=domains,
         on_host=f" on host {host.name}", connect_note=note, virsh=f"virsh -c {shlex.quote(uri)}")
@@ -342,6 +364,10 @@ def generate(lab: Lab) -> dict[str, str]:
     host_of.update({domain_path(v): v.host for v in lab.vms})
     per_host = {f"libvirt/{host_of[path]}/{path.removeprefix('libvirt/')}": text
                 for path, text in artifacts.items()}
+    for net in managed_networks(lab):
+        for other in net.extra_hosts:
+            per_host[f"libvirt/{other}/{network_path(net).removeprefix('libvirt/')}"] = \
+                carried_network_xml(lab, net, other)
     for host in sorted(lab.hosts, key=lambda h: h.name):
         per_host[f"libvirt/{host.name}/README.txt"] = host_readme(lab, host)
     return per_host

@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterator
 
 from topoc.deploy import facts as dx
 from topoc.model import naming
-from topoc.backends.libvirt import domain_xml, network_xml
+from topoc.backends.libvirt import carried_network_xml, domain_xml, network_xml
 from topoc.deploy.transport import HostCommandError
 from topoc.deploy.records import Owned, Record, RecordError, RecordStore, is_private_test_uri, records_for
 from topoc.diagnostics import Diagnostic, Severity, diagnostic, register
@@ -224,7 +224,15 @@ def wanted(lab: Lab, host: str | None) -> list[Wanted]:
     """The lab's networks, then its domains, on one host, as libvirt should have them."""
     out = []
     for network in sorted(lab.networks, key=lambda n: n.name):
-        if network.managed and network.host == host:
+        if network.managed and host is not None and host in network.extra_hosts:
+            # A network on several hosts, on one of its others: libvirt's bridge mode on
+            # the bridge topoc makes there (topoc.deploy.multi's host steps).
+            xml = carried_network_xml(lab, network, host)
+            out.append(Wanted(NETWORK, naming.libvirt_name(lab.name, network.name), xml,
+                              dx.uuid_of(xml) or naming.object_uuid(lab.name, NETWORK, network.name),
+                              network.span, _known(network.bridge_span, network.span),
+                              _known(network.address_span, network.span)))
+        elif network.managed and network.host == host:
             xml = network_xml(lab, network)
             out.append(Wanted(NETWORK, naming.libvirt_name(lab.name, network.name), xml,
                               dx.uuid_of(xml) or naming.object_uuid(lab.name, NETWORK, network.name),

@@ -16,12 +16,20 @@ from __future__ import annotations
 
 import contextlib
 import re
+import shlex
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 from topoc.deploy import engine
 from topoc.deploy.engine import DeployError, Journal, Plan, Refused, Target
 from topoc.deploy.records import Record, RecordError
+from topoc.deploy.transport import (
+    HostCommandError,
+    HostStep,
+    Transport,
+    run_steps,
+    transport_for,
+)
 from topoc.model.ir import Lab
 from topoc.model.uri import UriError, parse_uri
 
@@ -157,14 +165,97 @@ def connect_all(connections: dict[str, str]) -> list[HostTarget]:
 
 
 def plan_all(lab: Lab, targets: Sequence[HostTarget], *, start_vms: bool = False) -> list[Plan]:
-    """One plan per host, each against its own connection."""
+    """One plan per host, each against its own connection, with the host-level steps
+    libvirt cannot do (last: the links join bridges the networks' start makes)."""
     plans = []
     for t in targets:
         try:
-            plans.append(engine.make_plan(lab, t.target, host=t.host, start_vms=start_vms))
-        except DeployError as e:
+            plan = engine.make_plan(lab, t.target, host=t.host, start_vms=start_vms)
+            _plan_host_steps(plan, spanning_steps(lab, t.host), t)
+        except (DeployError, HostCommandError) as e:
             raise DeployError(f"host {t.host}: {e}") from None
+        plans.append(plan)
     return plans
+
+
+# --- host-level steps: the VXLAN links of networks on several hosts --------------------
+
+HOST_LINK = "host link"
+
+
+def spanning_steps(lab: Lab, host: str) -> list[HostStep]:
+    """What libvirt cannot do for the networks on several hosts this host is on: on the
+    hosts after the first, the network's bridge (libvirt's bridge mode needs one); on
+    every host, the VXLAN link (UDP 4789, unicast to each other host, one all-zero
+    forwarding entry each) as a port of the bridge. The same links as up.sh makes on the
+    shell path (topoc.backends.host plans both)."""
+    from topoc.backends.host import host_plan
+
+    node = next((h for h in lab.hosts if h.name == host), None)
+    if node is None:
+        return []
+    plan = host_plan(lab, node)
+    carried = {n.name for n in lab.networks_carried_by(host)}
+    steps = []
+    for v in plan.vxlans:
+        mtu = ["mtu", str(v.mtu)] if v.mtu else []
+        if v.network in carried:
+            steps.append(HostStep(
+                f"bridge {v.bridge} of {v.network}",
+                ("sh", "-c", shlex.join(["ip", "link", "add", "name", v.bridge, *mtu, "type", "bridge"])
+                 + " && " + shlex.join(["ip", "link", "set", "dev", v.bridge, "up"])),
+                ("ip", "link", "del", "dev", v.bridge), ("ip", "link", "show", "dev", v.bridge)))
+        commands = [["ip", "link", "add", "name", v.name, *mtu, "type", "vxlan", "id", str(v.vni),
+                     "dstport", "4789", "local", v.local, "nolearning"],
+                    ["ip", "link", "set", "dev", v.name, "master", v.bridge],
+                    ["ip", "link", "set", "dev", v.name, "up"]]
+        commands += [["bridge", "fdb", "append", "00:00:00:00:00:00", "dev", v.name, "dst", remote]
+                     for remote in v.remotes]
+        steps.append(HostStep(
+            f"vxlan {v.name} (id {v.vni}) of {v.network} to {', '.join(v.remotes)}",
+            ("sh", "-c", " && ".join(shlex.join(c) for c in commands)),
+            ("ip", "link", "del", "dev", v.name), ("ip", "link", "show", "dev", v.name)))
+    return steps
+
+
+def _host_transport(t: HostTarget) -> Transport | None:
+    """The transport of the host's connection; None for libvirt's test driver, whose
+    host is a fiction in this process: host steps there would change this machine."""
+    if t.target.private:
+        return None
+    return transport_for(t.target.uri)
+
+
+def _plan_host_steps(plan: Plan, steps: list[HostStep], t: HostTarget) -> None:
+    if not steps:
+        return
+    transport = _host_transport(t)
+    if transport is None:
+        plan.notes.append(f"note: {len(steps)} host-level step(s) for networks on several hosts "
+                          f"are not run on the test driver ({', '.join(s.what for s in steps)})")
+        return
+    for step in steps:
+        if not step.needed(transport):
+            plan.in_sync.append(engine.Change(engine.NOTHING, HOST_LINK, step.what, "in place"))
+            continue
+
+        def run(conn: object, journal: Journal, step: HostStep = step) -> None:
+            run_steps([step], transport, journal.run)
+
+        plan.actions.append(engine.Action(
+            engine.Change(engine.CREATE, HOST_LINK, step.what, f"on {transport.description}"), 4, run))
+
+
+def _remove_host_steps(lab: Lab, t: HostTarget, journal: Journal) -> list[str]:
+    """destroy: take the host-level links away (newest first), each undoable."""
+    transport = _host_transport(t)
+    if transport is None:
+        return []
+    removals = [HostStep(f"remove {s.what}", s.undo, s.do, done=None)
+                for s in reversed(spanning_steps(lab, t.host))
+                if s.undo is not None and s.done is not None
+                and transport.run(s.done, check=False).returncode == 0]
+    return run_steps(removals, transport, journal.run)
 
 
 @dataclass
@@ -250,17 +341,22 @@ def status_all(lab: Lab, targets: Sequence[HostTarget]) -> list[tuple[HostTarget
     return result
 
 
-def destroy_all(lab_name: str, targets: Sequence[HostTarget]
+def destroy_all(lab: Lab, targets: Sequence[HostTarget]
                 ) -> list[tuple[HostTarget, list[engine.Change], list[str]]]:
     """Destroy the lab on every host, all or nothing: when one host fails, the hosts
-    destroyed before it in this run get their objects back."""
+    destroyed before it in this run get their objects back. The VXLAN links (and the
+    bridges topoc made) go first, then the libvirt objects."""
     result = []
     done: list[_Done] = []
+    lab_name = lab.name
     for t in targets:
         step = _Done(t.host, t.target, Record(lab_name, t.target.uri))
         try:
             step.before = t.target.records.load(lab_name)
+            links = _remove_host_steps(lab, t, step.journal)
             removed, left_alone = engine.destroy(lab_name, t.target, journal=step.journal)
+            removed = [engine.Change(engine.REMOVE, HOST_LINK, what.removeprefix("remove "), "deleted")
+                       for what in links] + removed
         except BaseException as failure:
             problems = _put_back(done)
             if not isinstance(failure, Exception):

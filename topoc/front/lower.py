@@ -51,7 +51,11 @@ MODE_WORDS = [m.value for m in Mode]
 
 # Statements that may appear at most once in a block.
 SINGLE = {"mode", "bridge", "address", "subnet", "dhcp", "dns", "domain", "mtu", "stp",
-          "memory", "vcpus", "disk", "connect"}
+          "memory", "vcpus", "disk", "connect", "vni"}
+
+# A network on several hosts without `mtu`: 1500 less the 50 bytes of VXLAN over IPv4
+# (https://docs.kernel.org/networking/vxlan.html; RFC 7348 section 4.3).
+VXLAN_DEFAULT_MTU = 1450
 
 _A_KIND = {"host": "a host", "vm": "a VM", "external": "an external"}
 
@@ -383,14 +387,25 @@ class _Lowerer:
             return
         mode, via = lowered  # type: ignore[misc]
         host = None
+        extra_hosts: tuple[str, ...] = ()
         if block.on is not None:
             if mode is Mode.EXTERNAL:
                 self.report(INVALID_VALUE, block.on.span,
                             f"external network `{name}` is not on a host: it is the LAN outside",
                             f"remove `on {block.on.text}`")
                 return
-            host = block.on.text
-            self.host_refs.append(block.on)
+            hosts = self.on_hosts(block)
+            if hosts is None:
+                return
+            if len(hosts) > 1 and mode is Mode.BRIDGED:
+                self.report(INVALID_VALUE, hosts[1].span,
+                            f"bridged network `{name}` is the LAN behind one host's NIC; it cannot "
+                            "be on several hosts",
+                            "give each host a bridged network of its own on the same LAN")
+                return
+            host = hosts[0].text
+            extra_hosts = tuple(t.text for t in hosts[1:])
+            self.host_refs.extend(hosts)
 
         values: dict[str, object] = {}
         converters: dict[str, Callable[[Token], object]] = {
@@ -401,6 +416,7 @@ class _Lowerer:
             "stp": lambda t: _switch(t, "stp"),
             "mtu": lambda t: _integer(t, "MTU", 68, 65535),
             "domain": self.domain,
+            "vni": lambda t: _integer(t, "VXLAN network identifier", 1, naming.VNI_MAX),
         }
         ok = True
         for keyword, convert in converters.items():
@@ -465,8 +481,19 @@ class _Lowerer:
                         f"network `{name}` has DHCP but no `address` for the DHCP server",
                         "add `address IP/PREFIX`: libvirt's dnsmasq listens on it")
             ok = False
+        if "vni" in one and not extra_hosts:
+            self.report(INVALID_VALUE, one["vni"].span,
+                        f"`vni` applies to a network on several hosts; `{name}` is on one",
+                        f"remove `vni`, or put `{name}` on several hosts (`on kvm1, kvm2`)")
+            ok = False
         if not ok:
             return
+        vni = mtu = None
+        if extra_hosts:
+            vni = values.get("vni") or naming.derived_vni(self.lab_or_placeholder(), name)
+            # The VXLAN header costs 50 bytes of the underlay's 1500 (topoc.checks.spanning
+            # warns about a written MTU that leaves no room for it).
+            mtu = values.get("mtu") or VXLAN_DEFAULT_MTU
         bridge = values.get("bridge")
         derived = False
         if bridge is None and mode is not Mode.EXTERNAL:
@@ -475,12 +502,32 @@ class _Lowerer:
             name=name, host=host, mode=mode, via=via, bridge=bridge, bridge_derived=derived,  # type: ignore[arg-type]
             address=address, declared_subnet=values.get("subnet"), dhcp=dhcp,  # type: ignore[arg-type]
             dns=bool(values.get("dns", False)), domain=values.get("domain"),  # type: ignore[arg-type]
-            mtu=values.get("mtu"), stp=bool(values.get("stp", False)), span=block.span,  # type: ignore[arg-type]
+            mtu=mtu or values.get("mtu"), stp=bool(values.get("stp", False)), span=block.span,  # type: ignore[arg-type]
             mode_span=mode_stmt.span,
             address_span=one["address"].args[0].span if "address" in one else block.name.span,
             bridge_span=one["bridge"].args[0].span if "bridge" in one else block.name.span,
             subnet_span=one["subnet"].args[0].span if "subnet" in one else block.name.span,
+            extra_hosts=extra_hosts, vni=vni,  # type: ignore[arg-type]
+            vni_span=one["vni"].args[0].span if "vni" in one else block.name.span,
         ))
+
+    def on_hosts(self, block: Block) -> tuple[Token, ...] | None:
+        """The hosts of `on H1, H2, ...`: names joined by commas, each once."""
+        hosts = block.on_hosts
+        written = " ".join(t.text for t in block.header[3:])
+        if not hosts or not re.fullmatch(r"[^,\s]+(\s*,\s*[^,\s]+)*", written):
+            self.report(INVALID_VALUE, block.on.span if block.on is not None else block.name.span,
+                        f"`on {written}` is not a list of hosts",
+                        "separate the hosts with commas: `on kvm1, kvm2`")
+            return None
+        seen: set[str] = set()
+        for tok in hosts:
+            if tok.text in seen:
+                self.report(DUPLICATE_NAME, tok.span, f"host `{tok.text}` is named twice after `on`",
+                            "name each host once")
+                return None
+            seen.add(tok.text)
+        return hosts
 
     def lab_or_placeholder(self) -> str:
         return self.lab_name or "lab"
@@ -583,6 +630,11 @@ class _Lowerer:
             memory = None  # type: ignore[assignment]
         if block.on is not None:
             self.host_refs.append(block.on)
+            if len(block.header) > 4 or "," in block.on.text:
+                self.report(INVALID_VALUE, block.on.span,
+                            f"vm `{block.name.text}` runs on one host",
+                            "name one host after `on`; its nics may join networks on several hosts")
+                memory = None  # type: ignore[assignment]
         pending, routes = self.node_parts(block)
         # Even a VM with a bad value goes on, so its nics' names are resolved and reported.
         self.pending_nodes.append(("vm", block, pending, routes, memory, vcpus, disk))

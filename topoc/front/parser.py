@@ -38,7 +38,7 @@ TOP_LEVEL_KEYWORDS = ("lab", "network", "host", "vm", "external", "forward", "ex
 # What each statement looks like, for hints when one is malformed.
 USAGE = {
     "lab": "lab NAME",
-    "network": "network NAME [on HOST] { ... }",
+    "network": "network NAME [on HOST[, HOST...]] { ... }",
     "host": "host NAME { ... }",
     "vm": "vm NAME on HOST { ... }",
     "external": "external NAME { ... }",
@@ -51,6 +51,7 @@ USAGE = {
     "domain": "domain NAME",
     "mtu": "mtu N",
     "stp": "stp on|off",
+    "vni": "vni N   (1-16777215: the VXLAN id of a network on several hosts)",
     "nic": "nic [IFACE] on NETWORK [address IP[/PREFIX]] [mac MAC] [model NAME] [gateway IP]",
     "route": "route CIDR via IP   (or: route default via IP)",
     "connect": "connect URI   (a libvirt URI: qemu:///system, qemu+ssh://root@HOST/system)",
@@ -63,7 +64,7 @@ USAGE = {
 
 # Where each statement of a block belongs, for a statement written in the wrong place.
 STATEMENT_HOME = {
-    **dict.fromkeys(("mode", "bridge", "address", "subnet", "dhcp", "dns", "domain", "mtu", "stp"),
+    **dict.fromkeys(("mode", "bridge", "address", "subnet", "dhcp", "dns", "domain", "mtu", "stp", "vni"),
                     "a `network`"),
     **dict.fromkeys(("memory", "vcpus", "disk"), "a `vm`"),
     **dict.fromkeys(("nic", "route"), "a `host`, `vm` or `external`"),

@@ -68,3 +68,20 @@ def tap_name(lab: str, vm: str, nic_index: int) -> str:
     """The host-side tap of a VM nic in the shell path (`tp<vm>.<n>` style, never
     libvirt's `vnetN`), at most 15 characters."""
     return _short("tt-", "tap", lab, vm, str(nic_index), readable=f"{vm}-{nic_index}")
+
+
+# VXLAN network identifiers are 24 bits; 0 is left out (https://datatracker.ietf.org/doc/html/rfc7348#section-5).
+VNI_MAX = 2**24 - 1
+
+
+def derived_vni(lab: str, network: str) -> int:
+    """The VXLAN network identifier of a network on several hosts that has no `vni`:
+    from a hash of lab and network, so it is stable from one build to the next."""
+    digest = _digest("vni", lab, network)
+    return int.from_bytes(digest[:3], "big") % VNI_MAX + 1
+
+
+def vxlan_name(vni: int) -> str:
+    """The VXLAN link that joins a spanning network's bridges on each host (`tvx` and
+    the VNI in hex: at most 9 characters, one per VNI, which the checks keep unique)."""
+    return f"tvx{vni:06x}"

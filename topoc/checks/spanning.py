@@ -1,0 +1,80 @@
+"""Checks of networks on several hosts (`network NAME on kvm1, kvm2`): one L2 segment
+whose bridges topoc joins with VXLAN (https://docs.kernel.org/networking/vxlan.html),
+unicast over the hosts' addresses on one shared external network, the underlay.
+
+The hosts need such a network (each with an address on it), each spanning network its
+own VXLAN network identifier, and room in the MTU for the 50 bytes VXLAN over IPv4 adds
+(RFC 7348 section 4.3): a frame of the segment's MTU plus 50 must fit the underlay's 1500.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from topoc.checks.common import at
+from topoc.checks.registry import Finding, check
+from topoc.diagnostics import Severity, register
+from topoc.model.ir import Lab, Network
+
+NO_UNDERLAY = register("no-underlay", Severity.ERROR,
+                       "the hosts of a network on several hosts share no external network to tunnel over")
+VNI_CONFLICT = register("vni-conflict", Severity.ERROR, "two networks on several hosts with one VXLAN id")
+VXLAN_MTU = register("vxlan-mtu", Severity.WARNING,
+                     "a network on several hosts whose MTU leaves no room for VXLAN's 50 bytes")
+
+VXLAN_OVERHEAD = 50
+UNDERLAY_MTU = 1500
+
+
+def underlay(lab: Lab, network: Network) -> tuple[str, dict[str, str]] | None:
+    """The external network the spanning network's hosts all have an address on (the
+    first in file order) and each host's address there; None when there is none."""
+    hosts = [lab.node(name) for name in network.hosts]
+    for candidate in lab.networks:
+        if candidate.managed:
+            continue
+        addresses = {}
+        for host in hosts:
+            nic = next((n for n in getattr(host, "nics", ()) if n.network == candidate.name
+                        and n.ip is not None), None)
+            if nic is None:
+                break
+            addresses[host.name] = str(nic.ip)  # type: ignore[union-attr]
+        else:
+            return candidate.name, addresses
+    return None
+
+
+@check(NO_UNDERLAY)
+def no_underlay(lab: Lab) -> Iterator[Finding]:
+    for net in lab.networks:
+        if net.spanning and all(lab.node(h) is not None for h in net.hosts) and underlay(lab, net) is None:
+            yield Finding(net.span,
+                          f"network `{net.name}` is on hosts {', '.join(net.hosts)}, which have no "
+                          "external network in common to carry its VXLAN tunnel",
+                          "give every one of them a nic with an address on one external network "
+                          "(`nic eth0 on lan address ...`)")
+
+
+@check(VNI_CONFLICT)
+def vni_conflict(lab: Lab) -> Iterator[Finding]:
+    seen: dict[int, Network] = {}
+    for net in sorted((n for n in lab.networks if n.spanning), key=lambda n: n.span.line):
+        assert net.vni is not None
+        first = seen.setdefault(net.vni, net)
+        if first is not net:
+            yield Finding(at(net.vni_span, net.span),
+                          f"network `{net.name}` has VXLAN id {net.vni}, already that of "
+                          f"`{first.name}` (line {first.span.line})",
+                          "give one of them another `vni N` (1-16777215)")
+
+
+@check(VXLAN_MTU)
+def vxlan_mtu(lab: Lab) -> Iterator[Finding]:
+    for net in lab.networks:
+        if net.spanning and net.mtu is not None and net.mtu + VXLAN_OVERHEAD > UNDERLAY_MTU:
+            yield Finding(net.span, f"network `{net.name}` has MTU {net.mtu}; with VXLAN's "
+                          f"{VXLAN_OVERHEAD} bytes its frames need an underlay MTU of "
+                          f"{net.mtu + VXLAN_OVERHEAD}, more than Ethernet's {UNDERLAY_MTU}",
+                          f"set `mtu {UNDERLAY_MTU - VXLAN_OVERHEAD}` (the default for a network on "
+                          "several hosts), or make sure the hosts' LAN carries jumbo frames")
