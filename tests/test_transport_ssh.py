@@ -8,6 +8,7 @@ failure undoes."""
 from __future__ import annotations
 
 import json
+import subprocess
 import textwrap
 import uuid
 
@@ -174,3 +175,83 @@ vm two on kvm2 {{
     finally:
         kvm1.close()
         kvm2.close()
+
+
+def _links(daemon) -> dict[str, str]:
+    """Link name -> its `ip -d link` line, inside the daemon's namespace."""
+    found = {}
+    for line in daemon.run("ip", "-o", "-d", "link", "show").splitlines():
+        name = line.split(":", 2)[1].strip().split("@")[0]
+        found[name] = line
+    return found
+
+
+def test_a_network_on_two_hosts_is_joined_by_vxlan_over_ssh(ssh_lab, tmp_path):
+    """deploy makes the VXLAN links (and kvm2's bridge) over ssh in each daemon's
+    namespace; a frame from kvm2's bridge reaches kvm1's NAT gateway through the tunnel;
+    a second deploy changes nothing; destroy takes links and bridge away."""
+    import sys
+
+    from topoc.model import naming
+
+    ws, hosts = ssh_lab
+    lab = f"v{RUN}"
+    path = tmp_path / "span.topo"
+    path.write_text(f"""lab {lab}
+network lan {{
+    mode external
+    subnet 10.77.0.0/24
+}}
+host kvm1 {{
+    connect {hosts[0].uri()}
+    nic eth0 on lan address 10.77.0.11
+}}
+host kvm2 {{
+    connect {hosts[1].uri()}
+    nic eth0 on lan address 10.77.0.12
+}}
+network wan on kvm1, kvm2 {{
+    mode nat via eth0
+    bridge sw{RUN}
+    address 10.64.0.1/24
+}}
+vm one on kvm1 {{
+    memory 128MiB
+    nic eth0 on wan address 10.64.0.10
+}}
+vm two on kvm2 {{
+    memory 128MiB
+    nic eth0 on wan address 10.64.0.11
+}}
+""")
+    vxlan = naming.vxlan_name(naming.derived_vni(lab, "wan"))
+    env = {"TOPOC_STATE_DIR": str(tmp_path / "state")}
+    kvm1, kvm2 = hosts[0].daemon, hosts[1].daemon
+    deploy = ws.run(sys.executable, "-m", "topoc", "deploy", str(path), env=env)
+    try:
+        assert deploy.returncode == 0, deploy.stderr
+        assert f"create host link vxlan {vxlan}" in deploy.stdout
+        assert f"create host link bridge sw{RUN}" in deploy.stdout
+        one, two = _links(kvm1), _links(kvm2)
+        assert f"master sw{RUN}" in one[vxlan] and "vxlan id" in one[vxlan]
+        assert "local 10.77.0.11" in one[vxlan] and "dstport 4789" in one[vxlan]
+        assert f"master sw{RUN}" in two[vxlan] and "local 10.77.0.12" in two[vxlan]
+        assert "bridge" in two[f"sw{RUN}"]
+        assert "dst 10.77.0.11" in kvm2.run("bridge", "fdb", "show", "dev", vxlan)
+        # Through the tunnel: kvm2's bridge of the segment to kvm1's gateway on it.
+        kvm2.run("ip", "addr", "add", "10.64.0.99/24", "dev", f"sw{RUN}")
+        try:
+            ping = subprocess.run(["nsenter", "-t", str(kvm2.init_pid), "-n", "ping", "-c", "1",
+                                   "-W", "2", "10.64.0.1"], capture_output=True, text=True,
+                                  timeout=10, check=False)
+            assert ping.returncode == 0, ping.stdout + ping.stderr
+        finally:
+            kvm2.run("ip", "addr", "del", "10.64.0.99/24", "dev", f"sw{RUN}")
+        again = ws.run(sys.executable, "-m", "topoc", "deploy", str(path), env=env)
+        assert again.returncode == 0, again.stderr
+        assert again.stdout.count("in sync, nothing changed") == 2, again.stdout
+    finally:
+        destroy = ws.run(sys.executable, "-m", "topoc", "destroy", str(path), env=env)
+    assert destroy.returncode == 0, destroy.stderr
+    assert vxlan not in _links(kvm1) and vxlan not in _links(kvm2)
+    assert f"sw{RUN}" not in _links(kvm2) and f"sw{RUN}" not in _links(kvm1)
