@@ -438,3 +438,15 @@ def test_the_test_driver_deploys_a_spanning_lab_and_skips_the_host_steps(two_hos
     assert all(any("not run on the test driver" in n for n in p.notes) for p in plans)
     kvm2 = two_hosts[1].target.conn
     assert kvm2.networkLookupByName("span-wan").bridgeName() == "wanbr"
+
+
+def test_graph_draws_the_tunnel():
+    from topoc.backends.diagram import draw, scene_for
+
+    lab = compile_file(str(SPANNING)).lab
+    scene = scene_for(lab)
+    tunnels = [(link.src, link.dst) for link in scene.links if link.kind == "tunnel"]
+    assert tunnels == [(("host", "kvm2"), ("network", "seg")), (("host", "kvm2"), ("network", "wan"))]
+    dot = draw(scene, "dot").decode()
+    assert f"VXLAN {lab.network('seg').vni}" in dot
+    assert f"kvm2 -.-|\"VXLAN {lab.network('wan').vni}" in draw(scene, "mermaid").decode()
