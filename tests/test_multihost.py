@@ -450,3 +450,9 @@ def test_graph_draws_the_tunnel():
     dot = draw(scene, "dot").decode()
     assert f"VXLAN {lab.network('seg').vni}" in dot
     assert f"kvm2 -.-|\"VXLAN {lab.network('wan').vni}" in draw(scene, "mermaid").decode()
+
+
+def test_a_network_on_several_hosts_takes_its_bridge_name_on_each():
+    text = SPANNING.read_text() + "\nnetwork other on kvm2 {\n    mode isolated\n    bridge segbr\n    subnet 10.70.0.0/24\n}\n"
+    found = [d.message for d in compile_source(text, "s.topo").diagnostics if d.code == "bridge-name"]
+    assert found == ["bridge `segbr` is already used on host kvm2 by the network on line 18"], found

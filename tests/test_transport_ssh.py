@@ -255,3 +255,51 @@ vm two on kvm2 {{
     assert destroy.returncode == 0, destroy.stderr
     assert vxlan not in _links(kvm1) and vxlan not in _links(kvm2)
     assert f"sw{RUN}" not in _links(kvm2) and f"sw{RUN}" not in _links(kvm1)
+
+
+def test_a_bridge_of_that_name_already_on_kvm2_refuses_the_deploy(ssh_lab, tmp_path):
+    """kvm2 has a bridge of the spanning network's name that the lab did not make: the
+    deploy is refused on every host, and the bridge is left alone."""
+    import sys
+
+    ws, hosts = ssh_lab
+    lab = f"w{RUN}"
+    path = tmp_path / "span.topo"
+    path.write_text(f"""lab {lab}
+network lan {{
+    mode external
+    subnet 10.77.0.0/24
+}}
+host kvm1 {{
+    connect {hosts[0].uri()}
+    nic eth0 on lan address 10.77.0.11
+}}
+host kvm2 {{
+    connect {hosts[1].uri()}
+    nic eth0 on lan address 10.77.0.12
+}}
+network seg on kvm1, kvm2 {{
+    mode isolated
+    bridge sx{RUN}
+    subnet 10.66.0.0/24
+}}
+vm one on kvm1 {{
+    memory 128MiB
+    nic eth0 on seg address 10.66.0.10
+}}
+vm two on kvm2 {{
+    memory 128MiB
+    nic eth0 on seg address 10.66.0.11
+}}
+""")
+    kvm1, kvm2 = hosts[0].daemon, hosts[1].daemon
+    kvm2.run("ip", "link", "add", f"sx{RUN}", "type", "bridge")
+    try:
+        out = ws.run(sys.executable, "-m", "topoc", "deploy", str(path),
+                     env={"TOPOC_STATE_DIR": str(tmp_path / "state")})
+        assert out.returncode == 1, out.stdout + out.stderr
+        assert "[host-bridge-clash]" in out.stderr and f"sx{RUN}" in out.stderr
+        assert f"sx{RUN}" not in _links(kvm1), "kvm1 untouched"
+        assert f"sx{RUN}" in _links(kvm2)
+    finally:
+        kvm2.run("ip", "link", "del", f"sx{RUN}")

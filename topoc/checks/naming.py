@@ -35,10 +35,13 @@ def bridge_name(lab: Lab) -> Iterator[Finding]:
             # https://libvirt.org/formatdomain.html#virtual-network
             yield Finding(span, f"bridge name `{bridge}` starts with `{prefix}`, a prefix libvirt "
                           "gives its own interfaces", f"pick another name, e.g. `{naming.derived_bridge(lab.name, net.name)}`")
-        first = seen.setdefault((net.host, bridge), net.span.line)
-        if first != net.span.line:
-            yield Finding(span, f"bridge `{bridge}` is already used on host {net.host} by the "
-                          f"network on line {first}", "give each network on a host its own bridge")
+        # A network on several hosts has its bridge on each of them.
+        for host in net.hosts or (None,):
+            first = seen.setdefault((host, bridge), net.span.line)
+            if first != net.span.line:
+                yield Finding(span, f"bridge `{bridge}` is already used on host {host} by the "
+                              f"network on line {first}", "give each network on a host its own bridge")
+                break
     for host in lab.hosts:
         for net in lab.networks_on(host.name):
             if net.bridge in {nic.name for nic in host.nics} and net.via != net.bridge:

@@ -30,6 +30,9 @@ from topoc.deploy.transport import (
     run_steps,
     transport_for,
 )
+from topoc.diagnostics import diagnostic
+from topoc.front.span import UNKNOWN
+from topoc.model import naming
 from topoc.model.ir import Lab
 from topoc.model.uri import UriError, parse_uri
 
@@ -171,7 +174,7 @@ def plan_all(lab: Lab, targets: Sequence[HostTarget], *, start_vms: bool = False
     for t in targets:
         try:
             plan = engine.make_plan(lab, t.target, host=t.host, start_vms=start_vms)
-            _plan_host_steps(plan, spanning_steps(lab, t.host), t)
+            _plan_host_steps(plan, lab, spanning_steps(lab, t.host), t)
         except (DeployError, HostCommandError) as e:
             raise DeployError(f"host {t.host}: {e}") from None
         plans.append(plan)
@@ -183,12 +186,12 @@ def plan_all(lab: Lab, targets: Sequence[HostTarget], *, start_vms: bool = False
 HOST_LINK = "host link"
 
 
-def spanning_steps(lab: Lab, host: str) -> list[HostStep]:
+def spanning_steps(lab: Lab, host: str) -> list[tuple[str, HostStep]]:
     """What libvirt cannot do for the networks on several hosts this host is on: on the
     hosts after the first, the network's bridge (libvirt's bridge mode needs one); on
     every host, the VXLAN link (UDP 4789, unicast to each other host, one all-zero
     forwarding entry each) as a port of the bridge. The same links as up.sh makes on the
-    shell path (topoc.backends.host plans both)."""
+    shell path (topoc.backends.host plans both). Each with the network it serves."""
     from topoc.backends.host import host_plan
 
     node = next((h for h in lab.hosts if h.name == host), None)
@@ -200,21 +203,21 @@ def spanning_steps(lab: Lab, host: str) -> list[HostStep]:
     for v in plan.vxlans:
         mtu = ["mtu", str(v.mtu)] if v.mtu else []
         if v.network in carried:
-            steps.append(HostStep(
+            steps.append((v.network, HostStep(
                 f"bridge {v.bridge} of {v.network}",
                 ("sh", "-c", shlex.join(["ip", "link", "add", "name", v.bridge, *mtu, "type", "bridge"])
                  + " && " + shlex.join(["ip", "link", "set", "dev", v.bridge, "up"])),
-                ("ip", "link", "del", "dev", v.bridge), ("ip", "link", "show", "dev", v.bridge)))
+                ("ip", "link", "del", "dev", v.bridge), ("ip", "link", "show", "dev", v.bridge))))
         commands = [["ip", "link", "add", "name", v.name, *mtu, "type", "vxlan", "id", str(v.vni),
                      "dstport", "4789", "local", v.local, "nolearning"],
                     ["ip", "link", "set", "dev", v.name, "master", v.bridge],
                     ["ip", "link", "set", "dev", v.name, "up"]]
         commands += [["bridge", "fdb", "append", "00:00:00:00:00:00", "dev", v.name, "dst", remote]
                      for remote in v.remotes]
-        steps.append(HostStep(
+        steps.append((v.network, HostStep(
             f"vxlan {v.name} (id {v.vni}) of {v.network} to {', '.join(v.remotes)}",
             ("sh", "-c", " && ".join(shlex.join(c) for c in commands)),
-            ("ip", "link", "del", "dev", v.name), ("ip", "link", "show", "dev", v.name)))
+            ("ip", "link", "del", "dev", v.name), ("ip", "link", "show", "dev", v.name))))
     return steps
 
 
@@ -226,17 +229,31 @@ def _host_transport(t: HostTarget) -> Transport | None:
     return transport_for(t.target.uri)
 
 
-def _plan_host_steps(plan: Plan, steps: list[HostStep], t: HostTarget) -> None:
+def _plan_host_steps(plan: Plan, lab: Lab, steps: list[tuple[str, HostStep]], t: HostTarget) -> None:
+    """The host steps that are needed, as actions of the host's plan (order 4: after
+    the networks have started, so the first host's bridge exists). A link or bridge
+    of that name which is there already belongs to this lab only when the lab owns the
+    network on this host (its record); else it is someone else's, and refused."""
     if not steps:
         return
     transport = _host_transport(t)
     if transport is None:
         plan.notes.append(f"note: {len(steps)} host-level step(s) for networks on several hosts "
-                          f"are not run on the test driver ({', '.join(s.what for s in steps)})")
+                          f"are not run on the test driver ({', '.join(s.what for _, s in steps)})")
         return
-    for step in steps:
+    owned = set(plan.record.networks) if plan.record is not None else set()
+    for network, step in steps:
         if not step.needed(transport):
-            plan.in_sync.append(engine.Change(engine.NOTHING, HOST_LINK, step.what, "in place"))
+            if naming.libvirt_name(lab.name, network) in owned:
+                plan.in_sync.append(engine.Change(engine.NOTHING, HOST_LINK, step.what, "in place"))
+                continue
+            net = lab.network(network)
+            assert net is not None
+            link = step.done[-1] if step.done else step.what
+            plan.conflicts.append(diagnostic(
+                engine.HOST_BRIDGE_CLASH, net.bridge_span if net.bridge_span != UNKNOWN else net.span,
+                f"{t.host} already has an interface {link}, which this lab did not make, for "
+                f"{step.what}", "remove it on that host, or give the network another `bridge` or `vni`"))
             continue
 
         def run(conn: object, journal: Journal, step: HostStep = step) -> None:
@@ -247,13 +264,16 @@ def _plan_host_steps(plan: Plan, steps: list[HostStep], t: HostTarget) -> None:
 
 
 def _remove_host_steps(lab: Lab, t: HostTarget, journal: Journal) -> list[str]:
-    """destroy: take the host-level links away (newest first), each undoable."""
+    """destroy: take the host-level links away (newest first), each undoable; only those
+    of networks the lab owns on this host (its record), never a look-alike."""
     transport = _host_transport(t)
     if transport is None:
         return []
+    owned = set(t.target.records.load(lab.name).networks)
     removals = [HostStep(f"remove {s.what}", s.undo, s.do, done=None)
-                for s in reversed(spanning_steps(lab, t.host))
-                if s.undo is not None and s.done is not None
+                for network, s in reversed(spanning_steps(lab, t.host))
+                if naming.libvirt_name(lab.name, network) in owned
+                and s.undo is not None and s.done is not None
                 and transport.run(s.done, check=False).returncode == 0]
     return run_steps(removals, transport, journal.run)
 
