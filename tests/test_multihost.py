@@ -434,7 +434,7 @@ def test_the_test_driver_deploys_a_spanning_lab_and_skips_the_host_steps(two_hos
     lab = compile_file(str(SPANNING)).lab
     plans = multi.apply_all(lab, two_hosts)
     assert [sorted(c.name for c in p.changes) for p in plans] == [
-        ["span-a", "span-seg", "span-wan"], ["span-b", "span-seg", "span-wan"]]
+        ["span-a", "span-seg", "span-wan"], ["span-b", "span-c", "span-seg", "span-wan"]]
     assert all(any("not run on the test driver" in n for n in p.notes) for p in plans)
     kvm2 = two_hosts[1].target.conn
     assert kvm2.networkLookupByName("span-wan").bridgeName() == "wanbr"

@@ -216,19 +216,20 @@ def test_a_shared_address_counts_only_when_the_destination_answers():
 
 
 def test_a_network_on_two_hosts_is_one_segment_through_the_vxlan_tunnel():
-    """b (kvm2) reaches a (kvm1) on their isolated segment, and the LAN through kvm1's
-    NAT: both only through the VXLAN links up.sh makes between the host namespaces.
-    Without kvm2's links (its up.sh with them taken out), neither works."""
+    """a (kvm1) and c (kvm2) reach each other on their isolated segment, and b (kvm2)
+    reaches the LAN through kvm1's NAT: only through the VXLAN links up.sh makes between
+    the host namespaces. Without kvm2's links (its up.sh with them taken out), none does."""
     from topoc.verify.netns import default_scripts
 
     lab = _lab(ROOT / "tests/multihost/spanning.topo")
     report = _verify(lab)
     assert [(o.src, o.dst) for o in report.pairs if not o.agrees] == []
     observed = _observed(report)
+    assert observed[("a", "c")] and observed[("c", "a")]
     assert observed[("b", "a")] and observed[("b", "pc")] and observed[("b", "kvm1")]
     scripts = default_scripts(lab)
     up = scripts["kvm2"]["up.sh"]
     scripts["kvm2"]["up.sh"] = "\n".join(line for line in up.splitlines()
                                          if not line.startswith("ensure_vxlan ")) + "\n"
     broken = _observed(_verify(lab, scripts))
-    assert not broken[("b", "a")] and not broken[("b", "pc")]
+    assert not broken[("a", "c")] and not broken[("c", "a")] and not broken[("b", "pc")]
