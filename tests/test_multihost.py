@@ -237,7 +237,7 @@ def test_a_failure_on_the_second_host_puts_the_first_back(two_hosts, fail_at):
     with pytest.raises(DeployError) as failed:
         multi.apply_all(_lab(), two_hosts)
     assert str(failed.value).startswith("host kvm2:")
-    assert "kvm1, deployed before it in this run, were put back" in str(failed.value)
+    assert "kvm1, deployed in this run, were put back" in str(failed.value)
     two_hosts[1].target.conn = two_hosts[1].target.conn._real
     assert [snapshot(t.target.conn) for t in two_hosts] == before
     assert all(t.target.records.load("twokvm").empty for t in two_hosts)

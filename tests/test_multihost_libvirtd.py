@@ -177,6 +177,6 @@ def test_a_failure_on_kvm2_puts_kvm1_back(hosts, tmp_path):
         multi.apply_all(lab, hosts)
     hosts[1].target.conn = real
     assert str(failed.value).startswith("host kvm2:"), failed.value
-    assert "kvm1, deployed before it in this run, were put back" in str(failed.value)
+    assert "kvm1, deployed in this run, were put back" in str(failed.value)
     assert [snapshot(t.target.conn) for t in hosts] == before
     assert all(t.target.records.load(LAB).empty for t in hosts)

@@ -5,9 +5,9 @@ Each host of the lab has its own libvirt connection: `connect URI` in its `host`
 block, overridden by `--connect HOST=URI` on the command line; a lone `--connect URI`
 names the connection of a one-host lab (or of the host picked with `--host`). Every host
 is planned before anything changes: a clash on any host refuses the whole deploy and no
-host is touched. The hosts are then deployed one after another, each as its own
-transaction (topoc.deploy.engine); when one fails, it rolls itself back and the hosts
-done before it are put back too, newest first, from the journals kept for that.
+host is touched. The hosts are then deployed all at once, one thread each, each as its
+own transaction (topoc.deploy.engine); when one fails, it rolls itself back and the
+hosts that succeeded are put back too, from the journals kept for that.
 
 No libvirt import here: the engine opens the connections.
 """
@@ -17,8 +17,10 @@ from __future__ import annotations
 import contextlib
 import re
 import shlex
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from topoc.deploy import engine
 from topoc.deploy.engine import DeployError, Journal, Plan, Refused, Target
@@ -37,6 +39,7 @@ from topoc.model.ir import Lab
 from topoc.model.uri import UriError, parse_uri
 
 DEFAULT_URI = "test:///default"
+T = TypeVar("T")
 _HOST_ASSIGNMENT = re.compile(r"([A-Za-z_][A-Za-z0-9_-]*)=(.*)\Z", re.DOTALL)
 
 
@@ -167,16 +170,38 @@ def connect_all(connections: dict[str, str]) -> list[HostTarget]:
     return opened
 
 
+def _on_each_host(targets: Sequence[HostTarget], work: Callable[[HostTarget], T]
+                  ) -> list[tuple[T | None, BaseException | None]]:
+    """`work` for every host at once, one thread each (each host has its own connection,
+    and libvirt-python lets go of the GIL while libvirt works): (result, None) or
+    (None, what it raised), in the hosts' order. Waits for every host, also when this
+    thread is interrupted, so no host is left half-way behind the caller's back."""
+    with ThreadPoolExecutor(max_workers=max(len(targets), 1)) as pool:
+        futures = [pool.submit(work, t) for t in targets]
+        wait(futures)
+    outcomes: list[tuple[T | None, BaseException | None]] = []
+    for future in futures:
+        error = future.exception()
+        outcomes.append((None, error) if error is not None else (future.result(), None))
+    return outcomes
+
+
 def plan_all(lab: Lab, targets: Sequence[HostTarget], *, start_vms: bool = False) -> list[Plan]:
-    """One plan per host, each against its own connection, with the host-level steps
-    libvirt cannot do (last: the links join bridges the networks' start makes)."""
+    """One plan per host, each against its own connection (all hosts at once), with the
+    host-level steps libvirt cannot do (last: the links join bridges the networks' start
+    makes)."""
+    def plan_one(t: HostTarget) -> Plan:
+        plan = engine.make_plan(lab, t.target, host=t.host, start_vms=start_vms)
+        _plan_host_steps(plan, lab, spanning_steps(lab, t.host), t)
+        return plan
+
     plans = []
-    for t in targets:
-        try:
-            plan = engine.make_plan(lab, t.target, host=t.host, start_vms=start_vms)
-            _plan_host_steps(plan, lab, spanning_steps(lab, t.host), t)
-        except (DeployError, HostCommandError) as e:
-            raise DeployError(f"host {t.host}: {e}") from None
+    for t, (plan, error) in zip(targets, _on_each_host(targets, plan_one)):
+        if isinstance(error, (DeployError, HostCommandError)):
+            raise DeployError(f"host {t.host}: {error}") from None
+        if error is not None:
+            raise error
+        assert plan is not None
         plans.append(plan)
     return plans
 
@@ -320,23 +345,33 @@ def apply_all(lab: Lab, targets: Sequence[HostTarget], *, start_vms: bool = Fals
         conflicts = [d for plan in plans for d in plan.conflicts]
         if conflicts:
             raise Refused(conflicts)
-        done: list[_Done] = []
-        for t, plan in zip(targets, plans):
+        by_host = {t.host: plan for t, plan in zip(targets, plans)}
+
+        def deploy_one(t: HostTarget) -> _Done:
+            plan = by_host[t.host]
             assert plan.record is not None and plan.final is not None
             step = _Done(t.host, t.target, plan.record)
-            try:
-                if plan.actions:
-                    engine.run_actions(t.target, plan.record, engine.pending_record(plan.record, plan),
-                                       plan.final, sorted(plan.actions, key=lambda a: a.order),
-                                       step.journal)
-                elif plan.final.to_json() != plan.record.to_json():
-                    t.target.records.save(plan.final)
-            except BaseException as failure:
-                problems = _put_back(done)
-                if not isinstance(failure, Exception):
-                    raise  # ^C: the hosts done before are put back all the same
-                raise DeployError(_message(t.host, failure, done, problems)) from None
-            done.append(step)
+            if plan.actions:
+                # A failure here rolls this host back itself (engine._run).
+                engine.run_actions(t.target, plan.record, engine.pending_record(plan.record, plan),
+                                   plan.final, sorted(plan.actions, key=lambda a: a.order),
+                                   step.journal)
+            elif plan.final.to_json() != plan.record.to_json():
+                t.target.records.save(plan.final)
+            return step
+
+        outcomes = _on_each_host(targets, deploy_one)
+        done = [step for step, error in outcomes if step is not None]
+        failed = [(t.host, error) for t, (_, error) in zip(targets, outcomes) if error is not None]
+        if failed:
+            problems = _put_back(done)
+            interrupted = next((e for _, e in failed if not isinstance(e, Exception)), None)
+            if interrupted is not None:
+                raise interrupted  # ^C: every host was put back all the same
+            host, failure = failed[0]
+            message = _message(host, failure, done, problems)
+            message += "".join(f"\nhost {h}: {e}" for h, e in failed[1:])
+            raise DeployError(message) from None
         return plans
 
 
@@ -348,7 +383,7 @@ def _message(host: str, failure: BaseException, done: list[_Done], problems: lis
     if problems:
         lines = "\n".join(f"  - {p}" for p in problems)
         return f"{text}\n  putting back {hosts} was incomplete; check these by hand:\n{lines}"
-    return f"{text}\n  {hosts}, deployed before it in this run, were put back as they were"
+    return f"{text}\n  {hosts}, deployed in this run, were put back as they were"
 
 
 def status_all(lab: Lab, targets: Sequence[HostTarget]) -> list[tuple[HostTarget, list[engine.ObjectStatus]]]:
