@@ -456,3 +456,23 @@ def test_a_network_on_several_hosts_takes_its_bridge_name_on_each():
     text = SPANNING.read_text() + "\nnetwork other on kvm2 {\n    mode isolated\n    bridge segbr\n    subnet 10.70.0.0/24\n}\n"
     found = [d.message for d in compile_source(text, "s.topo").diagnostics if d.code == "bridge-name"]
     assert found == ["bridge `segbr` is already used on host kvm2 by the network on line 18"], found
+
+
+def test_an_interruption_on_one_host_puts_every_host_back(two_hosts):
+    """^C while kvm2 deploys (here: raised inside its 3rd libvirt call): kvm2 rolls
+    itself back, kvm1 (done meanwhile) is put back, and the interruption goes on."""
+    from topoc.deploy import multi
+
+    class Interrupting(Calls):
+        def record(self, owner: str, method: str) -> None:
+            self.log.append((owner, method))
+            if len(self.log) == 3:
+                raise KeyboardInterrupt
+
+    before = [snapshot(t.target.conn) for t in two_hosts]
+    real = two_hosts[1].target.conn
+    two_hosts[1].target.conn = Counting(real, Interrupting())
+    with pytest.raises(KeyboardInterrupt):
+        multi.apply_all(_lab(), two_hosts)
+    two_hosts[1].target.conn = real
+    assert [snapshot(t.target.conn) for t in two_hosts] == before

@@ -171,19 +171,26 @@ def connect_all(connections: dict[str, str]) -> list[HostTarget]:
 
 
 def _on_each_host(targets: Sequence[HostTarget], work: Callable[[HostTarget], T]
-                  ) -> list[tuple[T | None, BaseException | None]]:
+                  ) -> tuple[list[tuple[T | None, BaseException | None]], BaseException | None]:
     """`work` for every host at once, one thread each (each host has its own connection,
     and libvirt-python lets go of the GIL while libvirt works): (result, None) or
-    (None, what it raised), in the hosts' order. Waits for every host, also when this
-    thread is interrupted, so no host is left half-way behind the caller's back."""
+    (None, what it raised) per host, in the hosts' order, and the interruption (^C,
+    SIGTERM) that reached this thread meanwhile, if any. Every host's work has ended
+    when it returns, also after an interruption, so the caller can put hosts back."""
+    interruption: BaseException | None = None
     with ThreadPoolExecutor(max_workers=max(len(targets), 1)) as pool:
         futures = [pool.submit(work, t) for t in targets]
-        wait(futures)
+        while True:
+            try:
+                wait(futures)
+                break
+            except KeyboardInterrupt as e:  # ^C: let every host finish first, then say so
+                interruption = interruption or e
     outcomes: list[tuple[T | None, BaseException | None]] = []
     for future in futures:
         error = future.exception()
         outcomes.append((None, error) if error is not None else (future.result(), None))
-    return outcomes
+    return outcomes, interruption
 
 
 def plan_all(lab: Lab, targets: Sequence[HostTarget], *, start_vms: bool = False) -> list[Plan]:
@@ -196,7 +203,10 @@ def plan_all(lab: Lab, targets: Sequence[HostTarget], *, start_vms: bool = False
         return plan
 
     plans = []
-    for t, (plan, error) in zip(targets, _on_each_host(targets, plan_one)):
+    outcomes, interruption = _on_each_host(targets, plan_one)
+    if interruption is not None:
+        raise interruption
+    for t, (plan, error) in zip(targets, outcomes):
         if isinstance(error, (DeployError, HostCommandError)):
             raise DeployError(f"host {t.host}: {error}") from None
         if error is not None:
@@ -360,9 +370,12 @@ def apply_all(lab: Lab, targets: Sequence[HostTarget], *, start_vms: bool = Fals
                 t.target.records.save(plan.final)
             return step
 
-        outcomes = _on_each_host(targets, deploy_one)
+        outcomes, interruption = _on_each_host(targets, deploy_one)
         done = [step for step, error in outcomes if step is not None]
         failed = [(t.host, error) for t, (_, error) in zip(targets, outcomes) if error is not None]
+        if interruption is not None:
+            _put_back(done)
+            raise interruption  # every host was put back all the same
         if failed:
             problems = _put_back(done)
             interrupted = next((e for _, e in failed if not isinstance(e, Exception)), None)
