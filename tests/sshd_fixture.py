@@ -46,7 +46,7 @@ class SshHost:
     daemon: Libvirtd
     address: str
     key: Path  # the client's private key
-    ssh_command: Path  # ssh with the test's known_hosts
+    ssh_command: Path  # ssh with the test's known_hosts, logging to ssh.log beside it
 
     def uri(self, *, extra: str = "") -> str:
         return (f"qemu+ssh://root@{self.address}/system?keyfile={self.key}"
@@ -111,7 +111,9 @@ def ssh_hosts(root: Path, daemons: list[Libvirtd]) -> Iterator[tuple[Workstation
             hosts.append(SshHost(name, daemon, address, root / "client", root / "ssh"))
         (root / "known_hosts").write_text("".join(known))
         (root / "ssh").write_text(
-            "#!/bin/sh\n# ssh with the test's own known_hosts (libvirt's command= parameter)\n"
+            "#!/bin/sh\n# ssh with the test's own known_hosts (libvirt's command= parameter);\n"
+            "# each command line is logged, so the tests see what libvirt runs remotely\n"
+            f"printf '%s\\n' \"$*\" >> {root}/ssh.log\n"
             f"exec ssh -o UserKnownHostsFile={root}/known_hosts -o StrictHostKeyChecking=yes "
             "-o ConnectTimeout=5 \"$@\"\n")
         (root / "ssh").chmod(0o755)

@@ -77,11 +77,20 @@ def test_libvirt_connects_over_ssh_to_each_sandboxed_daemon(ssh_lab, proxy):
         conn = libvirt.open(host.daemon.uri)  # the daemon's own socket, from this machine
         marks.append(conn.networkDefineXML(f"<network><name>mark{RUN}{i}</name></network>"))
         conn.close()
+    log = hosts[0].ssh_command.parent / "ssh.log"
     try:
         for i, host in enumerate(hosts):
+            log.write_text("")
             out = ws.run("virsh", "-c", host.uri(extra=proxy), "net-list", "--all", "--name")
             assert out.returncode == 0, out.stderr
             assert {n for n in out.stdout.split() if n.startswith("mark")} == {f"mark{RUN}{i}"}
+            # What libvirt 9 runs on the remote side (https://libvirt.org/uri.html, `proxy`):
+            # auto tries virt-ssh-helper and falls back to nc on the daemon's socket.
+            remote = log.read_text()
+            if proxy == "&proxy=netcat":
+                assert "nc" in remote and "virt-ssh-helper" not in remote, remote
+            else:
+                assert "virt-ssh-helper" in remote, remote
     finally:
         for mark in marks:
             mark.undefine()
