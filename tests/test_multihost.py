@@ -476,3 +476,10 @@ def test_an_interruption_on_one_host_puts_every_host_back(two_hosts):
         multi.apply_all(_lab(), two_hosts)
     two_hosts[1].target.conn = real
     assert [snapshot(t.target.conn) for t in two_hosts] == before
+
+
+def test_the_underlays_mtu_gives_the_room_for_vxlan():
+    jumbo = SPANNING.read_text().replace("    bridge segbr\n", "    bridge segbr\n    mtu 8950\n")
+    assert [d.code for d in compile_source(jumbo, "s.topo").diagnostics] == ["vxlan-mtu"]
+    roomy = jumbo.replace("    subnet 192.168.101.0/24\n", "    subnet 192.168.101.0/24\n    mtu 9000\n")
+    assert [d.code for d in compile_source(roomy, "s.topo").diagnostics] == []

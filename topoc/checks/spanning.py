@@ -4,7 +4,8 @@ unicast over the hosts' addresses on one shared external network, the underlay.
 
 The hosts need such a network (each with an address on it), each spanning network its
 own VXLAN network identifier, and room in the MTU for the 50 bytes VXLAN over IPv4 adds
-(RFC 7348 section 4.3): a frame of the segment's MTU plus 50 must fit the underlay's 1500.
+(RFC 7348 section 4.3): a frame of the segment's MTU plus 50 must fit the underlay's
+(the external network's `mtu`, else Ethernet's 1500).
 """
 
 from __future__ import annotations
@@ -72,9 +73,16 @@ def vni_conflict(lab: Lab) -> Iterator[Finding]:
 @check(VXLAN_MTU)
 def vxlan_mtu(lab: Lab) -> Iterator[Finding]:
     for net in lab.networks:
-        if net.spanning and net.mtu is not None and net.mtu + VXLAN_OVERHEAD > UNDERLAY_MTU:
+        if not net.spanning or net.mtu is None:
+            continue
+        found = underlay(lab, net)
+        lan = lab.network(found[0]) if found is not None else None
+        room = lan.mtu if lan is not None and lan.mtu is not None else UNDERLAY_MTU
+        what = f"{lan.name}'s MTU {room}" if lan is not None and lan.mtu is not None \
+            else f"Ethernet's {UNDERLAY_MTU}"
+        if net.mtu + VXLAN_OVERHEAD > room:
             yield Finding(net.span, f"network `{net.name}` has MTU {net.mtu}; with VXLAN's "
                           f"{VXLAN_OVERHEAD} bytes its frames need an underlay MTU of "
-                          f"{net.mtu + VXLAN_OVERHEAD}, more than Ethernet's {UNDERLAY_MTU}",
-                          f"set `mtu {UNDERLAY_MTU - VXLAN_OVERHEAD}` (the default for a network on "
-                          "several hosts), or make sure the hosts' LAN carries jumbo frames")
+                          f"{net.mtu + VXLAN_OVERHEAD}, more than {what}",
+                          f"set `mtu {room - VXLAN_OVERHEAD}`, or give the hosts' LAN a larger MTU "
+                          "(`mtu N` on the external network, if it carries jumbo frames)")
