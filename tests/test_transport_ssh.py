@@ -259,6 +259,10 @@ vm two on kvm2 {{
         again = ws.run(sys.executable, "-m", "topoc", "deploy", str(path), env=env)
         assert again.returncode == 0, again.stderr
         assert again.stdout.count("in sync, nothing changed") == 2, again.stdout
+        status = ws.run(sys.executable, "-m", "topoc", "status", str(path), "--format", "json", env=env)
+        links = {(h["host"], o["name"]): o["defined"] for h in json.loads(status.stdout)["hosts"]
+                 for o in h["objects"] if o["kind"] == "host link"}
+        assert len(links) == 3 and all(links.values()), links  # 2 VXLAN links, kvm2's bridge
     finally:
         destroy = ws.run(sys.executable, "-m", "topoc", "destroy", str(path), env=env)
     assert destroy.returncode == 0, destroy.stderr

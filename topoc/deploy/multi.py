@@ -400,13 +400,30 @@ def _message(host: str, failure: BaseException, done: list[_Done], problems: lis
 
 
 def status_all(lab: Lab, targets: Sequence[HostTarget]) -> list[tuple[HostTarget, list[engine.ObjectStatus]]]:
+    """Each host's objects, then its host-level links (whether each is there)."""
     result = []
     for t in targets:
         try:
-            result.append((t, engine.status(lab, t.target, host=t.host)))
-        except DeployError as e:
+            rows = engine.status(lab, t.target, host=t.host) + _host_link_status(lab, t)
+        except (DeployError, HostCommandError) as e:
             raise DeployError(f"host {t.host}: {e}") from None
+        result.append((t, rows))
     return result
+
+
+def _host_link_status(lab: Lab, t: HostTarget) -> list[engine.ObjectStatus]:
+    steps = spanning_steps(lab, t.host)
+    transport = _host_transport(t)
+    rows = []
+    for _, step in steps:
+        if transport is None:
+            rows.append(engine.ObjectStatus(HOST_LINK, step.what, False, False, False, False,
+                                            note="not made on the test driver"))
+            continue
+        there = not step.needed(transport)
+        rows.append(engine.ObjectStatus(HOST_LINK, step.what, there, there, False, there,
+                                        note="" if there else "missing: deploy makes it"))
+    return rows
 
 
 def destroy_all(lab: Lab, targets: Sequence[HostTarget]
