@@ -14,7 +14,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import click
 from rich.console import Console
@@ -22,6 +22,11 @@ from rich.console import Console
 from topoc import __version__
 from topoc.compiler import Compilation, InputError, compile_file, read_source
 from topoc.diagnostics import CODES, Diagnostic, has_errors, render_json, render_one, summary_line
+
+if TYPE_CHECKING:  # deploy imports libvirt lazily; the CLI names its types only
+    from topoc.deploy.engine import Plan, Target
+    from topoc.deploy.multi import HostTarget
+    from topoc.model.ir import Lab
 
 EXIT_OK, EXIT_ERRORS, EXIT_USAGE = 0, 1, 2
 
@@ -352,17 +357,22 @@ class _Session:
     """The lab and its connections: one (`single`, output as for a one-host lab) or one
     per host (`hosts`, topoc.deploy.multi)."""
 
-    def __init__(self, result: Compilation, single: object | None, single_host: str | None,
-                 hosts: list) -> None:  # type: ignore[type-arg]
+    def __init__(self, result: Compilation, single: Target | None, single_host: str | None,
+                 hosts: list[HostTarget]) -> None:
         self.result = result
-        self.single = single
+        self._single = single
         self.single_host = single_host
         self.hosts = hosts
 
     @property
-    def lab(self):  # type: ignore[no-untyped-def]
+    def lab(self) -> Lab:
         assert self.result.lab is not None
         return self.result.lab
+
+    @property
+    def single(self) -> Target:
+        assert self._single is not None
+        return self._single
 
 
 def _deploy_session(file: str, connects: tuple[str, ...], host: str | None, *,
@@ -409,7 +419,7 @@ def _deploy_step(result: Compilation, step):  # type: ignore[no-untyped-def]
         fail_usage(str(e))
 
 
-def _plan_json(plan) -> dict:  # type: ignore[no-untyped-def]
+def _plan_json(plan: Plan) -> dict:
     document = plan.to_json()
     document["conflicts"] = [d.to_json() for d in plan.conflicts]
     return document
@@ -477,10 +487,10 @@ def deploy_command(file: str, connects: tuple[str, ...], host: str | None, start
     click.echo(render_applied(plan), nl=False)
     if show_status:
         rows = _deploy_step(result, lambda: deploy.status(lab, target, host=session.single_host))
-        click.echo(render_status(lab.name, target.uri, rows), nl=False)  # type: ignore[attr-defined]
+        click.echo(render_status(lab.name, target.uri, rows), nl=False)
 
 
-def _where(t) -> str:  # type: ignore[no-untyped-def]
+def _where(t: HostTarget) -> str:
     return f"{t.target.uri} (host {t.host})"
 
 
@@ -510,10 +520,10 @@ def status_command(file: str, connects: tuple[str, ...], host: str | None, fmt: 
     target = session.single
     rows = _deploy_step(result, lambda: deploy.status(lab, target, host=session.single_host))
     if fmt == "json":
-        click.echo(json.dumps({"lab": lab.name, "uri": target.uri,  # type: ignore[attr-defined]
+        click.echo(json.dumps({"lab": lab.name, "uri": target.uri,
                                "objects": [r.to_json() for r in rows]}, indent=2))
     else:
-        click.echo(render_status(lab.name, target.uri, rows), nl=False)  # type: ignore[attr-defined]
+        click.echo(render_status(lab.name, target.uri, rows), nl=False)
 
 
 @cli.command("destroy")
@@ -536,7 +546,7 @@ def destroy_command(file: str, connects: tuple[str, ...], host: str | None) -> N
         return
     target = session.single
     removed, left_alone = _deploy_step(result, lambda: deploy.destroy(lab.name, target))
-    click.echo(render_destroyed(lab.name, target.uri, removed, left_alone), nl=False)  # type: ignore[attr-defined]
+    click.echo(render_destroyed(lab.name, target.uri, removed, left_alone), nl=False)
 
 
 def main() -> None:
