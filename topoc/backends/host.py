@@ -27,7 +27,7 @@ import jinja2
 from topoc.model import naming
 # The model's facts (which modes forward, which are firewalled, where a forward DNATs
 # to) come from topoc.model.topology, so the scripts and the reachability engine cannot disagree.
-from topoc.model.topology import FIREWALLED_MODES, FORWARDING_MODES, dnat_target
+from topoc.model.topology import FIREWALLED_MODES, FORWARDING_MODES, dnat_target, underlay
 from topoc.model.ir import Host, Lab, Mode, Network, Vm
 
 SCRIPT_NAMES = ("up.sh", "down.sh", "topoc.nft")
@@ -183,8 +183,6 @@ def _l2_bridges(networks: list[Network]) -> tuple[BridgePlan, ...]:
 def _vxlans(lab: Lab, host: Host, networks: list[Network]) -> tuple[VxlanPlan, ...]:
     """One VXLAN link per network on several hosts: VNI from the IR, UDP 4789, unicast
     to each other host's address on the underlay (https://docs.kernel.org/networking/vxlan.html)."""
-    from topoc.checks.spanning import underlay
-
     plans = []
     for net in networks:
         if not net.spanning or net.vni is None:

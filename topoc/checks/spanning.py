@@ -16,6 +16,7 @@ from topoc.checks.common import at
 from topoc.checks.registry import Finding, check
 from topoc.diagnostics import Severity, register
 from topoc.model.ir import Lab, Network
+from topoc.model.topology import underlay
 
 NO_UNDERLAY = register("no-underlay", Severity.ERROR,
                        "the hosts of a network on several hosts share no external network to tunnel over")
@@ -25,25 +26,6 @@ VXLAN_MTU = register("vxlan-mtu", Severity.WARNING,
 
 VXLAN_OVERHEAD = 50
 UNDERLAY_MTU = 1500
-
-
-def underlay(lab: Lab, network: Network) -> tuple[str, dict[str, str]] | None:
-    """The external network the spanning network's hosts all have an address on (the
-    first in file order) and each host's address there; None when there is none."""
-    hosts = [lab.node(name) for name in network.hosts]
-    for candidate in lab.networks:
-        if candidate.managed:
-            continue
-        addresses = {}
-        for host in hosts:
-            nic = next((n for n in getattr(host, "nics", ()) if n.network == candidate.name
-                        and n.ip is not None), None)
-            if nic is None:
-                break
-            addresses[host.name] = str(nic.ip)  # type: ignore[union-attr]
-        else:
-            return candidate.name, addresses
-    return None
 
 
 @check(NO_UNDERLAY)
