@@ -259,6 +259,12 @@ vm two on kvm2 {{
         again = ws.run(sys.executable, "-m", "topoc", "deploy", str(path), env=env)
         assert again.returncode == 0, again.stderr
         assert again.stdout.count("in sync, nothing changed") == 2, again.stdout
+        # A link that lost its bridge (libvirt restarted the network, say) is attached again.
+        kvm1.run("ip", "link", "set", "dev", vxlan, "nomaster")
+        repair = ws.run(sys.executable, "-m", "topoc", "deploy", str(path), env=env)
+        assert repair.returncode == 0, repair.stderr
+        assert f"create host link vxlan {vxlan}" in repair.stdout and repair.stdout.count("in sync") == 1
+        assert f"master sw{RUN}" in _links(kvm1)[vxlan]
         status = ws.run(sys.executable, "-m", "topoc", "status", str(path), "--format", "json", env=env)
         links = {(h["host"], o["name"]): o["defined"] for h in json.loads(status.stdout)["hosts"]
                  for o in h["objects"] if o["kind"] == "host link"}

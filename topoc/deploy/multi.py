@@ -243,16 +243,24 @@ def spanning_steps(lab: Lab, host: str) -> list[tuple[str, HostStep]]:
                 ("sh", "-c", shlex.join(["ip", "link", "add", "name", v.bridge, *mtu, "type", "bridge"])
                  + " && " + shlex.join(["ip", "link", "set", "dev", v.bridge, "up"])),
                 ("ip", "link", "del", "dev", v.bridge), ("ip", "link", "show", "dev", v.bridge))))
-        commands = [["ip", "link", "add", "name", v.name, *mtu, "type", "vxlan", "id", str(v.vni),
-                     "dstport", "4789", "local", v.local, "nolearning"],
-                    ["ip", "link", "set", "dev", v.name, "master", v.bridge],
-                    ["ip", "link", "set", "dev", v.name, "up"]]
-        commands += [["bridge", "fdb", "append", "00:00:00:00:00:00", "dev", v.name, "dst", remote]
-                     for remote in v.remotes]
+        add = shlex.join(["ip", "link", "add", "name", v.name, *mtu, "type", "vxlan", "id", str(v.vni),
+                          "dstport", "4789", "local", v.local, "nolearning"])
+        has_fdb = [f"bridge fdb show dev {shlex.quote(v.name)} | grep -F {shlex.quote(f' dst {r} ')} >/dev/null"
+                   for r in v.remotes]
+        # Idempotent, and it repairs: a network restarted by libvirt comes back with a new
+        # bridge, and the link that outlived the old one is attached again.
+        do = [f"ip link show dev {shlex.quote(v.name)} >/dev/null 2>&1 || {add}",
+              shlex.join(["ip", "link", "set", "dev", v.name, "master", v.bridge]),
+              shlex.join(["ip", "link", "set", "dev", v.name, "up"])]
+        do += [f"{check} || " + shlex.join(["bridge", "fdb", "append", "00:00:00:00:00:00", "dev",
+                                            v.name, "dst", r])
+               for check, r in zip(has_fdb, v.remotes)]
+        done = [f"ip -o link show dev {shlex.quote(v.name)} | grep -F {shlex.quote(f' master {v.bridge} ')} "
+                "| grep -E '<([^>]*,)?UP[,>]' >/dev/null", *has_fdb]
         steps.append((v.network, HostStep(
             f"vxlan {v.name} (id {v.vni}) of {v.network} to {', '.join(v.remotes)}",
-            ("sh", "-c", " && ".join(shlex.join(c) for c in commands)),
-            ("ip", "link", "del", "dev", v.name), ("ip", "link", "show", "dev", v.name))))
+            ("sh", "-c", " && ".join(do)), ("ip", "link", "del", "dev", v.name),
+            ("sh", "-c", " && ".join(done)))))
     return steps
 
 
@@ -278,17 +286,19 @@ def _plan_host_steps(plan: Plan, lab: Lab, steps: list[tuple[str, HostStep]], t:
         return
     owned = set(plan.record.networks) if plan.record is not None else set()
     for network, step in steps:
-        if not step.needed(transport):
-            if naming.libvirt_name(lab.name, network) in owned:
-                plan.in_sync.append(engine.Change(engine.NOTHING, HOST_LINK, step.what, "in place"))
-                continue
+        assert step.undo is not None
+        link = step.undo[-1]  # every host step makes one link: `ip link del dev LINK` undoes it
+        there = transport.run(("ip", "link", "show", "dev", link), check=False).returncode == 0
+        if there and naming.libvirt_name(lab.name, network) not in owned:
             net = lab.network(network)
             assert net is not None
-            link = step.done[-1] if step.done else step.what
             plan.conflicts.append(diagnostic(
                 engine.HOST_BRIDGE_CLASH, net.bridge_span if net.bridge_span != UNKNOWN else net.span,
                 f"{t.host} already has an interface {link}, which this lab did not make, for "
                 f"{step.what}", "remove it on that host, or give the network another `bridge` or `vni`"))
+            continue
+        if not step.needed(transport):
+            plan.in_sync.append(engine.Change(engine.NOTHING, HOST_LINK, step.what, "in place"))
             continue
 
         def run(conn: object, journal: Journal, step: HostStep = step) -> None:
