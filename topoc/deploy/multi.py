@@ -255,8 +255,9 @@ def spanning_steps(lab: Lab, host: str) -> list[tuple[str, HostStep]]:
         do += [f"{check} || " + shlex.join(["bridge", "fdb", "append", "00:00:00:00:00:00", "dev",
                                             v.name, "dst", r])
                for check, r in zip(has_fdb, v.remotes)]
-        done = [f"ip -o link show dev {shlex.quote(v.name)} | grep -F {shlex.quote(f' master {v.bridge} ')} "
-                "| grep -E '<([^>]*,)?UP[,>]' >/dev/null", *has_fdb]
+        attached = (f"ip -o link show dev {shlex.quote(v.name)} | grep -F {shlex.quote(f' master {v.bridge} ')} "
+                    "| grep -E '<([^>]*,)?UP[,>]' >/dev/null")
+        done = [attached, *has_fdb]
         steps.append((v.network, HostStep(
             f"vxlan {v.name} (id {v.vni}) of {v.network} to {', '.join(v.remotes)}",
             ("sh", "-c", " && ".join(do)), ("ip", "link", "del", "dev", v.name),
