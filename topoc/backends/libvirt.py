@@ -155,7 +155,7 @@ def _network_view(lab: Lab, network: Network, hosts: list[DhcpHost]) -> NetworkV
     address = network.address if _has_ip(network) else None
     dhcp = network.dhcp if address is not None else None
     return NetworkView(
-        name=naming.libvirt_name(lab.name, network.name),
+        name=naming.libvirt_name(lab.name, network.name, network.exact_name),
         uuid=naming.object_uuid(lab.name, "network", network.name),
         forward_mode=FORWARD_MODES.get(network.mode),
         forward_dev=network.via if network.mode in FORWARD_DEV_MODES else None,
@@ -218,7 +218,7 @@ def _interface_view(lab: Lab, vm: Vm, nic: Nic) -> InterfaceView:
     model = nic.model or "virtio"
     network = lab.network(nic.network)
     if network is not None and network.managed:
-        return InterfaceView(nic.name, naming.libvirt_name(lab.name, network.name), None,
+        return InterfaceView(nic.name, naming.libvirt_name(lab.name, network.name, network.exact_name), None,
                              nic.mac, model)
     # A VM nic on the external LAN itself: a macvtap on the host's NIC on that LAN, in
     # bridge mode, so the VM is a peer on the LAN with no libvirt network in between.
@@ -239,7 +239,7 @@ def _host_nic_on(lab: Lab, vm: Vm, network: str) -> str:
 
 def _domain_view(lab: Lab, vm: Vm) -> DomainView:
     return DomainView(
-        name=naming.libvirt_name(lab.name, vm.name),
+        name=naming.libvirt_name(lab.name, vm.name, vm.exact_name),
         uuid=naming.object_uuid(lab.name, "domain", vm.name),
         memory_kib=_memory_kib(vm.memory),
         vcpus=vm.vcpus,
@@ -291,12 +291,14 @@ def managed_networks(lab: Lab) -> list[Network]:
 
 
 def readme(lab: Lab) -> str:
-    networks = [(network_path(n).removeprefix("libvirt/"), naming.libvirt_name(lab.name, n.name))
+    networks = [(network_path(n).removeprefix("libvirt/"), naming.libvirt_name(lab.name, n.name, n.exact_name))
                 for n in managed_networks(lab)]
-    domains = [(domain_path(v).removeprefix("libvirt/"), naming.libvirt_name(lab.name, v.name))
+    domains = [(domain_path(v).removeprefix("libvirt/"), naming.libvirt_name(lab.name, v.name, v.exact_name))
                for v in sorted(lab.vms, key=lambda v: v.name)]
+    exact = [f"network {n.exact_name}" for n in managed_networks(lab) if n.exact_name is not None]
+    exact += [f"domain {v.exact_name}" for v in sorted(lab.vms, key=lambda v: v.name) if v.exact_name is not None]
     return _template("README.txt.j2").render(
-        lab=lab.name, source=lab.file, networks=networks, domains=domains)
+        lab=lab.name, source=lab.file, networks=networks, domains=domains, exact=exact)
 
 
 def generate(lab: Lab) -> dict[str, str]:

@@ -225,14 +225,14 @@ def wanted(lab: Lab, host: str | None) -> list[Wanted]:
     for network in sorted(lab.networks, key=lambda n: n.name):
         if network.managed and network.host == host:
             xml = network_xml(lab, network)
-            out.append(Wanted(NETWORK, naming.libvirt_name(lab.name, network.name), xml,
+            out.append(Wanted(NETWORK, naming.libvirt_name(lab.name, network.name, network.exact_name), xml,
                               dx.uuid_of(xml) or naming.object_uuid(lab.name, NETWORK, network.name),
                               network.span, _known(network.bridge_span, network.span),
                               _known(network.address_span, network.span)))
     for vm in sorted(lab.vms, key=lambda v: v.name):
         if vm.host == host:
             xml = domain_xml(lab, vm)
-            out.append(Wanted(DOMAIN, naming.libvirt_name(lab.name, vm.name), xml,
+            out.append(Wanted(DOMAIN, naming.libvirt_name(lab.name, vm.name, vm.exact_name), xml,
                               dx.uuid_of(xml) or naming.object_uuid(lab.name, DOMAIN, vm.name),
                               vm.span, vm.span, vm.span))
     return out
@@ -246,8 +246,8 @@ def _known(span: Span, fallback: Span) -> Span:
 def _all_lab_names(lab: Lab) -> set[str]:
     """Every libvirt name the lab has on any host: objects of other hosts that share
     this connection are not removals."""
-    return ({naming.libvirt_name(lab.name, n.name) for n in lab.networks if n.managed}
-            | {naming.libvirt_name(lab.name, v.name) for v in lab.vms})
+    return ({naming.libvirt_name(lab.name, n.name, n.exact_name) for n in lab.networks if n.managed}
+            | {naming.libvirt_name(lab.name, v.name, v.exact_name) for v in lab.vms})
 
 
 # --- the plan -------------------------------------------------------------------------

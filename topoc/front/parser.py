@@ -51,6 +51,7 @@ USAGE = {
     "domain": "domain NAME",
     "mtu": "mtu N",
     "stp": "stp on|off",
+    "name": "name LIBVIRT-NAME   (the network's or VM's libvirt name as is, without the lab prefix)",
     "nic": "nic [IFACE] on NETWORK [address IP[/PREFIX]] [mac MAC] [model NAME] [gateway IP]",
     "route": "route CIDR via IP   (or: route default via IP)",
     "memory": "memory SIZE   (512MiB, 1GiB, 2G)",
@@ -65,6 +66,7 @@ STATEMENT_HOME = {
     **dict.fromkeys(("mode", "bridge", "address", "subnet", "dhcp", "dns", "domain", "mtu", "stp"),
                     "a `network`"),
     **dict.fromkeys(("memory", "vcpus", "disk"), "a `vm`"),
+    "name": "a `network` or `vm`",
     **dict.fromkeys(("nic", "route"), "a `host`, `vm` or `external`"),
 }
 STATEMENT_KEYWORDS = frozenset(TOP_LEVEL_KEYWORDS) | frozenset(STATEMENT_HOME)

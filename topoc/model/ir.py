@@ -110,6 +110,8 @@ class Network:
     address_span: Span = _span()
     bridge_span: Span = _span()
     subnet_span: Span = _span()
+    exact_name: str | None = None  # `name NAME`: the libvirt name as is (no lab prefix)
+    exact_name_span: Span = _span()
 
     @property
     def subnet(self) -> IPv4Network | None:
@@ -157,6 +159,8 @@ class Vm:
     nics: tuple[Nic, ...] = ()
     routes: tuple[Route, ...] = ()
     span: Span = _span()
+    exact_name: str | None = None  # `name NAME`: the libvirt name as is (no lab prefix)
+    exact_name_span: Span = _span()
 
     kind = NodeKind.VM
 
