@@ -350,25 +350,36 @@ def _lab_name_or_exit(path: str) -> Compilation:
 def _deploy_session(file: str, uri: str, *, clean: bool = True) -> tuple[Compilation, object]:
     """The lab (clean unless `clean` is False) and a connection (libvirt missing or
     unreachable: exit 2)."""
-    from topoc.deploy import engine as deploy
-    from topoc.deploy.report import private_host_note
-
     result = compile_or_exit(file) if clean else _lab_name_or_exit(file)
+    return result, _connect_or_exit(uri)
+
+
+def _connect_or_exit(uri: str, read_only: bool = False):  # type: ignore[no-untyped-def]
+    """A deploy connection; test:///default is the test host topoc keeps between commands."""
+    from topoc.deploy import engine as deploy
+    from topoc.deploy.report import private_host_note, saved_test_host_note
+
     try:
-        target = deploy.connect(uri)
+        target = deploy.connect(uri, remember_test_host=True, read_only=read_only)
     except deploy.DeployError as e:
         fail_usage(str(e))
     if target.private:
         _console(stderr=True).print(private_host_note(uri), markup=False)
-    return result, target
+    elif target.saved_in is not None:
+        _console(stderr=True).print(saved_test_host_note(uri, target.saved_in), markup=False)
+    return target
 
 
-def _deploy_step(result: Compilation, step):  # type: ignore[no-untyped-def]
+def _deploy_step(result: Compilation, step, target=None):  # type: ignore[no-untyped-def]
     """Run one deploy call: a clash with the host is a diagnostic (exit 1), libvirt or
-    the host failing is a message (exit 2); never a traceback."""
+    the host failing is a message (exit 2); never a traceback. On the test host topoc
+    keeps, the host is saved for the next command after a call that went through."""
     from topoc.deploy import engine as deploy
     try:
-        return step()
+        done = step()
+        if target is not None:
+            deploy.remember(target)
+        return done
     except deploy.Refused as refused:
         print_diagnostics(refused.diagnostics, {result.file: result.source}, stderr=True)
         _console(stderr=True).print(f"\ntopoc: refused: {len(refused.diagnostics)} clash(es) with the "
@@ -383,14 +394,15 @@ def _deploy_step(result: Compilation, step):  # type: ignore[no-untyped-def]
 @_connect_option
 @_host_option
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
-def plan_command(file: str, uri: str, host: str | None, fmt: str) -> None:
+@click.option("--adopt", is_flag=True, help="plan to take existing objects of the file's names into the lab")
+def plan_command(file: str, uri: str, host: str | None, fmt: str, adopt: bool) -> None:
     """Show what `deploy` would change on the libvirt connection (changes nothing)."""
     from topoc.deploy import engine as deploy
     from topoc.deploy.report import render_plan
 
     result, target = _deploy_session(file, uri)
     assert result.lab is not None
-    plan = _deploy_step(result, lambda: deploy.make_plan(result.lab, target, host=host))
+    plan = _deploy_step(result, lambda: deploy.make_plan(result.lab, target, host=host, adopt=adopt))
     if fmt == "json":
         document = plan.to_json()
         document["conflicts"] = [d.to_json() for d in plan.conflicts]
@@ -408,7 +420,11 @@ def plan_command(file: str, uri: str, host: str | None, fmt: str) -> None:
 @_host_option
 @click.option("--start-vms", is_flag=True, help="also start the lab's VMs")
 @click.option("--status", "show_status", is_flag=True, help="print the status afterwards, same connection")
-def deploy_command(file: str, uri: str, host: str | None, start_vms: bool, show_status: bool) -> None:
+@click.option("--adopt", is_flag=True,
+              help="take existing networks and VMs of the file's names (that no topoc lab owns) into "
+                   "the lab, changing only what differs; without it they are refused")
+def deploy_command(file: str, uri: str, host: str | None, start_vms: bool, show_status: bool,
+                   adopt: bool) -> None:
     """Check FILE, then define, autostart and start its networks and define its VMs.
     All or nothing: a failed step puts the host back as it was."""
     from topoc.deploy import engine as deploy
@@ -416,7 +432,8 @@ def deploy_command(file: str, uri: str, host: str | None, start_vms: bool, show_
 
     result, target = _deploy_session(file, uri)
     assert result.lab is not None
-    plan = _deploy_step(result, lambda: deploy.apply(result.lab, target, host=host, start_vms=start_vms))
+    plan = _deploy_step(result, lambda: deploy.apply(result.lab, target, host=host, start_vms=start_vms,
+                                                     adopt=adopt), target)
     click.echo(render_applied(plan), nl=False)
     if show_status:
         rows = _deploy_step(result, lambda: deploy.status(result.lab, target, host=host))
@@ -454,8 +471,67 @@ def destroy_command(file: str, uri: str) -> None:
 
     result, target = _deploy_session(file, uri, clean=False)
     assert result.lab is not None
-    removed, left_alone = _deploy_step(result, lambda: deploy.destroy(result.lab.name, target))
+    removed, left_alone = _deploy_step(result, lambda: deploy.destroy(result.lab.name, target), target)
     click.echo(render_destroyed(result.lab.name, uri, removed, left_alone), nl=False)
+
+
+@cli.command("import")
+@_connect_option
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="the .topo file to write (default: stdout)")
+@click.option("--lab", "lab", default="imported", show_default=True, help="the lab's name in the file")
+@click.option("--network", "networks", multiple=True, metavar="NAME", help="only this network (repeatable)")
+@click.option("--vm", "vms", multiple=True, metavar="NAME", help="only this domain (repeatable)")
+def import_command(uri: str, output: str | None, lab: str, networks: tuple[str, ...], vms: tuple[str, ...]) -> None:
+    """Describe the networks and VMs a libvirt connection has as a .topo file (read only:
+    the host is not changed). What the language cannot say is a comment and a warning."""
+    from topoc.compiler import compile_source
+    from topoc.deploy import engine as deploy
+    from topoc.deploy import importer
+    from topoc.front.lower import NAME_RE
+
+    if not NAME_RE.fullmatch(lab):
+        fail_usage(f"--lab {lab!r} is not a lab name (a letter or `_`, then letters, digits, `_`, inner `-`)")
+    target = _connect_or_exit(uri, read_only=True)
+    lv = deploy._libvirt()
+    try:
+        found = importer.read_host(target.conn, uri, networks, vms)
+    except importer.ImportError_ as e:
+        fail_usage(str(e))
+    except lv.libvirtError as e:
+        fail_usage(deploy.explain(e, uri, "read the host's networks and domains"))
+    source = output or f"{lab}.topo"
+    imported = importer.describe(found, lab, source)
+    for warning in imported.warnings:
+        _console(stderr=True).print(f"topoc: warning: {warning}", markup=False)
+    if output is None:
+        click.echo(imported.text, nl=False)
+    else:
+        try:
+            Path(output).write_text(imported.text, encoding="utf-8")
+        except OSError as e:
+            fail_usage(f"cannot write {output}: {e.strerror}")
+        _console(stderr=True).print(f"wrote {output}: {imported.networks} network(s), {imported.vms} VM(s) "
+                                    f"from {uri}", markup=False)
+    checked = compile_source(imported.text, source)
+    if not checked.ok:
+        print_diagnostics(checked.diagnostics, {source: imported.text}, stderr=True)
+        _console(stderr=True).print(f"topoc: {source} needs fixing before `topoc deploy`: "
+                                    + summary_line(checked.diagnostics, 1), markup=False)
+        sys.exit(EXIT_ERRORS)
+
+
+@cli.command("reset-test-host")
+def reset_test_host_command() -> None:
+    """Forget the test:///default host topoc keeps between commands (and its records)."""
+    from topoc.deploy import testhost
+    from topoc.deploy.records import default_state_dir
+
+    directory = default_state_dir()
+    if testhost.reset(directory):
+        click.echo(f"forgot the saved test host in {testhost.host_file(directory).parent}: "
+                   "test:///default starts from libvirt's default host again")
+    else:
+        click.echo("no saved test host: test:///default is libvirt's default host")
 
 
 def main() -> None:

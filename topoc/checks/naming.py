@@ -32,6 +32,10 @@ def bridge_name(lab: Lab) -> Iterator[Finding]:
                           f"allows at most {naming.IFNAMSIZ}",
                           f"shorten it to {naming.IFNAMSIZ} characters or fewer")
         prefix = next((p for p in naming.LIBVIRT_RESERVED_PREFIXES if bridge.startswith(p)), None)
+        if prefix == "virbr" and net.exact_name is not None:
+            # A network that exists already (`name`), whose bridge libvirt itself named
+            # virbrN when it was defined: describing it is not taking libvirt's name.
+            prefix = None
         if prefix is not None:
             # libvirt names its own taps vnetN/macvtapN/macvlanN (and auto bridges virbrN):
             # https://libvirt.org/formatdomain.html#virtual-network

@@ -15,7 +15,7 @@ and https://libvirt.org/html/libvirt-libvirt-domain.html.
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Network
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -23,7 +23,9 @@ from typing import Any, Callable, Iterator
 from topoc.deploy import facts as dx
 from topoc.model import naming
 from topoc.backends.libvirt import domain_xml, network_xml
-from topoc.deploy.records import Owned, Record, RecordError, RecordStore, is_private_test_uri, records_for
+from topoc.deploy import testhost
+from topoc.deploy.records import (FileRecords, Owned, Record, RecordError, RecordStore, default_state_dir,
+                                  is_private_test_uri, records_for)
 from topoc.diagnostics import Diagnostic, Severity, diagnostic, register
 from topoc.model.ir import Lab
 from topoc.front.span import UNKNOWN, Span
@@ -37,6 +39,7 @@ HOST_SUBNET_CLASH = register("host-subnet-clash", Severity.ERROR,
 
 NETWORK, DOMAIN = "network", "domain"
 CREATE, UPDATE, RECREATE, REMOVE, NOTHING = "create", "update", "recreate", "remove", "nothing"
+ADOPT = "adopt"  # an existing object of the file's name, taken into the lab (--adopt)
 
 
 class DeployError(Exception):
@@ -94,20 +97,49 @@ class Target:
     conn: Any
     uri: str
     records: RecordStore
+    saved_in: Path | None = None  # the state folder test:///default is kept in (topoc.deploy.testhost)
 
     @property
     def private(self) -> bool:
-        """libvirt's test driver: a fresh in-memory host per connection, gone with it."""
-        return is_private_test_uri(self.uri)
+        """libvirt's test driver: a fresh in-memory host per connection, gone with it
+        (unless topoc keeps it between commands)."""
+        return is_private_test_uri(self.uri) and self.saved_in is None
 
 
-def connect(uri: str, state_dir: Path | None = None) -> Target:
+def connect(uri: str, state_dir: Path | None = None, *, remember_test_host: bool = False,
+            read_only: bool = False) -> Target:
+    """A connection. With `remember_test_host`, test:///default is the host the last
+    command left (topoc.deploy.testhost), its records on disk; `remember` saves it.
+    `read_only`: libvirt refuses every change on it (virConnectOpenReadOnly); the kept
+    test host is a private copy in this process either way."""
     lv = _libvirt()
+    if remember_test_host and uri == testhost.DEFAULT_URI:
+        directory = state_dir or default_state_dir()
+        try:
+            conn = testhost.open_default(lv, directory)
+        except testhost.TestHostError as e:
+            raise DeployError(str(e)) from None
+        except lv.libvirtError as e:
+            raise DeployError(explain(e, uri, "connect")) from None
+        return Target(conn, uri, FileRecords(uri, directory), directory)
     try:
-        conn = lv.open(uri)
+        conn = lv.openReadOnly(uri) if read_only else lv.open(uri)
     except lv.libvirtError as e:
         raise DeployError(explain(e, uri, "connect")) from None
     return Target(conn, uri, records_for(uri, state_dir))
+
+
+def remember(target: Target) -> None:
+    """Keep the test host for the next command (nothing to do on any other host)."""
+    if target.saved_in is None:
+        return
+    lv = _libvirt()
+    try:
+        testhost.save(lv, target.conn, target.saved_in)
+    except testhost.TestHostError as e:
+        raise DeployError(str(e)) from None
+    except lv.libvirtError as e:
+        raise DeployError(explain(e, target.uri, "save the test host")) from None
 
 
 @contextlib.contextmanager
@@ -153,6 +185,19 @@ def _network_config(net: Any) -> str:
         if e.get_error_code() not in (lv.VIR_ERR_INVALID_ARG, lv.VIR_ERR_NO_SUPPORT):
             raise
         return net.XMLDesc(0)  # type: ignore[no-any-return]
+
+
+def _shows_inactive_config(net: Any) -> bool:
+    """Whether the driver reads a network's persistent definition apart from the running
+    one (the test driver does not: it shows only what runs)."""
+    lv = _libvirt()
+    try:
+        net.XMLDesc(lv.VIR_NETWORK_XML_INACTIVE)
+    except lv.libvirtError as e:
+        if e.get_error_code() not in (lv.VIR_ERR_INVALID_ARG, lv.VIR_ERR_NO_SUPPORT):
+            raise
+        return False
+    return True
 
 
 def _live_networks(conn: Any) -> dict[str, Live]:
@@ -554,14 +599,115 @@ def _plan_domain(plan: Plan, w: Wanted, live: Live | None, record: Record, start
                                _define_domain(w.name, dx.with_uuid(w.xml, live.uuid), live, then_start)))
 
 
-def _refuse_foreign(plan: Plan, w: Wanted, target: Target) -> None:
+def _refuse_foreign(plan: Plan, w: Wanted, target: Target, live: Live | None = None) -> None:
     what = "network" if w.kind == NETWORK else "domain"
     undo = "virsh net-undefine" if w.kind == NETWORK else "virsh undefine"
+    if live is not None and live.lab not in (None, plan.lab):
+        plan.conflicts.append(diagnostic(
+            FOREIGN_OBJECT, w.span,
+            f"{target.uri} already has a {what} named {w.name} that topoc lab {live.lab} owns; "
+            "topoc will not take it from that lab",
+            hint="rename this object (or the lab), or destroy the other lab first"))
+        return
     plan.conflicts.append(diagnostic(
         FOREIGN_OBJECT, w.span,
         f"{target.uri} already has a {what} named {w.name} that this lab did not create; "
         "topoc will not overwrite it",
-        hint=f"rename the lab, or if that {what} is a stale leftover, remove it with `{undo} {w.name}`"))
+        hint=f"to make it this lab's, deploy with `--adopt`; or rename the lab; or if that {what} "
+             f"is a stale leftover, remove it with `{undo} {w.name}`"))
+
+
+# --- adoption: existing objects of the file's names become the lab's ----------------
+
+
+def _plan_adopt_network(plan: Plan, w: Wanted, live: Live, source: str) -> bool:
+    """Adopt a network: when it means what the file says, it only gains topoc's metadata
+    (its definition is redefined with that one element added: nothing restarts); DHCP
+    host entries that differ are changed live (virNetworkUpdate); anything else that
+    differs takes a restart, as any change of <forward>, <bridge> or <ip> does. True when
+    it will restart with a new configuration (the pre-flight checks it)."""
+    have, want = dx.describe_network(live.xml), dx.describe_network(w.xml)
+    repairs = [why for cond, why in ((not live.active, "start it"), (not live.autostart, "turn autostart on"))
+               if cond]
+    marked = dx.with_lab_marker(live.xml, plan.lab, source)
+    if have.meaning(with_hosts=False) == want.meaning(with_hosts=False):
+        edits = dx.dhcp_host_edits(live.xml, w.xml) if have.meaning() != want.meaning() else []
+        # The test driver shows a running network's running definition only: there the
+        # new one (with the metadata) is seen after a restart, harmless on a host of no
+        # real guests. libvirtd shows the persistent one, and nothing restarts.
+        restart = live.active and not _shows_inactive_config(live.handle)
+        detail = "same meaning as the file: it gains topoc's metadata, " + (
+            "restarted to show it (this driver shows only the running definition)" if restart
+            else "nothing restarts")
+        if edits:
+            detail += "; DHCP host entries, applied live: " + ", ".join(e.describe() for e in edits)
+        plan.actions.append(Action(Change(ADOPT, NETWORK, w.name, "; ".join([detail, *repairs])), 2,
+                                   _adopt_network(live, marked, edits, restart)))
+        return False
+    why = ", ".join(have.differences(want))
+    restart = "; it restarts, and running VMs on it lose their link until they reconnect" if live.active else ""
+    plan.actions.append(Action(Change(ADOPT, NETWORK, w.name,
+                                      f"and recreate from the file ({why}){restart}",
+                                      dx.unified_diff(live.xml, w.xml, f"{w.name} (on the host)",
+                                                      f"{w.name} (from the file)")),
+                               2, _recreate_network(live, dx.with_uuid(w.xml, live.uuid))))
+    return True
+
+
+def _adopt_network(live: Live, marked: str, edits: list[dx.DhcpHostChange],
+                   restart: bool) -> Callable[[Any, Journal], None]:
+    def run(conn: Any, journal: Journal) -> None:
+        net = live.handle
+        if restart:  # stopped first: that driver keeps no new definition of a running network
+            journal.run(f"stop network {live.name}", net.destroy, net.create)
+        journal.run(f"adopt network {live.name}: add topoc's metadata",
+                    lambda: conn.networkDefineXML(marked), lambda: conn.networkDefineXML(live.xml))
+        if restart:
+            journal.run(f"start network {live.name}", net.create, net.destroy)
+        _update_network_live(live, edits)(conn, journal)
+    return run
+
+
+def _plan_adopt_domain(plan: Plan, w: Wanted, live: Live, source: str, start: bool) -> None:
+    """Adopt a domain: when it means what the file says (memory, vCPUs, disk, nics), it
+    only gains topoc's metadata (virDomainSetMetadata, live and in its definition);
+    otherwise it is redefined from the file, as any VM of the lab whose file changed."""
+    have, want = dx.describe_domain(live.xml), dx.describe_domain(w.xml)
+    then_start = start and not live.active
+    if have.meaning() == want.meaning():
+        detail = "same meaning as the file: it gains topoc's metadata" + (" and starts" if then_start else "")
+        plan.actions.append(Action(Change(ADOPT, DOMAIN, w.name, detail), 3,
+                                   _adopt_domain(live, plan.lab, source, then_start)))
+        return
+    lost = [u for u in have.unexpressed if u.startswith("devices ") or u.startswith("<disk")]
+    detail = f"and redefine from the file ({', '.join(have.differences(want))})"
+    if lost:
+        detail += f"; what the file does not describe is dropped: {'; '.join(lost)}"
+    if live.active:
+        detail += "; the running VM sees it at its next boot"
+    plan.actions.append(Action(Change(ADOPT, DOMAIN, w.name, detail,
+                                      dx.unified_diff(live.xml, w.xml, f"{w.name} (on the host)",
+                                                      f"{w.name} (from the file)")),
+                               3, _define_domain(w.name, dx.with_uuid(w.xml, live.uuid), live, then_start)))
+
+
+def _adopt_domain(live: Live, lab: str, source: str, start: bool) -> Callable[[Any, Journal], None]:
+    from topoc.backends.libvirt import METADATA_NAMESPACE, METADATA_PREFIX
+
+    def run(conn: Any, journal: Journal) -> None:
+        lv = _libvirt()
+        # https://libvirt.org/html/libvirt-libvirt-domain.html#virDomainSetMetadata
+        flags = lv.VIR_DOMAIN_AFFECT_CONFIG | (lv.VIR_DOMAIN_AFFECT_LIVE if live.active else 0)
+        element = dx.lab_element(lab, source)
+        dom = live.handle
+        journal.run(f"adopt domain {live.name}: add topoc's metadata",
+                    lambda: dom.setMetadata(lv.VIR_DOMAIN_METADATA_ELEMENT, element, METADATA_PREFIX,
+                                            METADATA_NAMESPACE, flags),
+                    lambda: dom.setMetadata(lv.VIR_DOMAIN_METADATA_ELEMENT, None, METADATA_PREFIX,
+                                            METADATA_NAMESPACE, flags))
+        if start:
+            _start_domain(live.name)(conn, journal)
+    return run
 
 
 def _preflight(plan: Plan, creating: list[Wanted], others: list[dx.NetworkFacts],
@@ -594,8 +740,11 @@ def _subnet_users(subnet: IPv4Network, others: list[dx.NetworkFacts],
     return users
 
 
-def make_plan(lab: Lab, target: Target, *, host: str | None = None, start_vms: bool = False) -> Plan:
-    """What deploying the lab would change on the target, and what stands in the way."""
+def make_plan(lab: Lab, target: Target, *, host: str | None = None, start_vms: bool = False,
+              adopt: bool = False) -> Plan:
+    """What deploying the lab would change on the target, and what stands in the way.
+    With `adopt`, an existing object of a name the file gives that no topoc lab owns is
+    taken into this lab instead of refused (see _plan_adopt_network/_plan_adopt_domain)."""
     host = hypervisor(lab, host)
     with _libvirt_errors(target, "read the host's networks and domains"):
         record = target.records.load(lab.name)
@@ -604,17 +753,27 @@ def make_plan(lab: Lab, target: Target, *, host: str | None = None, start_vms: b
     plan = Plan(lab.name, target.uri, host, record=record, notes=[note] if note else [])
     objects = wanted(lab, host)
     creating: list[Wanted] = []
-    for w in objects:
+    adopted: set[str] = set()  # networks
+    for i, w in enumerate(objects):
         live = (networks if w.kind == NETWORK else domains).get(w.name)
-        if live is not None and not _owns(record, live, lab.name):
-            _refuse_foreign(plan, w, target)
+        if live is not None and not _owns(record, live, lab.name) and adopt and live.lab in (None, lab.name):
+            # The record keeps the host's UUID: the object stays the one it was.
+            objects[i] = w = replace(w, uuid=live.uuid)
+            if w.kind == NETWORK:
+                adopted.add(w.name)
+                if _plan_adopt_network(plan, w, live, lab.file):
+                    creating.append(w)
+            else:
+                _plan_adopt_domain(plan, w, live, lab.file, start_vms)
+        elif live is not None and not _owns(record, live, lab.name):
+            _refuse_foreign(plan, w, target, live)
         elif w.kind == NETWORK:
             if _plan_network(plan, w, live, record):
                 creating.append(w)
         else:
             _plan_domain(plan, w, live, record, start_vms)
     _plan_removals(plan, lab, record, networks, domains)
-    owned_live = {n for n, live in networks.items() if _owns(record, live, lab.name)}
+    owned_live = {n for n, live in networks.items() if _owns(record, live, lab.name)} | adopted
     others = [dx.network_facts(live.xml) for n, live in networks.items() if n not in owned_live]
     lab_bridges = {dx.network_facts(networks[n].xml).bridge for n in owned_live}
     _preflight(plan, creating, others, [i for i in interfaces if i.name not in lab_bridges], target)
@@ -663,11 +822,12 @@ def _pending_record(record: Record, plan: Plan) -> Record:
 # --- apply, status, destroy ------------------------------------------------------------
 
 
-def apply(lab: Lab, target: Target, *, host: str | None = None, start_vms: bool = False) -> Plan:
+def apply(lab: Lab, target: Target, *, host: str | None = None, start_vms: bool = False,
+          adopt: bool = False) -> Plan:
     """Make the target hold the lab; raise Refused (nothing changed) or DeployError
     (after putting back everything this run changed)."""
     with _libvirt_errors(target, "lock the lab"), target.records.lock(lab.name):
-        plan = make_plan(lab, target, host=host, start_vms=start_vms)
+        plan = make_plan(lab, target, host=host, start_vms=start_vms, adopt=adopt)
         if plan.conflicts:
             raise Refused(plan.conflicts)
         assert plan.record is not None and plan.final is not None
