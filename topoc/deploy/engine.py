@@ -698,7 +698,9 @@ def _adopt_domain(live: Live, lab: str, source: str, start: bool) -> Callable[[A
         lv = _libvirt()
         # https://libvirt.org/html/libvirt-libvirt-domain.html#virDomainSetMetadata
         flags = lv.VIR_DOMAIN_AFFECT_CONFIG | (lv.VIR_DOMAIN_AFFECT_LIVE if live.active else 0)
-        element = dx.lab_element(lab, source)
+        # The element without a namespace: libvirt puts it in METADATA_NAMESPACE under
+        # the prefix given (a fragment declaring it itself is refused by libvirtd).
+        element = dx.lab_element(lab, source, namespaced=False)
         dom = live.handle
         journal.run(f"adopt domain {live.name}: add topoc's metadata",
                     lambda: dom.setMetadata(lv.VIR_DOMAIN_METADATA_ELEMENT, element, METADATA_PREFIX,

@@ -340,7 +340,8 @@ def describe_network(xml: str) -> NetworkDescription:
             for attribute, value in nat.attrib.items():
                 extra.append(f"<nat {attribute}='{value}'>")
         for part in forward:
-            if isinstance(part.tag, str) and part.tag != "nat":
+            # libvirt writes <forward dev='X'> out as <interface dev='X'/> too: that is `via`.
+            if isinstance(part.tag, str) and part.tag != "nat" and not (part.tag == "interface" and part.get("dev") == dev):
                 extra.append(f"<forward><{part.tag}> (the devices of the forward)")
     bridge = root.find("bridge")
     bridge_name = bridge.get("name") if bridge is not None else None
@@ -514,10 +515,12 @@ def describe_domain(xml: str) -> DomainDescription:
         unexpressed=tuple(extra))
 
 
-def lab_element(lab: str, source: str) -> str:
-    """topoc's <topoc:lab name= source=/> element alone, its namespace declared on it."""
+def lab_element(lab: str, source: str, namespaced: bool = True) -> str:
+    """topoc's <topoc:lab name= source=/> element alone, its namespace declared on it
+    (or a plain <lab/>, for virDomainSetMetadata, which adds the namespace itself)."""
     # A lone element: ElementTree declares its namespace on it (the registered prefix).
-    return ET.tostring(ET.Element(_LAB_TAG, {"name": lab, "source": source}), encoding="unicode")
+    tag = _LAB_TAG if namespaced else "lab"
+    return ET.tostring(ET.Element(tag, {"name": lab, "source": source}), encoding="unicode")
 
 
 def with_lab_marker(xml: str, lab: str, source: str) -> str:
