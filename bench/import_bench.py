@@ -68,7 +68,7 @@ def main() -> None:
         times = []
         for _ in range(args.repeat):
             start = time.perf_counter()
-            run = subprocess.run([*topoc, "import", "--connect", f"test://{host}", "-o", str(out)],
+            run = subprocess.run([*topoc, "import", "--connect", f"test://{host}", "-o", str(out)], check=False,
                                  capture_output=True, text=True, env=env, cwd=ROOT)
             times.append(time.perf_counter() - start)
             if run.returncode != 0:
@@ -76,7 +76,7 @@ def main() -> None:
         text = out.read_text(encoding="utf-8")
         vms = sum(line.startswith("vm ") for line in text.splitlines())
         networks = sum(line.startswith("network ") and "mode external" not in line for line in text.splitlines())
-        check = subprocess.run([*topoc, "check", str(out)], capture_output=True, text=True, cwd=ROOT)
+        check = subprocess.run([*topoc, "check", str(out)], capture_output=True, text=True, cwd=ROOT, check=False)
     best = min(times)
     verdict = "met" if best < TARGET_SECONDS else "NOT met"
     print(f"topoc import: {args.vms} domains, {args.networks} networks on the test driver: "

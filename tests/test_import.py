@@ -77,7 +77,7 @@ HOST = """\
 
 
 def topoc(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "topoc", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "topoc", *args], capture_output=True, text=True, check=False,
                           timeout=120, cwd=cwd)
 
 

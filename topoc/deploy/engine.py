@@ -645,9 +645,9 @@ def _plan_adopt_network(plan: Plan, w: Wanted, live: Live, source: str) -> bool:
                                    _adopt_network(live, marked, edits, restart)))
         return False
     why = ", ".join(have.differences(want))
-    restart = "; it restarts, and running VMs on it lose their link until they reconnect" if live.active else ""
+    restarts = "; it restarts, and running VMs on it lose their link until they reconnect" if live.active else ""
     plan.actions.append(Action(Change(ADOPT, NETWORK, w.name,
-                                      f"and recreate from the file ({why}){restart}",
+                                      f"and recreate from the file ({why}){restarts}",
                                       dx.unified_diff(live.xml, w.xml, f"{w.name} (on the host)",
                                                       f"{w.name} (from the file)")),
                                2, _recreate_network(live, dx.with_uuid(w.xml, live.uuid))))

@@ -460,14 +460,16 @@ def describe_domain(xml: str) -> DomainDescription:
     extra: list[str] = []
     memory_kib = None
     memory = root.find("memory")
-    if memory is not None and (memory.text or "").strip().isdigit():
+    memory_text = (memory.text or "").strip() if memory is not None else ""
+    if memory is not None and memory_text.isdigit():
         unit = _MEMORY_UNITS.get(memory.get("unit", "KiB").lower(), 1024)
-        memory_kib = -(-int(memory.text.strip()) * unit // 1024)  # type: ignore[union-attr]
+        memory_kib = -(-int(memory_text) * unit // 1024)
     current = root.find("currentMemory")
     if current is not None and memory is not None and (current.text or "").strip() != (memory.text or "").strip():
         extra.append(f"<currentMemory> {current.text} {current.get('unit', 'KiB')} (the balloon's size)")
     vcpu = root.find("vcpu")
-    vcpus = int(vcpu.text.strip()) if vcpu is not None and (vcpu.text or "").strip().isdigit() else None
+    vcpu_text = (vcpu.text or "").strip() if vcpu is not None else ""
+    vcpus = int(vcpu_text) if vcpu_text.isdigit() else None
     if vcpu is not None and vcpu.get("current"):
         extra.append(f"<vcpu current='{vcpu.get('current')}'> (vCPUs online at boot)")
     disk = disk_format = None

@@ -59,7 +59,9 @@ def read_host(conn: Any, uri: str, networks: tuple[str, ...] = (), vms: tuple[st
     persistent configuration, and the host's interfaces when the driver lists them."""
     import libvirt  # deploy only: imported lazily, like topoc.deploy.engine
 
-    from topoc.deploy.engine import _network_config  # the test driver's flag quirk, in one place
+    from topoc.deploy.engine import (
+        _network_config,  # the test driver's flag quirk, in one place
+    )
 
     found = HostObjects(uri, conn.getHostname())
     all_networks = {n.name(): n for n in conn.listAllNetworks(0)}
@@ -306,8 +308,8 @@ def describe(host: HostObjects, lab: str, source: str = "imported.topo") -> Impo
     # VM blocks.
     vms = 0
     used_macs: dict[tuple[str, str], str] = {}  # (libvirt network, MAC) -> VM
-    for obj, d in domains:
-        out.append(w.provenance("domain", obj, d.uuid))
+    for obj, dom in domains:
+        out.append(w.provenance("domain", obj, dom.uuid))
         problem = naming.exact_name_problem(obj.name)
         if problem is not None:
             out.append(w.cannot(f"domain {obj.name}", f"its name cannot be written in a .topo file ({problem})",
@@ -319,46 +321,46 @@ def describe(host: HostObjects, lab: str, source: str = "imported.topo") -> Impo
         where = f"domain {obj.name}"
         out.append(f"vm {name} on {host_name} {{")
         out.append(f"    name {obj.name}")
-        if d.memory_kib is not None:
-            if 1024 <= d.memory_kib <= 16 * 1024**3:
-                out.append(f"    memory {_size(d.memory_kib)}")
+        if dom.memory_kib is not None:
+            if 1024 <= dom.memory_kib <= 16 * 1024**3:
+                out.append(f"    memory {_size(dom.memory_kib)}")
             else:
-                out.append(w.cannot(where, f"memory of {d.memory_kib} KiB", "topoc takes 1MiB to 16TiB"))
-        if d.vcpus is not None:
-            out.append(f"    vcpus {d.vcpus}")
-        if d.disk is not None:
-            out.append(f"    disk {_value(d.disk)}")
-            expected = "qcow2" if d.disk.lower().endswith(".qcow2") else "raw"
-            if d.disk_format not in (None, expected):
-                out.append(w.cannot(where, f"disk format {d.disk_format} of {d.disk}",
+                out.append(w.cannot(where, f"memory of {dom.memory_kib} KiB", "topoc takes 1MiB to 16TiB"))
+        if dom.vcpus is not None:
+            out.append(f"    vcpus {dom.vcpus}")
+        if dom.disk is not None:
+            out.append(f"    disk {_value(dom.disk)}")
+            expected = "qcow2" if dom.disk.lower().endswith(".qcow2") else "raw"
+            if dom.disk_format not in (None, expected):
+                out.append(w.cannot(where, f"disk format {dom.disk_format} of {dom.disk}",
                                     f"topoc calls it {expected} from its name: rename the image, "
                                     "or adoption redefines the VM with the wrong format"))
-        for nic in d.nics:
+        for vnic in dom.nics:
             line = None
-            if nic.type == "network" and nic.source in topo_network:
-                line = f"    nic on {topo_network[nic.source]}"
-                entry = dhcp_hosts[nic.source].get(nic.mac or "")
+            if vnic.type == "network" and vnic.source in topo_network:
+                line = f"    nic on {topo_network[vnic.source]}"
+                entry = dhcp_hosts[vnic.source].get(vnic.mac or "")
                 if entry is not None and entry.ip:
                     line += f" address {entry.ip}"
-                    used_macs[(nic.source, nic.mac or "")] = name
+                    used_macs[(vnic.source, vnic.mac or "")] = name
                     if entry.name not in (None, name):
-                        w.warnings.append(f"{where}: the DHCP host entry for {nic.mac} names it {entry.name}; "
+                        w.warnings.append(f"{where}: the DHCP host entry for {vnic.mac} names it {entry.name}; "
                                           f"the built XML names it {name}")
-            elif nic.type == "direct" and nic.direct_mode in (None, "bridge") and nic.source in lan_of_device:
-                line = f"    nic on {lan_of_device[nic.source]}"
+            elif vnic.type == "direct" and vnic.direct_mode in (None, "bridge") and vnic.source in lan_of_device:
+                line = f"    nic on {lan_of_device[vnic.source]}"
             if line is None:
-                what = f"a nic of type {nic.type} on {nic.source or '?'}" + (f" ({nic.mac})" if nic.mac else "")
+                what = f"a nic of type {vnic.type} on {vnic.source or '?'}" + (f" ({vnic.mac})" if vnic.mac else "")
                 out.append(w.cannot(where, what, "topoc puts nics on the networks of this file; "
                                     "adoption would redefine the VM without it"))
                 continue
-            if nic.mac:
-                line += f" mac {nic.mac}"
-            if nic.model and MODEL_RE.fullmatch(nic.model):
-                line += f" model {nic.model}"
-            elif nic.model is None:
-                w.warnings.append(f"{where}: nic {nic.mac} names no model (QEMU picks one); the built XML says virtio")
+            if vnic.mac:
+                line += f" mac {vnic.mac}"
+            if vnic.model and MODEL_RE.fullmatch(vnic.model):
+                line += f" model {vnic.model}"
+            elif vnic.model is None:
+                w.warnings.append(f"{where}: nic {vnic.mac} names no model (QEMU picks one); the built XML says virtio")
             out.append(line)
-        for what in d.unexpressed:
+        for what in dom.unexpressed:
             out.append(w.cannot(where, what, "kept on the host until topoc redefines the VM"))
         out.append("}")
         out.append("")
