@@ -19,6 +19,7 @@ from deploy_helpers import compile_lab, snapshot  # noqa: E402
 from topoc.compiler import compile_source  # noqa: E402
 from topoc.deploy import engine as deploy  # noqa: E402
 from topoc.deploy import importer  # noqa: E402
+from topoc.backends.libvirt import generate  # noqa: E402
 from topoc.front.fmt import format_source  # noqa: E402
 
 HOST = """\
@@ -245,11 +246,14 @@ def test_adopt_of_a_different_network_recreates_it_and_a_different_vm_is_redefin
                         lambda t: t.replace("stp on", "stp off").replace("memory 256MiB", "memory 512MiB"))
     [network, domain] = deploy.make_plan(lab, hand_target, adopt=True).changes
     assert network.detail.startswith("and recreate from the file (stp on -> off)")
-    assert domain.detail.startswith("and redefine from the file (memory KiB 262144 -> 524288)")
-    assert "dropped: devices <graphics>" in domain.detail
+    assert domain.detail.startswith("and edit its definition to the file's (memory KiB 262144 -> 524288)")
+    assert "+  <memory unit=\"KiB\">524288</memory>" in domain.diff
     deploy.apply(lab, hand_target, adopt=True)
     assert conn.networkLookupByName("natnet").UUIDString() == uuid
     assert "stp='off'" in conn.networkLookupByName("natnet").XMLDesc(0)
+    vm1 = conn.lookupByName("vm1").XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)  # it runs: the definition
+    assert "<memory unit='KiB'>524288</memory>" in vm1 and "<graphics" in vm1, "only what differs changed"
+    assert "<domain type='test'" in vm1
     assert deploy.make_plan(lab, hand_target).changes == []
 
 
@@ -311,3 +315,56 @@ def test_the_test_host_keeps_run_state_autostart_and_metadata(tmp_path: Path) ->
     assert "name=\"l\"" in again.networkLookupByName("x").XMLDesc(0)
     assert again.networkLookupByName("x").autostart() and not again.networkLookupByName("default").isActive()
     assert again.lookupByName("test").autostart() and again.lookupByName("test").isActive()
+
+
+def test_bridged_networks_and_macvtap_nics_become_lan_peers() -> None:
+    """A network on a host bridge (<forward mode='bridge'/>), the NIC the bridge enslaves
+    (from the host's interfaces), a VM nic on it and one macvtap nic straight on the
+    host's NIC (<interface type='direct'>): the file says the same."""
+    bridged = ("<network><name>host-bridge</name><forward mode='bridge'/><bridge name='br0'/></network>")
+    pool = ("<network><name>vfpool</name><forward mode='hostdev'><pf dev='eth9'/></forward></network>")
+    vm = ("<domain type='kvm'><name>peer</name><memory unit='KiB'>524288</memory><vcpu>1</vcpu>"
+          "<os><type>hvm</type></os><devices>"
+          "<interface type='network'><source network='host-bridge'/><mac address='52:54:00:00:00:01'/>"
+          "<model type='virtio'/></interface>"
+          "<interface type='direct'><source dev='eth1' mode='bridge'/><mac address='52:54:00:00:00:02'/>"
+          "<model type='virtio'/></interface>"
+          "<interface type='network'><source network='vfpool'/><mac address='52:54:00:00:00:03'/></interface>"
+          "</devices></domain>")
+    interfaces = [
+        "<interface type='bridge' name='br0'><protocol family='ipv4'><ip address='192.168.1.5' prefix='24'/>"
+        "<route gateway='192.168.1.1'/></protocol><bridge><interface type='ethernet' name='eth0'/></bridge></interface>",
+        "<interface type='ethernet' name='eth1'><protocol family='ipv4'><ip address='10.20.0.5' prefix='16'/>"
+        "</protocol></interface>",
+        "<interface type='ethernet' name='eth0'/>",
+    ]
+    host = importer.HostObjects("qemu:///system", "kvm1.example.com",
+                                [importer.LiveObject("host-bridge", bridged, True, True),
+                                 importer.LiveObject("vfpool", pool, True, False)],
+                                [importer.LiveObject("peer", vm, False, False)], interfaces)
+    imported = importer.describe(host, "lan")
+    result = compile_source(imported.text, "lan.topo")
+    assert result.ok, (imported.text, [d.message for d in result.diagnostics])
+    lab = result.lab
+    net = lab.network("host-bridge")
+    assert (net.mode.value, net.via, net.bridge, net.exact_name) == ("bridged", "eth0", "br0", "host-bridge")
+    kvm1 = lab.node("kvm1")
+    assert [(n.name, str(n.ip), str(n.gateway) if n.gateway else None) for n in kvm1.nics] == [
+        ("eth0", "192.168.1.5", "192.168.1.1"), ("eth1", "10.20.0.5", None)]
+    peer = lab.node("peer")
+    assert [(n.network, n.mac) for n in peer.nics] == [("host-bridge", "52:54:00:00:00:01"),
+                                                     ("lan_eth1", "52:54:00:00:00:02")]
+    warnings = "\n".join(imported.warnings)
+    assert "network vfpool: <forward mode='hostdev'> (a pool of host devices)" in warnings
+    assert "domain peer: a nic of type network on vfpool (52:54:00:00:00:03)" in warnings
+    built = {d.name: d for d in (dx_describe(x) for x in generate(lab).values() if x.lstrip().startswith("<!--"))
+             if d is not None}
+    assert [(n.type, n.source, n.direct_mode) for n in built["peer"].nics] == [
+        ("network", "host-bridge", None), ("direct", "eth1", "bridge")]
+
+
+def dx_describe(xml: str):
+    from topoc.deploy import facts as dx
+
+    root = dx.parse(xml)
+    return dx.describe_domain(xml) if root.tag == "domain" else None

@@ -669,39 +669,50 @@ def _adopt_network(live: Live, marked: str, edits: list[dx.DhcpHostChange],
 
 
 def _plan_adopt_domain(plan: Plan, w: Wanted, live: Live, source: str, start: bool) -> None:
-    """Adopt a domain: when it means what the file says (memory, vCPUs, disk, nics), it
-    only gains topoc's metadata (virDomainSetMetadata, live and in its definition);
-    otherwise it is redefined from the file, as any VM of the lab whose file changed."""
+    """Adopt a domain: it gains topoc's metadata (virDomainSetMetadata, live and in its
+    definition). When it means something else than the file (memory, vCPUs, disk, nics),
+    its own definition is edited to the file's meaning first (facts.domain_with_meaning):
+    machine type, firmware, graphics and every device the file does not describe stay
+    as they are; a running VM sees the edit at its next boot."""
     have, want = dx.describe_domain(live.xml), dx.describe_domain(w.xml)
     then_start = start and not live.active
+    started = " and starts" if then_start else ""
     if have.meaning() == want.meaning():
-        detail = "same meaning as the file: it gains topoc's metadata" + (" and starts" if then_start else "")
-        plan.actions.append(Action(Change(ADOPT, DOMAIN, w.name, detail), 3,
-                                   _adopt_domain(live, plan.lab, source, then_start)))
+        plan.actions.append(Action(Change(ADOPT, DOMAIN, w.name,
+                                          "same meaning as the file: it gains topoc's metadata" + started), 3,
+                                   _adopt_domain(live, plan.lab, source, then_start, None)))
         return
-    lost = [u for u in have.unexpressed if u.startswith("devices ") or u.startswith("<disk")]
-    detail = f"and redefine from the file ({', '.join(have.differences(want))})"
-    if lost:
-        detail += f"; what the file does not describe is dropped: {'; '.join(lost)}"
+    detail = (f"and edit its definition to the file's ({', '.join(have.differences(want))}); "
+              "the rest of it stays")
     if live.active:
         detail += "; the running VM sees it at its next boot"
-    plan.actions.append(Action(Change(ADOPT, DOMAIN, w.name, detail,
-                                      dx.unified_diff(live.xml, w.xml, f"{w.name} (on the host)",
-                                                      f"{w.name} (from the file)")),
-                               3, _define_domain(w.name, dx.with_uuid(w.xml, live.uuid), live, then_start)))
+    edited = dx.domain_with_meaning(live.xml, w.xml)
+    plan.actions.append(Action(Change(ADOPT, DOMAIN, w.name, detail + started,
+                                      dx.unified_diff(live.xml, edited, f"{w.name} (on the host)",
+                                                      f"{w.name} (edited to the file)")),
+                               3, _adopt_domain(live, plan.lab, source, then_start, w.xml)))
 
 
-def _adopt_domain(live: Live, lab: str, source: str, start: bool) -> Callable[[Any, Journal], None]:
+def _adopt_domain(live: Live, lab: str, source: str, start: bool,
+                  meaning_of: str | None) -> Callable[[Any, Journal], None]:
+    """Edit the domain's definition to the meaning of `meaning_of` (None: leave it),
+    then mark it the lab's."""
     from topoc.backends.libvirt import METADATA_NAMESPACE, METADATA_PREFIX
 
     def run(conn: Any, journal: Journal) -> None:
         lv = _libvirt()
+        dom = live.handle
+        if meaning_of is not None:
+            # Read with secrets (VNC passwords...), so redefining keeps them.
+            current = dom.XMLDesc(lv.VIR_DOMAIN_XML_INACTIVE | lv.VIR_DOMAIN_XML_SECURE)
+            edited = dx.domain_with_meaning(current, meaning_of)
+            journal.run(f"adopt domain {live.name}: edit its definition", lambda: conn.defineXML(edited),
+                        lambda: conn.defineXML(current))
         # https://libvirt.org/html/libvirt-libvirt-domain.html#virDomainSetMetadata
         flags = lv.VIR_DOMAIN_AFFECT_CONFIG | (lv.VIR_DOMAIN_AFFECT_LIVE if live.active else 0)
         # The element without a namespace: libvirt puts it in METADATA_NAMESPACE under
         # the prefix given (a fragment declaring it itself is refused by libvirtd).
         element = dx.lab_element(lab, source, namespaced=False)
-        dom = live.handle
         journal.run(f"adopt domain {live.name}: add topoc's metadata",
                     lambda: dom.setMetadata(lv.VIR_DOMAIN_METADATA_ELEMENT, element, METADATA_PREFIX,
                                             METADATA_NAMESPACE, flags),

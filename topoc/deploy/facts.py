@@ -542,3 +542,89 @@ def with_lab_marker(xml: str, lab: str, source: str) -> str:
             at += len(closing)
             return xml[:at] + f"<metadata>{text}</metadata>" + xml[at:]
     raise ValueError("not a libvirt network or domain document (no <name>)")
+
+
+def domain_with_meaning(have: str, want: str) -> str:
+    """Domain `have` (the host's) edited to mean what `want` (the file's) means, and
+    nothing else changed: memory, vCPUs, the first file-backed disk, and the nics (by
+    MAC: source and model set, the file's missing ones added, the others removed).
+    Machine type, firmware, graphics and every other device stay as the host has them:
+    how adoption changes only what differs. <metadata> is carried over as text (so
+    namespaces other programs declared in it stay where they were)."""
+    import re
+
+    found = re.search(r"<metadata>.*?</metadata>|<metadata/>", have, re.S)
+    metadata = found.group(0) if found else None
+    root = parse(have if found is None else have[:found.start()] + "<metadata/>" + have[found.end():])
+    wanted = parse(want)
+    have_d, want_d = describe_domain(have), describe_domain(want)
+    if have_d.memory_kib != want_d.memory_kib and want_d.memory_kib is not None:
+        memory = root.find("memory")
+        if memory is None:
+            memory = ET.SubElement(root, "memory")
+        memory.set("unit", "KiB")
+        memory.text = str(want_d.memory_kib)
+        current = root.find("currentMemory")
+        if current is not None:
+            current.set("unit", "KiB")
+            current.text = str(min(want_d.memory_kib, (have_d.memory_kib or want_d.memory_kib)
+                                   if current.text == str(have_d.memory_kib) else want_d.memory_kib))
+    if have_d.vcpus != want_d.vcpus and want_d.vcpus is not None:
+        vcpu = root.find("vcpu")
+        if vcpu is None:
+            vcpu = ET.SubElement(root, "vcpu")
+        vcpu.text = str(want_d.vcpus)
+        if vcpu.get("current") and int(vcpu.get("current", "0")) > want_d.vcpus:
+            del vcpu.attrib["current"]
+    devices = root.find("devices")
+    if devices is None:
+        devices = ET.SubElement(root, "devices")
+    wanted_devices = wanted.find("devices")
+
+    def file_disk(parent: ET.Element | None) -> ET.Element | None:
+        for disk in parent.findall("disk") if parent is not None else []:
+            source = disk.find("source")
+            if disk.get("device", "disk") == "disk" and disk.get("type") == "file" and source is not None \
+                    and source.get("file"):
+                return disk
+        return None
+
+    if (have_d.disk, have_d.disk_format) != (want_d.disk, want_d.disk_format):
+        mine, theirs = file_disk(devices), file_disk(wanted_devices)
+        if mine is not None and theirs is None:
+            devices.remove(mine)
+        elif mine is not None and theirs is not None:
+            mine.find("source").set("file", want_d.disk or "")  # type: ignore[union-attr]
+            driver = mine.find("driver")
+            if driver is None:
+                driver = ET.SubElement(mine, "driver", {"name": "qemu"})
+            driver.set("type", want_d.disk_format or "raw")
+        elif theirs is not None:
+            devices.insert(0, theirs)
+    if have_d.meaning()[4] != want_d.meaning()[4]:
+        wanted_nics = {(i.find("mac").get("address") or "").lower(): i  # type: ignore[union-attr]
+                       for i in (wanted_devices.findall("interface") if wanted_devices is not None else [])
+                       if i.find("mac") is not None}
+        for interface in devices.findall("interface"):
+            mac = interface.find("mac")
+            key = (mac.get("address") or "").lower() if mac is not None else ""
+            theirs = wanted_nics.pop(key, None)
+            if theirs is None:
+                devices.remove(interface)
+                continue
+            interface.set("type", theirs.get("type", "network"))
+            source = interface.find("source")
+            if source is not None:
+                interface.remove(source)
+            interface.insert(0, theirs.find("source"))  # type: ignore[arg-type]
+            model = interface.find("model")
+            if model is None:
+                model = ET.SubElement(interface, "model")
+            model.set("type", (theirs.find("model").get("type") if theirs.find("model") is not None  # type: ignore[union-attr]
+                               else "virtio") or "virtio")
+        for interface in wanted_nics.values():
+            devices.append(interface)
+    text = ET.tostring(root, encoding="unicode")
+    if metadata is not None:
+        text = text.replace("<metadata />", metadata, 1)
+    return text

@@ -174,8 +174,13 @@ def _host_nics(interfaces: list[str], bridges: set[str]) -> tuple[list[_HostNic]
         if address is None:
             bare.append(name)
         else:
-            nics.append(_HostNic(name, address, gateway if gateway is not None and gateway in address.network else None))
-    return nics, bare, enslaved
+            # A host bridge that enslaves a NIC is, in the language, that NIC on its LAN
+            # (a bridged network moves the NIC's address onto the bridge).
+            slaves = [s for s in enslaved.get(name, []) if s]
+            nics.append(_HostNic(slaves[0] if slaves else name, address,
+                                 gateway if gateway is not None and gateway in address.network else None))
+    taken = {nic.name for nic in nics}
+    return nics, [b for b in bare if b not in taken], enslaved
 
 
 class _Writer:
