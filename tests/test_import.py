@@ -368,3 +368,40 @@ def dx_describe(xml: str):
 
     root = dx.parse(xml)
     return dx.describe_domain(xml) if root.tag == "domain" else None
+
+
+def test_editing_a_vm_to_the_files_meaning_keeps_everything_else(tmp_path: Path) -> None:
+    """virt-install's <libosinfo> metadata (its own namespace), the machine type, the
+    graphics and a nic the file does not describe: only memory, vCPUs, the disk and the
+    file's nics change (facts.domain_with_meaning), and libvirt takes the result."""
+    from topoc.deploy import facts as dx
+
+    have = ("<domain type='test'><name>web</name><uuid>0b7a3a8e-8d3c-4a55-9d0f-6a4a35c3a211</uuid>"
+            "<metadata><libosinfo:libosinfo xmlns:libosinfo='http://libosinfo.org/xmlns/libvirt/domain/1.0'>"
+            "<libosinfo:os id='http://ubuntu.com/ubuntu/22.04'/></libosinfo:libosinfo></metadata>"
+            "<memory unit='KiB'>1048576</memory><currentMemory unit='KiB'>1048576</currentMemory>"
+            "<vcpu current='2'>4</vcpu><os><type machine='q35'>hvm</type></os><devices>"
+            "<disk type='file' device='disk'><driver name='qemu' type='raw'/><source file='/img/web.img'/>"
+            "<target dev='vda' bus='virtio'/></disk>"
+            "<interface type='network'><source network='default'/><mac address='52:54:00:00:00:01'/>"
+            "<model type='e1000'/></interface>"
+            "<interface type='network'><source network='other'/><mac address='52:54:00:00:00:09'/></interface>"
+            "<graphics type='vnc' port='-1'/></devices></domain>")
+    want = ("<domain type='kvm'><name>web</name><memory unit='KiB'>524288</memory><vcpu>1</vcpu>"
+            "<os><type arch='x86_64' machine='pc'>hvm</type></os><devices>"
+            "<disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='/img/web.qcow2'/>"
+            "<target dev='vda' bus='virtio'/></disk>"
+            "<interface type='network'><source network='natnet'/><mac address='52:54:00:00:00:01'/>"
+            "<model type='virtio'/></interface>"
+            "<interface type='network'><source network='natnet'/><mac address='52:54:00:00:00:02'/>"
+            "<model type='virtio'/></interface></devices></domain>")
+    edited = dx.domain_with_meaning(have, want)
+    assert dx.describe_domain(edited).meaning() == dx.describe_domain(want).meaning()
+    conn = libvirt.open("test:///default")
+    for name in ("natnet", "other"):
+        conn.networkCreateXML(f"<network><name>{name}</name><bridge name='{name}0'/></network>")
+    dom = conn.defineXML(edited)
+    xml = dom.XMLDesc(0)
+    assert "http://ubuntu.com/ubuntu/22.04" in xml and "machine='q35'" in xml and "<graphics type='vnc'" in xml
+    assert "52:54:00:00:00:09" not in xml and "<currentMemory unit='KiB'>524288</currentMemory>" in xml
+    dom.undefine()
