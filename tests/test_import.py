@@ -405,3 +405,21 @@ def test_editing_a_vm_to_the_files_meaning_keeps_everything_else(tmp_path: Path)
     assert "http://ubuntu.com/ubuntu/22.04" in xml and "machine='q35'" in xml and "<graphics type='vnc'" in xml
     assert "52:54:00:00:00:09" not in xml and "<currentMemory unit='KiB'>524288</currentMemory>" in xml
     dom.undefine()
+
+
+def test_a_lab_whose_record_was_lost_is_adopted_back(tmp_path: Path) -> None:
+    """The lab's own objects (they carry its metadata) with no ownership record (a lost
+    state folder): refused as foreign, then adopted back unchanged."""
+    path = tmp_path / "host.xml"
+    path.write_text("<node/>\n", encoding="utf-8")  # an empty host
+    target = deploy.connect(f"test://{path}", state_dir=tmp_path / "state")
+    lab = compile_lab(tmp_path, (EXAMPLES / "nat.topo").read_text())
+    deploy.apply(lab, target)
+    before = snapshot(target.conn)
+    lost = deploy.Target(target.conn, target.uri, type(target.records)(target.uri, tmp_path / "lost"))
+    assert {d.code for d in deploy.make_plan(lab, lost).conflicts} == {"foreign-object"}
+    plan = deploy.make_plan(lab, lost, adopt=True)
+    assert [c.action for c in plan.changes] == ["adopt"] * 3 and plan.conflicts == []
+    deploy.apply(lab, lost, adopt=True)
+    assert snapshot(target.conn) == before
+    assert deploy.make_plan(lab, lost).changes == []

@@ -629,13 +629,14 @@ def _plan_adopt_network(plan: Plan, w: Wanted, live: Live, source: str) -> bool:
     have, want = dx.describe_network(live.xml), dx.describe_network(w.xml)
     repairs = [why for cond, why in ((not live.active, "start it"), (not live.autostart, "turn autostart on"))
                if cond]
-    marked = dx.with_lab_marker(live.xml, plan.lab, source)
+    # A network that already names this lab (its record was lost) keeps its marker.
+    marked = live.xml if live.lab == plan.lab else dx.with_lab_marker(live.xml, plan.lab, source)
     if have.meaning(with_hosts=False) == want.meaning(with_hosts=False):
         edits = dx.dhcp_host_edits(live.xml, w.xml) if have.meaning() != want.meaning() else []
         # The test driver shows a running network's running definition only: there the
         # new one (with the metadata) is seen after a restart, harmless on a host of no
         # real guests. libvirtd shows the persistent one, and nothing restarts.
-        restart = live.active and not _shows_inactive_config(live.handle)
+        restart = live.active and live.lab != plan.lab and not _shows_inactive_config(live.handle)
         detail = "same meaning as the file: it gains topoc's metadata, " + (
             "restarted to show it (this driver shows only the running definition)" if restart
             else "nothing restarts")
@@ -658,12 +659,13 @@ def _adopt_network(live: Live, marked: str, edits: list[dx.DhcpHostChange],
                    restart: bool) -> Callable[[Any, Journal], None]:
     def run(conn: Any, journal: Journal) -> None:
         net = live.handle
-        if restart:  # stopped first: that driver keeps no new definition of a running network
-            journal.run(f"stop network {live.name}", net.destroy, net.create)
-        journal.run(f"adopt network {live.name}: add topoc's metadata",
-                    lambda: conn.networkDefineXML(marked), lambda: conn.networkDefineXML(live.xml))
-        if restart:
-            journal.run(f"start network {live.name}", net.create, net.destroy)
+        if marked != live.xml:
+            if restart:  # stopped first: that driver keeps no new definition of a running network
+                journal.run(f"stop network {live.name}", net.destroy, net.create)
+            journal.run(f"adopt network {live.name}: add topoc's metadata",
+                        lambda: conn.networkDefineXML(marked), lambda: conn.networkDefineXML(live.xml))
+            if restart:
+                journal.run(f"start network {live.name}", net.create, net.destroy)
         _update_network_live(live, edits)(conn, journal)
     return run
 
