@@ -487,6 +487,7 @@ def import_command(uri: str, output: str | None, lab: str, networks: tuple[str, 
     from topoc.compiler import compile_source
     from topoc.deploy import engine as deploy
     from topoc.deploy import importer
+    from topoc.front.fmt import FormatError
     from topoc.front.lower import NAME_RE
 
     if not NAME_RE.fullmatch(lab):
@@ -495,12 +496,15 @@ def import_command(uri: str, output: str | None, lab: str, networks: tuple[str, 
     lv = deploy._libvirt()
     try:
         found = importer.read_host(target.conn, uri, networks, vms)
-    except importer.ImportError_ as e:
+    except importer.ImportFailed as e:
         fail_usage(str(e))
     except lv.libvirtError as e:
         fail_usage(deploy.explain(e, uri, "read the host's networks and domains"))
     source = output or f"{lab}.topo"
-    imported = importer.describe(found, lab, source)
+    try:
+        imported = importer.describe(found, lab, source)
+    except (importer.ImportFailed, FormatError) as e:
+        fail_usage(str(e))
     for warning in imported.warnings:
         _console(stderr=True).print(f"topoc: warning: {warning}", markup=False)
     if output is None:

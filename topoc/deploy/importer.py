@@ -30,7 +30,7 @@ _MODES = {None: "isolated", "nat": "nat", "route": "routed", "open": "open", "br
 _WORD_RE = re.compile(r"[A-Za-z0-9_.:/+~@%,=]+(-[A-Za-z0-9_.:/+~@%,=]+)*")
 
 
-class ImportError_(Exception):
+class ImportFailed(Exception):
     """The connection cannot be read, or a named object is not there (exit 2)."""
 
 
@@ -69,7 +69,7 @@ def read_host(conn: Any, uri: str, networks: tuple[str, ...] = (), vms: tuple[st
     missing = [f"network {n}" for n in networks if n not in all_networks]
     missing += [f"domain {v}" for v in vms if v not in all_domains]
     if missing:
-        raise ImportError_(f"{uri} has no {', '.join(missing)} (virsh net-list --all, virsh list --all)")
+        raise ImportFailed(f"{uri} has no {', '.join(missing)} (virsh net-list --all, virsh list --all)")
     wanted_networks = networks or (tuple(all_networks) if not vms else ())
     wanted_vms = vms or (tuple(all_domains) if not networks else ())
     for name in sorted(wanted_networks):
@@ -381,5 +381,6 @@ def describe(host: HostObjects, lab: str, source: str = "imported.topo") -> Impo
     text = "\n".join(out) + "\n"
     formatted, diagnostics = format_source(text, source)
     if formatted is None:  # a bug in the writer above, never the host's fault
-        raise AssertionError(f"topoc import wrote a file that does not parse: {diagnostics}")
+        raise ImportFailed("topoc import wrote a file that does not parse (a bug in topoc): "
+                           + "; ".join(f"line {d.span.line}: {d.message}" for d in diagnostics))
     return Imported(formatted, w.warnings, len(topo_network), vms)
