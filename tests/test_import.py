@@ -330,6 +330,8 @@ def test_bridged_networks_and_macvtap_nics_become_lan_peers() -> None:
           "<interface type='direct'><source dev='eth1' mode='bridge'/><mac address='52:54:00:00:00:02'/>"
           "<model type='virtio'/></interface>"
           "<interface type='network'><source network='vfpool'/><mac address='52:54:00:00:00:03'/></interface>"
+          "<interface type='bridge'><source bridge='br1'/><mac address='52:54:00:00:00:04'/>"
+          "<model type='virtio'/></interface>"
           "</devices></domain>")
     interfaces = [
         "<interface type='bridge' name='br0'><protocol family='ipv4'><ip address='192.168.1.5' prefix='24'/>"
@@ -337,6 +339,7 @@ def test_bridged_networks_and_macvtap_nics_become_lan_peers() -> None:
         "<interface type='ethernet' name='eth1'><protocol family='ipv4'><ip address='10.20.0.5' prefix='16'/>"
         "</protocol></interface>",
         "<interface type='ethernet' name='eth0'/>",
+        "<interface type='bridge' name='br1'><bridge><interface type='ethernet' name='eth2'/></bridge></interface>",
     ]
     host = importer.HostObjects("qemu:///system", "kvm1.example.com",
                                 [importer.LiveObject("host-bridge", bridged, True, True),
@@ -353,14 +356,18 @@ def test_bridged_networks_and_macvtap_nics_become_lan_peers() -> None:
         ("eth0", "192.168.1.5", "192.168.1.1"), ("eth1", "10.20.0.5", None)]
     peer = lab.node("peer")
     assert [(n.network, n.mac) for n in peer.nics] == [("host-bridge", "52:54:00:00:00:01"),
-                                                     ("lan_eth1", "52:54:00:00:00:02")]
+                                                     ("lan_eth1", "52:54:00:00:00:02"),
+                                                     ("br1", "52:54:00:00:00:04")]
+    br1 = lab.network("br1")  # the host bridge VMs plugged into directly: a new bridged network
+    assert (br1.mode.value, br1.via, br1.bridge, br1.exact_name) == ("bridged", "eth2", "br1", None)
     warnings = "\n".join(imported.warnings)
     assert "network vfpool: <forward mode='hostdev'> (a pool of host devices)" in warnings
     assert "domain peer: a nic of type network on vfpool (52:54:00:00:00:03)" in warnings
     built = {d.name: d for d in (dx_describe(x) for x in generate(lab).values() if x.lstrip().startswith("<!--"))
              if d is not None}
     assert [(n.type, n.source, n.direct_mode) for n in built["peer"].nics] == [
-        ("network", "host-bridge", None), ("direct", "eth1", "bridge")]
+        ("network", "host-bridge", None), ("direct", "eth1", "bridge"), ("network", "lan-br1", None)]
+    assert "plugs into host bridge br1 directly (type='bridge')" in warnings
 
 
 def dx_describe(xml: str):

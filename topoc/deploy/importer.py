@@ -310,6 +310,31 @@ def describe(host: HostObjects, lab: str, source: str = "imported.topo") -> Impo
         out.append("")
     lan_of_device = {nic.name: nic.lan for nic in host_nics}
 
+    # Host bridges VMs plug into directly (<interface type='bridge'>), with no libvirt
+    # network: the language's way to say that is a bridged network on that bridge, which
+    # deploy creates (lab-prefixed: nothing of that name is there) and adoption moves
+    # those nics onto. https://libvirt.org/formatdomain.html#bridge-to-lan
+    on_bridge = {d.bridge: topo_network[obj.name] for obj, d in networks
+                 if obj.name in topo_network and d.bridge}
+    for _, dom in domains:
+        for vnic in dom.nics:
+            if vnic.type == "bridge" and vnic.source and vnic.source not in on_bridge \
+                    and naming.IFNAMSIZ >= len(vnic.source):
+                name = _topo_name(vnic.source, w.network_names)
+                on_bridge[vnic.source] = name
+                slaves = [x for x in enslaved.get(vnic.source, []) if x]
+                out.append(_comment(f"host bridge {vnic.source}: VMs plug into it directly, with no libvirt "
+                                    f"network; as a bridged network, deploy defines it as {lab}-{name}"))
+                out.append(f"network {name} on {host_name} {{")
+                out.append(f"    mode bridged to {slaves[0] if slaves else vnic.source}")
+                out.append(f"    bridge {vnic.source}")
+                if not slaves:
+                    out.append(w.cannot(f"host bridge {vnic.source}", f"the host NIC bridge {vnic.source} enslaves",
+                                        f"the connection does not report it: write it after `to` instead of "
+                                        f"{vnic.source}"))
+                out.append("}")
+                out.append("")
+
     # VM blocks.
     vms = 0
     used_macs: dict[tuple[str, str], str] = {}  # (libvirt network, MAC) -> VM
@@ -351,6 +376,11 @@ def describe(host: HostObjects, lab: str, source: str = "imported.topo") -> Impo
                     if entry.name not in (None, name):
                         w.warnings.append(f"{where}: the DHCP host entry for {vnic.mac} names it {entry.name}; "
                                           f"the built XML names it {name}")
+            elif vnic.type == "bridge" and vnic.source in on_bridge:
+                line = f"    nic on {on_bridge[vnic.source]}"
+                w.warnings.append(f"{where}: nic {vnic.mac} plugs into host bridge {vnic.source} directly "
+                                  f"(type='bridge'); the file puts it on network {on_bridge[vnic.source]}, "
+                                  "so adoption makes it <interface type='network'> on that network")
             elif vnic.type == "direct" and vnic.direct_mode in (None, "bridge") and vnic.source in lan_of_device:
                 line = f"    nic on {lan_of_device[vnic.source]}"
             if line is None:
