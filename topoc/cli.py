@@ -396,20 +396,38 @@ def _deploy_session(file: str, connects: tuple[str, ...], host: str | None, *,
             return _Session(result, None, None, hosts)
         # One host (or none): one connection, the output as it always was.
         single_host, uri = next(iter(connections.items()), (host, multi.bare_uri(connects)))
-        target = deploy.connect(uri)
+        target = _connect_or_exit(uri)
+    except deploy.DeployError as e:
+        fail_usage(str(e))
+    return _Session(result, target, single_host, [])
+
+
+def _connect_or_exit(uri: str, read_only: bool = False):  # type: ignore[no-untyped-def]
+    """A deploy connection; test:///default is the test host topoc keeps between commands."""
+    from topoc.deploy import engine as deploy
+    from topoc.deploy.report import private_host_note, saved_test_host_note
+
+    try:
+        target = deploy.connect(uri, remember_test_host=True, read_only=read_only)
     except deploy.DeployError as e:
         fail_usage(str(e))
     if target.private:
         _console(stderr=True).print(private_host_note(uri), markup=False)
-    return _Session(result, target, single_host, [])
+    elif target.saved_in is not None:
+        _console(stderr=True).print(saved_test_host_note(uri, target.saved_in), markup=False)
+    return target
 
 
-def _deploy_step(result: Compilation, step):  # type: ignore[no-untyped-def]
+def _deploy_step(result: Compilation, step, target=None):  # type: ignore[no-untyped-def]
     """Run one deploy call: a clash with the host is a diagnostic (exit 1), libvirt or
-    the host failing is a message (exit 2); never a traceback."""
+    the host failing is a message (exit 2); never a traceback. On the test host topoc
+    keeps, the host is saved for the next command after a call that went through."""
     from topoc.deploy import engine as deploy
     try:
-        return step()
+        done = step()
+        if target is not None:
+            deploy.remember(target)
+        return done
     except deploy.Refused as refused:
         print_diagnostics(refused.diagnostics, {result.file: result.source}, stderr=True)
         _console(stderr=True).print(f"\ntopoc: refused: {len(refused.diagnostics)} clash(es) with the "
@@ -430,7 +448,8 @@ def _plan_json(plan: Plan) -> dict:
 @_connect_option
 @_host_option
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
-def plan_command(file: str, connects: tuple[str, ...], host: str | None, fmt: str) -> None:
+@click.option("--adopt", is_flag=True, help="plan to take existing objects of the file's names into the lab")
+def plan_command(file: str, connects: tuple[str, ...], host: str | None, fmt: str, adopt: bool) -> None:
     """Show what `deploy` would change on each host's libvirt connection (changes nothing)."""
     from topoc.deploy import engine as deploy
     from topoc.deploy import multi
@@ -439,10 +458,11 @@ def plan_command(file: str, connects: tuple[str, ...], host: str | None, fmt: st
     session = _deploy_session(file, connects, host)
     result, lab = session.result, session.lab
     if session.hosts:
+        _refuse_adopt_on_several_hosts(adopt)
         plans = _deploy_step(result, lambda: multi.plan_all(lab, session.hosts))
     else:
         plans = [_deploy_step(result, lambda: deploy.make_plan(lab, session.single,
-                                                               host=session.single_host))]
+                                                               host=session.single_host, adopt=adopt))]
     conflicts = [d for plan in plans for d in plan.conflicts]
     if fmt == "json":
         if session.hosts:
@@ -464,8 +484,11 @@ def plan_command(file: str, connects: tuple[str, ...], host: str | None, fmt: st
 @_host_option
 @click.option("--start-vms", is_flag=True, help="also start the lab's VMs")
 @click.option("--status", "show_status", is_flag=True, help="print the status afterwards, same connection")
+@click.option("--adopt", is_flag=True,
+              help="take existing networks and VMs of the file's names (that no topoc lab owns) into "
+                   "the lab, changing only what differs; without it they are refused")
 def deploy_command(file: str, connects: tuple[str, ...], host: str | None, start_vms: bool,
-                   show_status: bool) -> None:
+                   show_status: bool, adopt: bool) -> None:
     """Check FILE, then define, autostart and start its networks and define its VMs on
     each of its hosts. All or nothing: a failed step puts every host back as it was."""
     from topoc.deploy import engine as deploy
@@ -475,6 +498,7 @@ def deploy_command(file: str, connects: tuple[str, ...], host: str | None, start
     session = _deploy_session(file, connects, host)
     result, lab = session.result, session.lab
     if session.hosts:
+        _refuse_adopt_on_several_hosts(adopt)
         plans = _deploy_step(result, lambda: multi.apply_all(lab, session.hosts, start_vms=start_vms))
         click.echo("".join(render_applied(plan) for plan in plans), nl=False)
         if show_status:
@@ -483,11 +507,17 @@ def deploy_command(file: str, connects: tuple[str, ...], host: str | None, start
         return
     target = session.single
     plan = _deploy_step(result, lambda: deploy.apply(lab, target, host=session.single_host,
-                                                     start_vms=start_vms))
+                                                     start_vms=start_vms, adopt=adopt), target)
     click.echo(render_applied(plan), nl=False)
     if show_status:
         rows = _deploy_step(result, lambda: deploy.status(lab, target, host=session.single_host))
         click.echo(render_status(lab.name, target.uri, rows), nl=False)
+
+
+def _refuse_adopt_on_several_hosts(adopt: bool) -> None:
+    if adopt:
+        fail_usage("--adopt takes one host's objects at a time: add --host NAME "
+                   "(and --connect URI for it)")
 
 
 def _where(t: HostTarget) -> str:
@@ -545,8 +575,72 @@ def destroy_command(file: str, connects: tuple[str, ...], host: str | None) -> N
                            for t, removed, left_alone in done), nl=False)
         return
     target = session.single
-    removed, left_alone = _deploy_step(result, lambda: deploy.destroy(lab.name, target))
+    removed, left_alone = _deploy_step(result, lambda: deploy.destroy(lab.name, target), target)
     click.echo(render_destroyed(lab.name, target.uri, removed, left_alone), nl=False)
+
+
+@cli.command("import")
+@click.option("--connect", "uri", default="test:///default", show_default=True, metavar="URI",
+              help="the libvirt connection to read (qemu:///system is the real host)")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="the .topo file to write (default: stdout)")
+@click.option("--lab", "lab", default="imported", show_default=True, help="the lab's name in the file")
+@click.option("--network", "networks", multiple=True, metavar="NAME", help="only this network (repeatable)")
+@click.option("--vm", "vms", multiple=True, metavar="NAME", help="only this domain (repeatable)")
+def import_command(uri: str, output: str | None, lab: str, networks: tuple[str, ...], vms: tuple[str, ...]) -> None:
+    """Describe the networks and VMs a libvirt connection has as a .topo file (read only:
+    the host is not changed). What the language cannot say is a comment and a warning."""
+    from topoc.compiler import compile_source
+    from topoc.deploy import engine as deploy
+    from topoc.deploy import importer
+    from topoc.front.fmt import FormatError
+    from topoc.front.lower import NAME_RE
+
+    if not NAME_RE.fullmatch(lab):
+        fail_usage(f"--lab {lab!r} is not a lab name (a letter or `_`, then letters, digits, `_`, inner `-`)")
+    target = _connect_or_exit(uri, read_only=True)
+    lv = deploy._libvirt()
+    try:
+        found = importer.read_host(target.conn, uri, networks, vms)
+    except importer.ImportFailed as e:
+        fail_usage(str(e))
+    except lv.libvirtError as e:
+        fail_usage(deploy.explain(e, uri, "read the host's networks and domains"))
+    source = output or f"{lab}.topo"
+    try:
+        imported = importer.describe(found, lab, source)
+    except (importer.ImportFailed, FormatError) as e:
+        fail_usage(str(e))
+    for warning in imported.warnings:
+        _console(stderr=True).print(f"topoc: warning: {warning}", markup=False)
+    if output is None:
+        click.echo(imported.text, nl=False)
+    else:
+        try:
+            Path(output).write_text(imported.text, encoding="utf-8")
+        except OSError as e:
+            fail_usage(f"cannot write {output}: {e.strerror}")
+        _console(stderr=True).print(f"wrote {output}: {imported.networks} network(s), {imported.vms} VM(s) "
+                                    f"from {uri}", markup=False)
+    checked = compile_source(imported.text, source)
+    if not checked.ok:
+        print_diagnostics(checked.diagnostics, {source: imported.text}, stderr=True)
+        _console(stderr=True).print(f"topoc: {source} needs fixing before `topoc deploy`: "
+                                    + summary_line(checked.diagnostics, 1), markup=False)
+        sys.exit(EXIT_ERRORS)
+
+
+@cli.command("reset-test-host")
+def reset_test_host_command() -> None:
+    """Forget the test:///default host topoc keeps between commands (and its records)."""
+    from topoc.deploy import testhost
+    from topoc.deploy.records import default_state_dir
+
+    directory = default_state_dir()
+    if testhost.reset(directory):
+        click.echo(f"forgot the saved test host in {testhost.host_file(directory).parent}: "
+                   "test:///default starts from libvirt's default host again")
+    else:
+        click.echo("no saved test host: test:///default is libvirt's default host")
 
 
 def main() -> None:

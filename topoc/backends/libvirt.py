@@ -156,7 +156,7 @@ def _network_view(lab: Lab, network: Network, hosts: list[DhcpHost]) -> NetworkV
     address = network.address if _has_ip(network) else None
     dhcp = network.dhcp if address is not None else None
     return NetworkView(
-        name=naming.libvirt_name(lab.name, network.name),
+        name=naming.libvirt_name(lab.name, network.name, network.exact_name),
         uuid=naming.object_uuid(lab.name, "network", network.name),
         forward_mode=FORWARD_MODES.get(network.mode),
         forward_dev=network.via if network.mode in FORWARD_DEV_MODES else None,
@@ -219,7 +219,7 @@ def _interface_view(lab: Lab, vm: Vm, nic: Nic) -> InterfaceView:
     model = nic.model or "virtio"
     network = lab.network(nic.network)
     if network is not None and network.managed:
-        return InterfaceView(nic.name, naming.libvirt_name(lab.name, network.name), None,
+        return InterfaceView(nic.name, naming.libvirt_name(lab.name, network.name, network.exact_name), None,
                              nic.mac, model)
     # A VM nic on the external LAN itself: a macvtap on the host's NIC on that LAN, in
     # bridge mode, so the VM is a peer on the LAN with no libvirt network in between.
@@ -240,7 +240,7 @@ def _host_nic_on(lab: Lab, vm: Vm, network: str) -> str:
 
 def _domain_view(lab: Lab, vm: Vm) -> DomainView:
     return DomainView(
-        name=naming.libvirt_name(lab.name, vm.name),
+        name=naming.libvirt_name(lab.name, vm.name, vm.exact_name),
         uuid=naming.object_uuid(lab.name, "domain", vm.name),
         memory_kib=_memory_kib(vm.memory),
         vcpus=vm.vcpus,
@@ -286,7 +286,7 @@ def carried_network_xml(lab: Lab, network: Network, host: str) -> str:
     so VMs attach by network name; no address, DHCP or firewall (those are on the first
     host). https://libvirt.org/formatnetwork.html#using-an-existing-host-bridge"""
     view = NetworkView(
-        name=naming.libvirt_name(lab.name, network.name),
+        name=naming.libvirt_name(lab.name, network.name, network.exact_name),
         uuid=naming.object_uuid(lab.name, "network", f"{network.name}@{host}"),
         forward_mode="bridge", forward_dev=None, bridge=network.bridge, stp=None, mtu=None,
         ip_address=None, netmask=None, dns=None, domain=None, dhcp_start=None, dhcp_end=None,
@@ -308,12 +308,14 @@ def managed_networks(lab: Lab) -> list[Network]:
 
 
 def readme(lab: Lab) -> str:
-    networks = [(network_path(n).removeprefix("libvirt/"), naming.libvirt_name(lab.name, n.name))
+    networks = [(network_path(n).removeprefix("libvirt/"), naming.libvirt_name(lab.name, n.name, n.exact_name))
                 for n in managed_networks(lab)]
-    domains = [(domain_path(v).removeprefix("libvirt/"), naming.libvirt_name(lab.name, v.name))
+    domains = [(domain_path(v).removeprefix("libvirt/"), naming.libvirt_name(lab.name, v.name, v.exact_name))
                for v in sorted(lab.vms, key=lambda v: v.name)]
+    exact = [f"network {n.exact_name}" for n in managed_networks(lab) if n.exact_name is not None]
+    exact += [f"domain {v.exact_name}" for v in sorted(lab.vms, key=lambda v: v.name) if v.exact_name is not None]
     return _template("README.txt.j2").render(
-        lab=lab.name, source=lab.file, networks=networks, domains=domains,
+        lab=lab.name, source=lab.file, networks=networks, domains=domains, exact=exact,
         on_host="", connect_note="", virsh="virsh")
 
 
@@ -324,10 +326,14 @@ LOCAL_URI = "qemu:///system"
 def host_readme(lab: Lab, host: Host) -> str:
     """One host's README.txt of a lab on several hosts: its own objects, and `virsh -c`
     with its connection, so no command lands on another host's daemon."""
-    networks = [(network_path(n).removeprefix("libvirt/"), naming.libvirt_name(lab.name, n.name))
-                for n in managed_networks(lab) if host.name in n.hosts]
-    domains = [(domain_path(v).removeprefix("libvirt/"), naming.libvirt_name(lab.name, v.name))
-               for v in sorted(lab.vms, key=lambda v: v.name) if v.host == host.name]
+    mine = [n for n in managed_networks(lab) if host.name in n.hosts]
+    my_vms = [v for v in sorted(lab.vms, key=lambda v: v.name) if v.host == host.name]
+    networks = [(network_path(n).removeprefix("libvirt/"), naming.libvirt_name(lab.name, n.name, n.exact_name))
+                for n in mine]
+    domains = [(domain_path(v).removeprefix("libvirt/"), naming.libvirt_name(lab.name, v.name, v.exact_name))
+               for v in my_vms]
+    exact = [f"network {n.exact_name}" for n in mine if n.exact_name is not None]
+    exact += [f"domain {v.exact_name}" for v in my_vms if v.exact_name is not None]
     uri = host.connect or LOCAL_URI
     if host.connect:
         note = (f"Host {host.name}'s libvirtd is {host.connect} (its `connect` line): every command "
@@ -344,7 +350,7 @@ def host_readme(lab: Lab, host: Host) -> str:
                  "other than the first, the bridge) over the connection's transport, and so does "
                  "host/<host>/up.sh on the shell path.")
     return _template("README.txt.j2").render(
-        lab=lab.name, source=lab.file, networks=networks, domains=domains,
+        lab=lab.name, source=lab.file, networks=networks, domains=domains, exact=exact,
         on_host=f" on host {host.name}", connect_note=note, virsh=f"virsh -c {shlex.quote(uri)}")
 
 

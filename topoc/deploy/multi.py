@@ -290,7 +290,7 @@ def _plan_host_steps(plan: Plan, lab: Lab, steps: list[tuple[str, HostStep]], t:
         assert step.undo is not None
         link = step.undo[-1]  # every host step makes one link: `ip link del dev LINK` undoes it
         there = transport.run(("ip", "link", "show", "dev", link), check=False).returncode == 0
-        if there and naming.libvirt_name(lab.name, network) not in owned:
+        if there and _network_name(lab, network) not in owned:
             net = lab.network(network)
             assert net is not None
             plan.conflicts.append(diagnostic(
@@ -309,6 +309,12 @@ def _plan_host_steps(plan: Plan, lab: Lab, steps: list[tuple[str, HostStep]], t:
             engine.Change(engine.CREATE, HOST_LINK, step.what, f"on {transport.description}"), 4, run))
 
 
+def _network_name(lab: Lab, network: str) -> str:
+    """The libvirt name of one of the lab's networks (its exact `name`, or the lab's prefix)."""
+    net = lab.network(network)
+    return naming.libvirt_name(lab.name, network, net.exact_name if net is not None else None)
+
+
 def _remove_host_steps(lab: Lab, t: HostTarget, journal: Journal) -> list[str]:
     """destroy: take the host-level links away (newest first), each undoable; only those
     of networks the lab owns on this host (its record), never a look-alike."""
@@ -318,7 +324,7 @@ def _remove_host_steps(lab: Lab, t: HostTarget, journal: Journal) -> list[str]:
     owned = set(t.target.records.load(lab.name).networks)
     removals = [HostStep(f"remove {s.what}", s.undo, s.do, done=None)
                 for network, s in reversed(spanning_steps(lab, t.host))
-                if naming.libvirt_name(lab.name, network) in owned
+                if _network_name(lab, network) in owned
                 and s.undo is not None and s.done is not None
                 and transport.run(s.done, check=False).returncode == 0]
     return run_steps(removals, transport, journal.run)

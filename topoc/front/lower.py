@@ -51,7 +51,7 @@ MODE_WORDS = [m.value for m in Mode]
 
 # Statements that may appear at most once in a block.
 SINGLE = {"mode", "bridge", "address", "subnet", "dhcp", "dns", "domain", "mtu", "stp",
-          "memory", "vcpus", "disk", "connect", "vni"}
+          "memory", "vcpus", "disk", "connect", "vni", "name"}
 
 # A network on several hosts without `mtu`: 1500 less the 50 bytes of VXLAN over IPv4
 # (https://docs.kernel.org/networking/vxlan.html; RFC 7348 section 4.3).
@@ -186,6 +186,23 @@ def _mac(tok: Token) -> str:
         raise _Invalid(tok.span, f"`{tok.text}` is not a MAC address",
                        "write six hex bytes joined by colons, e.g. 52:54:00:12:34:56", MAC_INVALID)
     return tok.text.lower().replace("-", ":")
+
+
+def _exact_name(stmt: Statement) -> str:
+    """`name NAME` in a network or vm block: the object's libvirt name as is."""
+    tok = stmt.args[0]
+    problem = naming.exact_name_problem(tok.text)
+    if problem is not None:
+        raise _Invalid(tok.span, f"`{tok.text}` cannot be a libvirt name: {problem}",
+                       "write the name libvirt shows (`virsh net-list --all`, `virsh list --all`)")
+    return tok.text
+
+
+def _exact_name_of(one: dict[str, Statement]) -> tuple[str | None, Span]:
+    """The block's `name` statement, lowered (None when it has none); raises _Invalid."""
+    if "name" not in one:
+        return None, UNKNOWN
+    return _exact_name(one["name"]), one["name"].args[0].span
 
 
 def _string(tok: Token) -> str:
@@ -429,11 +446,14 @@ class _Lowerer:
         if "dhcp" in one:
             dhcp = self.attempt(lambda: self.dhcp(one["dhcp"]))
             ok = ok and dhcp is not None
+        exact = self.attempt(lambda: _exact_name_of(one))
+        ok = ok and exact is not None
         if not ok:
             return
+        exact_name, exact_span = exact  # type: ignore[misc]
         address = values.get("address")
         if mode is Mode.EXTERNAL:
-            for keyword in ("bridge", "address", "dhcp", "dns", "domain", "stp"):
+            for keyword in ("bridge", "address", "dhcp", "dns", "domain", "stp", "name"):
                 if keyword in one:
                     self.report(INVALID_VALUE, one[keyword].span,
                                 f"`{keyword}` does not apply to external network `{name}`: "
@@ -509,6 +529,7 @@ class _Lowerer:
             subnet_span=one["subnet"].args[0].span if "subnet" in one else block.name.span,
             extra_hosts=extra_hosts, vni=vni,  # type: ignore[arg-type]
             vni_span=one["vni"].args[0].span if "vni" in one else block.name.span,
+            exact_name=exact_name, exact_name_span=exact_span,
         ))
 
     def on_hosts(self, block: Block) -> tuple[Token, ...] | None:
@@ -628,6 +649,9 @@ class _Lowerer:
             self.report(INVALID_VALUE, one["disk"].args[0].span,
                         "the disk path contains a control character", "remove it from the path")
             memory = None  # type: ignore[assignment]
+        exact = self.attempt(lambda: _exact_name_of(one))
+        if exact is None:
+            memory = None  # type: ignore[assignment]
         if block.on is not None:
             self.host_refs.append(block.on)
             if len(block.header) > 4 or "," in block.on.text:
@@ -637,7 +661,7 @@ class _Lowerer:
                 memory = None  # type: ignore[assignment]
         pending, routes = self.node_parts(block)
         # Even a VM with a bad value goes on, so its nics' names are resolved and reported.
-        self.pending_nodes.append(("vm", block, pending, routes, memory, vcpus, disk))
+        self.pending_nodes.append(("vm", block, pending, routes, memory, vcpus, disk, exact))
 
     def external(self, block: Block) -> None:
         if not self.declare(self.node_names, block.name, block.kind):
@@ -730,10 +754,12 @@ class _Lowerer:
             elif kind == "external":
                 self.externals.append(External(name, nics, routes, block.span))  # type: ignore[arg-type]
             else:
-                memory, vcpus, disk = entry[4:]
+                memory, vcpus, disk, exact = entry[4:]
                 host = block.on.text if block.on is not None else self.only_host(block)
                 if host is not None and memory is not None and vcpus is not None:
-                    self.vms.append(Vm(name, host, memory, vcpus, disk, nics, routes, block.span))  # type: ignore[arg-type]
+                    exact_name, exact_span = exact
+                    self.vms.append(Vm(name, host, memory, vcpus, disk, nics, routes, block.span,  # type: ignore[arg-type]
+                                       exact_name, exact_span))
 
     def only_host(self, block: Block) -> str | None:
         """The host of a VM that names none: the only host, when there is exactly one."""

@@ -52,6 +52,7 @@ USAGE = {
     "mtu": "mtu N",
     "stp": "stp on|off",
     "vni": "vni N   (1-16777215: the VXLAN id of a network on several hosts)",
+    "name": "name LIBVIRT-NAME   (the network's or VM's libvirt name as is, without the lab prefix)",
     "nic": "nic [IFACE] on NETWORK [address IP[/PREFIX]] [mac MAC] [model NAME] [gateway IP]",
     "route": "route CIDR via IP   (or: route default via IP)",
     "connect": "connect URI   (a libvirt URI: qemu:///system, qemu+ssh://root@HOST/system)",
@@ -67,6 +68,7 @@ STATEMENT_HOME = {
     **dict.fromkeys(("mode", "bridge", "address", "subnet", "dhcp", "dns", "domain", "mtu", "stp", "vni"),
                     "a `network`"),
     **dict.fromkeys(("memory", "vcpus", "disk"), "a `vm`"),
+    "name": "a `network` or `vm`",
     **dict.fromkeys(("nic", "route"), "a `host`, `vm` or `external`"),
     "connect": "a `host`",
 }

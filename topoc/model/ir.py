@@ -125,6 +125,8 @@ class Network:
     @property
     def spanning(self) -> bool:
         return bool(self.extra_hosts)
+    exact_name: str | None = None  # `name NAME`: the libvirt name as is (no lab prefix)
+    exact_name_span: Span = _span()
 
     @property
     def subnet(self) -> IPv4Network | None:
@@ -174,6 +176,8 @@ class Vm:
     nics: tuple[Nic, ...] = ()
     routes: tuple[Route, ...] = ()
     span: Span = _span()
+    exact_name: str | None = None  # `name NAME`: the libvirt name as is (no lab prefix)
+    exact_name_span: Span = _span()
 
     kind = NodeKind.VM
 
