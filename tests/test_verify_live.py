@@ -104,7 +104,12 @@ def test_verify_live_agrees_with_reach_on_every_pair(running_lab):
     assert set(observed) == set(predicted)
     assert observed == predicted
     assert live["mismatches"] == 0
-    assert "not_probed" not in live
+    assert live["not_probed"]["pairs"] == []
+    # The forward, from each VM (closed from both: a reaches the host from its own
+    # network, which the DNAT leaves alone; c is isolated); not from the host itself.
+    assert {(f["src"], f["predicted"], f["observed"]) for f in live["forwards"]} == {
+        ("a", False, False), ("c", False, False)}
+    assert [f["src"] for f in live["not_probed"]["forwards"]] == ["kvm1"]
     # Both outcomes occur, so agreement is not trivial.
     assert predicted[("a", "c")] and not predicted[("b", "c")]
 
@@ -116,7 +121,31 @@ def test_verify_live_text_says_what_it_probed(running_lab):
     assert proc.returncode == 0, proc.stdout + proc.stderr + _consoles(work)
     assert "predicted against observed inside the running guests" in proc.stdout
     assert "guest agent" in proc.stdout and "pinged from this machine" in proc.stdout
-    assert "12 of 12 checks agree; 0 mismatches" in proc.stdout
+    assert "14 of 14 checks agree; 0 mismatches" in proc.stdout
+
+
+def test_the_forward_probe_sees_an_open_port_and_a_closed_one(running_lab):
+    """The probe itself, on a port that is open (a connects to b's own address and the
+    listener's port) and one that is not (c, on the isolated network, cannot get there)."""
+    import dataclasses
+
+    import libvirt
+
+    from topoc.verify import live
+
+    daemon, lab, work, _ = running_lab
+    conn = libvirt.open(daemon.uri)
+    try:
+        guests, left_out = live.find_guests(lab, conn)
+        assert left_out == []
+        live.wait_until_ready(guests, BOOT_TIMEOUT_S)
+        by_name = {guest.vm.name: guest for guest in guests}
+        (forward,) = lab.forwards
+        direct = dataclasses.replace(forward, port=forward.vm_port)
+        assert live._probe_forward(by_name["b"], by_name["a"], direct, "10.77.1.3"), _consoles(work)
+        assert not live._probe_forward(by_name["b"], by_name["c"], direct, "10.77.1.3")
+    finally:
+        conn.close()
 
 
 def test_a_guest_without_the_files_address_is_named(running_lab, tmp_path):

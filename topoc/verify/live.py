@@ -49,14 +49,15 @@ from topoc.verify.report import ForwardObservation, Observation, Report
 READY_TIMEOUT_S = 120.0
 AGENT_CALL_TIMEOUT_S = 5  # one agent command (libvirt's own timeout, seconds)
 EXEC_TIMEOUT_S = 30.0  # one guest-exec, polled until it exits
-FORWARD_LISTEN_S = 8
+FORWARD_LISTEN_S = 5
 # Every address pinged at once, each one echo with a 1 s wait; prints those that answered.
 PING_SCRIPT = ('for a in "$@"; do (ping -c 1 -W 1 "$a" >/dev/null 2>&1 && echo "$a") & done; '
                'wait')
 # busybox and Debian's netcat-openbsd spell a listener differently: try both.
 LISTEN_SCRIPT = ('echo topoc | timeout "$1" nc -l -p "$2" 2>/dev/null || '
                  'echo topoc | timeout "$1" nc -l "$2"')
-CONNECT_SCRIPT = 'sleep 2 | timeout 4 nc "$1" "$2"'
+# stdin held open for a second, for the banner to arrive; 3 s in all for a closed port.
+CONNECT_SCRIPT = 'sleep 1 | timeout 3 nc "$1" "$2"'
 
 
 class GuestNotReady(VerifyError):
@@ -227,6 +228,7 @@ def _probe_forward(listener: Guest, client: Guest, forward: Forward, target: str
                           str(forward.vm_port)])
     time.sleep(0.5)  # the listener's socket is up well within this in a running guest
     _, out = client.run(["sh", "-c", CONNECT_SCRIPT, "connect", target, str(forward.port)])
+    # The next probe of this forward listens on the same port: this listener must be gone.
     listener.wait(pid, FORWARD_LISTEN_S + EXEC_TIMEOUT_S)
     return "topoc" in out
 
