@@ -67,7 +67,10 @@ def seed_iso(path: Path, hostname: str, network: str) -> Path:
 
 
 def bootable(domain_xml: str, kernel: Path, initrd: Path, cmdline: str, seed: Path,
-             memory_mib: int | None = None, serial_log: Path | None = None) -> str:
+             memory_mib: int | None = None, serial_log: Path | None = None,
+             disk: Path | None = None) -> str:
+    """`disk`: a qcow2 overlay to boot as vda (the Debian guest), unless the domain
+    already has a disk."""
     root = ET.fromstring(domain_xml)
     root.set("type", "qemu")
     if memory_mib is not None:
@@ -90,6 +93,11 @@ def bootable(domain_xml: str, kernel: Path, initrd: Path, cmdline: str, seed: Pa
         cache.text = str(TB_CACHE_MIB)
     devices = root.find("devices")
     assert devices is not None
+    if disk is not None and not any(d.get("device") == "disk" for d in devices.findall("disk")):
+        element = ET.SubElement(devices, "disk", type="file", device="disk")
+        ET.SubElement(element, "driver", name="qemu", type="qcow2")
+        ET.SubElement(element, "source", file=str(disk))
+        ET.SubElement(element, "target", dev="vda", bus="virtio")
     if not any(d.get("device") == "cdrom" for d in devices.findall("disk")):
         disk = ET.SubElement(devices, "disk", type="file", device="cdrom")
         ET.SubElement(disk, "driver", name="qemu", type="raw")
