@@ -82,7 +82,11 @@ class Guest:
         message: dict[str, Any] = {"execute": execute}
         if arguments is not None:
             message["arguments"] = arguments
-        reply = libvirt_qemu.qemuAgentCommand(self.domain, json.dumps(message), timeout, 0)
+        try:
+            reply = libvirt_qemu.qemuAgentCommand(self.domain, json.dumps(message), timeout, 0)
+        except Exception as e:  # libvirtError: agent gone, guest stopped, command refused
+            raise VerifyError(f"{self.vm.name}: the guest agent failed `{execute}`: "
+                              f"{_first_line(e)}") from None
         return json.loads(reply).get("return")
 
     def addresses(self) -> dict[str, set[str]]:
