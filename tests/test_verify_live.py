@@ -80,7 +80,7 @@ def _topoc(daemon: Libvirtd, *args: str, timeout: float = 180) -> subprocess.Com
     return subprocess.run(["nsenter", "-t", str(daemon.init_pid), "-n",
                            sys.executable, "-m", "topoc", *args],
                           capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "NO_COLOR": "1"})
+                          env={**os.environ, "NO_COLOR": "1"}, check=False)
 
 
 def _consoles(work: Path) -> str:
@@ -89,7 +89,7 @@ def _consoles(work: Path) -> str:
 
 
 def test_verify_live_agrees_with_reach_on_every_pair(running_lab):
-    daemon, lab, work, started = running_lab
+    daemon, _, work, started = running_lab
     proc = _topoc(daemon, "verify", "--live", "--connect", daemon.uri, "--format", "json",
                   "--timeout", str(BOOT_TIMEOUT_S), str(LAB))
     assert proc.returncode == 0, proc.stdout + proc.stderr + _consoles(work)

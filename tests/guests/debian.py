@@ -36,7 +36,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from guests.tiny import CACHE, candidate_versions  # noqa: E402
+from guests.tiny import CACHE, candidate_versions
 
 SUITE = "bookworm"
 PACKAGES = ("linux-image-cloud-amd64", "initramfs-tools", "systemd-sysv", "udev", "cloud-init",

@@ -45,7 +45,9 @@ def network_config(lab: Lab, vm: Vm) -> str:
         if mine:
             lines.append("    routes:")
             for route in mine:
-                lines += [f"      - to: {'default' if route.is_default else route.destination}",
+                # cloud-init 22.4 (Debian 12) refuses `to: default` ("Address default is not a
+                # valid ip network"); 0.0.0.0/0 means the same to every version.
+                lines += [f"      - to: {route.destination}",
                           f"        via: {route.via}"]
     return "\n".join(lines) + "\n"
 

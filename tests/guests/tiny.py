@@ -52,7 +52,7 @@ class TinyGuest:
 
 def _run(*argv: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> str:
     result = subprocess.run(argv, cwd=cwd, capture_output=True, text=True,
-                            env={**os.environ, **(env or {})})
+                            env={**os.environ, **(env or {})}, check=False)
     if result.returncode != 0:
         raise RuntimeError(f"{' '.join(argv)} failed: {result.stderr.strip()}")
     return result.stdout
@@ -69,7 +69,7 @@ def kernel_package() -> str:
 
 def candidate_versions(packages: list[str]) -> dict[str, str]:
     out = _run("apt-cache", "policy", *packages)
-    versions = dict(re.findall(r"^(\S+):\n\s+Installed: .*\n\s+Candidate: (\S+)", out, re.M))
+    versions = dict(re.findall(r"^(\S+):\n\s+Installed: .*\n\s+Candidate: (\S+)", out, re.MULTILINE))
     missing = [p for p in packages if versions.get(p) in (None, "(none)")]
     if missing:
         raise RuntimeError(f"apt knows no {', '.join(missing)} (apt-get update?)")

@@ -77,6 +77,7 @@ class Guest:
     def command(self, execute: str, arguments: dict[str, Any] | None = None,
                 timeout: int = AGENT_CALL_TIMEOUT_S) -> Any:
         # libvirt-qemu is libvirt-python's module for QEMU-only calls.
+        import libvirt
         import libvirt_qemu
 
         message: dict[str, Any] = {"execute": execute}
@@ -84,7 +85,7 @@ class Guest:
             message["arguments"] = arguments
         try:
             reply = libvirt_qemu.qemuAgentCommand(self.domain, json.dumps(message), timeout, 0)
-        except Exception as e:  # libvirtError: agent gone, guest stopped, command refused
+        except libvirt.libvirtError as e:  # agent gone, guest stopped, command refused
             raise VerifyError(f"{self.vm.name}: the guest agent failed `{execute}`: "
                               f"{_first_line(e)}") from None
         return json.loads(reply).get("return")
@@ -124,11 +125,11 @@ def _not_ready(guest: Guest) -> str | None:
     """Why the guest is not ready yet, or None when it is."""
     try:
         guest.command("guest-ping")
-    except Exception as e:  # libvirtError: the agent is not connected (yet)
+    except VerifyError as e:  # the agent is not connected (yet)
         return f"its guest agent does not answer ({_first_line(e)})"
     try:
         present = guest.addresses()
-    except Exception as e:  # libvirtError, or a guest that lacks the command
+    except VerifyError as e:  # or a guest agent without the command
         return f"its guest agent does not list its addresses ({_first_line(e)})"
     missing = []
     for nic in guest.vm.nics:
@@ -222,7 +223,7 @@ def _alive_here(addresses: list[str]) -> set[str]:
         if not todo:
             break
         result = subprocess.run(["sh", "-c", PING_SCRIPT, "ping", *todo], capture_output=True,
-                                text=True, timeout=EXEC_TIMEOUT_S)
+                                text=True, timeout=EXEC_TIMEOUT_S, check=False)
         alive |= set(result.stdout.split()) & set(todo)
     return alive
 
