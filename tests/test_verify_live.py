@@ -167,3 +167,28 @@ def test_a_remote_looking_uri_leaves_the_host_pairs_unprobed():
     assert is_local("qemu:///system") and is_local("qemu:///system?socket=/run/x")
     assert is_local("qemu+unix:///system")
     assert not is_local("qemu+ssh://root@kvm2/system") and not is_local("qemu+tcp://kvm2/system")
+
+
+def test_unprobed_pairs_are_marked_and_never_counted():
+    """The report's rendering: a pair nobody could probe shows `?` and is listed as such
+    in the JSON, outside the pairs and the count of checks."""
+    from topoc.verify.report import Observation, Report, render_json, render_text
+
+    lab = compile_file(str(LAB)).lab
+    (forward,) = lab.forwards
+    report = Report("live", [Observation("a", "b", True, True, ("10.77.1.3",), ())], [],
+                    not_probed=[("kvm1", "b")], forwards_not_probed=[(forward, "kvm1")],
+                    where="inside the running guests (qemu:///system)")
+    text = render_text(report, lab)
+    assert "predicted against observed inside the running guests (qemu:///system)" in text
+    rows = {line.split()[1]: line.split()[2:] for line in text.splitlines()
+            if line[:2].strip().isdigit() and len(line.split()) > 2}
+    assert rows["kvm1"][2] == "?" and rows["a"][2] == "✓"
+    assert "? not probed" in text
+    assert "forward tcp 2222 -> b:22 from kvm1: not probed" in text
+    assert "1 of 1 checks agree; 0 mismatches" in text
+    document = render_json(report)
+    assert document["not_probed"] == {
+        "pairs": [{"src": "kvm1", "dst": "b"}],
+        "forwards": [{"protocol": "tcp", "port": 2222, "vm": "b", "vm_port": 22, "src": "kvm1"}]}
+    assert [(p["src"], p["dst"]) for p in document["pairs"]] == [("a", "b")]
