@@ -9,7 +9,8 @@ a hash of the recipe, the apt sources and the package versions apt would fetch, 
   vmlinuz, initrd.img   its kernel and initramfs, for direct kernel boot
 
 Made for fast, deterministic test boots (the pitfalls measured on the way):
-- cloud-init looks only for NoCloud (then None), no other datasource probing;
+- cloud-init looks only for NoCloud (then None), no other datasource probing, and
+  skips what fails or is moot here (growing the root file system, SSH host keys);
 - the CD-ROM's modules are in the initramfs, so the seed is there before cloud-init's
   first stage looks for it (otherwise it may appear after, and the guest boots
   unconfigured);
@@ -49,7 +50,8 @@ APT_SOURCES = (Path("/etc/apt/sources.list.d/debian.sources"), Path("/etc/apt/so
 CUSTOMIZE = r"""
 set -eu
 R="$1"
-printf 'datasource_list: [ NoCloud, None ]\n' > "$R/etc/cloud/cloud.cfg.d/90-topoc-test.cfg"
+printf 'datasource_list: [ NoCloud, None ]\nresize_rootfs: false\ngrowpart: {mode: "off"}\nssh_genkeytypes: []\n' \
+    > "$R/etc/cloud/cloud.cfg.d/90-topoc-test.cfg"
 printf 'ata_piix\nahci\nsr_mod\ncdrom\nisofs\nvirtio_pci\nvirtio_blk\n' >> "$R/etc/initramfs-tools/modules"
 chroot "$R" update-initramfs -u -k all
 mkdir -p "$R/etc/systemd/system/systemd-networkd-wait-online.service.d"
