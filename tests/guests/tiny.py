@@ -87,7 +87,12 @@ def cache_key(versions: dict[str, str]) -> str:
 
 def ensure(cache: Path = CACHE) -> TinyGuest:
     """The cached guest, built first when missing (one builder at a time)."""
-    packages = [kernel_package(), *PACKAGES]
+    try:
+        kernel = kernel_package()
+    except RuntimeError:  # a fresh machine whose package lists were never fetched
+        _run("apt-get", "update", "-qq")
+        kernel = kernel_package()
+    packages = [kernel, *PACKAGES]
     folder = cache / cache_key(candidate_versions(packages))
     guest = TinyGuest(folder / "vmlinuz", folder / "initrd.img")
     if guest.kernel.exists() and guest.initrd.exists():
