@@ -114,14 +114,33 @@ def test_verify_live_agrees_with_reach_on_every_pair(running_lab):
     assert predicted[("a", "c")] and not predicted[("b", "c")]
 
 
-def test_verify_live_text_says_what_it_probed(running_lab):
-    daemon, _, work, _ = running_lab
-    proc = _topoc(daemon, "verify", "--live", "--connect", daemon.uri,
-                  "--timeout", str(BOOT_TIMEOUT_S), str(LAB))
-    assert proc.returncode == 0, proc.stdout + proc.stderr + _consoles(work)
+def test_a_broken_guest_is_a_mismatch_in_the_text_report(running_lab):
+    """Take a's nic on the isolated network down from inside the guest: verify --live
+    reports exactly a -> c as predicted but not observed, explained, and exits 1."""
+    import libvirt
+
+    from topoc.verify import live
+
+    daemon, lab, work, _ = running_lab
+    conn = libvirt.open(daemon.uri)
+    try:
+        (a,) = [g for g in live.find_guests(lab, conn)[0] if g.vm.name == "a"]
+        live.wait_until_ready([a], BOOT_TIMEOUT_S)
+        assert a.run(["ip", "link", "set", "eth1", "down"])[0] == 0
+        try:
+            proc = _topoc(daemon, "verify", "--live", "--connect", daemon.uri,
+                          "--timeout", str(BOOT_TIMEOUT_S), str(LAB))
+        finally:
+            assert a.run(["ip", "link", "set", "eth1", "up"])[0] == 0
+    finally:
+        conn.close()
+    assert proc.returncode == 1, proc.stdout + proc.stderr + _consoles(work)
     assert "predicted against observed inside the running guests" in proc.stdout
     assert "guest agent" in proc.stdout and "pinged from this machine" in proc.stdout
-    assert "14 of 14 checks agree; 0 mismatches" in proc.stdout
+    assert "mismatch: a -> c: predicted reachable, observed unreachable " \
+           "(no answer from 10.77.2.3)" in proc.stdout
+    assert proc.stdout.count("mismatch:") == 1
+    assert "13 of 14 checks agree; 1 mismatch" in proc.stdout
 
 
 def test_the_forward_probe_sees_an_open_port_and_a_closed_one(running_lab):
