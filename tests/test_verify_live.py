@@ -211,3 +211,65 @@ def test_unprobed_pairs_are_marked_and_never_counted():
         "pairs": [{"src": "kvm1", "dst": "b"}],
         "forwards": [{"protocol": "tcp", "port": 2222, "vm": "b", "vm_port": 22, "src": "kvm1"}]}
     assert [(p["src"], p["dst"]) for p in document["pairs"]] == [("a", "b")]
+
+
+NETWORK_CONFIG = """\
+network:
+  version: 2
+  ethernets:
+    id0:                       # block style, quoted MAC in capitals
+      match:
+        macaddress: "52:54:00:AA:bb:01"
+      set-name: eth0
+      addresses:
+        - 10.0.0.2/24
+        - '10.0.1.2/24'
+      routes:
+        - to: 0.0.0.0/0
+          via: 10.0.0.1
+        - to: 172.16.0.0/12
+          via: 10.0.1.1
+      nameservers:
+        addresses:
+          - 10.0.0.1
+    id1:
+      match: {macaddress: 52:54:00:aa:bb:02}
+      set-name: eth1
+      dhcp4: true
+    eth2:
+      match:
+        macaddress: '52:54:00:aa:bb:03'
+      addresses: [192.168.5.5/24, "192.168.6.5/24"]
+      gateway4: 192.168.5.1
+      routes:
+        - {to: default, via: 192.168.5.254}
+      nameservers: {addresses: [1.1.1.1], search: [lab]}
+"""
+
+
+def test_the_tiny_guests_network_config_reader(tiny_guest, tmp_path):
+    """tests/guests/netconfig.awk, run by the guest's own busybox awk: block and flow
+    style, the `network:` wrapper, quoting, comments, routes, gateway4, dhcp4, DNS."""
+    from guests import standin
+
+    reader = ROOT / "tests/guests/netconfig.awk"
+    source = tmp_path / "network-config"
+    source.write_text(NETWORK_CONFIG)
+
+    def read() -> list[str]:
+        return subprocess.run([str(tiny_guest.busybox), "awk", "-f", str(reader), str(source)],
+                              capture_output=True, text=True, check=True).stdout.splitlines()
+
+    assert read() == [
+        "nic 52:54:00:aa:bb:01 eth0", "addr eth0 10.0.0.2/24", "addr eth0 10.0.1.2/24",
+        "nic 52:54:00:aa:bb:02 eth1", "dhcp eth1",
+        "nic 52:54:00:aa:bb:03 eth2", "addr eth2 192.168.5.5/24", "addr eth2 192.168.6.5/24",
+        "route eth0 default 10.0.0.1", "route eth0 172.16.0.0/12 10.0.1.1",
+        "route eth2 default 192.168.5.1", "route eth2 default 192.168.5.254",
+        "dns 10.0.0.1", "dns 1.1.1.1"]
+    lab = compile_file(str(LAB)).lab
+    source.write_text(standin.network_config(lab, lab.node("a")))
+    mac0, mac1 = (nic.mac for nic in lab.node("a").nics)
+    assert read() == [f"nic {mac0} eth0", "addr eth0 10.77.1.2/24",
+                      f"nic {mac1} eth1", "addr eth1 10.77.2.2/24",
+                      "route eth0 default 10.77.1.1"]

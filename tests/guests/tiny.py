@@ -49,6 +49,11 @@ class TinyGuest:
     initrd: Path
     cmdline: str = CMDLINE
 
+    @property
+    def busybox(self) -> Path:
+        """The guest's busybox, also kept beside the image."""
+        return self.kernel.parent / "busybox"
+
 
 def _run(*argv: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> str:
     result = subprocess.run(argv, cwd=cwd, capture_output=True, text=True,
@@ -95,7 +100,7 @@ def ensure(cache: Path = CACHE) -> TinyGuest:
     packages = [kernel, *PACKAGES]
     folder = cache / cache_key(candidate_versions(packages))
     guest = TinyGuest(folder / "vmlinuz", folder / "initrd.img")
-    if guest.kernel.exists() and guest.initrd.exists():
+    if guest.kernel.exists() and guest.initrd.exists() and guest.busybox.exists():
         return guest
     cache.mkdir(parents=True, exist_ok=True)
     with open(cache / ".lock", "w") as lock:
@@ -134,6 +139,9 @@ def _build(work: Path, packages: list[str], out: Path) -> None:
     archive.file("etc/netconfig.awk", (HERE / "netconfig.awk").read_bytes(), 0o644)
     archive.file("etc/udhcpc.script", (HERE / "udhcpc.script").read_bytes(), 0o755)
     archive.file("bin/busybox", (root / "bin/busybox").read_bytes(), 0o755)
+    # Also beside the image: the tests run the guest's scripts with the guest's busybox.
+    shutil.copyfile(root / "bin/busybox", out / "busybox")
+    (out / "busybox").chmod(0o755)
     archive.file("etc/passwd", b"root:x:0:0:root:/:/bin/sh\n", 0o644)
     archive.file("etc/group", b"root:x:0:\n", 0o644)
     order = _module_order(root / "lib/modules" / release / "kernel", MODULES)
