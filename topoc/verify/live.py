@@ -56,6 +56,11 @@ PING_SCRIPT = ('for a in "$@"; do (ping -c 1 -W 1 "$a" >/dev/null 2>&1 && echo "
 # busybox and Debian's netcat-openbsd spell a listener differently: try both.
 LISTEN_SCRIPT = ('echo topoc | timeout "$1" nc -l -p "$2" 2>/dev/null || '
                  'echo topoc | timeout "$1" nc -l "$2"')
+# Until a socket listens on the port ($1, 4 hex digits as in /proc/net/tcp; 0A: LISTEN),
+# up to 5 s: a guest slowed by TCG takes a moment to start the listener.
+LISTENING_SCRIPT = ('i=0; while [ "$i" -lt 50 ]; do '
+                    'cat /proc/net/tcp /proc/net/tcp6 2>/dev/null | grep -qi ":$1 [0-9A-F:]* 0A " '
+                    '&& exit 0; sleep 0.1; i=$((i+1)); done; exit 1')
 # stdin held open for a second, for the banner to arrive; 3 s in all for a closed port.
 CONNECT_SCRIPT = 'sleep 1 | timeout 3 nc "$1" "$2"'
 
@@ -231,7 +236,12 @@ def _alive_here(addresses: list[str]) -> set[str]:
 def _probe_forward(listener: Guest, client: Guest, forward: Forward, target: str) -> bool:
     pid = listener.start(["sh", "-c", LISTEN_SCRIPT, "listen", str(FORWARD_LISTEN_S),
                           str(forward.vm_port)])
-    time.sleep(0.5)  # the listener's socket is up well within this in a running guest
+    listening, _ = listener.run(["sh", "-c", LISTENING_SCRIPT, "listening",
+                                 f"{forward.vm_port:04X}"])
+    if listening != 0:
+        listener.wait(pid, FORWARD_LISTEN_S + EXEC_TIMEOUT_S)
+        raise VerifyError(f"{listener.vm.name}: could not listen on tcp/{forward.vm_port} "
+                          "for the forward probe (does the guest have nc and timeout?)")
     _, out = client.run(["sh", "-c", CONNECT_SCRIPT, "connect", target, str(forward.port)])
     # The next probe of this forward listens on the same port: this listener must be gone.
     listener.wait(pid, FORWARD_LISTEN_S + EXEC_TIMEOUT_S)
