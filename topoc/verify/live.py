@@ -43,8 +43,7 @@ from urllib.parse import urlsplit
 
 from topoc.model import naming
 from topoc.model.ir import Forward, Lab, Vm
-from topoc.verify.netns import VerifyError
-from topoc.verify.report import ForwardObservation, Observation, Report
+from topoc.verify.report import ForwardObservation, Observation, Report, VerifyError
 
 READY_TIMEOUT_S = 120.0
 AGENT_CALL_TIMEOUT_S = 5  # one agent command (libvirt's own timeout, seconds)

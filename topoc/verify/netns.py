@@ -41,7 +41,7 @@ from topoc.model import naming
 from topoc.model.ir import External, Forward, Host, Lab, Mode, Nic, Vm
 # The report and its text and JSON are shared with `verify --live` (topoc.verify.live).
 from topoc.verify.report import (  # noqa: F401  (re-exported: callers use netns.render_*)
-    ForwardObservation, Observation, Report, render_json, render_text)
+    ForwardObservation, Observation, Report, VerifyError, render_json, render_text)
 
 BRIDGE_NF_SYSCTLS = ("net.bridge.bridge-nf-call-arptables", "net.bridge.bridge-nf-call-iptables",
                      "net.bridge.bridge-nf-call-ip6tables")
@@ -49,10 +49,6 @@ REQUIRED_TOOLS = ("ip", "bridge", "nft", "fping", "bash", "sysctl")
 PING_TIMEOUT_MS = 400
 PING_RETRIES = 1
 CONNECT_TIMEOUT_S = 2.0
-
-
-class VerifyError(Exception):
-    """The environment cannot run verify (not root, a tool missing, a command failed)."""
 
 
 # --- running commands -----------------------------------------------------------------

@@ -10,6 +10,10 @@ from dataclasses import dataclass, field
 from topoc.model.ir import Forward, Lab
 
 
+class VerifyError(Exception):
+    """Verify cannot run (not root, a tool missing, a command failed, a guest not ready)."""
+
+
 @dataclass(frozen=True)
 class Observation:
     src: str
