@@ -52,9 +52,9 @@ FORWARD_LISTEN_S = 5
 # Every address pinged at once, each one echo with a 1 s wait; prints those that answered.
 PING_SCRIPT = ('for a in "$@"; do (ping -c 1 -W 1 "$a" >/dev/null 2>&1 && echo "$a") & done; '
                'wait')
-# busybox and Debian's netcat-openbsd spell a listener differently: try both.
-LISTEN_SCRIPT = ('echo topoc | timeout "$1" nc -l -p "$2" 2>/dev/null || '
-                 'echo topoc | timeout "$1" nc -l "$2"')
+# A one-connection listener that answers `topoc`, for $1 seconds; busybox's nc and
+# Debian's netcat-openbsd both take `-l -p PORT`.
+LISTEN_SCRIPT = 'echo topoc | timeout "$1" nc -l -p "$2"'
 # Until a socket listens on the port ($1, 4 hex digits as in /proc/net/tcp; 0A: LISTEN),
 # up to 5 s: a guest slowed by TCG takes a moment to start the listener.
 LISTENING_SCRIPT = ('i=0; while [ "$i" -lt 50 ]; do '
