@@ -27,6 +27,7 @@ if TYPE_CHECKING:  # deploy imports libvirt lazily; the CLI names its types only
     from topoc.deploy.engine import Plan, Target
     from topoc.deploy.multi import HostTarget
     from topoc.model.ir import Lab
+    from topoc.verify.report import Report
 
 EXIT_OK, EXIT_ERRORS, EXIT_USAGE = 0, 1, 2
 
@@ -270,24 +271,58 @@ def graph_command(file: str, fmt: str | None, output: str | None, reach: bool,
 @click.option("--scripts", "scripts_dir", type=click.Path(file_okay=False),
               help="verify the host scripts in this folder (e.g. output/LAB/host) "
                    "instead of freshly generated ones")
-def verify_command(file: str, keep: bool, fmt: str, scripts_dir: str | None) -> None:
-    """Build the lab in network namespaces and prove the predicted reachability (root)."""
+@click.option("--live", is_flag=True,
+              help="probe the deployed lab from inside its running guests (guest agent) "
+                   "instead of building it in namespaces; needs --connect")
+@click.option("--connect", "uri", metavar="URI", help="with --live: the lab's libvirt connection")
+@click.option("--timeout", "timeout", type=click.FloatRange(min=0), default=120.0, show_default=True,
+              help="with --live: seconds to wait for every guest's agent and addresses")
+def verify_command(file: str, keep: bool, fmt: str, scripts_dir: str | None, live: bool,
+                   uri: str | None, timeout: float) -> None:
+    """Build the lab in network namespaces and prove the predicted reachability (root);
+    with --live, prove it inside the deployed lab's running VMs."""
     from topoc.verify import netns as verifier
+    from topoc.verify import report as rendering
     lab = compile_or_exit(file).lab
     assert lab is not None
-    try:
-        scripts = verifier.scripts_from_dir(lab, Path(scripts_dir)) if scripts_dir else None
-        report, session = verifier.verify(lab, scripts, keep)
-    except verifier.VerifyError as e:
-        fail_usage(str(e))
-    if fmt == "json":
-        click.echo(json.dumps(verifier.render_json(report), indent=2))
+    if live:
+        if uri is None:
+            fail_usage("verify --live needs --connect URI (the connection the lab is deployed on)")
+        if keep or scripts_dir:
+            fail_usage("--keep and --scripts are for the namespace run, not --live")
+        report = _verify_live(lab, uri, timeout)
+        session = None
     else:
-        click.echo(verifier.render_text(report, lab), nl=False)
-    if keep and session.rig is not None:
+        if uri is not None:
+            fail_usage("--connect goes with --live")
+        try:
+            scripts = verifier.scripts_from_dir(lab, Path(scripts_dir)) if scripts_dir else None
+            report, session = verifier.verify(lab, scripts, keep)
+        except verifier.VerifyError as e:
+            fail_usage(str(e))
+    if fmt == "json":
+        click.echo(json.dumps(rendering.render_json(report), indent=2))
+    else:
+        click.echo(rendering.render_text(report, lab), nl=False)
+    if keep and session is not None and session.rig is not None:
         for line in verifier.iter_kept_instructions(session.rig):
             click.echo(line, err=fmt == "json")
     sys.exit(EXIT_ERRORS if report.mismatches else EXIT_OK)
+
+
+def _verify_live(lab: Lab, uri: str, timeout: float) -> Report:
+    from topoc.deploy import engine as deploy
+    from topoc.verify import live
+    try:
+        target = deploy.connect(uri)
+    except deploy.DeployError as e:
+        fail_usage(str(e))
+    try:
+        return live.verify_live(lab, target.conn, uri, timeout)
+    except live.VerifyError as e:
+        fail_usage(str(e))
+    finally:
+        target.conn.close()
 
 
 @cli.command("reach")
