@@ -15,7 +15,7 @@ from topoc.checks.registry import Finding, check
 from topoc.diagnostics import Severity, register
 from topoc.front.span import Span
 from topoc.model import naming
-from topoc.model.ir import Lab, Mode, Network
+from topoc.model.ir import Host, Lab, Mode, Network
 
 NAME_TOO_LONG = register("name-too-long", Severity.ERROR,
                          "a name topoc derives (libvirt object, nft table, state folder) is over its limit")
@@ -116,8 +116,28 @@ def _via_span(net: Network) -> Span:
     return Span(span.file, span.line, span.end_column - len(net.via), span.line, span.end_column)
 
 
+def _lan_nic(lab: Lab, host: Host, net: Network) -> str | None:
+    """The host's nic on the LAN a bridged network's VMs have their addresses in: the
+    nic `bridged to` must name (None when no VM address tells the LAN)."""
+    lans = {n.name: n.subnet for n in lab.networks if n.mode is Mode.EXTERNAL and n.subnet}
+    for vm in lab.vms:
+        for nic in vm.nics:
+            if nic.network != net.name or nic.ip is None:
+                continue
+            for own in host.nics:
+                subnet = lans.get(own.network)
+                if subnet is not None and nic.ip in subnet:
+                    return own.name
+    return None
+
+
 @check(UPLINK_MISSING)
 def uplink_missing(lab: Lab) -> Iterator[Finding]:
+    """A `via` names a nic of the host, which a host block declares with its address. A
+    nic a bridge enslaves (or an unnumbered uplink) may have no address of its own, and a
+    host block cannot declare such a nic: so an undeclared nic is an error when the
+    bridged VMs' addresses show which nic it should be (the host's nic on their LAN),
+    else a warning (up.sh and the deploy pre-flight check the real host)."""
     hosts = {h.name: h for h in lab.hosts}
     for net in lab.networks:
         host = hosts.get(net.host or "")
@@ -129,11 +149,24 @@ def uplink_missing(lab: Lab) -> Iterator[Finding]:
         what = ("it enslaves" if net.mode is Mode.BRIDGED else "it forwards through")
         written = "bridged to" if net.mode is Mode.BRIDGED else f"{net.mode.value} via"
         shown = ", ".join(f"`{n}`" for n in nics)
-        hint = (f"write `mode {written} {nics[0]}` (host {host.name}'s nics: {shown}), "
-                f"or give host {host.name} a `nic {net.via} on NETWORK address IP`") if nics else \
-            f"host {host.name} declares no nic: give it a `nic {net.via} on NETWORK address IP`"
+        # An error only where the file shows which nic was meant: the host's nic on the
+        # LAN of the bridged VMs' addresses. Otherwise the nic may be one the host has
+        # without an address (a bridge port, an unnumbered uplink), which a host block
+        # cannot declare: a warning.
+        meant = _lan_nic(lab, host, net) if net.mode is Mode.BRIDGED else None
+        severity = None if meant is not None else Severity.WARNING
+        if meant is None and net.mode is not Mode.BRIDGED and nics:
+            meant = nics[0]
+        if meant is not None:
+            hint = (f"write `mode {written} {meant}` (host {host.name}'s nics: {shown}), "
+                    f"or give host {host.name} a `nic {net.via} on NETWORK address IP`")
+        elif nics:
+            hint = (f"host {host.name}'s nics are {shown}; if it has {net.via} without an address "
+                    "(a bridge port), make sure the host has it: up.sh and deploy check")
+        else:
+            hint = f"host {host.name} declares no nic: give it a `nic {net.via} on NETWORK address IP`"
         yield Finding(_via_span(net), f"host {host.name} has no nic `{net.via}`, which network "
-                      f"`{net.name}` {what} (`mode {written} {net.via}`)", hint)
+                      f"`{net.name}` {what} (`mode {written} {net.via}`)", hint, severity)
 
 
 @check(BRIDGE_VIRBR)
