@@ -80,9 +80,9 @@ def check(files: tuple[str, ...], fmt: str, list_codes: bool) -> None:
     """Check .topo files and report every problem at once."""
     if list_codes:
         import topoc.deploy.engine  # noqa: F401  registers deploy's pre-flight codes (no libvirt import)
-        from topoc.checks.registry import _load_check_modules
+        from topoc.checks.registry import CHECKS
 
-        _load_check_modules()
+        CHECKS.all()
         for code in sorted(CODES.values(), key=lambda c: c.name):
             click.echo(f"{code.name:<24} {code.severity.value:<8} {code.summary}")
         return
@@ -237,10 +237,11 @@ def graph_command(file: str, fmt: str | None, output: str | None, reach: bool,
     """Draw FILE's lab: SVG or PNG (laid out by graphviz's dot), DOT, or Mermaid."""
     from topoc.backends.diagram import ToolMissing, draw, scene_for
 
-    lab = compile_or_exit(file).lab
-    assert lab is not None
+    result = compile_or_exit(file)
+    lab, analysis = result.lab, result.analysis
+    assert lab is not None and analysis is not None
     chosen = _graph_format(fmt, output)
-    scene = scene_for(lab, reach=reach, expand=expand)
+    scene = scene_for(analysis, reach=reach, expand=expand)
     for note in scene.notes:  # e.g. that a large lab was collapsed, and why
         click.echo(f"topoc: note: {note}", err=True)
     try:
@@ -268,17 +269,18 @@ def graph_command(file: str, fmt: str | None, output: str | None, reach: bool,
 def verify_command(file: str, keep: bool, fmt: str, scripts_dir: str | None) -> None:
     """Build the lab in network namespaces and prove the predicted reachability (root)."""
     from topoc.verify import netns as verifier
-    lab = compile_or_exit(file).lab
-    assert lab is not None
+    result = compile_or_exit(file)
+    lab, analysis = result.lab, result.analysis
+    assert lab is not None and analysis is not None
     try:
         scripts = verifier.scripts_from_dir(lab, Path(scripts_dir)) if scripts_dir else None
-        report, session = verifier.verify(lab, scripts, keep)
+        report, session = verifier.verify(analysis, scripts, keep)
     except verifier.VerifyError as e:
         fail_usage(str(e))
     if fmt == "json":
         click.echo(json.dumps(verifier.render_json(report), indent=2))
     else:
-        click.echo(verifier.render_text(report, lab), nl=False)
+        click.echo(verifier.render_text(report, analysis), nl=False)
     if keep and session.rig is not None:
         for line in verifier.iter_kept_instructions(session.rig):
             click.echo(line, err=fmt == "json")
@@ -295,15 +297,16 @@ def reach_command(file: str, src: str | None, dst: str | None, fmt: str) -> None
     """Predict who reaches whom (the whole matrix), or explain SRC -> DST hop by hop
     (DST may be a node or an IPv4 address)."""
     from topoc.model import reach
-    lab = compile_or_exit(file).lab
-    assert lab is not None
+    result = compile_or_exit(file)
+    lab, analysis = result.lab, result.analysis
+    assert lab is not None and analysis is not None
     if src is None:
         pairs = len(lab.nodes) * (len(lab.nodes) - 1)
         if pairs > reach.MAX_MATRIX_PAIRS:
             fail_usage(f"{file} has {len(lab.nodes)} nodes, {pairs:,} pairs: too many to print; "
                        "ask about one pair with `topoc reach FILE SRC DST` (`topoc check` proves "
                        "the `expect` lines without the matrix)")
-        matrix = reach.predict(lab)
+        matrix = reach.predict(analysis)
         if fmt == "json":
             click.echo(json.dumps(reach.matrix_json(matrix), indent=2))
         else:
@@ -316,11 +319,12 @@ def reach_command(file: str, src: str | None, dst: str | None, fmt: str) -> None
     if lab.node(dst) is None and not reach.is_address(dst):
         fail_usage(f"`{dst}` is neither a node of {file} nor an IPv4 address")
     if fmt == "json":
-        result = reach.reach_address(lab, src, dst) if lab.node(dst) is None else reach.pair(lab, src, dst)[0]
-        click.echo(json.dumps({"pairs": [reach.pair_json(result)],
-                               "explanation": reach.explain(lab, src, dst)}, indent=2))
+        pair = (reach.reach_address(analysis, src, dst) if lab.node(dst) is None
+                else reach.pair(analysis, src, dst)[0])
+        click.echo(json.dumps({"pairs": [reach.pair_json(pair)],
+                               "explanation": reach.explain(analysis, src, dst)}, indent=2))
     else:
-        click.echo(reach.explain(lab, src, dst), nl=False)
+        click.echo(reach.explain(analysis, src, dst), nl=False)
 
 
 # --- plan / deploy / status / destroy: topoc.deploy.engine over a libvirt connection ---------
@@ -340,7 +344,7 @@ def _lab_name_or_exit(path: str) -> Compilation:
         result = compile_file(path)
     except InputError as e:
         fail_usage(str(e))
-    if result.lab is None:
+    if not result.lowered_clean:
         return compile_or_exit(path)
     if result.diagnostics:
         print_diagnostics(result.diagnostics, {path: result.source}, stderr=True)

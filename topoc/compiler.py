@@ -16,6 +16,7 @@ from typing import Iterator
 
 from topoc.checks import run_checks
 from topoc.diagnostics import Diagnostic, has_errors, sort_diagnostics
+from topoc.model.analysis import Analysis
 from topoc.model.ir import Lab
 from topoc.front.lower import lower
 from topoc.front.parser import parse
@@ -33,6 +34,10 @@ class Compilation:
     tree: SyntaxTree | None = None
     lab: Lab | None = None
     diagnostics: list[Diagnostic] = field(default_factory=list)
+    # The lab's analysis (topology, reach engine), built once and handed to every stage.
+    analysis: Analysis | None = None
+    # Whether the file parsed and lowered without errors (the checks may still find some).
+    lowered_clean: bool = False
 
     @property
     def ok(self) -> bool:
@@ -86,11 +91,13 @@ def _compile_source(source: str, file: str, *, checks: bool) -> Compilation:
     tree, diagnostics = parse(source, file)
     result.tree = tree
     if tree is not None:
-        lab, lowered = lower(tree)
-        diagnostics += lowered
-        if lab is not None and checks:
-            diagnostics += run_checks(lab)
-        result.lab = lab
+        lowered = lower(tree)
+        diagnostics += lowered.diagnostics
+        result.lowered_clean = not has_errors(diagnostics)
+        result.lab = lowered.lab
+        result.analysis = Analysis(lowered.lab, lowered.poisoned)
+        if checks:
+            diagnostics += run_checks(result.analysis)
     result.diagnostics = sort_diagnostics(diagnostics)
     return result
 

@@ -9,7 +9,7 @@ from topoc.model import naming
 from topoc.checks.common import at
 from topoc.checks.registry import Finding, check
 from topoc.diagnostics import MAC_INVALID, Severity, register
-from topoc.model.ir import Lab
+from topoc.model.analysis import Analysis
 
 BRIDGE_NAME = register("bridge-name", Severity.ERROR,
                        "a bridge name too long, reused on one host, or in libvirt's own namespace")
@@ -17,7 +17,8 @@ MAC_CONFLICT = register("mac-conflict", Severity.ERROR, "two VM nics with one MA
 
 
 @check(BRIDGE_NAME)
-def bridge_name(lab: Lab) -> Iterator[Finding]:
+def bridge_name(an: Analysis) -> Iterator[Finding]:
+    lab = an.lab
     seen: dict[tuple[str | None, str], int] = {}  # (host, bridge) -> line of first use
     for net in sorted(lab.networks, key=lambda n: n.span.line):
         bridge = net.bridge
@@ -48,7 +49,8 @@ def bridge_name(lab: Lab) -> Iterator[Finding]:
 
 
 @check(MAC_CONFLICT)
-def mac_conflict(lab: Lab) -> Iterator[Finding]:
+def mac_conflict(an: Analysis) -> Iterator[Finding]:
+    lab = an.lab
     first: dict[str, tuple[str, int]] = {}
     for vm in lab.vms:
         for nic in vm.nics:
@@ -62,8 +64,9 @@ def mac_conflict(lab: Lab) -> Iterator[Finding]:
 
 
 @check(MAC_INVALID)
-def mac_unusable(lab: Lab) -> Iterator[Finding]:
+def mac_unusable(an: Analysis) -> Iterator[Finding]:
     """Lowering rejects malformed MACs; here, the well-formed ones no NIC may carry."""
+    lab = an.lab
     for vm in lab.vms:
         for nic in vm.nics:
             if nic.mac is None or nic.mac_derived:

@@ -14,7 +14,8 @@ from typing import Iterator
 
 from topoc.checks.registry import Finding, check
 from topoc.diagnostics import Severity, register
-from topoc.model.ir import Host, Lab, Vm
+from topoc.model.analysis import Analysis
+from topoc.model.ir import Host, Vm
 
 NIC_PLACEMENT = register("nic-placement", Severity.ERROR,
                          "a nic on a network its node cannot be plugged into")
@@ -23,7 +24,8 @@ FORWARD_TARGET = register("forward-target", Severity.WARNING,
 
 
 @check(NIC_PLACEMENT)
-def nic_placement(lab: Lab) -> Iterator[Finding]:
+def nic_placement(an: Analysis) -> Iterator[Finding]:
+    lab = an.lab
     host_lans = {h.name: {nic.network for nic in h.nics} for h in lab.hosts}
     for node in lab.nodes:
         for nic in node.nics:
@@ -56,11 +58,12 @@ def nic_placement(lab: Lab) -> Iterator[Finding]:
 
 
 @check(FORWARD_TARGET)
-def forward_target(lab: Lab) -> Iterator[Finding]:
+def forward_target(an: Analysis) -> Iterator[Finding]:
+    lab = an.lab
     from topoc.model.reach import forward_vm_address
 
     for fwd in lab.forwards:
-        if isinstance(lab.node(fwd.vm), Vm) and forward_vm_address(lab, fwd) is None:
+        if an.sound(fwd.vm) and isinstance(lab.node(fwd.vm), Vm) and forward_vm_address(lab, fwd) is None:
             yield Finding(
                 fwd.span,
                 f"{fwd.vm} has no static address on a nat, routed or open network of its host, "

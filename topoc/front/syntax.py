@@ -69,6 +69,16 @@ Item = Block | Statement
 
 @dataclass(frozen=True, slots=True)
 class SyntaxTree:
+    """A whole file. After syntax errors it is the tree of what was left once the parser
+    skipped the broken statements (`recovered`): `lost_lines` are the lines whose code
+    it skipped, `lost_names` the names that skipped block headers or `lab` lines
+    declared and `lost_keywords` the first words of the skipped top-level lines, so
+    lowering reports nothing that only follows from what was skipped."""
+
     file: str
     items: tuple[Item, ...]
     comments: tuple[Comment, ...]
+    recovered: bool = False
+    lost_lines: frozenset[int] = frozenset()
+    lost_names: frozenset[str] = frozenset()
+    lost_keywords: frozenset[str] = frozenset()

@@ -1,0 +1,236 @@
+"""Value parsers: one token's text -> one typed value, or `Invalid` saying what is wrong.
+
+Each parser knows one kind of value (a name, an interface name, an IPv4 address, a
+CIDR, a size, a MAC, a switch, a port...) and nothing about the lab: resolving names
+against what the file defines is topoc.front.lower's job. An `Invalid` becomes one
+diagnostic pointing at the token (or the part of it) at fault.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from ipaddress import AddressValueError, IPv4Address, IPv4Interface, IPv4Network, ip_address
+from typing import Iterable
+
+from topoc.diagnostics import INVALID_VALUE, MAC_INVALID, Code
+from topoc.front.span import Span
+from topoc.front.syntax import Token
+from topoc.model import naming
+from topoc.model.ir import DhcpRange, Mode
+
+NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(-[A-Za-z0-9_]+)*")
+# Linux accepts almost any byte in an interface name; topoc accepts the conventional
+# ones (eth0, enp1s0, br-lan, eth0.100, wlan0) so names are safe in scripts unquoted.
+IFNAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+MAC_RE = re.compile(r"([0-9A-Fa-f]{2})([:-][0-9A-Fa-f]{2}){5}")
+# libvirt's schema allows [a-zA-Z0-9_-] in <model type=...> (domaincommon.rng).
+MODEL_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]*")
+DOMAIN_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*")
+
+# Units as libvirt reads them (https://libvirt.org/formatdomain.html#memory-allocation):
+# K, M, G, T and KiB... are powers of 1024; KB, MB, GB, TB are powers of 1000.
+_UNITS = {
+    "k": 1024, "kib": 1024, "kb": 1000,
+    "m": 1024**2, "mib": 1024**2, "mb": 1000**2,
+    "g": 1024**3, "gib": 1024**3, "gb": 1000**3,
+    "t": 1024**4, "tib": 1024**4, "tb": 1000**4,
+}
+SIZE_RE = re.compile(r"([0-9]+)([A-Za-z]+)")
+MAX_MEMORY = 16 * 1024**4
+
+MODE_WORDS = [m.value for m in Mode]
+ROUTING_MODES = (Mode.NAT, Mode.ROUTED, Mode.OPEN)  # the modes that take `via IFACE`
+
+
+class Invalid(Exception):
+    """A value that cannot be lowered; caught per statement and made a diagnostic."""
+
+    def __init__(self, span: Span, message: str, hint: str | None = None,
+                 code: Code = INVALID_VALUE) -> None:
+        super().__init__(message)
+        self.span, self.message, self.hint, self.code = span, message, hint, code
+
+
+def suggest(word: str, choices: Iterable[str]) -> str | None:
+    match = difflib.get_close_matches(word, sorted(choices), n=1, cutoff=0.6)
+    return f"did you mean `{match[0]}`?" if match else None
+
+
+def name(tok: Token, what: str) -> str:
+    if tok.kind != "WORD" or not NAME_RE.fullmatch(tok.text):
+        raise Invalid(tok.span, f"`{tok.text}` is not a valid {what} name",
+                      "names start with a letter or `_` and hold letters, digits, `_` and "
+                      "inner `-`")
+    return tok.text
+
+
+def ifname(tok: Token, what: str = "interface") -> str:
+    """An interface name; the one place the kernel's IFNAMSIZ limit is enforced."""
+    if tok.kind != "WORD" or not IFNAME_RE.fullmatch(tok.text):
+        raise Invalid(tok.span, f"`{tok.text}` is not a valid {what} name",
+                      "interface names hold letters, digits, `_`, `.` and `-`")
+    if len(tok.text) > naming.IFNAMSIZ:
+        raise Invalid(tok.span, f"{what} name `{tok.text}` is {len(tok.text)} characters long; "
+                      f"Linux allows at most {naming.IFNAMSIZ}",
+                      f"shorten it to {naming.IFNAMSIZ} characters or fewer")
+    return tok.text
+
+
+def address(tok: Token) -> IPv4Address:
+    try:
+        return IPv4Address(tok.text)
+    except AddressValueError:
+        raise Invalid(tok.span, *why_not_ipv4(tok.text)) from None
+
+
+def why_not_ipv4(text: str) -> tuple[str, str]:
+    try:
+        if ip_address(text.split("/")[0]).version == 6:
+            return f"`{text}` is an IPv6 address; topoc handles IPv4 for now", \
+                "use an IPv4 address such as 10.0.0.1"
+    except ValueError:
+        pass  # not an address of any version: the messages below say what it is
+    if "/" in text:
+        return f"`{text}` has a prefix where a plain address belongs", \
+            f"write `{text.split('/')[0]}`"
+    return f"`{text}` is not an IPv4 address", "write four numbers 0-255 joined by dots, e.g. 10.0.0.1"
+
+
+def interface(tok: Token) -> IPv4Interface:
+    """`IP/PREFIX` (the prefix is required here)."""
+    text = tok.text
+    if "/" not in text:
+        raise Invalid(tok.span, f"`{text}` has no prefix length",
+                      f"write it with its prefix, e.g. `{text}/24`")
+    ip_text, _, prefix = text.partition("/")
+    address(Token(ip_text, "WORD", tok.span))
+    if not prefix.isdigit() or not 0 <= int(prefix) <= 32:
+        raise Invalid(tok.span.sub(len(ip_text), len(prefix) + 1), f"`/{prefix}` is not a prefix length",
+                      "use a number from 0 to 32")
+    return IPv4Interface(text)
+
+
+def nic_address_form(tok: Token) -> IPv4Address | IPv4Interface:
+    """A nic's `address`: IP or IP/PREFIX (the prefix, when left out, is the network's)."""
+    return interface(tok) if "/" in tok.text else address(tok)
+
+
+def network_cidr(tok: Token) -> IPv4Network:
+    iface = interface(tok)
+    if iface.ip != iface.network.network_address:
+        raise Invalid(tok.span, f"`{tok.text}` has host bits set", f"the network is `{iface.network}`")
+    return iface.network
+
+
+def destination(tok: Token) -> IPv4Network:
+    """A route's destination: a CIDR, or `default`."""
+    return IPv4Network("0.0.0.0/0") if tok.text == "default" else network_cidr(tok)
+
+
+def integer(tok: Token, what: str, low: int, high: int) -> int:
+    if not tok.text.isdigit() or not low <= int(tok.text) <= high:
+        raise Invalid(tok.span, f"`{tok.text}` is not a valid {what}",
+                      f"use a whole number from {low} to {high}")
+    return int(tok.text)
+
+
+def switch(tok: Token, what: str) -> bool:
+    if tok.text not in ("on", "off"):
+        raise Invalid(tok.span, f"`{what}` takes `on` or `off`, not `{tok.text}`",
+                      f"write `{what} on` or `{what} off`")
+    return tok.text == "on"
+
+
+def size(tok: Token) -> int:
+    match = SIZE_RE.fullmatch(tok.text)
+    unit = match.group(2).lower() if match else ""
+    if not match or unit not in _UNITS:
+        hint = "write a number and a unit: 512MiB, 1GiB, 2G (K, M, G, T are powers of 1024)"
+        if tok.text.isdigit():
+            raise Invalid(tok.span, f"`{tok.text}` has no unit", hint)
+        raise Invalid(tok.span, f"`{tok.text}` is not a size", hint)
+    value = int(match.group(1)) * _UNITS[unit]
+    if not 1024**2 <= value <= MAX_MEMORY:
+        raise Invalid(tok.span, f"memory of {tok.text} is out of range", "use 1MiB to 16TiB")
+    return value
+
+
+def mac(tok: Token) -> str:
+    if not MAC_RE.fullmatch(tok.text):
+        raise Invalid(tok.span, f"`{tok.text}` is not a MAC address",
+                      "write six hex bytes joined by colons, e.g. 52:54:00:12:34:56", MAC_INVALID)
+    return tok.text.lower().replace("-", ":")
+
+
+def model(tok: Token) -> str:
+    if not MODEL_RE.fullmatch(tok.text):
+        raise Invalid(tok.span, f"`{tok.text}` is not a NIC model name", "use e.g. virtio, e1000e or rtl8139")
+    return tok.text
+
+
+def string(tok: Token) -> str:
+    if tok.kind == "STRING":
+        body = tok.text[1:-1]
+        return re.sub(r"\\(.)", r"\1", body)
+    return tok.text
+
+
+def domain(tok: Token) -> str:
+    if not DOMAIN_RE.fullmatch(tok.text):
+        raise Invalid(tok.span, f"`{tok.text}` is not a DNS domain name", "use e.g. lab.example")
+    return tok.text
+
+
+def protocol(tok: Token) -> str:
+    if tok.text not in ("tcp", "udp"):
+        raise Invalid(tok.span, f"`{tok.text}` is not a protocol", "use `tcp` or `udp`")
+    return tok.text
+
+
+def vm_port(tok: Token, port_text: str) -> tuple[str, int]:
+    """`VM:PORT` of a forward (`port_text` is the host port, for the hint)."""
+    vm_name, sep, vm_port_text = tok.text.rpartition(":")
+    if not sep or not vm_name:
+        raise Invalid(tok.span, f"`{tok.text}` is not VM:PORT",
+                      f"write the VM and its port, e.g. `{tok.text}:{port_text}`")
+    port_span = tok.span.sub(len(vm_name) + 1, len(vm_port_text))
+    return vm_name, integer(Token(vm_port_text, "WORD", port_span), "port", 1, 65535)
+
+
+def mode(args: tuple[Token, ...], span: Span) -> tuple[Mode, str | None]:
+    """`mode WORD [via|to IFACE]` -> the mode and its interface."""
+    word = args[0]
+    if word.text not in MODE_WORDS:
+        raise Invalid(word.span, f"`{word.text}` is not a network mode",
+                      suggest(word.text, MODE_WORDS) or f"use one of {', '.join(MODE_WORDS)}")
+    value = Mode(word.text)
+    link = args[1] if len(args) > 1 else None
+    target = args[2] if len(args) > 2 else None
+    if value is Mode.BRIDGED:
+        if link is None or link.text != "to" or target is None:
+            raise Invalid(span, "a bridged network needs the host NIC it bridges",
+                          "write `mode bridged to IFACE`, e.g. `mode bridged to eth0`")
+        return value, ifname(target)
+    if link is None or target is None:
+        return value, None
+    if value in ROUTING_MODES and link.text == "via":
+        return value, ifname(target)
+    allowed = "`via IFACE`" if value in ROUTING_MODES else "nothing"
+    raise Invalid(link.span, f"mode {value.value} does not take `{link.text}`",
+                  f"mode {value.value} takes {allowed} after it")
+
+
+def dhcp_range(args: tuple[Token, ...], span: Span) -> DhcpRange:
+    """`FIRST - LAST` (or `FIRST-LAST`, which lexes as one word)."""
+    words = [a for a in args if a.kind != "-"]
+    if len(words) == 1:
+        first, sep, last = words[0].text.partition("-")
+        if not sep:
+            raise Invalid(words[0].span, "a DHCP range needs a first and a last address",
+                          "write `dhcp FIRST - LAST`")
+        start_tok = Token(first, "WORD", words[0].span.sub(0, len(first)))
+        end_tok = Token(last, "WORD", words[0].span.sub(len(first) + 1, len(last)))
+    else:
+        start_tok, end_tok = words
+    return DhcpRange(address(start_tok), address(end_tok), span)
