@@ -21,7 +21,8 @@ from rich.console import Console
 
 from topoc import __version__
 from topoc.compiler import Compilation, InputError, compile_file, read_source
-from topoc.diagnostics import CODES, Diagnostic, has_errors, render_json, render_one, summary_line
+from topoc.codes import CODES, DisableError, disabled_codes
+from topoc.diagnostics import Diagnostic, has_errors, render_json, render_one, summary_line
 
 EXIT_OK, EXIT_ERRORS, EXIT_USAGE = 0, 1, 2
 
@@ -49,11 +50,25 @@ def print_diagnostics(diagnostics: list[Diagnostic], sources: dict[str, str],
         console.print(render_one(d, sources))
 
 
-def compile_or_exit(path: str) -> Compilation:
+_disable_option = click.option(
+    "--disable", "disable", multiple=True, metavar="CODE",
+    help="switch a warning code off for this run (repeatable; errors cannot be)")
+
+
+def disabled_or_exit(names: tuple[str, ...]) -> frozenset[str]:
+    """The --disable codes; an unknown code or an error's is a usage error (exit 2)."""
+    try:
+        return disabled_codes(names)
+    except DisableError as e:
+        fail_usage(f"--disable: {e}")
+
+
+def compile_or_exit(path: str, disable: tuple[str, ...] = ()) -> Compilation:
     """Compile one file for a command that needs a clean lab: diagnostics go to stderr,
     and errors end the command with exit code 1 before anything is written."""
+    disabled = disabled_or_exit(disable)
     try:
-        result = compile_file(path)
+        result = compile_file(path, disabled=disabled)
     except InputError as e:
         fail_usage(str(e))
     if result.diagnostics:
@@ -76,24 +91,22 @@ def cli() -> None:
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
               help="text for people, json for editors and CI")
 @click.option("--list-codes", is_flag=True, help="list every diagnostic code and exit")
-def check(files: tuple[str, ...], fmt: str, list_codes: bool) -> None:
+@_disable_option
+def check(files: tuple[str, ...], fmt: str, list_codes: bool, disable: tuple[str, ...]) -> None:
     """Check .topo files and report every problem at once."""
     if list_codes:
-        import topoc.deploy.engine  # noqa: F401  registers deploy's pre-flight codes (no libvirt import)
-        from topoc.checks.registry import CHECKS
-
-        CHECKS.all()
         for code in sorted(CODES.values(), key=lambda c: c.name):
-            click.echo(f"{code.name:<24} {code.severity.value:<8} {code.summary}")
+            click.echo(f"{code.name:<24} {code.severity.value:<8} {code.category.value:<10} {code.summary}")
         return
     if not files:
         fail_usage("check needs at least one FILE")
+    disabled = disabled_or_exit(disable)
     diagnostics: list[Diagnostic] = []
     sources: dict[str, str] = {}
     unreadable = 0
     for path in files:
         try:
-            result = compile_file(path)
+            result = compile_file(path, disabled=disabled)
         except InputError as e:
             # Say so and go on: the other files' diagnostics are still worth having.
             _console(stderr=True).print(f"topoc: error: {e}", markup=False)
@@ -174,12 +187,13 @@ def _chosen_targets(values: tuple[str, ...]) -> list[str]:
               help="the output directory (default: output/LAB)")
 @click.option("--target", "targets", multiple=True, metavar="T[,T...]",
               help="libvirt, host, diagram (default: every available one)")
-def build(file: str, out_dir: str | None, targets: tuple[str, ...]) -> None:
+@_disable_option
+def build(file: str, out_dir: str | None, targets: tuple[str, ...], disable: tuple[str, ...]) -> None:
     """Check FILE, then write its artifacts to output/LAB/ atomically."""
     from topoc.backends import ToolMissing, generate
     from topoc.backends.writer import MANIFEST, WriteError, write_artifacts
 
-    lab = compile_or_exit(file).lab
+    lab = compile_or_exit(file, disable).lab
     assert lab is not None
     # The lab lives until the process ends: keep the cyclic GC from rescanning its
     # hundreds of thousands of objects while the backends allocate (~0.15 s at 10,000 VMs).
@@ -232,12 +246,13 @@ def _graph_format(fmt: str | None, output: str | None) -> str:
               help="the file to write (default: stdout for dot and mermaid, LAB.svg/.png)")
 @click.option("--reach", is_flag=True, help="overlay who reaches whom (topoc.model.reach)")
 @click.option("--expand", is_flag=True, help="draw every VM even in a large lab")
+@_disable_option
 def graph_command(file: str, fmt: str | None, output: str | None, reach: bool,
-                  expand: bool) -> None:
+                  expand: bool, disable: tuple[str, ...]) -> None:
     """Draw FILE's lab: SVG or PNG (laid out by graphviz's dot), DOT, or Mermaid."""
     from topoc.backends.diagram import ToolMissing, draw, scene_for
 
-    result = compile_or_exit(file)
+    result = compile_or_exit(file, disable)
     lab, analysis = result.lab, result.analysis
     assert lab is not None and analysis is not None
     chosen = _graph_format(fmt, output)
@@ -266,10 +281,12 @@ def graph_command(file: str, fmt: str | None, output: str | None, reach: bool,
 @click.option("--scripts", "scripts_dir", type=click.Path(file_okay=False),
               help="verify the host scripts in this folder (e.g. output/LAB/host) "
                    "instead of freshly generated ones")
-def verify_command(file: str, keep: bool, fmt: str, scripts_dir: str | None) -> None:
+@_disable_option
+def verify_command(file: str, keep: bool, fmt: str, scripts_dir: str | None,
+                   disable: tuple[str, ...]) -> None:
     """Build the lab in network namespaces and prove the predicted reachability (root)."""
     from topoc.verify import netns as verifier
-    result = compile_or_exit(file)
+    result = compile_or_exit(file, disable)
     lab, analysis = result.lab, result.analysis
     assert lab is not None and analysis is not None
     try:
@@ -293,11 +310,12 @@ def verify_command(file: str, keep: bool, fmt: str, scripts_dir: str | None) -> 
 @click.argument("dst", required=False)
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
               help="json: {\"pairs\": [{src, dst, reachable, path, reason}]}")
-def reach_command(file: str, src: str | None, dst: str | None, fmt: str) -> None:
+@_disable_option
+def reach_command(file: str, src: str | None, dst: str | None, fmt: str, disable: tuple[str, ...]) -> None:
     """Predict who reaches whom (the whole matrix), or explain SRC -> DST hop by hop
     (DST may be a node or an IPv4 address)."""
     from topoc.model import reach
-    result = compile_or_exit(file)
+    result = compile_or_exit(file, disable)
     lab, analysis = result.lab, result.analysis
     assert lab is not None and analysis is not None
     if src is None:
@@ -337,27 +355,29 @@ _host_option = click.option("--host", "host", metavar="NAME",
                             help="which of the lab's hypervisors this connection is (if it has several)")
 
 
-def _lab_name_or_exit(path: str) -> Compilation:
+def _lab_name_or_exit(path: str, disable: tuple[str, ...] = ()) -> Compilation:
     """For destroy, which needs only the lab's name: a file whose checks fail still
     names its lab (its diagnostics are shown); one that does not parse exits 1."""
+    disabled = disabled_or_exit(disable)
     try:
-        result = compile_file(path)
+        result = compile_file(path, disabled=disabled)
     except InputError as e:
         fail_usage(str(e))
     if not result.lowered_clean:
-        return compile_or_exit(path)
+        return compile_or_exit(path, disable)
     if result.diagnostics:
         print_diagnostics(result.diagnostics, {path: result.source}, stderr=True)
     return result
 
 
-def _deploy_session(file: str, uri: str, *, clean: bool = True) -> tuple[Compilation, object]:
+def _deploy_session(file: str, uri: str, *, clean: bool = True,
+                    disable: tuple[str, ...] = ()) -> tuple[Compilation, object]:
     """The lab (clean unless `clean` is False) and a connection (libvirt missing or
     unreachable: exit 2)."""
     from topoc.deploy import engine as deploy
     from topoc.deploy.report import private_host_note
 
-    result = compile_or_exit(file) if clean else _lab_name_or_exit(file)
+    result = compile_or_exit(file, disable) if clean else _lab_name_or_exit(file, disable)
     try:
         target = deploy.connect(uri)
     except deploy.DeployError as e:
@@ -387,12 +407,13 @@ def _deploy_step(result: Compilation, step):  # type: ignore[no-untyped-def]
 @_connect_option
 @_host_option
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
-def plan_command(file: str, uri: str, host: str | None, fmt: str) -> None:
+@_disable_option
+def plan_command(file: str, uri: str, host: str | None, fmt: str, disable: tuple[str, ...]) -> None:
     """Show what `deploy` would change on the libvirt connection (changes nothing)."""
     from topoc.deploy import engine as deploy
     from topoc.deploy.report import render_plan
 
-    result, target = _deploy_session(file, uri)
+    result, target = _deploy_session(file, uri, disable=disable)
     assert result.lab is not None
     plan = _deploy_step(result, lambda: deploy.make_plan(result.lab, target, host=host))
     if fmt == "json":
@@ -412,13 +433,15 @@ def plan_command(file: str, uri: str, host: str | None, fmt: str) -> None:
 @_host_option
 @click.option("--start-vms", is_flag=True, help="also start the lab's VMs")
 @click.option("--status", "show_status", is_flag=True, help="print the status afterwards, same connection")
-def deploy_command(file: str, uri: str, host: str | None, start_vms: bool, show_status: bool) -> None:
+@_disable_option
+def deploy_command(file: str, uri: str, host: str | None, start_vms: bool, show_status: bool,
+                   disable: tuple[str, ...]) -> None:
     """Check FILE, then define, autostart and start its networks and define its VMs.
     All or nothing: a failed step puts the host back as it was."""
     from topoc.deploy import engine as deploy
     from topoc.deploy.report import render_applied, render_status
 
-    result, target = _deploy_session(file, uri)
+    result, target = _deploy_session(file, uri, disable=disable)
     assert result.lab is not None
     plan = _deploy_step(result, lambda: deploy.apply(result.lab, target, host=host, start_vms=start_vms))
     click.echo(render_applied(plan), nl=False)
@@ -432,13 +455,14 @@ def deploy_command(file: str, uri: str, host: str | None, start_vms: bool, show_
 @_connect_option
 @_host_option
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
-def status_command(file: str, uri: str, host: str | None, fmt: str) -> None:
+@_disable_option
+def status_command(file: str, uri: str, host: str | None, fmt: str, disable: tuple[str, ...]) -> None:
     """Each of the lab's networks and VMs on the connection: defined, active, autostart,
     bridge, DHCP leases."""
     from topoc.deploy import engine as deploy
     from topoc.deploy.report import render_status
 
-    result, target = _deploy_session(file, uri)
+    result, target = _deploy_session(file, uri, disable=disable)
     assert result.lab is not None
     rows = _deploy_step(result, lambda: deploy.status(result.lab, target, host=host))
     if fmt == "json":
@@ -451,12 +475,13 @@ def status_command(file: str, uri: str, host: str | None, fmt: str) -> None:
 @cli.command("destroy")
 @click.argument("file")
 @_connect_option
-def destroy_command(file: str, uri: str) -> None:
+@_disable_option
+def destroy_command(file: str, uri: str, disable: tuple[str, ...]) -> None:
     """Stop and undefine the lab's VMs and networks, and nothing else (safe twice)."""
     from topoc.deploy import engine as deploy
     from topoc.deploy.report import render_destroyed
 
-    result, target = _deploy_session(file, uri, clean=False)
+    result, target = _deploy_session(file, uri, clean=False, disable=disable)
     assert result.lab is not None
     removed, left_alone = _deploy_step(result, lambda: deploy.destroy(result.lab.name, target))
     click.echo(render_destroyed(result.lab.name, uri, removed, left_alone), nl=False)

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
 from topoc.checks import run_checks
-from topoc.diagnostics import Diagnostic, has_errors, sort_diagnostics
+from topoc.codes import BAD_PRAGMA, CODES, Severity
+from topoc.diagnostics import Diagnostic, diagnostic, has_errors, sort_diagnostics
 from topoc.model.analysis import Analysis
 from topoc.model.ir import Lab
 from topoc.front.lower import lower
@@ -81,9 +83,52 @@ def _cyclic_gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def compile_source(source: str, file: str, *, checks: bool = True) -> Compilation:
+def compile_source(source: str, file: str, *, checks: bool = True,
+                   disabled: frozenset[str] = frozenset()) -> Compilation:
+    """Parse, lower and check `source`. `disabled`: warning codes switched off for this
+    run (validated by topoc.codes.disabled_codes); the file's own pragmas add to them."""
     with _cyclic_gc_paused():
-        return _compile_source(source, file, checks=checks)
+        result = _compile_source(source, file, checks=checks)
+    if result.tree is not None:
+        pragmas, problems = file_pragmas(result.tree)
+        disabled = disabled | pragmas
+        result.diagnostics = sort_diagnostics(result.diagnostics + problems)
+    if disabled:
+        result.diagnostics = [d for d in result.diagnostics
+                              if not (d.code in disabled and d.severity is Severity.WARNING)]
+    return result
+
+
+# `# topoc: disable=CODE[,CODE...]` on a line of its own switches those warnings off for
+# the whole file.
+_PRAGMA = re.compile(r"#\s*topoc:\s*disable\s*=\s*(.*?)\s*$")
+
+
+def file_pragmas(tree: SyntaxTree) -> tuple[frozenset[str], list[Diagnostic]]:
+    """The warning codes the file's pragmas disable, and a `bad-pragma` warning for each
+    name that is not a code or is an error's (errors cannot be switched off)."""
+    disabled: set[str] = set()
+    problems: list[Diagnostic] = []
+    for comment in tree.comments:
+        match = _PRAGMA.match(comment.text) if comment.own_line else None
+        if match is None:
+            continue
+        offset = match.start(1)
+        for part in match.group(1).split(","):
+            name = part.strip()
+            start = offset + len(part) - len(part.lstrip())
+            offset += len(part) + 1
+            span = comment.span.sub(start, len(name))
+            code = CODES.get(name)
+            if code is None:
+                problems.append(diagnostic(BAD_PRAGMA, span, BAD_PRAGMA.message("unknown", name=name),
+                                           BAD_PRAGMA.message("unknown_hint")))
+            elif code.severity is not Severity.WARNING:
+                problems.append(diagnostic(BAD_PRAGMA, span, BAD_PRAGMA.message("error", name=name),
+                                           BAD_PRAGMA.message("error_hint")))
+            else:
+                disabled.add(name)
+    return frozenset(disabled), problems
 
 
 def _compile_source(source: str, file: str, *, checks: bool) -> Compilation:
@@ -102,5 +147,6 @@ def _compile_source(source: str, file: str, *, checks: bool) -> Compilation:
     return result
 
 
-def compile_file(path: str, *, checks: bool = True) -> Compilation:
-    return compile_source(read_source(path), path, checks=checks)
+def compile_file(path: str, *, checks: bool = True,
+                 disabled: frozenset[str] = frozenset()) -> Compilation:
+    return compile_source(read_source(path), path, checks=checks, disabled=disabled)

@@ -10,28 +10,15 @@ from __future__ import annotations
 from ipaddress import IPv4Address, IPv4Network
 from typing import Iterator, NamedTuple
 
+from topoc.codes import (ADDRESS_CONFLICT, ADDRESS_OUTSIDE_SUBNET, ADDRESS_RESERVED, DHCP_RANGE,
+                         GATEWAY_UNREACHABLE, NO_ADDRESS, SUBNET_OVERLAP)
 from topoc.checks.common import at, nic_where, suggest_free, usable
 from topoc.checks.registry import Finding, check
-from topoc.diagnostics import Severity, register
+from topoc.diagnostics import Severity
 from topoc.model.analysis import Analysis
 from topoc.model.ir import Host, Lab, Mode, Network, Nic, Node, Vm
 from topoc.front.span import Span
 
-ADDRESS_CONFLICT = register("address-conflict", Severity.ERROR,
-                            "one address used twice on a segment or in a routing domain")
-ADDRESS_OUTSIDE_SUBNET = register("address-outside-subnet", Severity.ERROR,
-                                  "a nic address outside its network's subnet")
-ADDRESS_RESERVED = register("address-reserved", Severity.ERROR,
-                            "a subnet's network or broadcast address, or a VM on the gateway's address")
-SUBNET_OVERLAP = register("subnet-overlap", Severity.ERROR,
-                          "overlapping subnets on one host (libvirt fails at net-start)")
-DHCP_RANGE = register("dhcp-range", Severity.ERROR,
-                      "a DHCP range that is reversed, outside its subnet, covers the gateway "
-                      "or a static address")
-GATEWAY_UNREACHABLE = register("gateway-unreachable", Severity.ERROR,
-                               "a gateway or `route ... via` not on any subnet of the node")
-NO_ADDRESS = register("no-address", Severity.WARNING,
-                      "a VM nic with no address on a network without DHCP")
 
 # Segments behind NAT or cut off (isolated) are address domains of their own: the same
 # address may be reused in two of them. Everything routed shares one domain.
@@ -103,7 +90,8 @@ def address_conflict(an: Analysis) -> Iterator[Finding]:
         net = lab.network(claim.network)
         subnet = network_subnet(an, net) if net is not None else None
         yield Finding(claim.span,
-                      f"{claim.address} is already assigned to {first.owner} (line {first.span.line})",
+                      ADDRESS_CONFLICT.message("taken", address=claim.address, owner=first.owner,
+                                               line=first.span.line),
                       suggest_free(subnet, _taken(an), net))
 
 
@@ -148,13 +136,14 @@ def address_outside_subnet(an: Analysis) -> Iterator[Finding]:
         subnet, net = sub.subnet, sub.network
         span = at(nic.address_span, nic.span)
         if not sub.first <= ip <= sub.last:
-            yield Finding(span, f"{nic.address.ip} is outside {net.name}'s subnet {subnet}",
+            yield Finding(span, ADDRESS_OUTSIDE_SUBNET.message("outside", address=nic.address.ip,
+                                                               network=net.name, subnet=subnet),
                           suggest_free(subnet, _taken(an), net))
         elif nic.address.network.prefixlen != subnet.prefixlen:
-            yield Finding(span, f"{nic.address} has a prefix of /{nic.address.network.prefixlen}, "
-                          f"but {net.name}'s subnet is {subnet}",
-                          f"write the address without a prefix (it takes /{subnet.prefixlen} "
-                          "from the network)")
+            yield Finding(span, ADDRESS_OUTSIDE_SUBNET.message(
+                              "prefix", address=nic.address, prefix=nic.address.network.prefixlen,
+                              network=net.name, subnet=subnet),
+                          ADDRESS_OUTSIDE_SUBNET.message("prefix_hint", subnet_prefix=subnet.prefixlen))
 
 
 def _taken(an: Analysis) -> set[IPv4Address]:
@@ -251,22 +240,20 @@ def dhcp_range(an: Analysis) -> Iterator[Finding]:
         dhcp, subnet = net.dhcp, net.subnet
         if dhcp is None or subnet is None:
             continue
-        problem = None
+        key = None
         if dhcp.start > dhcp.end:
-            problem = f"the DHCP range starts at {dhcp.start}, after its end {dhcp.end}"
-            hint = f"write `dhcp {dhcp.end} - {dhcp.start}`"
+            key = "reversed"
         elif dhcp.start not in subnet or dhcp.end not in subnet:
-            outside = dhcp.start if dhcp.start not in subnet else dhcp.end
-            problem = f"the DHCP range leaves {net.name}'s subnet {subnet} at {outside}"
-            hint = f"keep both ends inside {subnet}"
+            key = "outside"
         elif not usable(subnet, dhcp.start) or not usable(subnet, dhcp.end):
-            problem = f"the DHCP range includes the network or broadcast address of {subnet}"
-            hint = "start it after the network address and end it before the broadcast address"
+            key = "reserved"
         elif net.gateway is not None and net.gateway in dhcp:
-            problem = f"the DHCP range {dhcp.start} - {dhcp.end} covers the gateway {net.gateway}"
-            hint = "move the range past the gateway address"
-        if problem is not None:
-            yield Finding(dhcp.span, problem, hint)
+            key = "gateway"
+        if key is not None:
+            values = dict(start=dhcp.start, end=dhcp.end, network=net.name, subnet=subnet,
+                          gateway=net.gateway, address=dhcp.start if dhcp.start not in subnet else dhcp.end)
+            yield Finding(dhcp.span, DHCP_RANGE.message(key, **values),
+                          DHCP_RANGE.message(f"{key}_hint", **values))
     yield from _static_in_range(an)
 
 

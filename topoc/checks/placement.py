@@ -12,15 +12,11 @@ from __future__ import annotations
 
 from typing import Iterator
 
+from topoc.codes import FORWARD_TARGET, NIC_PLACEMENT
 from topoc.checks.registry import Finding, check
-from topoc.diagnostics import Severity, register
 from topoc.model.analysis import Analysis
 from topoc.model.ir import Host, Vm
 
-NIC_PLACEMENT = register("nic-placement", Severity.ERROR,
-                         "a nic on a network its node cannot be plugged into")
-FORWARD_TARGET = register("forward-target", Severity.WARNING,
-                          "a `forward` to a VM with no static address the host can DNAT to")
 
 
 @check(NIC_PLACEMENT)
@@ -64,8 +60,5 @@ def forward_target(an: Analysis) -> Iterator[Finding]:
 
     for fwd in lab.forwards:
         if an.sound(fwd.vm) and isinstance(lab.node(fwd.vm), Vm) and forward_vm_address(lab, fwd) is None:
-            yield Finding(
-                fwd.span,
-                f"{fwd.vm} has no static address on a nat, routed or open network of its host, "
-                f"so no DNAT rule is generated and port {fwd.port} stays closed",
-                f"give {fwd.vm} a static `address` on such a network")
+            yield Finding(fwd.span, FORWARD_TARGET.message("no_target", vm=fwd.vm, port=fwd.port),
+                          FORWARD_TARGET.message("no_target_hint", vm=fwd.vm))

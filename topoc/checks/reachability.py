@@ -11,16 +11,13 @@ from __future__ import annotations
 from ipaddress import IPv4Address
 from typing import Iterator
 
+from topoc.codes import EXPECT_FAILED, UNREACHABLE_SEGMENT
 from topoc.checks.common import plural
 from topoc.checks.registry import Finding, check
-from topoc.diagnostics import Severity, register
 from topoc.model.analysis import Analysis
 from topoc.model.ir import Expect, Mode, Network
 from topoc.model.reach import Probe, explain_probe, pair, probe
 
-UNREACHABLE_SEGMENT = register("unreachable-segment", Severity.WARNING,
-                               "a network nobody can reach, or whose LAN peers get no replies")
-EXPECT_FAILED = register("expect-failed", Severity.ERROR, "an `expect` the model contradicts")
 
 
 def _members(an: Analysis) -> dict[str, list[tuple[str, IPv4Address | None]]]:
@@ -43,8 +40,8 @@ def unreachable_segment(an: Analysis) -> Iterator[Finding]:
         mine = members.get(net.name, [])
         header = net.span.sub(0, len("network"))
         if not mine:
-            yield Finding(header, f"network `{net.name}` has no VM on it",
-                          f"attach a VM with `nic on {net.name}`, or remove the network")
+            yield Finding(header, UNREACHABLE_SEGMENT.message("empty", network=net.name),
+                          UNREACHABLE_SEGMENT.message("empty_hint", network=net.name))
             continue
         if net.mode is Mode.BRIDGED:
             continue

@@ -1,0 +1,190 @@
+"""Every diagnostic code topoc reports, in one table, whatever stage reports it.
+
+Each code has its default severity, its category (the stage or family of rule it
+belongs to), a one-line meaning (`topoc check --list-codes` prints them), and the
+templates of the messages and hints the checks say with it (`code.message(key,
+**values)`), so a code's wording is read and reviewed here, not scattered in f-strings.
+The front end (parser, lowering) and deploy's pre-flight use the same codes; only a
+warning may be switched off, per run (`--disable CODE`) or per file (a
+`# topoc: disable=CODE` comment).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Mapping
+
+
+class Severity(enum.StrEnum):
+    ERROR = "error"
+    WARNING = "warning"
+    NOTE = "note"
+
+
+class Category(enum.StrEnum):
+    SYNTAX = "syntax"  # the text does not parse
+    VALUE = "value"  # a value of the wrong form or out of range
+    NAME = "name"  # names: undefined, duplicated, unusable as an interface name
+    STRUCTURE = "structure"  # statements missing, repeated or out of place
+    ADDRESS = "address"  # addresses, subnets, DHCP ranges, gateways
+    PLACEMENT = "placement"  # what may be plugged in where
+    REACH = "reach"  # who reaches whom
+    DEPLOY = "deploy"  # clashes with what the host already has
+    PRAGMA = "pragma"  # the file's own `# topoc:` comments
+
+
+@dataclass(frozen=True, slots=True)
+class Code:
+    name: str
+    severity: Severity
+    category: Category
+    summary: str
+    messages: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
+
+    def message(self, key: str, **values: object) -> str:
+        """The template `key` of this code, filled in."""
+        return self.messages[key].format(**values)
+
+
+def _code(name: str, severity: Severity, category: Category, summary: str,
+          **messages: str) -> Code:
+    return Code(name, severity, category, summary, MappingProxyType(messages))
+
+
+E, W = Severity.ERROR, Severity.WARNING
+
+_ALL = (
+    # -- front end --
+    _code("syntax-error", E, Category.SYNTAX, "the text does not follow the grammar"),
+    _code("too-many-errors", E, Category.SYNTAX, "the parser gave up after too many errors"),
+    _code("invalid-value", E, Category.VALUE, "a value of the wrong form or out of range"),
+    _code("mac-invalid", E, Category.VALUE, "a MAC address that is malformed, multicast or zero",
+          all_zero="MAC {mac} is all zero",
+          all_zero_hint="use e.g. 52:54:00:xx:xx:xx, or leave `mac` out to have one derived",
+          multicast="MAC {mac} is a multicast address (the first octet is odd)",
+          multicast_hint="a NIC needs a unicast MAC: make the first octet even, e.g. 52:54:00:xx:xx:xx"),
+    _code("undefined-name", E, Category.NAME, "a name that nothing defines"),
+    _code("duplicate-name", E, Category.NAME, "two things with one name"),
+    _code("duplicate-statement", E, Category.STRUCTURE,
+          "a statement that may appear once in a block appears twice"),
+    _code("missing-statement", E, Category.STRUCTURE, "a block lacks a statement it needs"),
+    # -- checks: names --
+    _code("bridge-name", E, Category.NAME,
+          "a bridge name reused on one host, in libvirt's own namespace, or a host nic's",
+          reserved="bridge name `{bridge}` starts with `{prefix}`, a prefix libvirt gives its own interfaces",
+          reserved_hint="pick another name, e.g. `{example}`",
+          reused="bridge `{bridge}` is already used on host {host} by the network on line {line}",
+          reused_hint="give each network on a host its own bridge",
+          nic="bridge `{bridge}` has the name of {host}'s nic",
+          nic_hint="pick a bridge name no interface of the host has"),
+    _code("mac-conflict", E, Category.ADDRESS, "two VM nics with one MAC address",
+          taken="MAC {mac} is already used by {owner} (line {line})",
+          taken_hint="leave `mac` out and topoc derives a unique one, or change a digit"),
+    # -- checks: addresses --
+    _code("address-conflict", E, Category.ADDRESS,
+          "one address used twice on a segment or in a routing domain",
+          taken="{address} is already assigned to {owner} (line {line})"),
+    _code("address-outside-subnet", E, Category.ADDRESS, "a nic address outside its network's subnet",
+          outside="{address} is outside {network}'s subnet {subnet}",
+          prefix="{address} has a prefix of /{prefix}, but {network}'s subnet is {subnet}",
+          prefix_hint="write the address without a prefix (it takes /{subnet_prefix} from the network)"),
+    _code("address-reserved", E, Category.ADDRESS,
+          "a subnet's network or broadcast address, or a VM on the gateway's address"),
+    _code("subnet-overlap", E, Category.ADDRESS,
+          "overlapping subnets on one host (libvirt fails at net-start)"),
+    _code("dhcp-range", E, Category.ADDRESS,
+          "a DHCP range that is reversed, outside its subnet, covers the gateway or a static address",
+          reversed="the DHCP range starts at {start}, after its end {end}",
+          reversed_hint="write `dhcp {end} - {start}`",
+          outside="the DHCP range leaves {network}'s subnet {subnet} at {address}",
+          outside_hint="keep both ends inside {subnet}",
+          reserved="the DHCP range includes the network or broadcast address of {subnet}",
+          reserved_hint="start it after the network address and end it before the broadcast address",
+          gateway="the DHCP range {start} - {end} covers the gateway {gateway}",
+          gateway_hint="move the range past the gateway address"),
+    _code("gateway-unreachable", E, Category.ADDRESS,
+          "a gateway or `route ... via` not on any subnet of the node"),
+    _code("no-address", W, Category.ADDRESS, "a VM nic with no address on a network without DHCP"),
+    # -- checks: placement --
+    _code("nic-placement", E, Category.PLACEMENT, "a nic on a network its node cannot be plugged into"),
+    _code("forward-target", W, Category.PLACEMENT,
+          "a `forward` to a VM with no static address the host can DNAT to",
+          no_target="{vm} has no static address on a nat, routed or open network of its host, "
+                    "so no DNAT rule is generated and port {port} stays closed",
+          no_target_hint="give {vm} a static `address` on such a network"),
+    # -- checks: reachability --
+    _code("unreachable-segment", W, Category.REACH,
+          "a network nobody can reach, or whose LAN peers get no replies",
+          empty="network `{network}` has no VM on it",
+          empty_hint="attach a VM with `nic on {network}`, or remove the network"),
+    _code("expect-failed", E, Category.REACH, "an `expect` the model contradicts"),
+    # -- deploy's pre-flight --
+    _code("foreign-object", E, Category.DEPLOY,
+          "the host has a libvirt object of that name that this lab did not create"),
+    _code("host-bridge-clash", E, Category.DEPLOY,
+          "a bridge another libvirt network or a host interface already uses"),
+    _code("host-subnet-clash", E, Category.DEPLOY,
+          "a subnet that overlaps one of another libvirt network or host interface"),
+    # -- the file's pragmas --
+    _code("bad-pragma", W, Category.PRAGMA,
+          "a `# topoc: disable=` comment naming an unknown code or an error",
+          unknown="`{name}` is not a diagnostic code",
+          unknown_hint="`topoc check --list-codes` lists them",
+          error="`{name}` is an error; only warnings can be disabled",
+          error_hint="fix what it reports instead"),
+)
+
+CODES: Mapping[str, Code] = MappingProxyType({c.name: c for c in _ALL})
+assert len(CODES) == len(_ALL), "a code is listed twice"
+
+SYNTAX_ERROR = CODES["syntax-error"]
+TOO_MANY_ERRORS = CODES["too-many-errors"]
+INVALID_VALUE = CODES["invalid-value"]
+MAC_INVALID = CODES["mac-invalid"]
+UNDEFINED_NAME = CODES["undefined-name"]
+DUPLICATE_NAME = CODES["duplicate-name"]
+DUPLICATE_STATEMENT = CODES["duplicate-statement"]
+MISSING_STATEMENT = CODES["missing-statement"]
+BRIDGE_NAME = CODES["bridge-name"]
+MAC_CONFLICT = CODES["mac-conflict"]
+ADDRESS_CONFLICT = CODES["address-conflict"]
+ADDRESS_OUTSIDE_SUBNET = CODES["address-outside-subnet"]
+ADDRESS_RESERVED = CODES["address-reserved"]
+SUBNET_OVERLAP = CODES["subnet-overlap"]
+DHCP_RANGE = CODES["dhcp-range"]
+GATEWAY_UNREACHABLE = CODES["gateway-unreachable"]
+NO_ADDRESS = CODES["no-address"]
+NIC_PLACEMENT = CODES["nic-placement"]
+FORWARD_TARGET = CODES["forward-target"]
+UNREACHABLE_SEGMENT = CODES["unreachable-segment"]
+EXPECT_FAILED = CODES["expect-failed"]
+FOREIGN_OBJECT = CODES["foreign-object"]
+HOST_BRIDGE_CLASH = CODES["host-bridge-clash"]
+HOST_SUBNET_CLASH = CODES["host-subnet-clash"]
+BAD_PRAGMA = CODES["bad-pragma"]
+
+
+def register(name: str, severity: Severity, summary: str) -> Code:
+    """The code `name` from the table above. A code is added there, with its category
+    and meaning, never registered from elsewhere: this refuses a name it does not list."""
+    code = CODES.get(name)
+    if code is None or code.severity is not severity:
+        raise ValueError(f"diagnostic code {name!r} ({severity}) is not in topoc/codes.py: add it there")
+    return code
+
+
+class DisableError(ValueError):
+    """A code that cannot be switched off: unknown, or an error."""
+
+
+def disabled_codes(names: list[str] | tuple[str, ...]) -> frozenset[str]:
+    """The codes to switch off for a run; only warnings may be (DisableError otherwise)."""
+    for name in names:
+        code = CODES.get(name)
+        if code is None:
+            raise DisableError(f"`{name}` is not a diagnostic code (topoc check --list-codes lists them)")
+        if code.severity is not Severity.WARNING:
+            raise DisableError(f"`{name}` is an error; only warnings can be disabled")
+    return frozenset(names)
