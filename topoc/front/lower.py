@@ -99,6 +99,7 @@ class NicDraft:
     iface: str | None
     network: Token
     address: Token | None
+    written: IPv4Address | IPv4Interface | None  # the address as written (its prefix may be left out)
     mac: str | None
     model: str | None
     gateway: IPv4Address | None
@@ -225,13 +226,15 @@ def _nic(lw: _Lowerer, d: NodeDraft, stmt: Statement) -> None:
         d.incomplete = True
     # The address's form is checked here; its prefix may come from the network, later.
     address = options.get("address")
-    if address is not None and lw.attempt(lambda: v.nic_address_form(options["address"])) is None:
+    written = lw.attempt(lambda: v.nic_address_form(options["address"])) if address is not None else None
+    if address is not None and written is None:
         d.incomplete = True
         lw.poisoned.add(network.text)  # its members are not all known
         address = None
     if duplicated:
         raise _Reported()
-    d.nics[index] = NicDraft(d.name, index, stmt, iface, network, address, mac, model, gateway, options)
+    d.nics[index] = NicDraft(d.name, index, stmt, iface, network, address, written, mac, model, gateway,
+                             options)
 
 
 @statement("route")
@@ -306,6 +309,8 @@ class _Lowerer:
 
     def damaged(self, block: Block) -> bool:
         """Whether the parser skipped a statement of this block."""
+        if not self.tree.lost_lines:
+            return False
         return any(block.span.line <= line <= block.span.end_line for line in self.tree.lost_lines)
 
     # -- names --
@@ -670,30 +675,23 @@ class _Lowerer:
                             _name_hint(p.network.text, self.network_names, "networks",
                                        "define it with `network NAME { ... }`"))
             return None
-        address = None
-        if p.address is not None:
-            tok = p.address
-            try:
-                address = self.nic_address(tok, network)
-            except Invalid as e:
-                self.report_invalid(e)
+        written = p.written
+        address = written if isinstance(written, IPv4Interface) else None
+        if written is not None and address is None and p.address is not None:
+            # No prefix written: the network's.
+            if network.subnet is None:
+                self.report(INVALID_VALUE, p.address.span,
+                            f"{written} has no prefix and network `{network.name}` has no "
+                            "address or subnet to take one from",
+                            f"write the prefix, e.g. `{written}/24`, or give `{network.name}` a subnet")
                 d.incomplete = True
                 self.poisoned.add(network.name)
+            else:
+                address = IPv4Interface((written, network.subnet.prefixlen))
         return Nic(p.owner, p.index, p.iface or f"eth{p.index}", network.name, address,
                    p.mac, False, p.model, p.gateway, p.stmt.span,
                    *(p.options[k].span if k in p.options else UNKNOWN
                      for k in ("address", "mac", "gateway")))
-
-    @staticmethod
-    def nic_address(tok: Token, network: Network) -> IPv4Interface:
-        if "/" in tok.text:
-            return v.interface(tok)
-        ip = v.address(tok)
-        if network.subnet is None:
-            raise Invalid(tok.span, f"{ip} has no prefix and network `{network.name}` has no "
-                          "address or subnet to take one from",
-                          f"write the prefix, e.g. `{ip}/24`, or give `{network.name}` a subnet")
-        return IPv4Interface(f"{ip}/{network.subnet.prefixlen}")
 
     def resolve_forwards(self, built_vms: set[str]) -> list[Forward]:
         # Every VM declared, even one that failed (reported already), so a forward to it

@@ -449,15 +449,18 @@ def parse(text: str, file: str) -> tuple[SyntaxTree | None, list[Diagnostic]]:
                                               f"stopping after {MAX_ERRORS} syntax errors"))
                 break
             continue
-        newlines: list[LarkToken] = []
-        items = tuple(_item(file, child, newlines) for child in tree.children if isinstance(child, Tree))
-        newlines.extend(t for t in tree.children if type(t) is LarkToken and t.type == "_NL")
-        newlines.sort(key=lambda t: t.start_pos)
+        newlines: list[LarkToken] = []  # in source order, as the tree holds them
+        items = []
+        for child in tree.children:
+            if isinstance(child, Tree):
+                items.append(_item(file, child, newlines))
+            elif child.type == "_NL":
+                newlines.append(child)
         comments = _comments(file, source, newlines)
         if not diagnostics:
-            return SyntaxTree(file, items, comments), []
+            return SyntaxTree(file, tuple(items), comments), []
         lost_lines, lost_names, lost_keywords = _losses(source.split("\n"), lines)
-        return SyntaxTree(file, items, comments, True, lost_lines, lost_names, lost_keywords), diagnostics
+        return SyntaxTree(file, tuple(items), comments, True, lost_lines, lost_names, lost_keywords), diagnostics
     return None, diagnostics
 
 
