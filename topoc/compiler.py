@@ -1,7 +1,11 @@
 """The front half of the pipeline: read a file, parse, lower, check.
 
-Every stage after this one (backends, writer, deploy, verify) starts from a
-Compilation with no errors. Problems with the input *file* (missing, unreadable, not
+A syntax error does not stop lowering, nor a bad value the checks: every problem of the
+file is reported in one run (topoc.front.lower says how). The Compilation holds the
+lab's Analysis (topoc.model.analysis), built once and handed on to every later stage;
+warning codes switched off for the run or by the file's `# topoc: disable=` comments are
+dropped here. Every stage after this one (backends, writer, deploy, verify) starts from
+a Compilation with no errors. Problems with the input *file* (missing, unreadable, not
 UTF-8) are InputError, which the CLI reports with exit code 2; problems *in* the file
 are diagnostics (exit code 1).
 """

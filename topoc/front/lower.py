@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field, replace
-from ipaddress import AddressValueError, IPv4Address, IPv4Interface
+from ipaddress import AddressValueError, IPv4Address, IPv4Interface, IPv4Network
 from typing import Callable, Iterable, NamedTuple, TypeVar
 
 from topoc.diagnostics import (DUPLICATE_NAME, DUPLICATE_STATEMENT, INVALID_VALUE, MISSING_STATEMENT,
@@ -81,7 +81,7 @@ class NetworkDraft:
     via: str | None = None
     bridge: str | None = None
     address: IPv4Interface | None = None
-    subnet: object = None  # IPv4Network | None
+    subnet: IPv4Network | None = None
     dhcp: DhcpRange | None = None
     dns: bool = False
     domain: str | None = None
@@ -463,7 +463,7 @@ class _Lowerer:
         return Network(
             name=name, host=block.on.text if block.on is not None else None, mode=mode, via=d.via,
             bridge=bridge, bridge_derived=derived, address=address,
-            declared_subnet=d.subnet,  # type: ignore[arg-type]  # set only by _subnet
+            declared_subnet=d.subnet,
             dhcp=d.dhcp, dns=d.dns, domain=d.domain, mtu=d.mtu, stp=d.stp, span=block.span,
             mode_span=one["mode"].span,
             address_span=one["address"].args[0].span if "address" in one else block.name.span,
