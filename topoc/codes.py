@@ -91,9 +91,23 @@ _ALL = (
           prefix="{address} has a prefix of /{prefix}, but {network}'s subnet is {subnet}",
           prefix_hint="write the address without a prefix (it takes /{subnet_prefix} from the network)"),
     _code("address-reserved", E, Category.ADDRESS,
-          "a subnet's network or broadcast address, or a VM on the gateway's address"),
+          "a subnet's network or broadcast address, or a VM on the gateway's address",
+          gateway="{address} is the {which} address of {subnet}, not a usable gateway address",
+          gateway_hint="use a host address, e.g. {example}/{prefix}",
+          nic="{address} is the {which} address of {subnet}",
+          vm_on_gateway="{address} is the address of network {network} (line {line}): the host's, the "
+                        "VMs' gateway"),
     _code("subnet-overlap", E, Category.ADDRESS,
-          "overlapping subnets on one host (libvirt fails at net-start)"),
+          "overlapping subnets on one host (libvirt fails at net-start)",
+          refused="{subnet} of network `{network}` overlaps {other}, the subnet of {what}; libvirt "
+                  "refuses to start it (\"Network is already in use by interface\")",
+          refused_hint="give it a subnet of its own",
+          isolated_reuses="isolated network `{network}` reuses {subnet}, the subnet of {what}: its VMs "
+                          "cannot reach that {side}, even at the same addresses",
+          overlaps_isolated="{subnet} of network `{network}` overlaps {other}, the subnet of {what}, an "
+                            "isolated network without address: its VMs cannot reach this one, even at "
+                            "the same addresses",
+          separated_hint="give it a subnet of its own, unless the separation is the point"),
     _code("dhcp-range", E, Category.ADDRESS,
           "a DHCP range that is reversed, outside its subnet, covers the gateway or a static address",
           reversed="the DHCP range starts at {start}, after its end {end}",
@@ -105,8 +119,18 @@ _ALL = (
           gateway="the DHCP range {start} - {end} covers the gateway {gateway}",
           gateway_hint="move the range past the gateway address"),
     _code("gateway-unreachable", E, Category.ADDRESS,
-          "a gateway or `route ... via` not on any subnet of the node"),
-    _code("no-address", W, Category.ADDRESS, "a VM nic with no address on a network without DHCP"),
+          "a gateway or `route ... via` not on any subnet of the node",
+          gateway="gateway {gateway} of {where} is on none of its subnets ({subnets})",
+          gateway_hint_network="use {gateway}, the address of network {network}, or leave `gateway` out",
+          gateway_hint_subnet="use a router's address in {subnet}",
+          gateway_hint="use a router's address on the nic's subnet",
+          route="route via {via}: {node} has no subnet holding {via} ({subnets}), so the kernel "
+                "refuses the route",
+          route_hint="route via an address on one of the node's own subnets"),
+    _code("no-address", W, Category.ADDRESS, "a VM nic with no address on a network without DHCP",
+          cut_off="nic {nic} of VM {vm} has no address, and network {network} has no DHCP: the VM is "
+                  "cut off there",
+          cut_off_hint="add `address IP` to the nic ({free}){dhcp}"),
     # -- checks: placement --
     _code("nic-placement", E, Category.PLACEMENT, "a nic on a network its node cannot be plugged into"),
     _code("forward-target", W, Category.PLACEMENT,

@@ -165,20 +165,22 @@ def address_reserved(an: Analysis) -> Iterator[Finding]:
     for net in lab.networks:
         if net.address is not None and not usable(net.address.network, net.address.ip):
             yield Finding(at(net.address_span, net.span),
-                          f"{net.address.ip} is the {_which(net.address.network, net.address.ip)} "
-                          f"address of {net.address.network}, not a usable gateway address",
-                          f"use a host address, e.g. {next(net.address.network.hosts(), '')}"
-                          f"/{net.address.network.prefixlen}")
+                          ADDRESS_RESERVED.message("gateway", address=net.address.ip,
+                                                   which=_which(net.address.network, net.address.ip),
+                                                   subnet=net.address.network),
+                          ADDRESS_RESERVED.message("gateway_hint", example=next(net.address.network.hosts(), ""),
+                                                   prefix=net.address.network.prefixlen))
     for node, nic, ip, sub in _addressed_nics(an):
         assert nic.address is not None
         subnet, net = sub.subnet, sub.network
         span = at(nic.address_span, nic.span)
         if ip in (sub.first, sub.last) and subnet.prefixlen < 31:
-            yield Finding(span, f"{nic.address.ip} is the {_which(subnet, nic.address.ip)} "
-                          f"address of {subnet}", suggest_free(subnet, _taken(an), net))
+            yield Finding(span, ADDRESS_RESERVED.message("nic", address=nic.address.ip,
+                                                         which=_which(subnet, nic.address.ip), subnet=subnet),
+                          suggest_free(subnet, _taken(an), net))
         elif ip == sub.gateway and isinstance(node, Vm):
-            yield Finding(span, f"{nic.address.ip} is the address of network {net.name} "
-                          f"(line {net.address_span.line}): the host's, the VMs' gateway",
+            yield Finding(span, ADDRESS_RESERVED.message("vm_on_gateway", address=nic.address.ip,
+                                                         network=net.name, line=net.address_span.line),
                           suggest_free(subnet, _taken(an), net))
 
 
@@ -216,20 +218,16 @@ def _overlaps_on_host(an: Analysis, host: Host) -> Iterator[Finding]:
         hard = [e for e in clashes if not e[3]] if net.address is not None else []
         if hard:
             other, what = hard[0][0], hard[0][1]
-            yield Finding(span, f"{subnet} of network `{net.name}` overlaps {other}, the subnet of "
-                          f"{what}; libvirt refuses to start it (\"Network is already in use by "
-                          "interface\")", "give it a subnet of its own")
+            yield Finding(span, SUBNET_OVERLAP.message("refused", subnet=subnet, network=net.name,
+                                                       other=other, what=what),
+                          SUBNET_OVERLAP.message("refused_hint"))
         elif clashes:
             other, what, is_lan, _ = clashes[0]
             side = "LAN" if is_lan else "network"
-            message = (f"isolated network `{net.name}` reuses {subnet}, the subnet of {what}: its "
-                       f"VMs cannot reach that {side}, even at the same addresses"
-                       if net.address is None else
-                       f"{subnet} of network `{net.name}` overlaps {other}, the subnet of {what}, "
-                       "an isolated network without address: its VMs cannot reach this one, even "
-                       "at the same addresses")
-            yield Finding(span, message, "give it a subnet of its own, unless the separation is the point",
-                          Severity.WARNING)
+            key = "isolated_reuses" if net.address is None else "overlaps_isolated"
+            message = SUBNET_OVERLAP.message(key, network=net.name, subnet=subnet, other=other,
+                                             what=what, side=side)
+            yield Finding(span, message, SUBNET_OVERLAP.message("separated_hint"), Severity.WARNING)
         earlier.append((subnet, f"network `{net.name}` (line {net.span.line})", False, net.address is None))
 
 
@@ -301,13 +299,14 @@ def gateway_unreachable(an: Analysis) -> Iterator[Finding]:
             gw = nic.gateway
             if gw is not None and not any(gw in s for s in subnets):
                 yield Finding(at(nic.gateway_span, nic.span),
-                              f"gateway {gw} of {nic_where(nic, lab)} is on none of its subnets ({mine})",
+                              GATEWAY_UNREACHABLE.message("gateway", gateway=gw, where=nic_where(nic, lab),
+                                                          subnets=mine),
                               _gateway_hint(nic, an))
         for route in node.routes:
             if not any(route.via in s for s in subnets):
-                yield Finding(route.span, f"route via {route.via}: {node.name} has no subnet holding "
-                              f"{route.via} ({mine}), so the kernel refuses the route",
-                              "route via an address on one of the node's own subnets")
+                yield Finding(route.span, GATEWAY_UNREACHABLE.message("route", via=route.via, node=node.name,
+                                                                      subnets=mine),
+                              GATEWAY_UNREACHABLE.message("route_hint"))
 
 
 def _gateways(node: Node) -> Iterator[IPv4Address]:
@@ -319,10 +318,10 @@ def _gateway_hint(nic: Nic, an: Analysis) -> str:
     net = an.lab.network(nic.network)
     subnet = network_subnet(an, net) if net is not None else None
     if net is not None and net.gateway is not None:
-        return f"use {net.gateway}, the address of network {net.name}, or leave `gateway` out"
+        return GATEWAY_UNREACHABLE.message("gateway_hint_network", gateway=net.gateway, network=net.name)
     if subnet is not None:
-        return f"use a router's address in {subnet}"
-    return "use a router's address on the nic's subnet"
+        return GATEWAY_UNREACHABLE.message("gateway_hint_subnet", subnet=subnet)
+    return GATEWAY_UNREACHABLE.message("gateway_hint")
 
 
 @check(NO_ADDRESS)
@@ -338,6 +337,5 @@ def no_address(an: Analysis) -> Iterator[Finding]:
             free = suggest_free(subnet, _taken(an), net) if subnet is not None else "add one"
             dhcp = (f", or a `dhcp` range to {net.name}" if net.mode not in (Mode.BRIDGED, Mode.EXTERNAL)
                     else "; topoc does not model the LAN's own DHCP server")
-            yield Finding(nic.span, f"nic {nic.name} of VM {vm.name} has no address, and network "
-                          f"{net.name} has no DHCP: the VM is cut off there",
-                          f"add `address IP` to the nic ({free}){dhcp}")
+            yield Finding(nic.span, NO_ADDRESS.message("cut_off", nic=nic.name, vm=vm.name, network=net.name),
+                          NO_ADDRESS.message("cut_off_hint", free=free, dhcp=dhcp))
