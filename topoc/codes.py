@@ -132,7 +132,18 @@ _ALL = (
                   "cut off there",
           cut_off_hint="add `address IP` to the nic ({free}){dhcp}"),
     # -- checks: placement --
-    _code("nic-placement", E, Category.PLACEMENT, "a nic on a network its node cannot be plugged into"),
+    _code("nic-placement", E, Category.PLACEMENT, "a nic on a network its node cannot be plugged into",
+          other_host="VM {vm} runs on {host}, but network {network} is on {network_host}: a libvirt "
+                     "network lives on one host",
+          other_host_hint="run the VM there (`vm {vm} on {network_host}`), or put this nic on a network "
+                          "of {host}",
+          lan_without_host_nic="VM {vm} is on the LAN {network} directly (a macvtap on its host's NIC "
+                               "there), but {host} has no nic on {network}",
+          lan_without_host_nic_hint="give host {host} a nic on {network}, or use a bridged network",
+          inside_host="{what} {node} cannot plug into {model} network {network}: it lives inside host "
+                      "{network_host}",
+          inside_host_hint_host="the host's address on it is the network's `address`",
+          inside_host_hint="put {node} on an external network; it reaches the VMs through the host"),
     _code("forward-target", W, Category.PLACEMENT,
           "a `forward` to a VM with no static address the host can DNAT to",
           no_target="{vm} has no static address on a nat, routed or open network of its host, "
@@ -142,8 +153,21 @@ _ALL = (
     _code("unreachable-segment", W, Category.REACH,
           "a network nobody can reach, or whose LAN peers get no replies",
           empty="network `{network}` has no VM on it",
-          empty_hint="attach a VM with `nic on {network}`, or remove the network"),
-    _code("expect-failed", E, Category.REACH, "an `expect` the model contradicts"),
+          empty_hint="attach a VM with `nic on {network}`, or remove the network",
+          cut_off="nothing can reach isolated network `{network}`: it has no address (so the host is "
+                  "not on it) and fewer than two VMs with an address",
+          cut_off_hint="give it an `address` to make it host-only, or put a second VM on it",
+          no_replies="{model} network `{network}` ({subnet}) gets no replies from {peers}: {failure} "
+                     "(tried {vm} {address})",
+          no_replies_fix="or use `mode nat` if the LAN need not reach the VMs"),
+    _code("expect-failed", E, Category.REACH, "an `expect` the model contradicts",
+          no_owner="{said}: no node has the address {src}",
+          no_owner_hint="name a node, or an address one of them has",
+          no_address="{said} does not hold: {dst} has no address",
+          no_address_hint="give {dst} a static `address`: topoc does not predict DHCP leases",
+          unreachable="{said} does not hold: {failure}",
+          reachable="{said} does not hold: {src} gets replies from {dst} ({path})",
+          reachable_hint="it is reachable, hop by hop:\n{story}"),
     # -- deploy's pre-flight --
     _code("foreign-object", E, Category.DEPLOY,
           "the host has a libvirt object of that name that this lab did not create"),

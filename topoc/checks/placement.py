@@ -30,27 +30,22 @@ def nic_placement(an: Analysis) -> Iterator[Finding]:
                 continue
             if isinstance(node, Vm):
                 if network.managed and network.host != node.host:
-                    yield Finding(
-                        nic.span,
-                        f"VM {node.name} runs on {node.host}, but network {network.name} is on "
-                        f"{network.host}: a libvirt network lives on one host",
-                        f"run the VM there (`vm {node.name} on {network.host}`), or put this nic "
-                        f"on a network of {node.host}")
+                    where = dict(vm=node.name, host=node.host, network=network.name,
+                                 network_host=network.host)
+                    yield Finding(nic.span, NIC_PLACEMENT.message("other_host", **where),
+                                  NIC_PLACEMENT.message("other_host_hint", **where))
                 elif not network.managed and network.name not in host_lans.get(node.host, set()):
-                    yield Finding(
-                        nic.span,
-                        f"VM {node.name} is on the LAN {network.name} directly (a macvtap on its "
-                        f"host's NIC there), but {node.host} has no nic on {network.name}",
-                        f"give host {node.host} a nic on {network.name}, or use a bridged network")
+                    where = dict(vm=node.name, host=node.host, network=network.name)
+                    yield Finding(nic.span, NIC_PLACEMENT.message("lan_without_host_nic", **where),
+                                  NIC_PLACEMENT.message("lan_without_host_nic_hint", **where))
             elif network.managed:
                 what = "host" if isinstance(node, Host) else "external machine"
                 yield Finding(
                     nic.span,
-                    f"{what} {node.name} cannot plug into {network.model} network {network.name}: "
-                    f"it lives inside host {network.host}",
-                    "the host's address on it is the network's `address`"
-                    if isinstance(node, Host) else
-                    f"put {node.name} on an external network; it reaches the VMs through the host")
+                    NIC_PLACEMENT.message("inside_host", what=what, node=node.name, model=network.model,
+                                          network=network.name, network_host=network.host),
+                    NIC_PLACEMENT.message("inside_host_hint_host" if isinstance(node, Host)
+                                          else "inside_host_hint", node=node.name))
 
 
 @check(FORWARD_TARGET)

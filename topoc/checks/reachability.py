@@ -47,9 +47,8 @@ def unreachable_segment(an: Analysis) -> Iterator[Finding]:
             continue
         addressed = [ip for _, ip in mine if ip is not None]
         if net.address is None and len(addressed) < 2:
-            yield Finding(header, f"nothing can reach isolated network `{net.name}`: it has no address "
-                          "(so the host is not on it) and fewer than two VMs with an address",
-                          "give it an `address` to make it host-only, or put a second VM on it")
+            yield Finding(header, UNREACHABLE_SEGMENT.message("cut_off", network=net.name),
+                          UNREACHABLE_SEGMENT.message("cut_off_hint"))
             continue
         if net.mode in (Mode.ROUTED, Mode.OPEN) and addressed:
             finding = _lan_replies(an, net, mine)
@@ -93,9 +92,10 @@ def _lan_replies(an: Analysis, net: Network, mine: list[tuple[str, IPv4Address |
     fixes = list(dict.fromkeys(p.fix for _, p in failed if p.fix))
     first = failed[0][1]
     return Finding(net.mode_span,
-                   f"{net.model} network `{net.name}` ({net.subnet}) gets no replies from "
-                   f"{plural(peer for peer, _ in failed)}: {first.failure} (tried {vm} {address})",
-                   "; ".join(fixes + ["or use `mode nat` if the LAN need not reach the VMs"]))
+                   UNREACHABLE_SEGMENT.message("no_replies", model=net.model, network=net.name,
+                                               subnet=net.subnet, peers=plural(peer for peer, _ in failed),
+                                               failure=first.failure, vm=vm, address=address),
+                   "; ".join(fixes + [UNREACHABLE_SEGMENT.message("no_replies_fix")]))
 
 
 def _peer_class(an: Analysis, peer: str, address: IPv4Address) -> tuple | None:
@@ -140,8 +140,8 @@ def _check_expect(an: Analysis, exp: Expect) -> Finding | None:
     if src is None:
         if an.poisoned:
             return None  # the address may be on a nic that did not lower
-        return Finding(exp.src_span, f"{said}: no node has the address {exp.src}",
-                       "name a node, or an address one of them has")
+        return Finding(exp.src_span, EXPECT_FAILED.message("no_owner", said=said, src=exp.src),
+                       EXPECT_FAILED.message("no_owner_hint"))
     if not an.sound(src):
         return None
     if lab.node(exp.dst) is not None:
@@ -155,16 +155,13 @@ def _check_expect(an: Analysis, exp: Expect) -> Finding | None:
     if any(not an.sound(*p.path) for p in probes):
         return None  # the verdict may only follow from a node left incomplete
     if not probes:
-        return Finding(exp.span, f"{said} does not hold: {exp.dst} has no address",
-                       f"give {exp.dst} a static `address`: topoc does not predict DHCP leases")
+        return Finding(exp.span, EXPECT_FAILED.message("no_address", said=said, dst=exp.dst),
+                       EXPECT_FAILED.message("no_address_hint", dst=exp.dst))
     shown = next((p for p in probes if not p.ok), probes[0]) if exp.reachable else probes[0]
     # The story's lines go under the hint's first line, indented past "   hint: ".
     story = explain_probe(shown).replace("\n", "\n" + " " * 7)
     if exp.reachable:
-        message = f"{said} does not hold: {shown.failure}"
-        hint = story
-    else:
-        path = " > ".join(shown.path)
-        message = f"{said} does not hold: {exp.src} gets replies from {exp.dst} ({path})"
-        hint = f"it is reachable, hop by hop:\n{story}"
-    return Finding(exp.span, message, hint)
+        return Finding(exp.span, EXPECT_FAILED.message("unreachable", said=said, failure=shown.failure), story)
+    return Finding(exp.span, EXPECT_FAILED.message("reachable", said=said, src=exp.src, dst=exp.dst,
+                                                   path=" > ".join(shown.path)),
+                   EXPECT_FAILED.message("reachable_hint", story=story))
