@@ -117,7 +117,10 @@ _ALL = (
           reserved="the DHCP range includes the network or broadcast address of {subnet}",
           reserved_hint="start it after the network address and end it before the broadcast address",
           gateway="the DHCP range {start} - {end} covers the gateway {gateway}",
-          gateway_hint="move the range past the gateway address"),
+          gateway_hint="move the range past the gateway address",
+          static_inside="{address} is inside {network}'s DHCP range {start} - {end} (line {line})",
+          static_inside_hint="dnsmasq keeps it for this VM's MAC, but a pool address is easy to hand out "
+                             "twice by hand: pick one outside the range"),
     _code("gateway-unreachable", E, Category.ADDRESS,
           "a gateway or `route ... via` not on any subnet of the node",
           gateway="gateway {gateway} of {where} is on none of its subnets ({subnets})",

@@ -266,11 +266,9 @@ def _static_in_range(an: Analysis) -> Iterator[Finding]:
             net = lab.network(nic.network)
             assert net is not None and net.dhcp is not None
             yield Finding(at(nic.address_span, nic.span),
-                          f"{nic.ip} is inside {net.name}'s DHCP range {net.dhcp.start} - "
-                          f"{net.dhcp.end} (line {net.dhcp.span.line})",
-                          "dnsmasq keeps it for this VM's MAC, but a pool address is easy to hand "
-                          "out twice by hand: pick one outside the range",
-                          Severity.WARNING)
+                          DHCP_RANGE.message("static_inside", address=nic.ip, network=net.name,
+                                             start=net.dhcp.start, end=net.dhcp.end, line=net.dhcp.span.line),
+                          DHCP_RANGE.message("static_inside_hint"), Severity.WARNING)
 
 
 def _connected(an: Analysis, name: str) -> list[IPv4Network]:
