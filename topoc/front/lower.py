@@ -228,9 +228,9 @@ def _nic(lw: _Lowerer, d: NodeDraft, stmt: Statement) -> None:
     address = options.get("address")
     written = lw.attempt(lambda: v.nic_address_form(options["address"])) if address is not None else None
     if address is not None and written is None:
+        # Reported: the nic stays, without its address (not "missing" one).
         d.incomplete = True
         lw.poisoned.add(network.text)  # its members are not all known
-        address = None
     if duplicated:
         raise _Reported()
     d.nics[index] = NicDraft(d.name, index, stmt, iface, network, address, written, mac, model, gateway,
@@ -675,7 +675,7 @@ class _Lowerer:
                             _name_hint(p.network.text, self.network_names, "networks",
                                        "define it with `network NAME { ... }`"))
             return None
-        written = p.written
+        written = p.written  # None when no address is written, or a bad one was reported
         address = written if isinstance(written, IPv4Interface) else None
         if written is not None and address is None and p.address is not None:
             # No prefix written: the network's.
