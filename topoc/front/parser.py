@@ -476,14 +476,18 @@ def _losses(original: list[str], repaired: list[str]
     lost: set[int] = set()
     names: set[str] = set()
     keywords: set[str] = set()
+    depth = 0  # blocks open before the line, as the original text has them
     for number, (before, after) in enumerate(zip(original, repaired), 1):
+        top_level = depth <= 0
+        if "{" in before or "}" in before:
+            depth = max(0, depth + _brace_balance(before))
         code = _code_part(before).rstrip()
         if before == after or not code.strip() or _code_part(after).startswith(code):
             continue
         if not code.replace("{", "").replace("}", "").strip():
             continue
         lost.add(number)
-        if _open_block_header(original, number - 1) is not None or after.strip():
+        if not top_level or after.strip():
             continue  # inside a block, or a header recovery only trimmed
         words = code.split()
         keywords.add(words[0])
