@@ -61,3 +61,34 @@ def test_alternating_compilations_match_fresh_processes(tmp_path: Path) -> None:
     for round_ in range(ROUNDS):
         path = LABS[round_ % len(LABS)]
         assert _in_process(path, sources[path]) == fresh[path], (round_, path.name)
+
+
+def test_an_analysis_computes_each_fact_once_and_shares_nothing() -> None:
+    from topoc.model.analysis import Analysis
+
+    source = LABS[0].read_text(encoding="utf-8")
+    one = compile_source(source, "a.topo")
+    two = compile_source(source, "a.topo")
+    assert one.analysis is not None and two.analysis is not None
+    assert one.analysis.lab is one.lab
+    # Built lazily, once per analysis, never shared between two compilations.
+    assert one.analysis.topology is one.analysis.topology
+    assert one.analysis.engine is one.analysis.engine
+    assert one.analysis.engine.topo is one.analysis.topology
+    assert one.analysis.topology is not two.analysis.topology
+    # A bare Lab gets a fresh analysis of its own.
+    assert Analysis(one.lab).topology is not one.analysis.topology
+
+
+def test_no_module_keeps_a_cache_keyed_on_object_identity() -> None:
+    """The state the compile path kept at module level (the parser's newline tokens,
+    topology's and reach's caches, the address checks' caches) is gone for good."""
+    import topoc.checks.addresses as addresses
+    import topoc.front.parser as parser
+    import topoc.model.reach as reach
+    import topoc.model.topology as topology
+
+    for module, names in ((parser, ("_newline_tokens",)), (topology, ("_CACHE", "topology")),
+                          (reach, ("_ENGINES", "engine")), (addresses, ("_CLAIMS", "_TAKEN"))):
+        for name in names:
+            assert not hasattr(module, name), f"{module.__name__}.{name}"
