@@ -62,7 +62,8 @@ def _lan_peers(an: Analysis, host: str) -> list[str]:
     topo = an.topology
     uplinks = {i.segment for i in topo.interfaces[host] if i.kind == "nic"}
     peers = []
-    for node in (*lab.hosts, *lab.externals):
+    candidates: tuple[Host | External, ...] = (*lab.hosts, *lab.externals)
+    for node in candidates:
         if node.name != host and any(i.segment in uplinks for i in topo.interfaces[node.name]):
             peers.append(node.name)
     return peers
