@@ -15,7 +15,7 @@ from topoc.codes import EXPECT_FAILED, UNREACHABLE_SEGMENT
 from topoc.checks.common import plural
 from topoc.checks.registry import Finding, check
 from topoc.model.analysis import Analysis
-from topoc.model.ir import Expect, Mode, Network
+from topoc.model.ir import Expect, External, Host, Mode, Network
 from topoc.model.reach import Probe, explain_probe, pair, probe
 
 
