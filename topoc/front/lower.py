@@ -139,56 +139,53 @@ def statement(keyword: str) -> Callable[[Callable], Callable]:
     return register
 
 
-def _arg(stmt: Statement) -> Token:
-    return stmt.args[0]
-
-
 # --- network statements ---------------------------------------------------------------
 
 
 @statement("mode")
 def _mode(lw: _Lowerer, d: NetworkDraft, stmt: Statement) -> None:
-    d.mode, d.via = v.mode(stmt.args, stmt.span)
+    link, target = next(iter(stmt.options()), (None, None))
+    d.mode, d.via = v.mode(stmt.value, link, target, stmt.span)
 
 
 @statement("bridge")
 def _bridge(lw: _Lowerer, d: NetworkDraft, stmt: Statement) -> None:
-    d.bridge = v.ifname(_arg(stmt), "bridge")
+    d.bridge = v.ifname(stmt.value, "bridge")
 
 
 @statement("address")
 def _network_address(lw: _Lowerer, d: NetworkDraft, stmt: Statement) -> None:
-    d.address = v.interface(_arg(stmt))
+    d.address = v.interface(stmt.value)
 
 
 @statement("subnet")
 def _subnet(lw: _Lowerer, d: NetworkDraft, stmt: Statement) -> None:
-    d.subnet = v.network_cidr(_arg(stmt))
+    d.subnet = v.network_cidr(stmt.value)
 
 
 @statement("dhcp")
 def _dhcp(lw: _Lowerer, d: NetworkDraft, stmt: Statement) -> None:
-    d.dhcp = v.dhcp_range(stmt.args, stmt.span)
+    d.dhcp = v.dhcp_range(stmt.values, stmt.span)
 
 
 @statement("dns")
 def _dns(lw: _Lowerer, d: NetworkDraft, stmt: Statement) -> None:
-    d.dns = v.switch(_arg(stmt), "dns")
+    d.dns = v.switch(stmt.value, "dns")
 
 
 @statement("domain")
 def _domain(lw: _Lowerer, d: NetworkDraft, stmt: Statement) -> None:
-    d.domain = v.domain(_arg(stmt))
+    d.domain = v.domain(stmt.value)
 
 
 @statement("mtu")
 def _mtu(lw: _Lowerer, d: NetworkDraft, stmt: Statement) -> None:
-    d.mtu = v.integer(_arg(stmt), "MTU", 68, 65535)
+    d.mtu = v.integer(stmt.value, "MTU", 68, 65535)
 
 
 @statement("stp")
 def _stp(lw: _Lowerer, d: NetworkDraft, stmt: Statement) -> None:
-    d.stp = v.switch(_arg(stmt), "stp")
+    d.stp = v.switch(stmt.value, "stp")
 
 
 # Values only the network itself uses: when one is bad, the network is kept without it.
@@ -203,15 +200,11 @@ _NETWORK_LEAF_VALUES = frozenset(("bridge", "dns", "domain", "mtu", "stp"))
 def _nic(lw: _Lowerer, d: NodeDraft, stmt: Statement) -> None:
     index = len(d.nics)
     d.nics.append(None)  # until it lowers; keeps the indexes of the nics after it stable
-    args = list(stmt.args)
-    iface = None
-    if args[0].kind != "on":
-        iface = v.ifname(args[0])
-        args = args[1:]
-    network = args[1]
+    iface = v.ifname(stmt.value) if stmt.value.is_value else None
+    (_, network), *rest = stmt.options()  # `on NETWORK` comes first
     options: dict[str, Token] = {}
     duplicated = False
-    for keyword, value in zip(args[2::2], args[3::2]):
+    for keyword, value in rest:
         if keyword.text in options:
             lw.report(DUPLICATE_STATEMENT, keyword.span, f"`{keyword.text}` is given twice on this nic",
                       "keep one of them")
@@ -239,30 +232,31 @@ def _nic(lw: _Lowerer, d: NodeDraft, stmt: Statement) -> None:
 
 @statement("route")
 def _route(lw: _Lowerer, d: NodeDraft, stmt: Statement) -> None:
-    dest_tok, _, via_tok = stmt.args
-    d.routes.append(Route(v.destination(dest_tok), v.address(via_tok), stmt.span))
+    via = stmt.after("via")
+    assert via is not None  # the grammar requires it
+    d.routes.append(Route(v.destination(stmt.value), v.address(via), stmt.span))
 
 
 @statement("memory")
 def _memory(lw: _Lowerer, d: NodeDraft, stmt: Statement) -> None:
-    d.memory = v.size(_arg(stmt))
+    d.memory = v.size(stmt.value)
 
 
 @statement("vcpus")
 def _vcpus(lw: _Lowerer, d: NodeDraft, stmt: Statement) -> None:
-    d.vcpus = v.integer(_arg(stmt), "vCPU count", 1, 4096)
+    d.vcpus = v.integer(stmt.value, "vCPU count", 1, 4096)
 
 
 @statement("disk")
 def _disk(lw: _Lowerer, d: NodeDraft, stmt: Statement) -> None:
-    path = v.string(_arg(stmt))
+    path = v.string(stmt.value)
     if not path:
-        raise Invalid(_arg(stmt).span, "the disk path is empty",
+        raise Invalid(stmt.value.span, "the disk path is empty",
                       f"write the image's path, e.g. `disk /var/lib/libvirt/images/{d.name}.qcow2`")
     if any(ord(c) < 32 and c != "\t" for c in path):
         # XML 1.0 cannot hold control characters other than tab, CR and LF (and a
         # quoted string has no line breaks), so libvirt could never store the path.
-        raise Invalid(_arg(stmt).span, "the disk path contains a control character", "remove it from the path")
+        raise Invalid(stmt.value.span, "the disk path contains a control character", "remove it from the path")
     d.disk = path
 
 
@@ -434,7 +428,7 @@ class _Lowerer:
                             "the VMs use as their gateway")
             ok = False
         if "subnet" in one and address is not None and d.subnet != address.network:
-            self.report(INVALID_VALUE, one["subnet"].args[0].span,
+            self.report(INVALID_VALUE, one["subnet"].value.span,
                         f"subnet {d.subnet} disagrees with the address "
                         f"{address} (network {address.network})",
                         "drop `subnet`: a network with an address takes its subnet from it")
@@ -466,9 +460,9 @@ class _Lowerer:
             declared_subnet=d.subnet,
             dhcp=d.dhcp, dns=d.dns, domain=d.domain, mtu=d.mtu, stp=d.stp, span=block.span,
             mode_span=one["mode"].span,
-            address_span=one["address"].args[0].span if "address" in one else block.name.span,
-            bridge_span=one["bridge"].args[0].span if "bridge" in one else block.name.span,
-            subnet_span=one["subnet"].args[0].span if "subnet" in one else block.name.span,
+            address_span=one["address"].value.span if "address" in one else block.name.span,
+            bridge_span=one["bridge"].value.span if "bridge" in one else block.name.span,
+            subnet_span=one["subnet"].value.span if "subnet" in one else block.name.span,
         )
 
     def lab_or_placeholder(self) -> str:
@@ -514,7 +508,7 @@ class _Lowerer:
             first = seen.setdefault(name, p)
             if first is p:
                 continue
-            where = p.stmt.args[0].span if p.iface else p.stmt.tokens[0].span
+            where = p.stmt.value.span if p.iface else p.stmt.tokens[0].span
             if p.iface is None:
                 hint = f"name this nic, e.g. `nic eth{len(d.nics)} on {p.network.text}`"
             elif first.iface is None:
@@ -528,7 +522,9 @@ class _Lowerer:
             d.nics[i] = None  # reported: the nic is left out
 
     def forward(self, stmt: Statement) -> None:
-        proto_tok, port_tok, _, target_tok = stmt.args
+        proto_tok, port_tok = stmt.values
+        target_tok = stmt.after("to")
+        assert target_tok is not None  # the grammar requires it
         # Each part is checked on its own, so one line can report all its mistakes.
         proto = self.attempt(lambda: v.protocol(proto_tok))
         port = self.attempt(lambda: v.integer(port_tok, "port", 1, 65535))
@@ -538,7 +534,8 @@ class _Lowerer:
             self.forwards.append((stmt, Forward(proto, port, vm_name, vm_port, stmt.span)))
 
     def expect(self, stmt: Statement) -> None:
-        src, arrow, dst = stmt.args
+        (arrow, dst), = stmt.options()
+        src = stmt.value
         self.expects.append(Expect(src.text, dst.text, arrow.kind == "->", stmt.span, src.span, dst.span))
 
     # -- the whole file --
@@ -553,7 +550,7 @@ class _Lowerer:
                             f"the lab is already named `{self.lab_name}` (line {self.lab_span.line})",
                             "a file describes one lab: keep one `lab` line")
                 continue
-            name = self.attempt(lambda: v.name(stmt.args[0], "lab"))
+            name = self.attempt(lambda: v.name(stmt.value, "lab"))
             if name is not None:
                 self.lab_name, self.lab_span = name, stmt.span
         if self.lab_name is None and not labs and "lab" not in tree.lost_keywords:
@@ -699,7 +696,8 @@ class _Lowerer:
         vm_names = {name for name, kind in self.node_kinds.items() if kind == "vm"}
         kept = []
         for stmt, fwd in self.forwards:
-            target = stmt.args[3]
+            target = stmt.after("to")
+            assert target is not None
             if fwd.vm in self.unusable:
                 continue
             if fwd.vm in self.node_kinds and fwd.vm not in vm_names:

@@ -198,15 +198,12 @@ def vm_port(tok: Token, port_text: str) -> tuple[str, int]:
     return vm_name, integer(Token(vm_port_text, "WORD", port_span), "port", 1, 65535)
 
 
-def mode(args: tuple[Token, ...], span: Span) -> tuple[Mode, str | None]:
-    """`mode WORD [via|to IFACE]` -> the mode and its interface."""
-    word = args[0]
+def mode(word: Token, link: Token | None, target: Token | None, span: Span) -> tuple[Mode, str | None]:
+    """`mode WORD [via|to IFACE]` -> the mode and its interface (`link` is `via` or `to`)."""
     if word.text not in MODE_WORDS:
         raise Invalid(word.span, f"`{word.text}` is not a network mode",
                       suggest(word.text, MODE_WORDS) or f"use one of {', '.join(MODE_WORDS)}")
     value = Mode(word.text)
-    link = args[1] if len(args) > 1 else None
-    target = args[2] if len(args) > 2 else None
     if value is Mode.BRIDGED:
         if link is None or link.text != "to" or target is None:
             raise Invalid(span, "a bridged network needs the host NIC it bridges",
@@ -221,9 +218,8 @@ def mode(args: tuple[Token, ...], span: Span) -> tuple[Mode, str | None]:
                   f"mode {value.value} takes {allowed} after it")
 
 
-def dhcp_range(args: tuple[Token, ...], span: Span) -> DhcpRange:
+def dhcp_range(words: tuple[Token, ...], span: Span) -> DhcpRange:
     """`FIRST - LAST` (or `FIRST-LAST`, which lexes as one word)."""
-    words = [a for a in args if a.kind != "-"]
     if len(words) == 1:
         first, sep, last = words[0].text.partition("-")
         if not sep:
