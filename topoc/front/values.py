@@ -51,6 +51,11 @@ class Invalid(Exception):
         super().__init__(message)
         self.span, self.message, self.hint, self.code = span, message, hint, code
 
+    @classmethod
+    def of(cls, span: Span, key: str, code: Code = INVALID_VALUE, **values: object) -> Invalid:
+        """The code's message `key` and its hint `key_hint` (templates in topoc.codes)."""
+        return cls(span, code.message(key, **values), code.message(f"{key}_hint", **values), code)
+
 
 def suggest(word: str, choices: Iterable[str]) -> str | None:
     match = difflib.get_close_matches(word, sorted(choices), n=1, cutoff=0.6)
@@ -59,21 +64,17 @@ def suggest(word: str, choices: Iterable[str]) -> str | None:
 
 def name(tok: Token, what: str) -> str:
     if tok.kind != "WORD" or not NAME_RE.fullmatch(tok.text):
-        raise Invalid(tok.span, f"`{tok.text}` is not a valid {what} name",
-                      "names start with a letter or `_` and hold letters, digits, `_` and "
-                      "inner `-`")
+        raise Invalid.of(tok.span, "not_name", text=tok.text, what=what)
     return tok.text
 
 
 def ifname(tok: Token, what: str = "interface") -> str:
     """An interface name; the one place the kernel's IFNAMSIZ limit is enforced."""
     if tok.kind != "WORD" or not IFNAME_RE.fullmatch(tok.text):
-        raise Invalid(tok.span, f"`{tok.text}` is not a valid {what} name",
-                      "interface names hold letters, digits, `_`, `.` and `-`")
+        raise Invalid.of(tok.span, "not_ifname", text=tok.text, what=what)
     if len(tok.text) > naming.IFNAMSIZ:
-        raise Invalid(tok.span, f"{what} name `{tok.text}` is {len(tok.text)} characters long; "
-                      f"Linux allows at most {naming.IFNAMSIZ}",
-                      f"shorten it to {naming.IFNAMSIZ} characters or fewer")
+        raise Invalid.of(tok.span, "ifname_too_long", text=tok.text, what=what, length=len(tok.text),
+                         limit=naming.IFNAMSIZ)
     return tok.text
 
 
@@ -81,33 +82,29 @@ def address(tok: Token) -> IPv4Address:
     try:
         return IPv4Address(tok.text)
     except AddressValueError:
-        raise Invalid(tok.span, *why_not_ipv4(tok.text)) from None
+        raise Invalid.of(tok.span, why_not_ipv4(tok.text), text=tok.text,
+                         address=tok.text.split("/")[0]) from None
 
 
-def why_not_ipv4(text: str) -> tuple[str, str]:
+def why_not_ipv4(text: str) -> str:
+    """The message key that says why `text` is not an IPv4 address."""
     try:
         if ip_address(text.split("/")[0]).version == 6:
-            return f"`{text}` is an IPv6 address; topoc handles IPv4 for now", \
-                "use an IPv4 address such as 10.0.0.1"
+            return "ipv6"
     except ValueError:
         pass  # not an address of any version: the messages below say what it is
-    if "/" in text:
-        return f"`{text}` has a prefix where a plain address belongs", \
-            f"write `{text.split('/')[0]}`"
-    return f"`{text}` is not an IPv4 address", "write four numbers 0-255 joined by dots, e.g. 10.0.0.1"
+    return "prefix_on_address" if "/" in text else "not_ipv4"
 
 
 def interface(tok: Token) -> IPv4Interface:
     """`IP/PREFIX` (the prefix is required here)."""
     text = tok.text
     if "/" not in text:
-        raise Invalid(tok.span, f"`{text}` has no prefix length",
-                      f"write it with its prefix, e.g. `{text}/24`")
+        raise Invalid.of(tok.span, "no_prefix", text=text)
     ip_text, _, prefix = text.partition("/")
     address(Token(ip_text, "WORD", tok.span))
     if not prefix.isdigit() or not 0 <= int(prefix) <= 32:
-        raise Invalid(tok.span.sub(len(ip_text), len(prefix) + 1), f"`/{prefix}` is not a prefix length",
-                      "use a number from 0 to 32")
+        raise Invalid.of(tok.span.sub(len(ip_text), len(prefix) + 1), "bad_prefix", prefix=prefix)
     return IPv4Interface(text)
 
 
@@ -119,7 +116,7 @@ def nic_address_form(tok: Token) -> IPv4Address | IPv4Interface:
 def network_cidr(tok: Token) -> IPv4Network:
     iface = interface(tok)
     if iface.ip != iface.network.network_address:
-        raise Invalid(tok.span, f"`{tok.text}` has host bits set", f"the network is `{iface.network}`")
+        raise Invalid.of(tok.span, "host_bits", text=tok.text, network=iface.network)
     return iface.network
 
 
@@ -130,15 +127,13 @@ def destination(tok: Token) -> IPv4Network:
 
 def integer(tok: Token, what: str, low: int, high: int) -> int:
     if not tok.text.isdigit() or not low <= int(tok.text) <= high:
-        raise Invalid(tok.span, f"`{tok.text}` is not a valid {what}",
-                      f"use a whole number from {low} to {high}")
+        raise Invalid.of(tok.span, "not_integer", text=tok.text, what=what, low=low, high=high)
     return int(tok.text)
 
 
 def switch(tok: Token, what: str) -> bool:
     if tok.text not in ("on", "off"):
-        raise Invalid(tok.span, f"`{what}` takes `on` or `off`, not `{tok.text}`",
-                      f"write `{what} on` or `{what} off`")
+        raise Invalid.of(tok.span, "not_switch", text=tok.text, what=what)
     return tok.text == "on"
 
 
@@ -146,26 +141,22 @@ def size(tok: Token) -> int:
     match = SIZE_RE.fullmatch(tok.text)
     unit = match.group(2).lower() if match else ""
     if not match or unit not in _UNITS:
-        hint = "write a number and a unit: 512MiB, 1GiB, 2G (K, M, G, T are powers of 1024)"
-        if tok.text.isdigit():
-            raise Invalid(tok.span, f"`{tok.text}` has no unit", hint)
-        raise Invalid(tok.span, f"`{tok.text}` is not a size", hint)
+        raise Invalid.of(tok.span, "no_unit" if tok.text.isdigit() else "not_size", text=tok.text)
     value = int(match.group(1)) * _UNITS[unit]
     if not 1024**2 <= value <= MAX_MEMORY:
-        raise Invalid(tok.span, f"memory of {tok.text} is out of range", "use 1MiB to 16TiB")
+        raise Invalid.of(tok.span, "size_range", text=tok.text)
     return value
 
 
 def mac(tok: Token) -> str:
     if not MAC_RE.fullmatch(tok.text):
-        raise Invalid(tok.span, f"`{tok.text}` is not a MAC address",
-                      "write six hex bytes joined by colons, e.g. 52:54:00:12:34:56", MAC_INVALID)
+        raise Invalid.of(tok.span, "not_mac", MAC_INVALID, text=tok.text)
     return tok.text.lower().replace("-", ":")
 
 
 def model(tok: Token) -> str:
     if not MODEL_RE.fullmatch(tok.text):
-        raise Invalid(tok.span, f"`{tok.text}` is not a NIC model name", "use e.g. virtio, e1000e or rtl8139")
+        raise Invalid.of(tok.span, "not_model", text=tok.text)
     return tok.text
 
 
@@ -178,13 +169,13 @@ def string(tok: Token) -> str:
 
 def domain(tok: Token) -> str:
     if not DOMAIN_RE.fullmatch(tok.text):
-        raise Invalid(tok.span, f"`{tok.text}` is not a DNS domain name", "use e.g. lab.example")
+        raise Invalid.of(tok.span, "not_domain", text=tok.text)
     return tok.text
 
 
 def protocol(tok: Token) -> str:
     if tok.text not in ("tcp", "udp"):
-        raise Invalid(tok.span, f"`{tok.text}` is not a protocol", "use `tcp` or `udp`")
+        raise Invalid.of(tok.span, "not_protocol", text=tok.text)
     return tok.text
 
 
@@ -192,8 +183,7 @@ def vm_port(tok: Token, port_text: str) -> tuple[str, int]:
     """`VM:PORT` of a forward (`port_text` is the host port, for the hint)."""
     vm_name, sep, vm_port_text = tok.text.rpartition(":")
     if not sep or not vm_name:
-        raise Invalid(tok.span, f"`{tok.text}` is not VM:PORT",
-                      f"write the VM and its port, e.g. `{tok.text}:{port_text}`")
+        raise Invalid.of(tok.span, "not_vm_port", text=tok.text, port=port_text)
     port_span = tok.span.sub(len(vm_name) + 1, len(vm_port_text))
     return vm_name, integer(Token(vm_port_text, "WORD", port_span), "port", 1, 65535)
 
@@ -201,21 +191,20 @@ def vm_port(tok: Token, port_text: str) -> tuple[str, int]:
 def mode(word: Token, link: Token | None, target: Token | None, span: Span) -> tuple[Mode, str | None]:
     """`mode WORD [via|to IFACE]` -> the mode and its interface (`link` is `via` or `to`)."""
     if word.text not in MODE_WORDS:
-        raise Invalid(word.span, f"`{word.text}` is not a network mode",
-                      suggest(word.text, MODE_WORDS) or f"use one of {', '.join(MODE_WORDS)}")
+        problem = Invalid.of(word.span, "not_mode", text=word.text, modes=", ".join(MODE_WORDS))
+        problem.hint = suggest(word.text, MODE_WORDS) or problem.hint
+        raise problem
     value = Mode(word.text)
     if value is Mode.BRIDGED:
         if link is None or link.text != "to" or target is None:
-            raise Invalid(span, "a bridged network needs the host NIC it bridges",
-                          "write `mode bridged to IFACE`, e.g. `mode bridged to eth0`")
+            raise Invalid.of(span, "bridged_needs_nic")
         return value, ifname(target)
     if link is None or target is None:
         return value, None
     if value in ROUTING_MODES and link.text == "via":
         return value, ifname(target)
     allowed = "`via IFACE`" if value in ROUTING_MODES else "nothing"
-    raise Invalid(link.span, f"mode {value.value} does not take `{link.text}`",
-                  f"mode {value.value} takes {allowed} after it")
+    raise Invalid.of(link.span, "mode_option", mode=value.value, text=link.text, allowed=allowed)
 
 
 def dhcp_range(words: tuple[Token, ...], span: Span) -> DhcpRange:
@@ -223,8 +212,7 @@ def dhcp_range(words: tuple[Token, ...], span: Span) -> DhcpRange:
     if len(words) == 1:
         first, sep, last = words[0].text.partition("-")
         if not sep:
-            raise Invalid(words[0].span, "a DHCP range needs a first and a last address",
-                          "write `dhcp FIRST - LAST`")
+            raise Invalid.of(words[0].span, "dhcp_needs_two")
         start_tok = Token(first, "WORD", words[0].span.sub(0, len(first)))
         end_tok = Token(last, "WORD", words[0].span.sub(len(first) + 1, len(last)))
     else:
