@@ -47,6 +47,11 @@ class Code:
         """The template `key` of this code, filled in."""
         return self.messages[key].format(**values)
 
+    def hint(self, key: str, **values: object) -> str | None:
+        """The template `key_hint`, filled in, if the code has one."""
+        template = self.messages.get(f"{key}_hint")
+        return template.format(**values) if template is not None else None
+
 
 def _code(name: str, severity: Severity, category: Category, summary: str,
           **messages: str) -> Code:
@@ -103,7 +108,33 @@ _ALL = (
           mode_option="mode {mode} does not take `{text}`",
           mode_option_hint="mode {mode} takes {allowed} after it",
           dhcp_needs_two="a DHCP range needs a first and a last address",
-          dhcp_needs_two_hint="write `dhcp FIRST - LAST`"),
+          dhcp_needs_two_hint="write `dhcp FIRST - LAST`",
+          empty_disk="the disk path is empty",
+          empty_disk_hint="write the image's path, e.g. `disk /var/lib/libvirt/images/{vm}.qcow2`",
+          disk_control="the disk path contains a control character",
+          disk_control_hint="remove it from the path",
+          external_on_host="external network `{network}` is not on a host: it is the LAN outside",
+          external_on_host_hint="remove `on {host}`",
+          not_for_external="`{keyword}` does not apply to external network `{network}`: topoc does not "
+                           "manage it",
+          not_for_external_hint="describe the LAN with `subnet` only, and the host's place on it with "
+                                "the host's `nic`",
+          not_for_bridged="`{keyword}` does not apply to bridged network `{network}`: its VMs are on the "
+                          "LAN, which gives their addresses",
+          not_for_bridged_hint="remove `{keyword}`; give each VM nic a LAN address instead",
+          subnet_disagrees="subnet {subnet} disagrees with the address {address} (network {network})",
+          subnet_disagrees_hint="drop `subnet`: a network with an address takes its subnet from it",
+          dns_without_address="network `{network}` has `{keyword}` but no `address` for the DNS server",
+          dns_without_address_hint="add `address IP/PREFIX`: libvirt's dnsmasq answers on it",
+          dhcp_without_address="network `{network}` has DHCP but no `address` for the DHCP server",
+          dhcp_without_address_hint="add `address IP/PREFIX`: libvirt's dnsmasq listens on it",
+          host_nic_unnamed="a host nic needs its interface name",
+          host_nic_unnamed_hint="write `nic IFACE on NETWORK address IP`, e.g. `nic eth0 on lan ...`",
+          no_prefix_to_take="{address} has no prefix and network `{network}` has no address or subnet "
+                            "to take one from",
+          no_prefix_to_take_hint="write the prefix, e.g. `{address}/24`, or give `{network}` a subnet",
+          expect_not_ipv4="`{text}` is not an IPv4 address",
+          expect_not_ipv4_hint="write four numbers 0-255 joined by dots, e.g. 10.0.0.1"),
     _code("mac-invalid", E, Category.VALUE, "a MAC address that is malformed, multicast or zero",
           not_mac="`{text}` is not a MAC address",
           not_mac_hint="write six hex bytes joined by colons, e.g. 52:54:00:12:34:56",
@@ -111,11 +142,55 @@ _ALL = (
           all_zero_hint="use e.g. 52:54:00:xx:xx:xx, or leave `mac` out to have one derived",
           multicast="MAC {mac} is a multicast address (the first octet is odd)",
           multicast_hint="a NIC needs a unicast MAC: make the first octet even, e.g. 52:54:00:xx:xx:xx"),
-    _code("undefined-name", E, Category.NAME, "a name that nothing defines"),
-    _code("duplicate-name", E, Category.NAME, "two things with one name"),
+    _code("undefined-name", E, Category.NAME, "a name that nothing defines",
+          not_a_host="`{name}` is {kind}, not a host",
+          no_host="no host is named `{name}`",
+          no_network="no network is named `{name}`",
+          not_a_vm="`{name}` is {kind}, not a VM: a forward leads to a VM",
+          no_vm="no VM is named `{name}`",
+          network_in_expect="`{name}` is a network; `expect` takes nodes and addresses",
+          network_in_expect_hint="name a host, VM or external on it, or an address in it",
+          no_node="`{name}` is neither a node nor an IPv4 address"),
+    _code("duplicate-name", E, Category.NAME, "two things with one name",
+          node="the name `{name}` is already taken by {kind} `{name}` (line {line})",
+          node_hint="rename one of them; names are unique across hosts, VMs and externals",
+          network="{what} `{name}` is already defined (line {line})",
+          network_hint="rename one of them",
+          nic="{kind} `{node}` already has a nic named `{name}` (line {line})",
+          nic_hint_unnamed="name this nic, e.g. `nic eth{index} on {network}`",
+          nic_hint_first_unnamed="the nic on line {line} has no name, so it is `{name}` (eth<N>, N its "
+                                 "position from 0); give each nic its own name",
+          nic_hint_named="give each nic its own interface name"),
     _code("duplicate-statement", E, Category.STRUCTURE,
-          "a statement that may appear once in a block appears twice"),
-    _code("missing-statement", E, Category.STRUCTURE, "a block lacks a statement it needs"),
+          "a statement that may appear once in a block appears twice",
+          in_block="`{keyword}` is given twice in {kind} `{name}` (first on line {line})",
+          in_block_hint="keep one of them",
+          on_nic="`{keyword}` is given twice on this nic",
+          on_nic_hint="keep one of them",
+          lab="the lab is already named `{name}` (line {line})",
+          lab_hint="a file describes one lab: keep one `lab` line"),
+    _code("missing-statement", E, Category.STRUCTURE, "a block lacks a statement it needs",
+          no_mode="network `{network}` has no `mode`",
+          no_mode_hint="add `mode nat`, `mode routed`, `mode isolated`, `mode bridged to IFACE` or "
+                       "`mode external`",
+          no_subnet="external network `{network}` has no `subnet`",
+          no_subnet_hint="add `subnet CIDR`, e.g. `subnet 192.168.1.0/24`",
+          no_address="{mode} network `{network}` has no `address`",
+          no_address_hint="add `address IP/PREFIX`: the host's address on the bridge, which the VMs "
+                          "use as their gateway",
+          host_nic_address="nic {iface} of host `{host}` has no address",
+          host_nic_address_hint="add `address IP` (the host's address on that network)",
+          external_nic_address="nic of external `{node}` has no address",
+          external_nic_address_hint="add `address IP`: topoc does not model DHCP outside the host",
+          no_lab="the file names no lab",
+          no_lab_hint="add `lab NAME` at the top: it prefixes every object topoc creates",
+          network_host="network `{network}` does not say which host it is on",
+          network_host_hint_hosts="write e.g. `network {network} on {first} {{` (the hosts: {hosts})",
+          network_host_hint="write `network {network} on HOST {{` and define the host with "
+                            "`host HOST {{ ... }}`",
+          vm_host="vm `{vm}` does not say which host it runs on",
+          vm_host_hint_hosts="write e.g. `vm {vm} on {first} {{` (the hosts: {hosts})",
+          vm_host_hint="write `vm {vm} on HOST {{` and define the host with `host HOST {{ ... }}`"),
     # -- checks: names --
     _code("bridge-name", E, Category.NAME,
           "a bridge name reused on one host, in libvirt's own namespace, or a host nic's",

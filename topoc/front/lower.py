@@ -206,8 +206,7 @@ def _nic(lw: _Lowerer, d: NodeDraft, stmt: Statement) -> None:
     duplicated = False
     for keyword, value in rest:
         if keyword.text in options:
-            lw.report(DUPLICATE_STATEMENT, keyword.span, f"`{keyword.text}` is given twice on this nic",
-                      "keep one of them")
+            lw.say(DUPLICATE_STATEMENT, "on_nic", keyword.span, keyword=keyword.text)
             duplicated = True
         options[keyword.text] = value
     # A bad MAC or model is left out (a MAC is then derived, the model is virtio); a bad
@@ -251,12 +250,11 @@ def _vcpus(lw: _Lowerer, d: NodeDraft, stmt: Statement) -> None:
 def _disk(lw: _Lowerer, d: NodeDraft, stmt: Statement) -> None:
     path = v.string(stmt.value)
     if not path:
-        raise Invalid(stmt.value.span, "the disk path is empty",
-                      f"write the image's path, e.g. `disk /var/lib/libvirt/images/{d.name}.qcow2`")
+        raise Invalid.of(stmt.value.span, "empty_disk", vm=d.name)
     if any(ord(c) < 32 and c != "\t" for c in path):
         # XML 1.0 cannot hold control characters other than tab, CR and LF (and a
         # quoted string has no line breaks), so libvirt could never store the path.
-        raise Invalid(stmt.value.span, "the disk path contains a control character", "remove it from the path")
+        raise Invalid.of(stmt.value.span, "disk_control")
     d.disk = path
 
 
@@ -291,6 +289,10 @@ class _Lowerer:
                severity: Severity | None = None) -> None:
         self.diagnostics.append(diagnostic(code, span, message, hint, severity))
 
+    def say(self, code: Code, key: str, span: Span, hint: str | None = None, **values: object) -> None:
+        """Report the code's message `key` (topoc.codes), with its `key_hint` or `hint`."""
+        self.report(code, span, code.message(key, **values), hint or code.hint(key, **values))
+
     def report_invalid(self, e: Invalid) -> None:
         self.report(e.code, e.span, e.message, e.hint)
 
@@ -318,14 +320,10 @@ class _Lowerer:
             return False
         if name in table:
             if table is self.node_names:
-                self.report(DUPLICATE_NAME, tok.span,
-                            f"the name `{name}` is already taken by {self.node_kinds[name]} "
-                            f"`{name}` (line {table[name].line})",
-                            "rename one of them; names are unique across hosts, VMs and externals")
+                self.say(DUPLICATE_NAME, "node", tok.span, name=name, kind=self.node_kinds[name],
+                         line=table[name].line)
             else:
-                self.report(DUPLICATE_NAME, tok.span,
-                            f"{what} `{name}` is already defined (line {table[name].line})",
-                            "rename one of them")
+                self.say(DUPLICATE_NAME, "network", tok.span, what=what, name=name, line=table[name].line)
             return False
         table[name] = tok.span
         if table is self.node_names:
@@ -338,10 +336,8 @@ class _Lowerer:
         for stmt in block.body:
             if stmt.kind in SINGLE:
                 if stmt.kind in seen:
-                    self.report(DUPLICATE_STATEMENT, stmt.span,
-                                f"`{stmt.kind}` is given twice in {block.kind} `{block.name.text}` "
-                                f"(first on line {seen[stmt.kind].span.line})",
-                                "keep one of them")
+                    self.say(DUPLICATE_STATEMENT, "in_block", stmt.span, keyword=stmt.kind, kind=block.kind,
+                             name=block.name.text, line=seen[stmt.kind].span.line)
                     continue
                 seen[stmt.kind] = stmt
             try:
@@ -375,16 +371,12 @@ class _Lowerer:
         quiet = self.damaged(block)
         if "mode" not in one:
             if not self.damaged(block):
-                self.report(MISSING_STATEMENT, block.name.span, f"network `{name}` has no `mode`",
-                            "add `mode nat`, `mode routed`, `mode isolated`, `mode bridged to IFACE` "
-                            "or `mode external`")
+                self.say(MISSING_STATEMENT, "no_mode", block.name.span, network=name)
             return None
         mode = d.mode
         if block.on is not None:
             if mode is Mode.EXTERNAL:
-                self.report(INVALID_VALUE, block.on.span,
-                            f"external network `{name}` is not on a host: it is the LAN outside",
-                            f"remove `on {block.on.text}`")
+                self.say(INVALID_VALUE, "external_on_host", block.on.span, network=name, host=block.on.text)
                 return None
             self.host_refs.append(block.on)
         if mode is None:
@@ -397,17 +389,11 @@ class _Lowerer:
         if mode is Mode.EXTERNAL:
             for keyword in ("bridge", "address", "dhcp", "dns", "domain", "stp"):
                 if keyword in written:
-                    self.report(INVALID_VALUE, one[keyword].span,
-                                f"`{keyword}` does not apply to external network `{name}`: "
-                                "topoc does not manage it",
-                                "describe the LAN with `subnet` only, and the host's place on "
-                                "it with the host's `nic`")
+                    self.say(INVALID_VALUE, "not_for_external", one[keyword].span, keyword=keyword, network=name)
                     ok = False
             if "subnet" not in one:
                 if not quiet:
-                    self.report(MISSING_STATEMENT, block.name.span,
-                                f"external network `{name}` has no `subnet`",
-                                "add `subnet CIDR`, e.g. `subnet 192.168.1.0/24`")
+                    self.say(MISSING_STATEMENT, "no_subnet", block.name.span, network=name)
                 ok = False
         elif mode is Mode.BRIDGED:
             # libvirt's <forward mode='bridge'/> network is the LAN's segment: no <ip>, no
@@ -415,39 +401,27 @@ class _Lowerer:
             # (https://libvirt.org/formatnetwork.html#using-an-existing-host-bridge).
             for keyword in ("address", "subnet", "dhcp", "dns", "domain", "mtu", "stp"):
                 if keyword in written:
-                    self.report(INVALID_VALUE, one[keyword].span,
-                                f"`{keyword}` does not apply to bridged network `{name}`: its "
-                                "VMs are on the LAN, which gives their addresses",
-                                f"remove `{keyword}`; give each VM nic a LAN address instead")
+                    self.say(INVALID_VALUE, "not_for_bridged", one[keyword].span, keyword=keyword, network=name)
                     ok = False
         elif mode in v.ROUTING_MODES and address is None:
             if not quiet:
-                self.report(MISSING_STATEMENT, block.name.span,
-                            f"{mode.value} network `{name}` has no `address`",
-                            "add `address IP/PREFIX`: the host's address on the bridge, which "
-                            "the VMs use as their gateway")
+                self.say(MISSING_STATEMENT, "no_address", block.name.span, mode=mode.value, network=name)
             ok = False
         if "subnet" in one and address is not None and d.subnet != address.network:
-            self.report(INVALID_VALUE, one["subnet"].value.span,
-                        f"subnet {d.subnet} disagrees with the address "
-                        f"{address} (network {address.network})",
-                        "drop `subnet`: a network with an address takes its subnet from it")
+            self.say(INVALID_VALUE, "subnet_disagrees", one["subnet"].value.span, subnet=d.subnet,
+                     address=address, network=address.network)
             ok = False
         for keyword in ("dns", "domain"):
             asked = keyword in written and (keyword != "dns" or d.dns)
             if asked and address is None and mode not in (Mode.EXTERNAL, Mode.BRIDGED):
                 if quiet:
                     return None
-                self.report(INVALID_VALUE, one[keyword].span,
-                            f"network `{name}` has `{keyword}` but no `address` for the DNS server",
-                            "add `address IP/PREFIX`: libvirt's dnsmasq answers on it")
+                self.say(INVALID_VALUE, "dns_without_address", one[keyword].span, network=name, keyword=keyword)
                 ok = False
         if d.dhcp is not None and address is None and mode is not Mode.BRIDGED:
             if quiet:
                 return None
-            self.report(INVALID_VALUE, one["dhcp"].span,
-                        f"network `{name}` has DHCP but no `address` for the DHCP server",
-                        "add `address IP/PREFIX`: libvirt's dnsmasq listens on it")
+            self.say(INVALID_VALUE, "dhcp_without_address", one["dhcp"].span, network=name)
             ok = False
         if not ok:
             return None
@@ -481,18 +455,13 @@ class _Lowerer:
             if p is None:
                 continue
             if block.kind == "host" and p.iface is None:
-                self.report(INVALID_VALUE, p.stmt.tokens[0].span, "a host nic needs its interface name",
-                            "write `nic IFACE on NETWORK address IP`, e.g. `nic eth0 on lan ...`")
+                self.say(INVALID_VALUE, "host_nic_unnamed", p.stmt.tokens[0].span)
                 d.nics[i] = None
             elif block.kind == "host" and p.address is None:
-                self.report(MISSING_STATEMENT, p.stmt.span,
-                            f"nic {p.iface} of host `{block.name.text}` has no address",
-                            "add `address IP` (the host's address on that network)")
+                self.say(MISSING_STATEMENT, "host_nic_address", p.stmt.span, iface=p.iface, host=block.name.text)
                 d.nics[i] = None
             elif block.kind == "external" and p.address is None:
-                self.report(MISSING_STATEMENT, p.stmt.span,
-                            f"nic of external `{block.name.text}` has no address",
-                            "add `address IP`: topoc does not model DHCP outside the host")
+                self.say(MISSING_STATEMENT, "external_nic_address", p.stmt.span, node=block.name.text)
                 d.nics[i] = None
         if "nic" in d.failed or "route" in d.failed or None in d.nics or self.damaged(block):
             d.incomplete = True
@@ -510,15 +479,13 @@ class _Lowerer:
                 continue
             where = p.stmt.value.span if p.iface else p.stmt.tokens[0].span
             if p.iface is None:
-                hint = f"name this nic, e.g. `nic eth{len(d.nics)} on {p.network.text}`"
+                hint = DUPLICATE_NAME.message("nic_hint_unnamed", index=len(d.nics), network=p.network.text)
             elif first.iface is None:
-                hint = (f"the nic on line {first.stmt.span.line} has no name, so it is `{name}` "
-                        "(eth<N>, N its position from 0); give each nic its own name")
+                hint = DUPLICATE_NAME.message("nic_hint_first_unnamed", line=first.stmt.span.line, name=name)
             else:
-                hint = "give each nic its own interface name"
-            self.report(DUPLICATE_NAME, where,
-                        f"{d.kind} `{d.name}` already has a nic named `{name}` "
-                        f"(line {first.stmt.span.line})", hint)
+                hint = DUPLICATE_NAME.message("nic_hint_named")
+            self.say(DUPLICATE_NAME, "nic", where, hint, kind=d.kind, node=d.name, name=name,
+                     line=first.stmt.span.line)
             d.nics[i] = None  # reported: the nic is left out
 
     def forward(self, stmt: Statement) -> None:
@@ -546,16 +513,13 @@ class _Lowerer:
         labs = [i for i in tree.items if isinstance(i, Statement) and i.kind == "lab"]
         for stmt in labs:
             if self.lab_name is not None and self.lab_span is not None:
-                self.report(DUPLICATE_STATEMENT, stmt.span,
-                            f"the lab is already named `{self.lab_name}` (line {self.lab_span.line})",
-                            "a file describes one lab: keep one `lab` line")
+                self.say(DUPLICATE_STATEMENT, "lab", stmt.span, name=self.lab_name, line=self.lab_span.line)
                 continue
             name = self.attempt(lambda: v.name(stmt.value, "lab"))
             if name is not None:
                 self.lab_name, self.lab_span = name, stmt.span
         if self.lab_name is None and not labs and "lab" not in tree.lost_keywords:
-            self.report(MISSING_STATEMENT, Span(tree.file, 1, 1, 1, 2), "the file names no lab",
-                        "add `lab NAME` at the top: it prefixes every object topoc creates")
+            self.say(MISSING_STATEMENT, "no_lab", Span(tree.file, 1, 1, 1, 2))
         self.host_block_names = [i.name.text for i in tree.items if isinstance(i, Block) and i.kind == "host"]
         for item in tree.items:
             if isinstance(item, Block):
@@ -593,12 +557,13 @@ class _Lowerer:
             if tok.text in self.unusable:
                 continue
             if tok.text in self.node_kinds and tok.text not in host_blocks:
-                self.report(UNDEFINED_NAME, tok.span,
-                            f"`{tok.text}` is {_A_KIND[self.node_kinds[tok.text]]}, not a host",
-                            _name_hint("", host_blocks, "hosts", "define one with `host NAME { ... }`"))
+                self.say(UNDEFINED_NAME, "not_a_host", tok.span,
+                         _name_hint("", host_blocks, "hosts", "define one with `host NAME { ... }`"),
+                         name=tok.text, kind=_A_KIND[self.node_kinds[tok.text]])
             elif tok.text not in host_blocks:
-                self.report(UNDEFINED_NAME, tok.span, f"no host is named `{tok.text}`",
-                            _name_hint(tok.text, host_blocks, "hosts", "define it with `host NAME { ... }`"))
+                self.say(UNDEFINED_NAME, "no_host", tok.span,
+                         _name_hint(tok.text, host_blocks, "hosts", "define it with `host NAME { ... }`"),
+                         name=tok.text)
         for name, net in list(self.networks.items()):
             if net.host is not None and net.host not in host_blocks:
                 del self.networks[name]
@@ -609,11 +574,11 @@ class _Lowerer:
                     continue
                 if not self.some_header_lost():
                     hosts = self.host_block_names
-                    hint = (f"write e.g. `network {net.name} on {hosts[0]} {{` (the hosts: "
-                            f"{', '.join(hosts)})") if hosts else \
-                        f"write `network {net.name} on HOST {{` and define the host with `host HOST {{ ... }}`"
-                    self.report(MISSING_STATEMENT, net.span.sub(0, len("network")),
-                                f"network `{net.name}` does not say which host it is on", hint)
+                    key = "network_host_hint_hosts" if hosts else "network_host_hint"
+                    hint = MISSING_STATEMENT.message(key, network=net.name, first=hosts[0] if hosts else "",
+                                                     hosts=", ".join(hosts))
+                    self.say(MISSING_STATEMENT, "network_host", net.span.sub(0, len("network")), hint,
+                             network=net.name)
                 del self.networks[name]
                 self.poisoned.add(name)
 
@@ -653,12 +618,9 @@ class _Lowerer:
         if self.some_header_lost():
             return None
         vm = block.name.text
-        if hosts:
-            hint = f"write e.g. `vm {vm} on {hosts[0]} {{` (the hosts: {', '.join(hosts)})"
-        else:
-            hint = f"write `vm {vm} on HOST {{` and define the host with `host HOST {{ ... }}`"
-        self.report(MISSING_STATEMENT, block.name.span,
-                    f"vm `{vm}` does not say which host it runs on", hint)
+        hint = MISSING_STATEMENT.message("vm_host_hint_hosts" if hosts else "vm_host_hint", vm=vm,
+                                         first=hosts[0] if hosts else "", hosts=", ".join(hosts))
+        self.say(MISSING_STATEMENT, "vm_host", block.name.span, hint, vm=vm)
         return None
 
     def finish_nic(self, p: NicDraft, d: NodeDraft) -> Nic | None:
@@ -668,19 +630,17 @@ class _Lowerer:
         if network is None:
             d.incomplete = True
             if p.network.text not in self.network_names and p.network.text not in self.unusable:
-                self.report(UNDEFINED_NAME, p.network.span, f"no network is named `{p.network.text}`",
-                            _name_hint(p.network.text, self.network_names, "networks",
-                                       "define it with `network NAME { ... }`"))
+                self.say(UNDEFINED_NAME, "no_network", p.network.span,
+                         _name_hint(p.network.text, self.network_names, "networks",
+                                    "define it with `network NAME { ... }`"), name=p.network.text)
             return None
         written = p.written  # None when no address is written, or a bad one was reported
         address = written if isinstance(written, IPv4Interface) else None
         if written is not None and address is None and p.address is not None:
             # No prefix written: the network's.
             if network.subnet is None:
-                self.report(INVALID_VALUE, p.address.span,
-                            f"{written} has no prefix and network `{network.name}` has no "
-                            "address or subnet to take one from",
-                            f"write the prefix, e.g. `{written}/24`, or give `{network.name}` a subnet")
+                self.say(INVALID_VALUE, "no_prefix_to_take", p.address.span, address=written,
+                         network=network.name)
                 d.incomplete = True
                 self.poisoned.add(network.name)
             else:
@@ -701,13 +661,13 @@ class _Lowerer:
             if fwd.vm in self.unusable:
                 continue
             if fwd.vm in self.node_kinds and fwd.vm not in vm_names:
-                self.report(UNDEFINED_NAME, target.span.sub(0, len(fwd.vm)),
-                            f"`{fwd.vm}` is {_A_KIND[self.node_kinds[fwd.vm]]}, not a VM: a forward leads to a VM",
-                            _name_hint("", vm_names, "VMs", "define one with `vm NAME on HOST { ... }`"))
+                self.say(UNDEFINED_NAME, "not_a_vm", target.span.sub(0, len(fwd.vm)),
+                         _name_hint("", vm_names, "VMs", "define one with `vm NAME on HOST { ... }`"),
+                         name=fwd.vm, kind=_A_KIND[self.node_kinds[fwd.vm]])
             elif fwd.vm not in vm_names:
-                self.report(UNDEFINED_NAME, target.span.sub(0, len(fwd.vm)),
-                            f"no VM is named `{fwd.vm}`",
-                            _name_hint(fwd.vm, vm_names, "VMs", "define it with `vm NAME on HOST { ... }`"))
+                self.say(UNDEFINED_NAME, "no_vm", target.span.sub(0, len(fwd.vm)),
+                         _name_hint(fwd.vm, vm_names, "VMs", "define it with `vm NAME on HOST { ... }`"),
+                         name=fwd.vm)
             elif fwd.vm in built_vms:
                 kept.append(fwd)
         return kept
@@ -729,16 +689,13 @@ class _Lowerer:
                 if name in self.unusable:
                     continue
                 if re.fullmatch(r"[0-9.]+", name):
-                    self.report(INVALID_VALUE, span, f"`{name}` is not an IPv4 address",
-                                "write four numbers 0-255 joined by dots, e.g. 10.0.0.1")
+                    self.say(INVALID_VALUE, "expect_not_ipv4", span, text=name)
                 elif name in self.network_names:
-                    self.report(UNDEFINED_NAME, span,
-                                f"`{name}` is a network; `expect` takes nodes and addresses",
-                                "name a host, VM or external on it, or an address in it")
+                    self.say(UNDEFINED_NAME, "network_in_expect", span, name=name)
                 else:
-                    self.report(UNDEFINED_NAME, span, f"`{name}` is neither a node nor an IPv4 address",
-                                _name_hint(name, node_names, "nodes",
-                                           "give an IPv4 address, or define a host, VM or external"))
+                    self.say(UNDEFINED_NAME, "no_node", span,
+                             _name_hint(name, node_names, "nodes",
+                                        "give an IPv4 address, or define a host, VM or external"), name=name)
             if ok:
                 kept.append(exp)
         return kept
