@@ -2,11 +2,12 @@
 
 Each code has its default severity, its category (the stage or family of rule it
 belongs to), a one-line meaning (`topoc check --list-codes` prints them), and the
-templates of the messages and hints the checks say with it (`code.message(key,
-**values)`), so a code's wording is read and reviewed here, not scattered in f-strings.
-The front end (parser, lowering) and deploy's pre-flight use the same codes; only a
-warning may be switched off, per run (`--disable CODE`) or per file (a
-`# topoc: disable=CODE` comment).
+templates of the messages and hints said with it (`code.message(key, **values)`,
+`code.hint(key, ...)`) by lowering, the value parsers and the checks, so a code's
+wording is read and reviewed here, not scattered in f-strings. (The parser's syntax
+errors are composed from what the grammar expected at the error, in the parser.) Deploy's
+pre-flight uses the same table. Only a warning may be switched off, per run
+(`--disable CODE`) or per file (a `# topoc: disable=CODE` comment).
 """
 
 from __future__ import annotations
