@@ -147,7 +147,7 @@ def load_lab(path: Path):
     from topoc.compiler import compile_file
 
     result = compile_file(str(path), checks=False)
-    if result.lab is None:
+    if not result.ok:
         raise SystemExit(f"bench: {path} does not lower; bench/gen.py is broken?")
     return result.lab
 

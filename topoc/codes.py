@@ -135,7 +135,20 @@ _ALL = (
                             "to take one from",
           no_prefix_to_take_hint="write the prefix, e.g. `{address}/24`, or give `{network}` a subnet",
           expect_not_ipv4="`{text}` is not an IPv4 address",
-          expect_not_ipv4_hint="write four numbers 0-255 joined by dots, e.g. 10.0.0.1"),
+          expect_not_ipv4_hint="write four numbers 0-255 joined by dots, e.g. 10.0.0.1",
+          not_exact_name="`{text}` cannot be a libvirt name: {problem}",
+          not_exact_name_hint="write the name libvirt shows (`virsh net-list --all`, `virsh list --all`)",
+          not_host_list="`on {text}` is not a list of hosts",
+          not_host_list_hint="separate the hosts with commas: `on kvm1, kvm2`",
+          bridged_on_hosts="bridged network `{network}` is the LAN behind one host's NIC; it cannot be on "
+                           "several hosts",
+          bridged_on_hosts_hint="give each host a bridged network of its own on the same LAN",
+          vni_on_one_host="`vni` applies to a network on several hosts; `{network}` is on one",
+          vni_on_one_host_hint="remove `vni`, or put `{network}` on several hosts (`on kvm1, kvm2`)",
+          vm_on_hosts="vm `{vm}` runs on one host",
+          vm_on_hosts_hint="name one host after `on`; its nics may join networks on several hosts"),
+    _code("unknown-uri-parameter", W, Category.VALUE, "a libvirt URI parameter that libvirt ignores",
+          unknown="libvirt does not know the URI parameter `{name}`"),
     _code("mac-invalid", E, Category.VALUE, "a MAC address that is malformed, multicast or zero",
           not_mac="`{text}` is not a MAC address",
           not_mac_hint="write six hex bytes joined by colons, e.g. 52:54:00:12:34:56",
@@ -156,6 +169,8 @@ _ALL = (
           node="the name `{name}` is already taken by {kind} `{name}` (line {line})",
           node_hint="rename one of them; names are unique across hosts, VMs and externals",
           network="{what} `{name}` is already defined (line {line})",
+          host_twice="host `{name}` is named twice after `on`",
+          host_twice_hint="name each host once",
           network_hint="rename one of them",
           nic="{kind} `{node}` already has a nic named `{name}` (line {line})",
           nic_hint_unnamed="name this nic, e.g. `nic eth{index} on {network}`",
@@ -201,6 +216,11 @@ _ALL = (
           reused_hint="give each network on a host its own bridge",
           nic="bridge `{bridge}` has the name of {host}'s nic",
           nic_hint="pick a bridge name no interface of the host has"),
+    _code("libvirt-name-conflict", E, Category.NAME,
+          "two networks, or two VMs, with one libvirt name (`name` or lab prefix)",
+          taken="{what} `{name}` would be libvirt {kind} `{libvirt}`, the name of {what} `{first}` "
+                "(line {line})",
+          taken_hint="give each its own libvirt name: change or drop one `name`"),
     _code("mac-conflict", E, Category.ADDRESS, "two VM nics with one MAC address",
           taken="MAC {mac} is already used by {owner} (line {line})",
           taken_hint="leave `mac` out and topoc derives a unique one, or change a digit"),
@@ -274,6 +294,12 @@ _ALL = (
           no_target="{vm} has no static address on a nat, routed or open network of its host, "
                     "so no DNAT rule is generated and port {port} stays closed",
           no_target_hint="give {vm} a static `address` on such a network"),
+    # -- checks: networks on several hosts --
+    _code("no-underlay", E, Category.PLACEMENT,
+          "the hosts of a network on several hosts share no external network to tunnel over"),
+    _code("vni-conflict", E, Category.NAME, "two networks on several hosts with one VXLAN id"),
+    _code("vxlan-mtu", W, Category.VALUE,
+          "a network on several hosts whose MTU leaves no room for VXLAN's 50 bytes"),
     # -- checks: reachability --
     _code("unreachable-segment", W, Category.REACH,
           "a network nobody can reach, or whose LAN peers get no replies",
@@ -337,6 +363,11 @@ FOREIGN_OBJECT = CODES["foreign-object"]
 HOST_BRIDGE_CLASH = CODES["host-bridge-clash"]
 HOST_SUBNET_CLASH = CODES["host-subnet-clash"]
 BAD_PRAGMA = CODES["bad-pragma"]
+LIBVIRT_NAME_CONFLICT = CODES["libvirt-name-conflict"]
+NO_UNDERLAY = CODES["no-underlay"]
+VNI_CONFLICT = CODES["vni-conflict"]
+VXLAN_MTU = CODES["vxlan-mtu"]
+UNKNOWN_URI_PARAMETER = CODES["unknown-uri-parameter"]
 
 
 def register(name: str, severity: Severity, summary: str) -> Code:

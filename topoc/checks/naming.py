@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Iterator
 
-from topoc.codes import BRIDGE_NAME, MAC_CONFLICT
+from topoc.codes import BRIDGE_NAME, LIBVIRT_NAME_CONFLICT, MAC_CONFLICT
 from topoc.model import naming
 from topoc.checks.common import at
 from topoc.checks.registry import Finding, check
@@ -26,22 +26,51 @@ def bridge_name(an: Analysis) -> Iterator[Finding]:
             continue
         span = at(net.bridge_span, net.span)
         prefix = next((p for p in naming.LIBVIRT_RESERVED_PREFIXES if bridge.startswith(p)), None)
+        if prefix == "virbr" and net.exact_name is not None:
+            # A network that exists already (`name`), whose bridge libvirt itself named
+            # virbrN when it was defined: describing it is not taking libvirt's name.
+            prefix = None
         if prefix is not None:
             # libvirt names its own taps vnetN/macvtapN/macvlanN (and auto bridges virbrN):
             # https://libvirt.org/formatdomain.html#virtual-network
             yield Finding(span, BRIDGE_NAME.message("reserved", bridge=bridge, prefix=prefix),
                           BRIDGE_NAME.message("reserved_hint",
                                               example=naming.derived_bridge(lab.name, net.name)))
-        first = seen.setdefault((net.host, bridge), net.span.line)
-        if first != net.span.line:
-            yield Finding(span, BRIDGE_NAME.message("reused", bridge=bridge, host=net.host, line=first),
-                          BRIDGE_NAME.message("reused_hint"))
+        # A network on several hosts has its bridge on each of them.
+        for host in net.hosts or (None,):
+            first = seen.setdefault((host, bridge), net.span.line)
+            if first != net.span.line:
+                yield Finding(span, BRIDGE_NAME.message("reused", bridge=bridge, host=host, line=first),
+                              BRIDGE_NAME.message("reused_hint"))
+                break
     for host in lab.hosts:
         for net in lab.networks_on(host.name):
             if net.bridge in {nic.name for nic in host.nics} and net.via != net.bridge:
                 yield Finding(at(net.bridge_span, net.span),
                               BRIDGE_NAME.message("nic", bridge=net.bridge, host=host.name),
                               BRIDGE_NAME.message("nic_hint"))
+
+
+@check(LIBVIRT_NAME_CONFLICT)
+def libvirt_name_conflict(an: Analysis) -> Iterator[Finding]:
+    """libvirt keeps one namespace of networks and one of domains per host: an exact
+    `name` equal to another object's name (exact or `<lab>-<name>`) would make the two
+    one object. Networks of different hosts, and a network and a domain, may share one."""
+    lab = an.lab
+    seen: dict[tuple[str, str | None, str], tuple[str, int]] = {}
+    objects = [("network", n.host, n.name, n.exact_name, n.exact_name_span, n.span)
+               for n in lab.networks if n.managed]
+    objects += [("vm", v.host, v.name, v.exact_name, v.exact_name_span, v.span) for v in lab.vms]
+    for kind, host, name, exact, exact_span, span in sorted(objects, key=lambda o: o[5].line):
+        libvirt = naming.libvirt_name(lab.name, name, exact)
+        first = seen.setdefault((kind, host, libvirt), (name, span.line))
+        if first != (name, span.line):
+            what = "network" if kind == "network" else "VM"
+            yield Finding(at(exact_span, span),
+                          LIBVIRT_NAME_CONFLICT.message("taken", what=what, name=name, libvirt=libvirt,
+                                                        kind=kind if kind == "network" else "domain",
+                                                        first=first[0], line=first[1]),
+                          LIBVIRT_NAME_CONFLICT.message("taken_hint"))
 
 
 @check(MAC_CONFLICT)

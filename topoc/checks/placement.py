@@ -29,7 +29,7 @@ def nic_placement(an: Analysis) -> Iterator[Finding]:
             if network is None:
                 continue
             if isinstance(node, Vm):
-                if network.managed and network.host != node.host:
+                if network.managed and node.host not in network.hosts:
                     where = dict(vm=node.name, host=node.host, network=network.name,
                                  network_host=network.host)
                     yield Finding(nic.span, NIC_PLACEMENT.message("other_host", **where),

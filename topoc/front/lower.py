@@ -29,6 +29,7 @@ from dataclasses import dataclass, field, replace
 from ipaddress import AddressValueError, IPv4Address, IPv4Interface, IPv4Network
 from typing import Callable, Iterable, NamedTuple, TypeVar
 
+from topoc.codes import UNKNOWN_URI_PARAMETER
 from topoc.diagnostics import (DUPLICATE_NAME, DUPLICATE_STATEMENT, INVALID_VALUE, MISSING_STATEMENT,
                                UNDEFINED_NAME, Code, Diagnostic, Severity, diagnostic)
 from topoc.front import values as v
@@ -45,6 +46,10 @@ T = TypeVar("T")
 _A_KIND = {"host": "a host", "vm": "a VM", "external": "an external"}
 
 DEFAULT_MEMORY = 512 * 1024**2
+
+# A network on several hosts without `mtu`: 1500 less the 50 bytes of VXLAN over IPv4
+# (https://docs.kernel.org/networking/vxlan.html; RFC 7348 section 4.3).
+VXLAN_DEFAULT_MTU = 1450
 
 
 class Lowered(NamedTuple):
@@ -87,6 +92,9 @@ class NetworkDraft:
     domain: str | None = None
     mtu: int | None = None
     stp: bool = False
+    vni: int | None = None
+    exact_name: str | None = None
+    hosts: tuple[Token, ...] = ()  # `on H1, H2, ...`: the first holds the gateway
 
 
 @dataclass
@@ -117,7 +125,10 @@ class NodeDraft:
     memory: int = DEFAULT_MEMORY
     vcpus: int = 1
     disk: str | None = None
+    exact_name: str | None = None
+    connect: str | None = None
     incomplete: bool = False  # a nic, route or gateway was left out
+    unplaced: bool = False  # a VM whose `on` names no single host (reported)
 
 
 Draft = NetworkDraft | NodeDraft
@@ -188,9 +199,19 @@ def _stp(lw: _Lowerer, d: NetworkDraft, stmt: Statement) -> None:
     d.stp = v.switch(stmt.value, "stp")
 
 
+@statement("vni")
+def _vni(lw: _Lowerer, d: NetworkDraft, stmt: Statement) -> None:
+    d.vni = v.integer(stmt.value, "VXLAN network identifier", 1, naming.VNI_MAX)
+
+
+@statement("name")
+def _exact_name(lw: _Lowerer, d: Draft, stmt: Statement) -> None:
+    d.exact_name = v.exact_name(stmt.value)
+
+
 # Values only the network itself uses: when one is bad, the network is kept without it.
-# Without any other (mode, address, subnet, dhcp) it cannot be modelled: it is left out.
-_NETWORK_LEAF_VALUES = frozenset(("bridge", "dns", "domain", "mtu", "stp"))
+# Without any other (mode, address, subnet, dhcp, name) it cannot be modelled: it is left out.
+_NETWORK_LEAF_VALUES = frozenset(("bridge", "dns", "domain", "mtu", "stp", "vni"))
 
 
 # --- node statements (host, vm, external) ---------------------------------------------
@@ -256,6 +277,21 @@ def _disk(lw: _Lowerer, d: NodeDraft, stmt: Statement) -> None:
         # quoted string has no line breaks), so libvirt could never store the path.
         raise Invalid.of(stmt.value.span, "disk_control")
     d.disk = path
+
+
+@statement("connect")
+def _connect(lw: _Lowerer, d: NodeDraft, stmt: Statement) -> None:
+    """`connect URI`: a libvirt URI (topoc.model.uri says what makes one)."""
+    from topoc.model.uri import UriError, parse_uri, unknown_parameter_hint
+
+    text = v.string(stmt.value)
+    try:
+        uri = parse_uri(text)
+    except UriError as e:
+        raise Invalid(stmt.value.span, e.message, e.hint) from None
+    for name in uri.unknown_params:
+        lw.say(UNKNOWN_URI_PARAMETER, "unknown", stmt.value.span, unknown_parameter_hint(uri), name=name)
+    d.connect = text
 
 
 class _Reported(Exception):
@@ -378,7 +414,14 @@ class _Lowerer:
             if mode is Mode.EXTERNAL:
                 self.say(INVALID_VALUE, "external_on_host", block.on.span, network=name, host=block.on.text)
                 return None
-            self.host_refs.append(block.on)
+            hosts = self.on_hosts(block)
+            if hosts is None:
+                return None
+            self.host_refs.extend(hosts)
+            if len(hosts) > 1 and mode is Mode.BRIDGED:
+                self.say(INVALID_VALUE, "bridged_on_hosts", hosts[1].span, network=name)
+                return None
+            d.hosts = hosts
         if mode is None:
             return None  # its value was reported
         if d.failed - _NETWORK_LEAF_VALUES:
@@ -387,7 +430,7 @@ class _Lowerer:
         ok = True
         address = d.address
         if mode is Mode.EXTERNAL:
-            for keyword in ("bridge", "address", "dhcp", "dns", "domain", "stp"):
+            for keyword in ("bridge", "address", "dhcp", "dns", "domain", "stp", "name"):
                 if keyword in written:
                     self.say(INVALID_VALUE, "not_for_external", one[keyword].span, keyword=keyword, network=name)
                     ok = False
@@ -423,21 +466,50 @@ class _Lowerer:
                 return None
             self.say(INVALID_VALUE, "dhcp_without_address", one["dhcp"].span, network=name)
             ok = False
+        extra_hosts = tuple(t.text for t in d.hosts[1:])
+        if "vni" in written and not extra_hosts:
+            self.say(INVALID_VALUE, "vni_on_one_host", one["vni"].span, network=name)
+            ok = False
         if not ok:
             return None
+        vni, mtu = d.vni, d.mtu
+        if extra_hosts:
+            vni = vni or naming.derived_vni(self.lab_or_placeholder(), name)
+            # The VXLAN header costs 50 bytes of the underlay's 1500 (topoc.checks.spanning
+            # warns about a written MTU that leaves no room for it).
+            mtu = mtu or VXLAN_DEFAULT_MTU
         bridge, derived = d.bridge, False
         if bridge is None and mode is not Mode.EXTERNAL:
             bridge, derived = naming.derived_bridge(self.lab_or_placeholder(), name), True
         return Network(
-            name=name, host=block.on.text if block.on is not None else None, mode=mode, via=d.via,
+            name=name, host=d.hosts[0].text if d.hosts else None, mode=mode, via=d.via,
             bridge=bridge, bridge_derived=derived, address=address,
             declared_subnet=d.subnet,
-            dhcp=d.dhcp, dns=d.dns, domain=d.domain, mtu=d.mtu, stp=d.stp, span=block.span,
+            dhcp=d.dhcp, dns=d.dns, domain=d.domain, mtu=mtu, stp=d.stp, span=block.span,
             mode_span=one["mode"].span,
             address_span=one["address"].value.span if "address" in one else block.name.span,
             bridge_span=one["bridge"].value.span if "bridge" in one else block.name.span,
             subnet_span=one["subnet"].value.span if "subnet" in one else block.name.span,
+            extra_hosts=extra_hosts, vni=vni,
+            vni_span=one["vni"].value.span if "vni" in one else block.name.span,
+            exact_name=d.exact_name, exact_name_span=one["name"].value.span if "name" in one else UNKNOWN,
         )
+
+    def on_hosts(self, block: Block) -> tuple[Token, ...] | None:
+        """The hosts of `on H1, H2, ...`: names joined by commas, each once."""
+        hosts = block.on_hosts
+        written = " ".join(t.text for t in block.header[3:])
+        if not hosts or not re.fullmatch(r"[^,\s]+(\s*,\s*[^,\s]+)*", written):
+            self.say(INVALID_VALUE, "not_host_list",
+                     block.on.span if block.on is not None else block.name.span, text=written)
+            return None
+        seen: set[str] = set()
+        for tok in hosts:
+            if tok.text in seen:
+                self.say(DUPLICATE_NAME, "host_twice", tok.span, name=tok.text)
+                return None
+            seen.add(tok.text)
+        return hosts
 
     def lab_or_placeholder(self) -> str:
         return self.lab_name or "lab"
@@ -449,7 +521,11 @@ class _Lowerer:
         d = NodeDraft(block.kind, block, block.name.text)
         self.statements(block, d)
         if block.kind == "vm" and block.on is not None:
-            self.host_refs.append(block.on)
+            if len(block.header) > 4 or "," in block.on.text:
+                self.say(INVALID_VALUE, "vm_on_hosts", block.on.span, vm=d.name)
+                d.unplaced = True
+            else:
+                self.host_refs.append(block.on)
         self.unique_nic_names(d)
         for i, p in enumerate(d.nics):
             if p is None:
@@ -592,7 +668,9 @@ class _Lowerer:
             nics = tuple(nic for p in d.nics if p is not None and (nic := self.finish_nic(p, d)) is not None)
             built.append((d, nics))
             if d.kind == "host":
-                hosts.append(Host(d.name, nics, tuple(d.routes), d.block.span))
+                connect = d.block.body and next((s for s in d.block.body if s.kind == "connect"), None)
+                hosts.append(Host(d.name, nics, tuple(d.routes), d.block.span, d.connect,
+                                  connect.value.span if connect and d.connect is not None else UNKNOWN))
             elif d.kind == "external":
                 externals.append(External(d.name, nics, tuple(d.routes), d.block.span))
         built_hosts = {h.name for h in hosts}
@@ -601,10 +679,12 @@ class _Lowerer:
                 continue
             on = d.block.on
             host = on.text if on is not None else self.only_host(d.block)
-            if host is None or host not in built_hosts:
+            if host is None or host not in built_hosts or d.unplaced:
                 self.poisoned.add(d.name)  # reported, or its host failed
                 continue
-            vms.append(Vm(d.name, host, d.memory, d.vcpus, d.disk, nics, tuple(d.routes), d.block.span))
+            name_stmt = next((s for s in d.block.body if s.kind == "name"), None)
+            vms.append(Vm(d.name, host, d.memory, d.vcpus, d.disk, nics, tuple(d.routes), d.block.span,
+                          d.exact_name, name_stmt.value.span if name_stmt and d.exact_name else UNKNOWN))
         for d in self.nodes:
             if d.incomplete:
                 self.poisoned.add(d.name)

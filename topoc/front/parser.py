@@ -40,6 +40,7 @@ STATEMENT_KEYWORDS = frozenset(TOP_LEVEL_KEYWORDS) | frozenset(STATEMENT_HOME)
 _TERMINAL_WORDS = {
     "WORD": "a name or value",
     "STRING": 'a "quoted string"',
+    "URI": "a libvirt URI",
     "_NL": "end of line",
     "$END": "end of file",
 }
@@ -343,7 +344,7 @@ def _recover(e: UnexpectedInput, file: str, lines: list[str]) -> tuple[Diagnosti
 # --- building the syntax tree ---------------------------------------------------------
 
 
-_VALUE_KINDS = frozenset(("WORD", "STRING"))
+_VALUE_KINDS = frozenset(("WORD", "STRING", "URI"))
 
 
 def _token(file: str, t: LarkToken) -> Token:
@@ -552,6 +553,8 @@ class _FastLexer(Lexer):
             if kind == "WORD":
                 keyword = keywords.get(value)
                 kind = keyword if keyword is not None and keyword in states[parser_state.position] else "WORD"
+                if "://" in value and "URI" in states[parser_state.position]:
+                    kind = "URI"  # as the contextual lexer decides: URI outranks WORD
             elif kind == "NL":
                 kind = "_NL"
             elif kind in ("PUNCT", "ARROW"):

@@ -34,7 +34,7 @@ _NODE_BLOCKS = ("host", "vm", "external")
 
 STATEMENTS: dict[str, Shape] = {s.keyword: s for s in (
     Shape("lab", (TOP,), True, "lab NAME", ("name",)),
-    Shape("network", (TOP,), False, "network NAME [on HOST] { ... }", ("name", "host")),
+    Shape("network", (TOP,), False, "network NAME [on HOST[, HOST...]] { ... }", ("name", "hosts")),
     Shape("host", (TOP,), False, "host NAME { ... }", ("name",)),
     Shape("vm", (TOP,), False, "vm NAME on HOST { ... }", ("name", "host")),
     Shape("external", (TOP,), False, "external NAME { ... }", ("name",)),
@@ -49,6 +49,13 @@ STATEMENTS: dict[str, Shape] = {s.keyword: s for s in (
     Shape("domain", ("network",), True, "domain NAME", ("domain",)),
     Shape("mtu", ("network",), True, "mtu N", ("integer",)),
     Shape("stp", ("network",), True, "stp on|off", ("switch",)),
+    Shape("vni", ("network",), True, "vni N   (1-16777215: the VXLAN id of a network on several hosts)",
+          ("integer",)),
+    Shape("name", ("network", "vm"), True,
+          "name LIBVIRT-NAME   (the network's or VM's libvirt name as is, without the lab prefix)",
+          ("libvirt-name",)),
+    Shape("connect", ("host",), True,
+          "connect URI   (a libvirt URI: qemu:///system, qemu+ssh://root@HOST/system)", ("uri",)),
     Shape("nic", _NODE_BLOCKS, False,
           "nic [IFACE] on NETWORK [address IP[/PREFIX]] [mac MAC] [model NAME] [gateway IP]",
           ("interface", "network", "address", "mac", "model", "address")),

@@ -173,6 +173,14 @@ def domain(tok: Token) -> str:
     return tok.text
 
 
+def exact_name(tok: Token) -> str:
+    """`name NAME`: a network's or VM's libvirt name as is (topoc.model.naming's rule)."""
+    problem = naming.exact_name_problem(tok.text)
+    if problem is not None:
+        raise Invalid.of(tok.span, "not_exact_name", text=tok.text, problem=problem)
+    return tok.text
+
+
 def protocol(tok: Token) -> str:
     if tok.text not in ("tcp", "udp"):
         raise Invalid.of(tok.span, "not_protocol", text=tok.text)
