@@ -37,10 +37,10 @@ def bridge_name(an: Analysis) -> Iterator[Finding]:
                           BRIDGE_NAME.message("reserved_hint",
                                               example=naming.derived_bridge(lab.name, net.name)))
         # A network on several hosts has its bridge on each of them.
-        for host in net.hosts or (None,):
-            first = seen.setdefault((host, bridge), net.span.line)
+        for on in net.hosts or (None,):
+            first = seen.setdefault((on, bridge), net.span.line)
             if first != net.span.line:
-                yield Finding(span, BRIDGE_NAME.message("reused", bridge=bridge, host=host, line=first),
+                yield Finding(span, BRIDGE_NAME.message("reused", bridge=bridge, host=on, line=first),
                               BRIDGE_NAME.message("reused_hint"))
                 break
     for host in lab.hosts:

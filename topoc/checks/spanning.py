@@ -27,7 +27,8 @@ UNDERLAY_MTU = 1500
 def no_underlay(an: Analysis) -> Iterator[Finding]:
     lab = an.lab
     for net in lab.networks:
-        if net.spanning and all(lab.node(h) is not None for h in net.hosts) and underlay(lab, net) is None:
+        if net.spanning and an.sound(net.name, *net.hosts) and all(lab.node(h) is not None for h in net.hosts) \
+                and underlay(lab, net) is None:
             yield Finding(net.span,
                           f"network `{net.name}` is on hosts {', '.join(net.hosts)}, which have no "
                           "external network in common to carry its VXLAN tunnel",

@@ -668,9 +668,10 @@ class _Lowerer:
             nics = tuple(nic for p in d.nics if p is not None and (nic := self.finish_nic(p, d)) is not None)
             built.append((d, nics))
             if d.kind == "host":
-                connect = d.block.body and next((s for s in d.block.body if s.kind == "connect"), None)
+                connect = next((s for s in d.block.body if s.kind == "connect"), None)
                 hosts.append(Host(d.name, nics, tuple(d.routes), d.block.span, d.connect,
-                                  connect.value.span if connect and d.connect is not None else UNKNOWN))
+                                  connect.value.span if connect is not None and d.connect is not None
+                                  else UNKNOWN))
             elif d.kind == "external":
                 externals.append(External(d.name, nics, tuple(d.routes), d.block.span))
         built_hosts = {h.name for h in hosts}
