@@ -35,7 +35,7 @@ $(SYSTEM_STAMP):
 $(PYTHON_STAMP): $(SYSTEM_STAMP) pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[deploy,test]'
+	$(BIN)/python -m pip install --quiet -e '.[deploy,lsp,test]'
 	@touch $@
 
 demo: setup
