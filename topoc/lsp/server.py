@@ -2,8 +2,11 @@
 the open documents' latest analyses, each LSP request answered by topoc.lsp.features or
 topoc.lsp.completion.
 
-Diagnostics: on open at once; on change after a short quiet spell (DEBOUNCE_SECONDS), so
-a burst of keystrokes compiles once, for the last text. Every analysis is cached by
+Diagnostics: on open at once; on change debounced on both edges: the first change after
+a quiet spell (DEBOUNCE_SECONDS without one) is compiled at once, and the changes of a
+burst that follows are compiled once, DEBOUNCE_SECONDS after the last of them. So a
+single edit gets its diagnostics in the time of one compilation, and fast typing does
+not queue one compilation per keystroke. Every analysis is cached by
 document version: a request for a version already analysed costs nothing, and one that
 comes before the debounce fires analyses the current text right away (and publishes it).
 Compilation runs on the event loop, one at a time: the parser is not reentrant.
@@ -41,7 +44,8 @@ class TopocServer(LanguageServer):
     def __init__(self) -> None:
         super().__init__("topoc", __version__, text_document_sync_kind=types.TextDocumentSyncKind.Incremental)
         self.analyses: dict[str, Analysis] = {}
-        self.pending: dict[str, asyncio.TimerHandle] = {}
+        self.pending: dict[str, asyncio.Handle] = {}
+        self.last_change: dict[str, float] = {}  # uri -> loop time of its last change
         self.debounce = DEBOUNCE_SECONDS
 
     # -- reporting --
@@ -96,12 +100,21 @@ class TopocServer(LanguageServer):
         return result
 
     def schedule(self, uri: str) -> None:
-        """Analyse after DEBOUNCE_SECONDS without a further change."""
+        """Analyse now if the document was quiet, else DEBOUNCE_SECONDS after the last
+        change of the burst."""
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        quiet = now - self.last_change.get(uri, float("-inf")) > self.debounce
+        self.last_change[uri] = now
         handle = self.pending.pop(uri, None)
         if handle is not None:
             handle.cancel()
-        loop = asyncio.get_running_loop()
-        self.pending[uri] = loop.call_later(self.debounce, self._fire, uri)
+        if quiet and handle is None:
+            # call_soon: after the messages already read, so a change that came with
+            # this one is in the text compiled.
+            self.pending[uri] = loop.call_soon(self._fire, uri)
+        else:
+            self.pending[uri] = loop.call_later(self.debounce, self._fire, uri)
 
     def _fire(self, uri: str) -> None:
         self.pending.pop(uri, None)
@@ -116,6 +129,7 @@ class TopocServer(LanguageServer):
         if handle is not None:
             handle.cancel()
         self.analyses.pop(uri, None)
+        self.last_change.pop(uri, None)
         self.text_document_publish_diagnostics(types.PublishDiagnosticsParams(uri=uri, diagnostics=[]))
 
 
