@@ -49,7 +49,7 @@ def _open_header(lines: list[str], before: int) -> int | None:
     """The 0-based index of the header line of the block still open above line `before`
     (0-based), scanning backwards from it."""
     need = 0
-    for i in range(before - 1, -1, -1):
+    for i in range(min(before, len(lines)) - 1, -1, -1):
         code = _STRING.sub("", _code(lines[i]))
         for ch in reversed(code):
             if ch == "}":
@@ -120,6 +120,8 @@ def _value_items(analysis: Analysis, statement: list[str]) -> list[types.Complet
 
 def completions(analysis: Analysis, position: types.Position) -> list[types.CompletionItem]:
     line, column = analysis.from_position(position)
+    if line > len(analysis.lines):
+        return []
     text = analysis.line_text(line)[: column - 1]
     if _code(text) != text:
         return []  # in a comment
