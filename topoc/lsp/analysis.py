@@ -37,10 +37,18 @@ class Analysis:
     version: int | None
     compilation: Compilation
     tree: SyntaxTree | None  # the compilation's, or one read around its syntax errors
-    index: SymbolIndex
     lines: list[str]
     encoding: str = UTF16
-    stale: bool = False  # the index is the previous version's (this one has no tree)
+    stale: bool = False  # the tree and index are the previous version's (this one has no tree)
+    _index: SymbolIndex | None = None
+
+    @property
+    def index(self) -> SymbolIndex:
+        """The names' index, built on first use: an edit that is only followed by its
+        diagnostics never pays for it."""
+        if self._index is None:
+            self._index = build_index(self.tree) if self.tree is not None else SymbolIndex()
+        return self._index
 
     # -- positions --
 
@@ -112,7 +120,6 @@ def analyse(source: str, file: str, version: int | None = None, encoding: str = 
     stale = False
     if tree is None and previous is not None and previous.tree is not None:
         tree, stale = previous.tree, True
-    index = previous.index if stale and previous is not None else \
-        build_index(tree) if tree is not None else SymbolIndex()
     lines = text.replace("\r\n", "\n").split("\n")
-    return Analysis(text, file, version, compilation, tree, index, lines, encoding, stale)
+    return Analysis(text, file, version, compilation, tree, lines, encoding, stale,
+                    previous.index if stale and previous is not None else None)

@@ -348,7 +348,7 @@ def expect_verdict(lab: Lab, stmt: Statement) -> str | None:
 
 
 def hover(analysis: Analysis, position: types.Position) -> types.Hover | None:
-    line, column = analysis.from_position(position)
+    line, _ = analysis.from_position(position)
     lab = analysis.compilation.lab
     stmt = statement_at(analysis.tree, line)
     occ = occurrence_at(analysis, position)

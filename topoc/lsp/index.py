@@ -64,9 +64,9 @@ class SymbolIndex:
         """Defined names that fit a role, in source order."""
         found = []
         for (namespace, name), occ in self.definitions.items():
-            if role == "network" and namespace == NETWORK:
-                found.append((occ.span, name))
-            elif namespace == NODE and role in ("node", self.kinds.get(name)):
+            wanted = namespace == NETWORK if role == "network" else \
+                namespace == NODE and role in ("node", self.kinds.get(name))
+            if wanted:
                 found.append((occ.span, name))
         return [name for _, name in sorted(found)]
 
