@@ -7,6 +7,8 @@ position makes any of them raise.
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -184,3 +186,10 @@ def test_random_edits_never_raise(edits, line, character):
     features.diagnostics(a)
     features.document_symbols(a)
     _ask_everything(a, types.Position(line, character))
+
+
+def test_other_commands_do_not_import_the_language_server():
+    code = ("import sys, topoc.cli; print(sorted(m for m in sys.modules "
+            "if m.split('.')[0] in ('pygls', 'lsprotocol') or m.startswith('topoc.lsp')))")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert run.stdout.strip() == "[]"

@@ -436,3 +436,27 @@ async def test_shutdown_and_exit_end_the_process():
     await client.shutdown_session()
     assert client._server is not None and client._server.returncode == 0
     await client.stop()
+
+
+async def test_positions_follow_the_negotiated_encoding(tmp_path):
+    """A client that asks for UTF-8 gets byte offsets: after two emoji (4 bytes, 2 UTF-16
+    units and 1 character each) the column differs in each encoding."""
+    from pytest_lsp.client import make_test_lsp_client
+
+    path = tmp_path / "e.topo"
+    text = 'lab x\nhost h {\n    nic on lan\n}\nvm v on h {\n    disk "😀😀" extra\n}\n'
+    client = make_test_lsp_client()
+    await client.start_io(*SERVER)
+    try:
+        result = await client.initialize_session(types.InitializeParams(capabilities=types.ClientCapabilities(
+            general=types.GeneralClientCapabilities(position_encodings=[types.PositionEncodingKind.Utf8]))))
+        assert result.capabilities.position_encoding == types.PositionEncodingKind.Utf8
+        got = await _open(client, path, text)
+        line = text.split("\n")[5]
+        column = line.index("extra")  # 0-based, in characters
+        assert [(d.code, d.range.start.line, d.range.start.character) for d in got] == \
+            [("syntax-error", 5, len(line[:column].encode("utf-8")))]
+        await client.shutdown_session()
+    finally:
+        await client.stop()
+
