@@ -193,3 +193,31 @@ def test_other_commands_do_not_import_the_language_server():
             "if m.split('.')[0] in ('pygls', 'lsprotocol') or m.startswith('topoc.lsp')))")
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert run.stdout.strip() == "[]"
+
+
+# --- hover on `expect`: the same verdict as the check -------------------------------------
+
+
+@pytest.mark.parametrize("path", [*example_files(), *sorted(GOLDEN.glob("*/*/input.topo"))],
+                         ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_expect_hover_agrees_with_the_expect_check(path):
+    text = path.read_bytes().decode("utf-8")
+    a = analyse(text, str(path))
+    if a.compilation.lab is None:
+        return
+    failed = {d.span.line for d in a.compilation.diagnostics if d.code == "expect-failed"}
+    for line, content in enumerate(text.split("\n"), start=1):
+        if not content.startswith("expect "):
+            continue
+        shown = features.hover(a, types.Position(line - 1, 1))
+        assert shown is not None and isinstance(shown.contents, types.MarkupContent)
+        head = shown.contents.value.split("\n", 1)[0]
+        if "does not hold" in head or "holds" in head:
+            assert ("does not hold" in head) == (line in failed), (line, head)
+
+
+def test_expect_hover_from_an_address():
+    text = (ROOT / "examples" / "nat.topo").read_text(encoding="utf-8") + "expect 188.64.100.2 -> win10\n"
+    a = analyse(text, "x.topo")
+    shown = features.hover(a, _at(text, "expect 188.64.100.2", 2))
+    assert shown is not None and "holds" in str(shown.contents) and "vm0 -> win10: reachable" in str(shown.contents)

@@ -14,9 +14,9 @@ from typing import Iterable
 
 from lsprotocol import types
 
+from topoc.compiler import compile_source
 from topoc.diagnostics import Diagnostic, Severity
 from topoc.front.fmt import format_source
-from topoc.front.lower import NAME_RE
 from topoc.front.span import Span
 from topoc.front.syntax import Block, Statement, SyntaxTree, Token
 from topoc.lsp.analysis import Analysis
@@ -163,6 +163,15 @@ def prepare_rename(analysis: Analysis, position: types.Position) -> types.Range 
     return analysis.range(occ.span) if occ is not None else None
 
 
+def _name_problem(name: str) -> str | None:
+    """Why `name` cannot name a block, asked of the compiler itself (a one-host lab that
+    compiles clean with a good name), so the rule lives in one place: the front end."""
+    if not name or any(ch.isspace() for ch in name):
+        return "names have no spaces"
+    problems = compile_source(f"lab x\nhost {name} {{\n}}\n", "rename").diagnostics
+    return problems[0].message if problems else None
+
+
 def rename(analysis: Analysis, uri: str, position: types.Position, new_name: str) -> types.WorkspaceEdit:
     """Every occurrence of the name under the cursor, definition and uses, renamed."""
     if analysis.stale:
@@ -170,9 +179,9 @@ def rename(analysis: Analysis, uri: str, position: types.Position, new_name: str
     occ = occurrence_at(analysis, position)
     if occ is None:
         raise RenameRefused("no network, host, VM or external name here")
-    if not NAME_RE.fullmatch(new_name):
-        raise RenameRefused(f"`{new_name}` is not a valid name: a letter or `_`, then letters, "
-                            "digits, `_`, single `-` between them")
+    problem = _name_problem(new_name)
+    if problem is not None:
+        raise RenameRefused(f"`{new_name}` is not a valid name: {problem}")
     if new_name != occ.name and analysis.index.definition(occ.namespace, new_name) is not None:
         what = "network" if occ.namespace == NETWORK else "node"
         raise RenameRefused(f"a {what} named `{new_name}` already exists")
@@ -314,16 +323,18 @@ def _block_text(analysis: Analysis, occ: Occurrence) -> list[str]:
 
 
 def _expect_source(lab: Lab, text: str) -> str | None:
-    """An `expect`'s left side as a node: a node's name, or the first owner of an address."""
-    from topoc.model.reach import engine
-
+    """An `expect`'s left side as a node: a node's name, or the node that has the address
+    (on a nic, or a host's on its network's bridge)."""
     if lab.node(text) is not None:
         return text
     try:
-        owners = engine(lab).owners.get(IPv4Address(text), [])
+        ip = IPv4Address(text)
     except ValueError:
         return None
-    return owners[0] if owners else None
+    for node in lab.nodes:
+        if any(nic.ip == ip for nic in node.nics):
+            return node.name
+    return next((net.host for net in lab.networks if net.gateway == ip and net.host), None)
 
 
 def expect_verdict(lab: Lab, stmt: Statement) -> str | None:
