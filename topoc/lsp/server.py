@@ -102,13 +102,20 @@ class TopocServer(LanguageServer):
         doc = self.workspace.text_documents.get(uri)
         if doc is None:
             return None
-        previous = self.analyses.pop(uri, None)
-        result = analyse(doc.source, doc.path or uri, doc.version, self._encoding(), previous)
-        del previous  # only the latest version is kept: memory stays flat however long the session
-        self.analyses[uri] = result
-        self.text_document_publish_diagnostics(types.PublishDiagnosticsParams(
-            uri=uri, version=doc.version, diagnostics=features.diagnostics(result)))
-        self._freeze_heap()
+        # The collector stays off from the compilation until its objects are frozen:
+        # re-enabled in between, its first young-generation pass would walk every object
+        # the compilation made (80 ms and more at 1,000 VMs).
+        gc.disable()
+        try:
+            previous = self.analyses.pop(uri, None)
+            result = analyse(doc.source, doc.path or uri, doc.version, self._encoding(), previous)
+            del previous  # only the latest version is kept: memory stays flat however long the session
+            self.analyses[uri] = result
+            self.text_document_publish_diagnostics(types.PublishDiagnosticsParams(
+                uri=uri, version=doc.version, diagnostics=features.diagnostics(result)))
+        finally:
+            self._freeze_heap()
+            gc.enable()
         return result
 
     def _freeze_heap(self) -> None:
