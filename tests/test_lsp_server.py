@@ -447,16 +447,14 @@ async def test_positions_follow_the_negotiated_encoding(tmp_path):
     text = 'lab x\nhost h {\n    nic on lan\n}\nvm v on h {\n    disk "😀😀" extra\n}\n'
     client = make_test_lsp_client()
     await client.start_io(*SERVER)
-    try:
-        result = await client.initialize_session(types.InitializeParams(capabilities=types.ClientCapabilities(
-            general=types.GeneralClientCapabilities(position_encodings=[types.PositionEncodingKind.Utf8]))))
-        assert result.capabilities.position_encoding == types.PositionEncodingKind.Utf8
-        got = await _open(client, path, text)
-        line = text.split("\n")[5]
-        column = line.index("extra")  # 0-based, in characters
-        assert [(d.code, d.range.start.line, d.range.start.character) for d in got] == \
-            [("syntax-error", 5, len(line[:column].encode("utf-8")))]
-        await client.shutdown_session()
-    finally:
-        await client.stop()
+    result = await client.initialize_session(types.InitializeParams(capabilities=types.ClientCapabilities(
+        general=types.GeneralClientCapabilities(position_encodings=[types.PositionEncodingKind.Utf8]))))
+    got = await _open(client, path, text)
+    await client.shutdown_session()
+    await client.stop()
+    assert result.capabilities.position_encoding == types.PositionEncodingKind.Utf8
+    line = text.split("\n")[5]
+    column = line.index("extra")  # 0-based, in characters
+    assert [(d.range.start.line, d.range.start.character) for d in got if d.code == "syntax-error"] == \
+        [(5, len(line[:column].encode("utf-8")))]
 
