@@ -68,6 +68,10 @@ class Session:
         self.column = lines[self.line].index("1")
         self.digit = "1"
 
+        @client.feature(types.WINDOW_LOG_MESSAGE)
+        def logged(params: types.LogMessageParams) -> None:
+            print(f"server log: {params.message}", file=sys.stderr, flush=True)
+
         @client.feature(types.TEXT_DOCUMENT_PUBLISH_DIAGNOSTICS)
         def published(params: types.PublishDiagnosticsParams) -> None:
             if params.uri == self.uri and params.version is not None:

@@ -185,8 +185,9 @@ def _names_from_ir(lab: Lab, lines: list[str]) -> tuple[dict[str, tuple], dict[s
 
     for net in lab.networks:
         defs[f"network:{net.name}"] = _find(lines, net.span.line, rf"network\s+({re.escape(net.name)})\b")
-        if net.host is not None and re.search(r"\bon\s", lines[net.span.line - 1]):
-            use(f"node:{net.host}", _find(lines, net.span.line, rf"\bon\s+({re.escape(net.host)})\b"))
+        if re.search(r"\bon\s", lines[net.span.line - 1]):  # else on the only host, unwritten
+            for host in net.hosts:
+                use(f"node:{host}", _find(lines, net.span.line, rf"\bon\s+(?:[\w-]+,\s*)*({re.escape(host)})\b"))
     for node in lab.nodes:
         kind = node.kind.value
         defs[f"node:{node.name}"] = _find(lines, node.span.line, rf"{kind}\s+({re.escape(node.name)})\b")
@@ -211,7 +212,11 @@ def _loc(loc: types.Location) -> tuple[int, int, int]:
     return loc.range.start.line, loc.range.start.character, loc.range.end.character
 
 
-@pytest.mark.parametrize("path", example_files(), ids=lambda p: p.name)
+# The examples, and a network on two hosts (`on kvm1, kvm2`).
+NAMED = [*example_files(), GOLDEN.parent / "diagram_inputs" / "spanning.topo"]
+
+
+@pytest.mark.parametrize("path", NAMED, ids=lambda p: p.name)
 async def test_definition_and_references_for_every_name(client: LanguageClient, path: Path):
     lab = compile_file(str(path)).lab
     assert lab is not None
@@ -330,7 +335,7 @@ async def test_completion(client: LanguageClient, tmp_path):
 
     assert await labels("vm extra on ") == ["kvm1"]
     assert await labels("    mode ") == ["isolated", "routed", "nat", "bridged", "open", "external"]
-    assert set(await labels("    ")) == {"address", "bridge", "dhcp", "dns", "domain", "mode", "mtu", "stp", "subnet"}
+    assert set(await labels("    ")) == {"address", "bridge", "dhcp", "dns", "domain", "mode", "mtu", "name", "stp", "subnet", "vni"}
     assert await labels("expect api -> ") == ["kvm1", "proxy", "api", "router"]
     # On a name being typed: the names that fit there (the editor filters by the prefix).
     assert await labels("    nic eth0 on fr", at_end_of_it=True) == ["lan", "front", "svc", "back", "more"]

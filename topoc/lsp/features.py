@@ -269,7 +269,7 @@ def _route_line(route: Route) -> str:
 
 
 def _network_hover(lab: Lab, net: Network) -> list[str]:
-    where = f" on `{net.host}`" if net.host else ""
+    where = " on " + ", ".join(f"`{h}`" for h in net.hosts) if net.hosts else ""
     lines = [f"**network `{net.name}`**{where}: {net.model}"]
     if net.via:
         lines.append(f"- {'enslaves' if net.mode.value == 'bridged' else 'uplink'} `{net.via}`")

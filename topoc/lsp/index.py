@@ -107,9 +107,9 @@ def build_index(tree: SyntaxTree) -> SymbolIndex:
                 _add(index, namespace, name, True, item.kind)
                 if namespace == NODE:
                     index.kinds.setdefault(name.text, item.kind)
-            on = item.on
-            if on is not None and on.kind == "WORD":
-                _add(index, NODE, on, False, "host")
+            for host in item.on_hosts:  # `on kvm1` or `on kvm1, kvm2`, each name narrowed
+                if host.kind == "WORD":
+                    _add(index, NODE, host, False, "host")
             for stmt in item.body:
                 _statement(index, stmt)
         else:
