@@ -11,7 +11,9 @@ up, then:
   which is what the latency would be on an otherwise idle core (on a busy machine the
   wall time also counts the other processes' turns);
 - memory: the server's resident set (VmRSS from /proc) before and after `--edits`
-  further edits, each waited for (so each one is compiled, not merged by the debounce).
+  further edits, each waited for (so each one is compiled, not merged by the debounce),
+  then after a pause long enough for the server's idle collection and a quarter as many
+  edits again.
 
     .venv/bin/python bench/lsp_bench.py [--vms 1000] [--trials 30] [--edits 1000]
 
@@ -36,6 +38,8 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
 from gen import generate_lab  # noqa: E402  (bench/ is not a package)
+
+from topoc.lsp.server import IDLE_GC_SECONDS  # noqa: E402
 
 TARGET_MS = 300.0
 
@@ -138,6 +142,15 @@ async def run(vms: int, trials: int, edits: int) -> None:
         after = _rss_kib(server.pid)
         print(f"server RSS before {edits:,} edits: {before / 1024:.1f} MiB, after: {after / 1024:.1f} MiB "
               f"({(after - before) / 1024:+.1f} MiB; {time.perf_counter() - start:.0f} s)", flush=True)
+        # The server collects what it froze once the documents are quiet for a while
+        # (topoc.lsp.server.IDLE_GC_SECONDS): after a pause, further edits reuse memory.
+        await asyncio.sleep(IDLE_GC_SECONDS + 2)
+        idle = _rss_kib(server.pid)
+        for _ in range(edits // 4):
+            await session.edit()
+        again = _rss_kib(server.pid)
+        print(f"after a {IDLE_GC_SECONDS + 2:.0f} s pause: RSS {idle / 1024:.1f} MiB; after {edits // 4:,} more "
+              f"edits: {again / 1024:.1f} MiB ({(again - before) / 1024:+.1f} MiB since the first)", flush=True)
         await client.shutdown_async(None)
         client.exit(None)
         await asyncio.wait_for(server.wait(), timeout=30)
