@@ -383,6 +383,19 @@ def reach_command(file: str, src: str | None, dst: str | None, fmt: str, disable
         click.echo(reach.explain(analysis, src, dst), nl=False)
 
 
+@cli.command("lsp")
+@click.option("--stdio", is_flag=True, help="talk over stdin/stdout (the default and only transport)")
+def lsp_command(stdio: bool) -> None:
+    """Run the language server over stdin/stdout, for editors (see editors/README.md)."""
+    try:
+        from topoc.lsp.server import serve
+    except ModuleNotFoundError as e:
+        if e.name not in ("pygls", "lsprotocol"):
+            raise
+        fail_usage(f"the language server needs pygls and lsprotocol: pip install 'topoc[lsp]' ({e})")
+    serve()
+
+
 # --- plan / deploy / status / destroy: topoc.deploy.engine over a libvirt connection ---------
 
 _connect_option = click.option(
