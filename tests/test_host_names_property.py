@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from topoc.backends.host import SHELL_RESERVED, generate
 from topoc.compiler import compile_source
-from topoc.front.lower import IFNAME_RE, NAME_RE
+from topoc.front.values import IFNAME_RE, NAME_RE
 
 RESERVED = sorted(w for w in SHELL_RESERVED if NAME_RE.fullmatch(w))
 KEYWORDS = ["lab", "network", "host", "vm", "on", "to", "via", "nic", "mode", "bridge"]

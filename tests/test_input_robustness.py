@@ -77,7 +77,7 @@ def test_fmt_lays_out_a_file_with_huge_integers(tmp_path: Path, command: list[st
 def test_the_one_digit_parser_guards_int() -> None:
     """`str.isdigit` is true for superscripts, which int() refuses; and the length is
     checked before int() ever sees the digits."""
-    from topoc.front.lower import _digits
+    from topoc.front.values import digits as _digits
     assert _digits("2\u00b2", 32) is None
     assert _digits(HUGE, 10**9) is None
     assert _digits("0" * 5000 + "24", 32) == 24

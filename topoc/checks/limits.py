@@ -12,21 +12,18 @@ from collections.abc import Iterator
 
 from topoc.checks.common import at
 from topoc.checks.registry import Finding, check
-from topoc.diagnostics import Severity, register
+from topoc.codes import CODES
+from topoc.diagnostics import Severity
 from topoc.front.span import Span
 from topoc.model import naming
+from topoc.model.analysis import Analysis
 from topoc.model.ir import Host, Lab, Mode, Network
 
-NAME_TOO_LONG = register("name-too-long", Severity.ERROR,
-                         "a name topoc derives (libvirt object, nft table, state folder) is over its limit")
-BRIDGE_PORTS = register("bridge-ports", Severity.ERROR,
-                        "more ports on one bridge than a Linux bridge holds")
-UPLINK_MISSING = register("uplink-missing", Severity.ERROR,
-                          "a network's `via` or `bridged to` names a nic its host does not have")
-BRIDGE_VIRBR = register("bridge-virbr", Severity.WARNING,
-                        "a bridge named virbr<N>, a name libvirt may give one of its own networks")
-DOMAIN_WITHOUT_DNS = register("domain-without-dns", Severity.WARNING,
-                              "a network's `domain` has no effect without `dns on`")
+NAME_TOO_LONG = CODES["name-too-long"]
+BRIDGE_PORTS = CODES["bridge-ports"]
+UPLINK_MISSING = CODES["uplink-missing"]
+BRIDGE_VIRBR = CODES["bridge-virbr"]
+DOMAIN_WITHOUT_DNS = CODES["domain-without-dns"]
 
 # NAME_MAX: one component of a path (a file name) holds at most 255 bytes (limits.h).
 NAME_MAX = 255
@@ -61,7 +58,8 @@ def _too_long(what: str, name: str, limit: int, why: str) -> str:
 
 
 @check(NAME_TOO_LONG)
-def derived_names(lab: Lab) -> Iterator[Finding]:
+def derived_names(an: Analysis) -> Iterator[Finding]:
+    lab = an.lab
     lab_span = lab.span
     shorten = "shorten the lab's name (every derived name starts with it)"
     table = naming.nft_table(lab.name)
@@ -90,7 +88,8 @@ def derived_names(lab: Lab) -> Iterator[Finding]:
 
 
 @check(BRIDGE_PORTS)
-def bridge_ports(lab: Lab) -> Iterator[Finding]:
+def bridge_ports(an: Analysis) -> Iterator[Finding]:
+    lab = an.lab
     """A network's bridge on its host takes one port per VM nic on it (a tap), and a
     bridged network's bridge also the host nic it enslaves."""
     ports: Counter[str] = Counter()
@@ -98,7 +97,7 @@ def bridge_ports(lab: Lab) -> Iterator[Finding]:
         for nic in vm.nics:
             ports[nic.network] += 1
     for net in lab.networks:
-        if not net.managed:
+        if not net.managed or not an.sound(net.name):
             continue
         count = ports[net.name] + (1 if net.mode is Mode.BRIDGED and net.via else 0)
         if count > BRIDGE_MAX_PORTS:
@@ -132,7 +131,8 @@ def _lan_nic(lab: Lab, host: Host, net: Network) -> str | None:
 
 
 @check(UPLINK_MISSING)
-def uplink_missing(lab: Lab) -> Iterator[Finding]:
+def uplink_missing(an: Analysis) -> Iterator[Finding]:
+    lab = an.lab
     """A `via` names a nic of the host, which a host block declares with its address. A
     nic a bridge enslaves (or an unnumbered uplink) may have no address of its own, and a
     host block cannot declare such a nic: so an undeclared nic is an error when the
@@ -141,7 +141,7 @@ def uplink_missing(lab: Lab) -> Iterator[Finding]:
     hosts = {h.name: h for h in lab.hosts}
     for net in lab.networks:
         host = hosts.get(net.host or "")
-        if net.via is None or host is None:
+        if net.via is None or host is None or not an.sound(net.name, host.name):
             continue
         nics = sorted(n.name for n in host.nics)
         if net.via in nics:
@@ -170,9 +170,12 @@ def uplink_missing(lab: Lab) -> Iterator[Finding]:
 
 
 @check(BRIDGE_VIRBR)
-def virbr_bridge(lab: Lab) -> Iterator[Finding]:
+def virbr_bridge(an: Analysis) -> Iterator[Finding]:
+    lab = an.lab
     for net in lab.networks:
-        if net.managed and net.bridge and not net.bridge_derived and _LIBVIRT_AUTO_BRIDGE.fullmatch(net.bridge):
+        # Not a network that exists already (`name`): libvirt named its virbrN itself.
+        if net.managed and net.bridge and not net.bridge_derived and net.exact_name is None \
+                and _LIBVIRT_AUTO_BRIDGE.fullmatch(net.bridge):
             yield Finding(at(net.bridge_span, net.span),
                           f"bridge `{net.bridge}` is a name libvirt gives the networks it names "
                           "itself (virbr0, virbr1, ...): one defined later outside this lab may "
@@ -182,7 +185,8 @@ def virbr_bridge(lab: Lab) -> Iterator[Finding]:
 
 
 @check(DOMAIN_WITHOUT_DNS)
-def domain_without_dns(lab: Lab) -> Iterator[Finding]:
+def domain_without_dns(an: Analysis) -> Iterator[Finding]:
+    lab = an.lab
     for net in lab.networks:
         if net.domain is not None and not net.dns and net.mode not in (Mode.EXTERNAL, Mode.BRIDGED):
             yield Finding(_header(net), f"network `{net.name}` has `domain {net.domain}` but no "
