@@ -337,8 +337,9 @@ def _expect_source(lab: Lab, text: str) -> str | None:
     return next((net.host for net in lab.networks if net.gateway == ip and net.host), None)
 
 
-def expect_verdict(lab: Lab, stmt: Statement) -> str | None:
-    """The engine's verdict on one `expect` line and its hop-by-hop explanation."""
+def expect_verdict(lab: Lab, stmt: Statement, poisoned: frozenset[str] = frozenset()) -> str | None:
+    """The engine's verdict on one `expect` line and its hop-by-hop explanation; none for
+    a node an error left incomplete (`poisoned`: the expect-failed check is silent too)."""
     from topoc.model.reach import explain, is_address
 
     if len(stmt.tokens) < 4:
@@ -350,6 +351,10 @@ def expect_verdict(lab: Lab, stmt: Statement) -> str | None:
         return f"`{src_text}`: no node has this name or address"
     if lab.node(dst) is None and not is_address(dst):
         return f"`{dst}` is neither a node nor an IPv4 address"
+    incomplete = next((name for name in (src, dst) if name in poisoned), None)
+    if incomplete is not None:
+        return (f"**expect {src_text} {arrow} {dst}**: not predicted: `{incomplete}` is incomplete "
+                "because of an error reported in this file")
     story = explain(lab, src, dst)
     reachable = story.split("\n", 1)[0].endswith(": reachable")
     holds = reachable == wanted
@@ -364,7 +369,8 @@ def hover(analysis: Analysis, position: types.Position) -> types.Hover | None:
     stmt = statement_at(analysis.tree, line)
     occ = occurrence_at(analysis, position)
     if stmt is not None and stmt.kind == "expect" and lab is not None and not analysis.stale:
-        verdict = expect_verdict(lab, stmt)
+        facts = analysis.compilation.analysis
+        verdict = expect_verdict(lab, stmt, facts.poisoned if facts is not None else frozenset())
         if verdict is not None:
             return types.Hover(types.MarkupContent(types.MarkupKind.Markdown, verdict),
                                analysis.range(stmt.span))
