@@ -29,12 +29,9 @@ from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address, IPv4Network
 from typing import Iterator
 
-from topoc.model.topology import (FIREWALLED_MODES, Interface, Topology, dnat_target, macvtap_links,
-                         topology)
+from topoc.model import firewall as fw
+from topoc.model.topology import Interface, Topology, dnat_target, macvtap_links, topology
 from topoc.model.ir import Forward, Host, Lab, Mode, Network, Vm
-
-REJECT = "-j REJECT --reject-with icmp-port-unreachable"
-
 
 @dataclass(frozen=True, slots=True)
 class PairResult:
@@ -134,7 +131,7 @@ class Engine:
         self.local: dict[str, frozenset[IPv4Address]] = {
             name: frozenset(a) for name, a in topo.addresses.items()}
         self._tables: dict[str, list[RouteChoice]] = {}
-        self._bridges: dict[str, dict[str, Network]] = {}
+        self._firewalls: dict[str, fw.HostFirewall] = {}
         # Host and macvtap guest pairs that cannot hear each other on a segment.
         self.deaf: frozenset[tuple[str, str, str]] = frozenset(
             pair for host, vm, segment in macvtap_links(self.lab)
@@ -188,47 +185,58 @@ class Engine:
                 best = best or iface
         return best
 
-    # -- libvirt's firewall --
+    # -- the firewall: topoc.model.firewall's table of each host, evaluated --
 
-    def bridges(self, host: str) -> dict[str, Network]:
-        """Bridge name -> network, for the host's networks that libvirt firewalls."""
-        found = self._bridges.get(host)
-        if found is None:
-            found = {n.bridge: n for n in self.lab.networks_on(host)
-                     if n.mode in FIREWALLED_MODES and n.bridge is not None}
-            self._bridges[host] = found
-        return found
+    def rules(self, host: str) -> fw.HostFirewall:
+        """The host's firewall table: libvirt's rules and the lab's own, in order."""
+        table = self._firewalls.get(host)
+        if table is None:
+            table = fw.host_firewall(self.lab, host)
+            self._firewalls[host] = table
+        return table
+
+    def _fw_packet(self, host: str, inbound: str | None, outbound: str | None, packet: Packet,
+                   state: str, flow: Flow) -> fw.Packet:
+        """The packet as the host's rules see it: a ping is ICMP; a `forward`'s
+        connection is its protocol, to the VM's port once this host has DNATed it."""
+        fwd = flow.forward
+        proto, dport = "icmp", None
+        if fwd is not None:
+            proto = fwd.protocol
+            if not flow.reply:
+                dport = fwd.vm_port if host in flow.dnat else fwd.port
+        return fw.Packet(packet.src, packet.dst, inbound, outbound, proto, dport, state,
+                         dnat=host in flow.dnat, local_dst=packet.dst in self.local[host])
 
     def firewall(self, host: str, inbound: str, outbound: str, packet: Packet,
                  state: str, flow: Flow) -> tuple[bool, str, str]:
-        """libvirt's FORWARD verdict: (accepted, the rule that decided, fix when rejected)."""
-        bridges = self.bridges(host)
-        if inbound == outbound and inbound in bridges:
-            return True, f"LIBVIRT_FWX: -i {inbound} -o {outbound} -j ACCEPT", ""
-        if outbound in bridges:
-            net = bridges[outbound]
-            if host in flow.dnat and flow.dnat[host][0] == packet.dst and not flow.reply:
-                return True, "topoc's forward rule accepts the DNAT-ed connection", ""
-            verdict = _fwi(net, inbound, packet, state)
-            if verdict is not None:
-                return verdict
-        if inbound in bridges:
-            verdict = _fwo(bridges[inbound], outbound, packet)
-            if verdict is not None:
-                return verdict
-        return True, "no libvirt rule applies (FORWARD policy ACCEPT)", ""
+        """The FORWARD verdict: (accepted, the rule that decided, fix when rejected)."""
+        seen = self._fw_packet(host, inbound, outbound, packet, state, flow)
+        rule = fw.decide(self.rules(host).forward, seen)
+        if rule is None:
+            return True, "no libvirt rule applies (FORWARD policy ACCEPT)", ""
+        if rule.chain is fw.Chain.FORWARD_ACCEPT:
+            return True, "topoc's forward rule accepts the DNAT-ed connection", ""
+        if rule.verdict is fw.Verdict.ACCEPT:
+            return True, fw.explain(rule), ""
+        net = self.lab.network(rule.network)
+        assert net is not None  # every rule serves one of the lab's networks
+        fix = (_fwi_fix(net, inbound, packet, state) if rule.chain is fw.Chain.FWI
+               else _fwo_fix(net, outbound, packet))
+        return False, fw.explain(rule), fix
 
-    def masquerade(self, host: str, out: Interface, packet: Packet) -> tuple[IPv4Address, str] | None:
-        """LIBVIRT_PRT: the NAT network whose subnet the packet leaves, if it leaves
-        through the network's `via` (any device without one), masquerades it."""
-        for net in self.lab.networks_on(host):
-            subnet = net.subnet
-            if net.mode is not Mode.NAT or subnet is None or out.ip is None:
-                continue
-            if packet.src in subnet and packet.dst not in subnet and net.via in (None, out.name):
-                via = f" -o {net.via}" if net.via else ""
-                return out.ip, f"LIBVIRT_PRT: -s {subnet} ! -d {subnet}{via} -j MASQUERADE"
-        return None
+    def masquerade(self, host: str, out: Interface, packet: Packet,
+                   flow: Flow | None = None) -> tuple[IPv4Address, str] | None:
+        """POSTROUTING: whether a masquerade rule (libvirt's LIBVIRT_PRT for a nat
+        network, the lab's `masquerade` for a routed or open one) rewrites the source to
+        the address of the interface the packet leaves through."""
+        if out.ip is None:
+            return None
+        seen = self._fw_packet(host, None, out.name, packet, "NEW", flow or Flow())
+        rule = fw.decide(self.rules(host).postrouting, seen)
+        if rule is None or rule.verdict is not fw.Verdict.MASQUERADE:
+            return None
+        return out.ip, fw.explain(rule)
 
     # -- the walk --
 
@@ -291,7 +299,7 @@ class Engine:
         text += f"; {rule}"
         if not flow.reply:
             flow.seen.add(node)
-            masq = self.masquerade(node, out, packet)
+            masq = self.masquerade(node, out, packet, flow)
             if masq is not None:
                 flow.snat[node] = (masq[0], packet.src)
                 text += f"; {masq[1]}: source {packet.src} becomes {masq[0]}"
@@ -382,23 +390,7 @@ class Engine:
         return f"no node has {ip}: check the address, or the `route`/`gateway` that leads to it"
 
 
-# --- libvirt's FORWARD rules, one network at a time -----------------------------------
-
-
-def _fwi(net: Network, inbound: str, packet: Packet, state: str) -> tuple[bool, str, str] | None:
-    """LIBVIRT_FWI for traffic going out onto `net`'s bridge: accept or REJECT."""
-    bridge, subnet = net.bridge, net.subnet
-    dev = f" -i {net.via}" if net.via else ""
-    from_via = net.via in (None, inbound)
-    if net.mode is Mode.NAT and subnet is not None:
-        rule = f"-d {subnet}{dev} -o {bridge} -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT"
-        if packet.dst in subnet and from_via and state == "ESTABLISHED":
-            return True, f"LIBVIRT_FWI: {rule}", ""
-    if net.mode is Mode.ROUTED and subnet is not None:
-        rule = f"-d {subnet}{dev} -o {bridge} -j ACCEPT"
-        if packet.dst in subnet and from_via:
-            return True, f"LIBVIRT_FWI: {rule}", ""
-    return False, f"LIBVIRT_FWI: -o {bridge} {REJECT}", _fwi_fix(net, inbound, packet, state)
+# --- why libvirt's FORWARD rules reject a packet, one network at a time --------------
 
 
 def _fwi_fix(net: Network, inbound: str, packet: Packet, state: str) -> str:
@@ -415,16 +407,6 @@ def _fwi_fix(net: Network, inbound: str, packet: Packet, state: str) -> str:
                 "the path back go through the same host")
     return (f"`{net.name}` is NAT: from outside, only replies to its VMs' own connections get in; "
             f"declare a `forward` for a service, or use `mode routed` with a route back")
-
-
-def _fwo(net: Network, outbound: str, packet: Packet) -> tuple[bool, str, str] | None:
-    """LIBVIRT_FWO for traffic coming in from `net`'s bridge: accept or REJECT."""
-    bridge, subnet = net.bridge, net.subnet
-    if net.mode in (Mode.NAT, Mode.ROUTED) and subnet is not None:
-        dev = f" -o {net.via}" if net.via else ""
-        if packet.src in subnet and net.via in (None, outbound):
-            return True, f"LIBVIRT_FWO: -s {subnet} -i {bridge}{dev} -j ACCEPT", ""
-    return False, f"LIBVIRT_FWO: -i {bridge} {REJECT}", _fwo_fix(net, outbound, packet)
 
 
 def _fwo_fix(net: Network, outbound: str, packet: Packet) -> str:

@@ -19,6 +19,7 @@ from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from typing import TYPE_CHECKING
 
 from topoc.model.ir import Forward, Host, Lab, Mode, Network, Node, Route, Vm
+from topoc.model.platform import DEFAULT_PROFILE
 from topoc.front.span import Span
 
 if TYPE_CHECKING:  # networkx takes 0.2 s to import: only build_graph needs it
@@ -26,16 +27,11 @@ if TYPE_CHECKING:  # networkx takes 0.2 s to import: only build_graph needs it
 
 DEFAULT_ROUTE = IPv4Network("0.0.0.0/0")
 
-# Networks whose bridge gets libvirt's FWX/FWI/FWO rules (docs/formatnetwork.rst,
-# "Connectivity"; tests/networkxml2firewalldata/*-linux.iptables in libvirt 9).
-FIREWALLED_MODES = (Mode.ISOLATED, Mode.NAT, Mode.ROUTED)
-# Networks for which libvirt turns on net.ipv4.ip_forward when it starts them.
-FORWARDING_MODES = (Mode.NAT, Mode.ROUTED, Mode.OPEN)
-# Networks whose dnsmasq hands out the bridge address as the router (DHCP option 3).
-# Not isolated (host-only) ones: for a network without <forward>, libvirt writes an empty
-# `dhcp-option=3` into dnsmasq's configuration, so guests get no default route there and
-# reach only the host's address on that bridge, not its other addresses.
-DHCP_ROUTER_MODES = (Mode.NAT, Mode.ROUTED, Mode.OPEN)
+# libvirt's facts about network modes are the platform profile's (topoc.model.platform):
+# which get its firewall, which turn on ip_forward, whose DHCP offers a router.
+FIREWALLED_MODES = DEFAULT_PROFILE.firewalled_modes
+FORWARDING_MODES = DEFAULT_PROFILE.forwarding_modes
+DHCP_ROUTER_MODES = DEFAULT_PROFILE.dhcp_router_modes
 
 
 @dataclass(frozen=True, slots=True)
