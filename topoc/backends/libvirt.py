@@ -24,6 +24,7 @@ from markupsafe import Markup, escape
 
 from topoc.model import naming
 from topoc.model.ir import Lab, Mode, Network, Nic, Vm
+from topoc.model.platform import DEFAULT_PROFILE, Profile
 
 # Where topoc records ownership inside libvirt objects (deploy reads it back):
 # <metadata><topoc:lab name="LAB" source="FILE"/></metadata>
@@ -279,11 +280,12 @@ def network_xml(lab: Lab, network: Network) -> str:
     return _render_network(lab, network, _static_hosts(lab.vms).get(network.name, []))
 
 
-def domain_xml(lab: Lab, vm: Vm) -> str:
-    """The XML of one VM, ready for `virsh define`."""
+def domain_xml(lab: Lab, vm: Vm, profile: Profile = DEFAULT_PROFILE) -> str:
+    """The XML of one VM, ready for `virsh define`; the domain type, architecture and
+    machine come from the platform profile (KVM by default, QEMU/TCG without it)."""
     return _template("domain.xml.j2").render(
         **_common(lab), dom=_domain_view(lab, vm), topo_name=vm.name,
-        file=domain_path(vm).removeprefix("libvirt/"))
+        file=domain_path(vm).removeprefix("libvirt/"), platform=profile)
 
 
 def managed_networks(lab: Lab) -> list[Network]:
@@ -299,12 +301,13 @@ def readme(lab: Lab) -> str:
         lab=lab.name, source=lab.file, networks=networks, domains=domains)
 
 
-def generate(lab: Lab) -> dict[str, str]:
-    """Every libvirt artifact of the lab: relative path -> text."""
+def generate(lab: Lab, profile: Profile = DEFAULT_PROFILE) -> dict[str, str]:
+    """Every libvirt artifact of the lab: relative path -> text, for the platform
+    `profile` describes (topoc.model.platform)."""
     hosts = _static_hosts(lab.vms)  # indexed once: a lab may have thousands of VMs
     artifacts = {network_path(n): _render_network(lab, n, hosts.get(n.name, []))
                  for n in managed_networks(lab)}
     for vm in sorted(lab.vms, key=lambda v: v.name):
-        artifacts[domain_path(vm)] = domain_xml(lab, vm)
+        artifacts[domain_path(vm)] = domain_xml(lab, vm, profile)
     artifacts[README_PATH] = readme(lab)
     return artifacts
