@@ -52,7 +52,9 @@ def unreachable_segment(lab: Lab) -> Iterator[Finding]:
                           "(so the host is not on it) and fewer than two VMs with an address",
                           "give it an `address` to make it host-only, or put a second VM on it")
             continue
-        if net.mode in (Mode.ROUTED, Mode.OPEN) and addressed:
+        # A network that masquerades gets its replies like a nat one, whatever the LAN's
+        # routes; that the LAN cannot open connections to it is then the point.
+        if net.mode in (Mode.ROUTED, Mode.OPEN) and addressed and not net.masquerade:
             finding = _lan_replies(lab, net, mine)
             if finding is not None:
                 yield finding

@@ -50,7 +50,7 @@ MODE_WORDS = [m.value for m in Mode]
 
 # Statements that may appear at most once in a block.
 SINGLE = {"mode", "bridge", "address", "subnet", "dhcp", "dns", "domain", "mtu", "stp",
-          "memory", "vcpus", "disk"}
+          "masquerade", "memory", "vcpus", "disk"}
 
 _A_KIND = {"host": "a host", "vm": "a VM", "external": "an external"}
 
@@ -464,7 +464,8 @@ class _Lowerer:
                         f"network `{name}` has DHCP but no `address` for the DHCP server",
                         "add `address IP/PREFIX`: libvirt's dnsmasq listens on it")
             ok = False
-        if not ok:
+        masquerade = self.masquerade(name, mode, one.get("masquerade"))
+        if not ok or masquerade is None:
             return
         bridge = values.get("bridge")
         derived = False
@@ -475,11 +476,29 @@ class _Lowerer:
             address=address, declared_subnet=values.get("subnet"), dhcp=dhcp,  # type: ignore[arg-type]
             dns=bool(values.get("dns", False)), domain=values.get("domain"),  # type: ignore[arg-type]
             mtu=values.get("mtu"), stp=bool(values.get("stp", False)), span=block.span,  # type: ignore[arg-type]
-            mode_span=mode_stmt.span,
+            masquerade=masquerade, mode_span=mode_stmt.span,
             address_span=one["address"].args[0].span if "address" in one else block.name.span,
             bridge_span=one["bridge"].args[0].span if "bridge" in one else block.name.span,
             subnet_span=one["subnet"].args[0].span if "subnet" in one else block.name.span,
         ))
+
+    def masquerade(self, name: str, mode: Mode, stmt: Statement | None) -> bool | None:
+        """`masquerade [on|off]`: the walk-through's `iptables -t nat -A POSTROUTING -s
+        SUBNET -j MASQUERADE` for a routed or open network (libvirt masquerades a nat
+        network itself, and only those two route a subnet of their own out). None: bad."""
+        if stmt is None:
+            return False
+        switch = self.attempt(lambda: _switch(stmt.args[0], "masquerade")) if stmt.args else True
+        if switch is None:
+            return None
+        if switch and mode not in (Mode.ROUTED, Mode.OPEN):
+            hint = ("drop it: libvirt masquerades a nat network already" if mode is Mode.NAT
+                    else "use `mode routed` (or `mode open`) for a masqueraded network of its own")
+            self.report(INVALID_VALUE, stmt.span,
+                        f"`masquerade` needs a routed or open network, and `{name}` is `mode {mode.value}`",
+                        hint)
+            return None
+        return bool(switch)
 
     def lab_or_placeholder(self) -> str:
         return self.lab_name or "lab"

@@ -51,6 +51,7 @@ USAGE = {
     "domain": "domain NAME",
     "mtu": "mtu N",
     "stp": "stp on|off",
+    "masquerade": "masquerade [on|off]   (routed or open networks)",
     "nic": "nic [IFACE] on NETWORK [address IP[/PREFIX]] [mac MAC] [model NAME] [gateway IP]",
     "route": "route CIDR via IP   (or: route default via IP)",
     "memory": "memory SIZE   (512MiB, 1GiB, 2G)",
@@ -62,8 +63,8 @@ USAGE = {
 
 # Where each statement of a block belongs, for a statement written in the wrong place.
 STATEMENT_HOME = {
-    **dict.fromkeys(("mode", "bridge", "address", "subnet", "dhcp", "dns", "domain", "mtu", "stp"),
-                    "a `network`"),
+    **dict.fromkeys(("mode", "bridge", "address", "subnet", "dhcp", "dns", "domain", "mtu", "stp",
+                     "masquerade"), "a `network`"),
     **dict.fromkeys(("memory", "vcpus", "disk"), "a `vm`"),
     **dict.fromkeys(("nic", "route"), "a `host`, `vm` or `external`"),
 }

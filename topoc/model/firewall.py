@@ -80,7 +80,7 @@ class Chain(enum.Enum):
     FWO = ("LIBVIRT_FWO", Hook.FORWARD, "FWO")
     PRT = ("LIBVIRT_PRT", Hook.POSTROUTING, "PRT")
     # A routed or open network's `masquerade`: the lab's, libvirt has none for them.
-    MASQUERADE = ("masquerade", Hook.POSTROUTING, "")
+    MASQUERADE = ("masquerade (topoc.nft)", Hook.POSTROUTING, "")
     DNAT = ("forward DNAT", Hook.PREROUTING, "")
 
     def __init__(self, title: str, hook: Hook, short: str) -> None:
@@ -226,13 +226,15 @@ def forward_rules(net: Network) -> tuple[Rule, ...]:
     return tuple(rules)
 
 
-def masquerade_rules(net: Network, chain: Chain, profile: Profile = DEFAULT_PROFILE,
-                     name: str = "PRT") -> tuple[Rule, ...]:
+def masquerade_rules(net: Network, chain: Chain, profile: Profile = DEFAULT_PROFILE
+                     ) -> tuple[Rule, ...]:
     """iptablesAddMasqueradingFirewallRules: never NAT local multicast or broadcast
     (strict DHCP clients refuse a reply from a changed port); TCP and UDP get a source
     port of 1024 or above (NFS trusts ports below); then everything else leaving the
-    subnet through `via` (any device without one)."""
-    s, out, label = net.subnet, net.via, _label(net)
+    subnet through `via` (any device without one). A routed or open network's
+    `masquerade` (Chain.MASQUERADE) gets the same rules as libvirt's for a nat one."""
+    s, out = net.subnet, net.via
+    label = f"{_label(net)}: {chain.short} " if chain.short else f"{_label(net)}: "
     if s is None:
         return ()
 
@@ -240,13 +242,13 @@ def masquerade_rules(net: Network, chain: Chain, profile: Profile = DEFAULT_PROF
     ports = profile.masquerade_ports
     masq = replace(base, daddr=s, not_daddr=True)
     return (
-        replace(base, verdict=Verdict.RETURN, note=f"{label}: {name} no NAT for multicast",
+        replace(base, verdict=Verdict.RETURN, note=f"{label}no NAT for multicast",
                 daddr=LOCAL_MULTICAST),
-        replace(base, verdict=Verdict.RETURN, note=f"{label}: {name} no NAT for broadcast",
+        replace(base, verdict=Verdict.RETURN, note=f"{label}no NAT for broadcast",
                 daddr=LOCAL_BROADCAST),
-        replace(masq, note=f"{label}: {name} masquerade tcp", proto="tcp", to_ports=ports),
-        replace(masq, note=f"{label}: {name} masquerade udp", proto="udp", to_ports=ports),
-        replace(masq, note=f"{label}: {name} masquerade"),
+        replace(masq, note=f"{label}masquerade tcp", proto="tcp", to_ports=ports),
+        replace(masq, note=f"{label}masquerade udp", proto="udp", to_ports=ports),
+        replace(masq, note=f"{label}masquerade"),
     )
 
 
@@ -340,6 +342,10 @@ def host_firewall(lab: Lab, host: str, profile: Profile = DEFAULT_PROFILE) -> Ho
     forwards, skipped = host_forwards(lab, host)
     postrouting = [r for n in firewalled if n.mode in profile.masqueraded_modes
                    for r in masquerade_rules(n, Chain.PRT, profile)]
+    # The lab's own: a routed or open network's `masquerade`, beside libvirt's (which has
+    # no rule for them), in the lab's table. Its nat hook runs as libvirt's does.
+    postrouting += [r for n in networks if n.masquerade and n.mode not in profile.masqueraded_modes
+                    for r in masquerade_rules(n, Chain.MASQUERADE, profile)]
     return HostFirewall(
         forward=(*dnat_accept_rules(forwards), *of(Chain.FWX), *of(Chain.FWI), *of(Chain.FWO)),
         postrouting=tuple(postrouting),
