@@ -182,6 +182,14 @@ def decide(rules: Iterable[Rule], p: Packet) -> Rule | None:
     return None
 
 
+def on_interfaces(rules: Iterable[Rule], iif: str | None, oif: str | None) -> tuple[Rule, ...]:
+    """The rules whose interface matches can hold for a packet from `iif` to `oif`, in
+    order: `decide` over them gives the same rule as over all (a host's rules each name
+    their bridge, so this is a short list; callers cache it per interface pair)."""
+    return tuple(r for r in rules if (r.iif is None or r.iif == iif)
+                 and (r.oif is None or r.oif == oif) and (r.not_iif is None or r.not_iif != iif))
+
+
 # --- libvirt's rules for one network --------------------------------------------------
 
 

@@ -132,6 +132,7 @@ class Engine:
             name: frozenset(a) for name, a in topo.addresses.items()}
         self._tables: dict[str, list[RouteChoice]] = {}
         self._firewalls: dict[str, fw.HostFirewall] = {}
+        self._rules_on: dict[tuple[str, fw.Hook, str | None, str | None], tuple[fw.Rule, ...]] = {}
         # Host and macvtap guest pairs that cannot hear each other on a segment.
         self.deaf: frozenset[tuple[str, str, str]] = frozenset(
             pair for host, vm, segment in macvtap_links(self.lab)
@@ -195,6 +196,15 @@ class Engine:
             self._firewalls[host] = table
         return table
 
+    def _on(self, host: str, hook: fw.Hook, iif: str | None, oif: str | None) -> tuple[fw.Rule, ...]:
+        """The host's rules of `hook` that can match between these interfaces (cached)."""
+        key = (host, hook, iif, oif)
+        rules = self._rules_on.get(key)
+        if rules is None:
+            rules = fw.on_interfaces(self.rules(host).hook(hook), iif, oif)
+            self._rules_on[key] = rules
+        return rules
+
     def _fw_packet(self, host: str, inbound: str | None, outbound: str | None, packet: Packet,
                    state: str, flow: Flow) -> fw.Packet:
         """The packet as the host's rules see it: a ping is ICMP; a `forward`'s
@@ -205,14 +215,17 @@ class Engine:
             proto = fwd.protocol
             if not flow.reply:
                 dport = fwd.vm_port if host in flow.dnat else fwd.port
+        # No forward or postrouting rule asks whether the destination is local (only
+        # the prerouting DNAT does, and _prerouting models that one).
         return fw.Packet(packet.src, packet.dst, inbound, outbound, proto, dport, state,
-                         dnat=host in flow.dnat, local_dst=packet.dst in self.local[host])
+                         dnat=host in flow.dnat)
 
     def firewall(self, host: str, inbound: str, outbound: str, packet: Packet,
                  state: str, flow: Flow) -> tuple[bool, str, str]:
         """The FORWARD verdict: (accepted, the rule that decided, fix when rejected)."""
-        seen = self._fw_packet(host, inbound, outbound, packet, state, flow)
-        rule = fw.decide(self.rules(host).forward, seen)
+        rules = self._on(host, fw.Hook.FORWARD, inbound, outbound)
+        rule = fw.decide(rules, self._fw_packet(host, inbound, outbound, packet, state, flow)
+                         ) if rules else None
         if rule is None:
             return True, "no libvirt rule applies (FORWARD policy ACCEPT)", ""
         if rule.chain is fw.Chain.FORWARD_ACCEPT:
@@ -232,8 +245,10 @@ class Engine:
         the address of the interface the packet leaves through."""
         if out.ip is None:
             return None
-        seen = self._fw_packet(host, None, out.name, packet, "NEW", flow or Flow())
-        rule = fw.decide(self.rules(host).postrouting, seen)
+        rules = self._on(host, fw.Hook.POSTROUTING, None, out.name)
+        if not rules:
+            return None
+        rule = fw.decide(rules, self._fw_packet(host, None, out.name, packet, "NEW", flow or Flow()))
         if rule is None or rule.verdict is not fw.Verdict.MASQUERADE:
             return None
         return out.ip, fw.explain(rule)
