@@ -144,3 +144,32 @@ def test_the_forward_chain_order_is_fwx_fwi_fwo() -> None:
     hairpin = fw.Packet(IPv4Address("188.64.100.2"), IPv4Address("188.64.100.3"), "natbr0", "natbr0")
     decided = fw.decide(table.forward, hairpin)
     assert decided is not None and decided.chain is fw.Chain.FWX
+
+
+def test_mutating_the_dnat_moves_both(monkeypatch: pytest.MonkeyPatch) -> None:
+    from topoc.model.reach import forward_probe
+
+    lab = _lab("nat.topo")
+    (fwd,) = lab.forwards
+    assert "dnat ip to 188.64.100.2:22" in _nft(lab)
+    assert forward_probe(lab, fwd, "win10").ok
+    original = fw.dnat_rules
+
+    def elsewhere(forwards: object) -> tuple[fw.Rule, ...]:
+        return tuple(replace(r, to_port=2022) for r in original(forwards))  # type: ignore[arg-type]
+
+    monkeypatch.setattr(fw, "dnat_rules", elsewhere)
+    lab = _lab("nat.topo")
+    assert "dnat ip to 188.64.100.2:2022" in _nft(lab)
+    # The prediction follows the table's DNAT (to port 2022 now), and the forward
+    # accept, still for port 22, no longer matches: NAT's FWI rejects the connection.
+    probe = forward_probe(lab, fwd, "win10")
+    assert not probe.ok
+    assert "`forward` DNATs it to vm0 188.64.100.2:2022" in probe.request.steps[1][1]
+    assert "LIBVIRT_FWI: -o natbr0 -j REJECT" in probe.failure
+
+    monkeypatch.setattr(fw, "dnat_rules", lambda forwards: ())
+    lab = _lab("nat.topo")
+    assert "chain prerouting" not in _nft(lab)
+    probe = forward_probe(lab, fwd, "win10")
+    assert not probe.ok and "no `forward` rule DNATs it here" in probe.failure

@@ -139,8 +139,9 @@ def test_nat_with_a_forward() -> None:
     """)
     # `forward tcp 2222 to vm0:22`: win10 connects to 192.168.101.11:2222 on the LAN and
     # is DNAT-ed to vm0; vm0 answers through kvm1 (FWO, -o eth0), de-DNAT-ed on the way.
-    # vm1 shares vm0's subnet: vm0 answers it directly, from the wrong address. kvm1's
-    # own connection never passes PREROUTING, where the DNAT is.
+    # vm1 shares vm0's network: the DNAT leaves natbr0 out (`iifname != "natbr0"`, as vm0
+    # would answer it directly, from the wrong address), so vm1 reaches kvm1's own closed
+    # port. kvm1's own connection never passes PREROUTING, where the DNAT is.
     opened = {(f.port, src): ok for f, src, ok in forward_reach(lab)}
     assert opened == {(2222, "kvm1"): False, (2222, "vm1"): False, (2222, "win10"): True}
 

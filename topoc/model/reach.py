@@ -8,16 +8,19 @@ It follows one packet hop by hop the way a Linux kernel would, then its reply ba
   longest prefix wins. A node delivers a packet for any of its addresses whatever the
   interface it came in on (weak host model; rp_filter=0 on a stock Debian host) and
   forwards others only with ip_forward on (topoc.model.topology.forwards).
-- libvirt 9's firewall on every host that forwards, exactly as libvirt installs it
-  (https://libvirt.org/formatnetwork.html#connectivity; libvirt's golden files
-  tests/networkxml2firewalldata/*-linux.iptables): FORWARD runs LIBVIRT_FWX, then
-  LIBVIRT_FWI, then LIBVIRT_FWO; whatever no rule accepts into or out of an isolated,
-  nat or routed network's bridge is rejected. NAT networks masquerade what leaves them
-  (LIBVIRT_PRT), conntrack de-NATs the replies, and inbound only ESTABLISHED,RELATED
-  traffic is let in. A reply through a host that never saw the request is INVALID.
-- `forward` rules: DNAT on the VM's host for connections to one of the host's nic
-  addresses, accepted ahead of libvirt's rejects; the VM's answer is de-DNATed on the
-  way back (so a client on the VM's own subnet gets the answer from the wrong address).
+- The firewall of every host, as topoc.model.firewall's table holds it (the one the host
+  backend renders to topoc.nft): libvirt 9's rules exactly as libvirt installs them
+  (https://libvirt.org/firewall.html; libvirt's src/network/network_iptables.c):
+  FORWARD runs LIBVIRT_FWX, then LIBVIRT_FWI, then LIBVIRT_FWO; whatever no rule accepts
+  into or out of an isolated, nat or routed network's bridge is rejected. NAT networks
+  masquerade what leaves them (LIBVIRT_PRT), and so do routed and open networks that
+  say `masquerade` (the lab's rule); conntrack de-NATs the replies, and into a NAT
+  network only ESTABLISHED,RELATED traffic is let in. A reply through a host that never
+  saw the request is INVALID. Each packet is matched against the table's rules in
+  order (firewall.decide); the first final verdict wins.
+- `forward` rules, from the same table: the DNAT in prerouting for connections to one of
+  the host's own addresses (not from the VM's own bridge), and its accept ahead of
+  libvirt's rejects; the VM's answer is de-DNATed on the way back.
 
 `predict` enumerates all ordered pairs (only `topoc reach` does that); checks ask single
 questions (`reach_address`), so a lab of 10,000 VMs is checked without enumerating.
@@ -90,6 +93,7 @@ class Flow:
     seen: set[str] = field(default_factory=set)  # hosts that forwarded the request
     snat: dict[str, tuple[IPv4Address, IPv4Address]] = field(default_factory=dict)  # host -> (to, from)
     dnat: dict[str, tuple[IPv4Address, IPv4Address]] = field(default_factory=dict)  # host -> (vm ip, target)
+    dnat_port: int | None = None  # the destination port a DNAT rewrote the connection to
 
 
 @dataclass
@@ -214,7 +218,7 @@ class Engine:
         if fwd is not None:
             proto = fwd.protocol
             if not flow.reply:
-                dport = fwd.vm_port if host in flow.dnat else fwd.port
+                dport = flow.dnat_port if host in flow.dnat else fwd.port
         # No forward or postrouting rule asks whether the destination is local (only
         # the prerouting DNAT does, and _prerouting models that one).
         return fw.Packet(packet.src, packet.dst, inbound, outbound, proto, dport, state,
@@ -266,8 +270,12 @@ class Engine:
             visited.add((node, packet))
             leg.path.append(node)
             if not originated:
-                packet = self._prerouting(node, packet, flow, leg)
+                packet = self._prerouting(node, inbound, packet, flow, leg)  # type: ignore[arg-type]
                 if packet.dst in self.local[node]:
+                    if flow.forward is not None and not flow.reply and not flow.dnat:
+                        return leg.fail(node, self._closed(node, inbound, flow.forward),  # type: ignore[arg-type]
+                                        f"connect from outside `{flow.forward.vm}`'s network, or to "
+                                        f"{flow.forward.vm}'s own address")
                     leg.note(node, f"in {inbound}: {packet.dst} is its own address: delivered")
                     leg.ok, leg.packet, leg.node = True, packet, node
                     return leg
@@ -326,22 +334,39 @@ class Engine:
         leg.note(node, text)
         return packet
 
-    def _prerouting(self, node: str, packet: Packet, flow: Flow, leg: Leg) -> Packet:
-        """conntrack reverses a masquerade on the reply; a `forward` DNATs the request."""
+    def _prerouting(self, node: str, inbound: str, packet: Packet, flow: Flow, leg: Leg) -> Packet:
+        """conntrack reverses a masquerade on the reply; the host's prerouting rules (a
+        `forward`'s DNAT, from the firewall table) rewrite the request."""
         if flow.reply and node in flow.snat and packet.dst == flow.snat[node][0]:
             original = flow.snat[node][1]
             leg.note(node, f"conntrack reverses the masquerade: destination {packet.dst} becomes {original}")
             return replace(packet, dst=original)
         fwd = flow.forward
-        if (fwd is not None and not flow.reply and packet.dst in self.local[node]
-                and _forward_host(self.lab, fwd) == node and node not in flow.dnat):
-            vm_ip = forward_vm_address(self.lab, fwd)
-            if vm_ip is not None:
-                flow.dnat[node] = (vm_ip, packet.dst)
-                leg.note(node, f"{fwd.protocol} port {fwd.port} on {packet.dst}: `forward` DNATs it "
-                         f"to {fwd.vm} {vm_ip}:{fwd.vm_port}")
-                return replace(packet, dst=vm_ip)
-        return packet
+        if fwd is None or flow.reply or node in flow.dnat:
+            return packet
+        rules = self._on(node, fw.Hook.PREROUTING, inbound, None)
+        if not rules:
+            return packet
+        seen = fw.Packet(packet.src, packet.dst, inbound, None, fwd.protocol, fwd.port,
+                         local_dst=packet.dst in self.local[node])
+        rule = fw.decide(rules, seen)
+        if rule is None or rule.verdict is not fw.Verdict.DNAT or rule.to_addr is None:
+            return packet
+        flow.dnat[node] = (rule.to_addr, packet.dst)
+        flow.dnat_port = rule.to_port
+        leg.note(node, f"{fwd.protocol} port {fwd.port} on {packet.dst}: `forward` DNATs it "
+                 f"to {fwd.vm} {rule.to_addr}:{rule.to_port}")
+        return replace(packet, dst=rule.to_addr)
+
+    def _closed(self, node: str, inbound: str, fwd: Forward) -> str:
+        """Why a `forward`'s connection reached `node` itself, where nothing listens."""
+        target = f"{fwd.protocol} port {fwd.port} on {node} is closed"
+        bridges = {r.not_iif for r in self.rules(node).prerouting if r.dport == fwd.port}
+        if inbound in bridges:
+            return (f"{target}: the connection comes in on {inbound}, the bridge of "
+                    f"{fwd.vm}'s own network, which the DNAT rule leaves out (its answer would "
+                    "bypass the un-DNAT)")
+        return f"{target}: no `forward` rule DNATs it here"
 
     # -- fixes --
 
