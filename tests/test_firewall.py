@@ -173,3 +173,19 @@ def test_mutating_the_dnat_moves_both(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "chain prerouting" not in _nft(lab)
     probe = forward_probe(lab, fwd, "win10")
     assert not probe.ok and "no `forward` rule DNATs it here" in probe.failure
+
+
+def test_the_table_follows_the_platform_profile() -> None:
+    from topoc.model.platform import DEFAULT_PROFILE
+
+    lab = _lab("nat.topo")
+    assert DEFAULT_PROFILE.libvirt == "9.x" and DEFAULT_PROFILE.routed_modes == (Mode.ROUTED, Mode.OPEN)
+    stock = fw.host_firewall(lab, "kvm1")
+    assert stock == fw.host_firewall(lab, "kvm1", DEFAULT_PROFILE)
+    assert {r.chain for r in stock.postrouting} == {fw.Chain.PRT}
+    # A platform whose libvirt firewalled nothing would leave only the lab's own rules.
+    bare = fw.host_firewall(lab, "kvm1", replace(DEFAULT_PROFILE, firewalled_modes=()))
+    assert [r.chain for r in bare.forward] == [fw.Chain.FORWARD_ACCEPT]
+    assert bare.postrouting == () and bare.prerouting == stock.prerouting
+    wide = fw.host_firewall(lab, "kvm1", replace(DEFAULT_PROFILE, masquerade_ports=(2000, 3000)))
+    assert "--to-ports 2000-3000" in fw.iptables(wide.postrouting[2])

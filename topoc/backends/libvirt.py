@@ -44,10 +44,8 @@ FORWARD_MODES = {
     Mode.OPEN: "open",
     Mode.BRIDGED: "bridge",
 }
-# Modes whose <forward> may name the uplink device. libvirt refuses `dev` with
-# mode='open' ("forward dev not allowed"), and for mode='bridge' a `dev` would mean
-# macvtap, not the host bridge that `bridge name` names.
-FORWARD_DEV_MODES = (Mode.NAT, Mode.ROUTED)
+# Modes whose <forward> may name the uplink device: a fact of libvirt's, in the profile.
+FORWARD_DEV_MODES = DEFAULT_PROFILE.forward_dev_modes
 
 # libvirt refuses a DHCP <host name> that does not start with a letter ("Cannot use
 # host name"), and dnsmasq hands the name to the guest as its hostname, so only names

@@ -16,6 +16,7 @@ from topoc.checks.registry import Finding, check
 from topoc.diagnostics import Severity, register
 from topoc.model.topology import topology
 from topoc.model.ir import Expect, Lab, Mode, Network
+from topoc.model.platform import DEFAULT_PROFILE
 from topoc.model.reach import Probe, engine, explain_probe, pair, probe
 
 UNREACHABLE_SEGMENT = register("unreachable-segment", Severity.WARNING,
@@ -54,7 +55,7 @@ def unreachable_segment(lab: Lab) -> Iterator[Finding]:
             continue
         # A network that masquerades gets its replies like a nat one, whatever the LAN's
         # routes; that the LAN cannot open connections to it is then the point.
-        if net.mode in (Mode.ROUTED, Mode.OPEN) and addressed and not net.masquerade:
+        if net.mode in DEFAULT_PROFILE.routed_modes and addressed and not net.masquerade:
             finding = _lan_replies(lab, net, mine)
             if finding is not None:
                 yield finding

@@ -22,6 +22,7 @@ from topoc.model import naming
 from topoc.diagnostics import (DUPLICATE_NAME, DUPLICATE_STATEMENT, INVALID_VALUE, MAC_INVALID,
                                MISSING_STATEMENT, UNDEFINED_NAME, Code, Diagnostic, Severity,
                                diagnostic)
+from topoc.model.platform import DEFAULT_PROFILE
 from topoc.model.ir import (DhcpRange, Expect, External, Forward, Host, Lab, Mode, Network, Nic, Route,
                       Vm)
 from topoc.front.span import UNKNOWN, Span
@@ -491,7 +492,7 @@ class _Lowerer:
         switch = self.attempt(lambda: _switch(stmt.args[0], "masquerade")) if stmt.args else True
         if switch is None:
             return None
-        if switch and mode not in (Mode.ROUTED, Mode.OPEN):
+        if switch and mode not in DEFAULT_PROFILE.routed_modes:
             hint = ("drop it: libvirt masquerades a nat network already" if mode is Mode.NAT
                     else "use `mode routed` (or `mode open`) for a masqueraded network of its own")
             self.report(INVALID_VALUE, stmt.span,

@@ -43,6 +43,10 @@ class Profile:
     masqueraded_modes: tuple[Mode, ...] = (Mode.NAT,)
     # Networks for which libvirt turns on net.ipv4.ip_forward when it starts them.
     forwarding_modes: tuple[Mode, ...] = (Mode.NAT, Mode.ROUTED, Mode.OPEN)
+    # Modes whose <forward> may name the uplink device. libvirt refuses `dev` with
+    # mode='open' ("forward dev not allowed"), and for mode='bridge' a `dev` would mean
+    # macvtap, not the host bridge. https://libvirt.org/formatnetwork.html#connectivity
+    forward_dev_modes: tuple[Mode, ...] = (Mode.NAT, Mode.ROUTED)
     # Networks whose dnsmasq hands out the bridge address as the router (DHCP option 3).
     # Not isolated (host-only) ones: for a network without <forward>, libvirt writes an
     # empty `dhcp-option=3` into dnsmasq's configuration, so guests get no default route
@@ -58,6 +62,13 @@ class Profile:
     # The source ports libvirt's masquerade maps TCP and UDP to (iptables' MASQUERADE
     # --to-ports 1024-65535), so no guest gets a privileged port on the wire.
     masquerade_ports: tuple[int, int] = (1024, 65535)
+
+
+    @property
+    def routed_modes(self) -> tuple[Mode, ...]:
+        """Networks the host routes without NAT of libvirt's (routed, open): the VMs'
+        own addresses go out, so the LAN needs a route back, or the lab a `masquerade`."""
+        return tuple(m for m in self.forwarding_modes if m not in self.masqueraded_modes)
 
 
 DEFAULT_PROFILE = Profile()

@@ -227,8 +227,8 @@ def macvtap_links(lab: Lab) -> frozenset[tuple[str, str, str]]:
     return frozenset(links)
 
 
-# Networks a `forward` may DNAT into: those the host routes into.
-DNAT_MODES = (Mode.NAT, Mode.ROUTED, Mode.OPEN)
+# Networks a `forward` may DNAT into: those the host routes into (ip_forward on).
+DNAT_MODES = DEFAULT_PROFILE.forwarding_modes
 
 
 def dnat_target(lab: Lab, fwd: Forward) -> tuple[IPv4Address, Network] | None:
