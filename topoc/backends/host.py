@@ -119,6 +119,7 @@ class HostPlan:
     forwarding: bool
     chains: tuple[Chain, ...]
     skipped_forwards: tuple[str, ...] = field(default=())
+    masquerades: tuple[str, ...] = field(default=())  # networks with the lab's `masquerade`
 
 
 # --- names -----------------------------------------------------------------------------
@@ -305,6 +306,7 @@ def host_plan(lab: Lab, host: Host) -> HostPlan:
         forwarding=any(n.mode in DEFAULT_PROFILE.forwarding_modes for n in networks),
         chains=chains,
         skipped_forwards=tuple(skipped),
+        masquerades=tuple(n.name for n in networks if n.masquerade),
     )
 
 

@@ -295,8 +295,9 @@ def readme(lab: Lab) -> str:
                 for n in managed_networks(lab)]
     domains = [(domain_path(v).removeprefix("libvirt/"), naming.libvirt_name(lab.name, v.name))
                for v in sorted(lab.vms, key=lambda v: v.name)]
+    masquerades = [n.name for n in managed_networks(lab) if n.masquerade]
     return _template("README.txt.j2").render(
-        lab=lab.name, source=lab.file, networks=networks, domains=domains)
+        lab=lab.name, source=lab.file, networks=networks, domains=domains, masquerades=masquerades)
 
 
 def generate(lab: Lab, profile: Profile = DEFAULT_PROFILE) -> dict[str, str]:
