@@ -12,8 +12,8 @@ from dataclasses import replace
 from ipaddress import IPv4Address, IPv4Interface
 
 import pytest
-
 from conftest import EXAMPLES
+
 from topoc.backends import host as host_backend
 from topoc.compiler import compile_file
 from topoc.model import firewall as fw
