@@ -11,7 +11,8 @@ shows libvirt's, for explanations. A libvirt rule lives here and nowhere else.
 Primary sources (libvirt 9.x, the iptables backend; libvirt 10.4 added an nftables
 backend with the same rules): https://libvirt.org/firewall.html ("The default
 network", the LIBVIRT_* chains), https://libvirt.org/formatnetwork.html#connectivity,
-and libvirt's src/network/network_iptables.c (src/util/viriptables.c before 10.x),
+and libvirt's src/network/network_iptables.c (in 9.x the same code sat in
+src/network/bridge_driver_linux.c and src/util/viriptables.c),
 whose test data tests/networkxml2firewalldata/{nat-default,route-default,isolated}-linux
 lists the exact rules. Per network, libvirt installs:
 
