@@ -12,11 +12,11 @@ from ipaddress import IPv4Address
 from typing import Iterator
 
 from topoc.checks.common import plural
+from topoc.model.platform import DEFAULT_PROFILE
 from topoc.checks.registry import Finding, check
 from topoc.diagnostics import Severity, register
 from topoc.model.topology import topology
 from topoc.model.ir import Expect, Lab, Mode, Network
-from topoc.model.platform import DEFAULT_PROFILE
 from topoc.model.reach import Probe, engine, explain_probe, pair, probe
 
 UNREACHABLE_SEGMENT = register("unreachable-segment", Severity.WARNING,
