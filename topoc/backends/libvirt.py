@@ -205,6 +205,7 @@ class InterfaceView:
 class DomainView:
     name: str
     uuid: str
+    type: str  # <domain type>: the platform profile's (kvm, or qemu for TCG)
     memory_kib: int
     vcpus: int
     disk_path: Markup | None
@@ -236,10 +237,11 @@ def _host_nic_on(lab: Lab, vm: Vm, network: str) -> str:
                      f"host `{vm.host}` has no nic there to attach it to")
 
 
-def _domain_view(lab: Lab, vm: Vm) -> DomainView:
+def _domain_view(lab: Lab, vm: Vm, domain_type: str) -> DomainView:
     return DomainView(
         name=naming.libvirt_name(lab.name, vm.name),
         uuid=naming.object_uuid(lab.name, "domain", vm.name),
+        type=domain_type,
         memory_kib=_memory_kib(vm.memory),
         vcpus=vm.vcpus,
         disk_path=_exact_attribute(vm.disk) if vm.disk else None,
@@ -279,11 +281,11 @@ def network_xml(lab: Lab, network: Network) -> str:
 
 
 def domain_xml(lab: Lab, vm: Vm, profile: Profile = DEFAULT_PROFILE) -> str:
-    """The XML of one VM, ready for `virsh define`; the domain type, architecture and
-    machine come from the platform profile (KVM by default, QEMU/TCG without it)."""
+    """The XML of one VM, ready for `virsh define`; its domain type comes from the
+    platform profile (KVM by default, QEMU/TCG where the host has no usable KVM)."""
     return _template("domain.xml.j2").render(
-        **_common(lab), dom=_domain_view(lab, vm), topo_name=vm.name,
-        file=domain_path(vm).removeprefix("libvirt/"), platform=profile)
+        **_common(lab), dom=_domain_view(lab, vm, profile.domain_type), topo_name=vm.name,
+        file=domain_path(vm).removeprefix("libvirt/"))
 
 
 def managed_networks(lab: Lab) -> list[Network]:

@@ -1,7 +1,7 @@
 """The platform profile: what is libvirt's or the hypervisor's, not the lab's.
 
 One frozen value holds the facts topoc relies on about the platform a lab runs on:
-the domain type QEMU is driven with, the guest machine, which network modes libvirt
+the domain type QEMU is driven with, which network modes libvirt
 firewalls and which turn on ip_forward, the names libvirt keeps for itself. Every
 stage that needs such a fact reads it from a `Profile` (by default DEFAULT_PROFILE);
 a different platform is `dataclasses.replace(DEFAULT_PROFILE, ...)`, e.g. a host
@@ -29,10 +29,6 @@ class Profile:
     # <domain type=...>: "kvm" (hardware virtualization) or "qemu" (TCG, emulation)
     # where the host has no usable KVM. https://libvirt.org/formatdomain.html#element-and-attribute-overview
     domain_type: str = "kvm"
-    # <os><type arch machine>: the guest CPU architecture and QEMU machine type.
-    # https://libvirt.org/formatdomain.html#bios-bootloader
-    arch: str = "x86_64"
-    machine: str = "pc"
     # Networks whose bridge gets libvirt's FWX/FWI/FWO rules: no <forward> (isolated,
     # host-only), mode='nat' and mode='route'; mode='open' and mode='bridge' get none.
     # https://libvirt.org/formatnetwork.html#connectivity ("open": "libvirt does not
