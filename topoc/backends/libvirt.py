@@ -205,7 +205,7 @@ class InterfaceView:
 class DomainView:
     name: str
     uuid: str
-    type: str  # <domain type>: the platform profile's (kvm, or qemu for TCG)
+    type: str
     memory_kib: int
     vcpus: int
     disk_path: Markup | None
