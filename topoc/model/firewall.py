@@ -69,8 +69,9 @@ class Hook(enum.StrEnum):
 
 
 class Chain(enum.Enum):
-    """A chain of rules: libvirt's own, or the lab's beside them. Its value is the name
-    explanations give it, and its hook where the kernel runs it."""
+    """A chain of rules: libvirt's own, or the lab's beside them. `title` is the name
+    explanations give it, `hook` where the kernel runs it, `short` libvirt's short name
+    in the rules' comments."""
 
     INP = ("LIBVIRT_INP", Hook.INPUT, "INP")
     OUT = ("LIBVIRT_OUT", Hook.OUTPUT, "OUT")
@@ -87,10 +88,6 @@ class Chain(enum.Enum):
     def __init__(self, title: str, hook: Hook, short: str) -> None:
         self.title, self.hook, self.short = title, hook, short
 
-    @property
-    def libvirt(self) -> bool:
-        return self.title.startswith("LIBVIRT_")
-
 
 class Verdict(enum.StrEnum):
     ACCEPT = "accept"
@@ -98,10 +95,6 @@ class Verdict(enum.StrEnum):
     RETURN = "return"  # leave the chain undecided (in a nat chain: no NAT)
     MASQUERADE = "masquerade"
     DNAT = "dnat"
-
-
-# Verdicts that end the walk of a hook's chains.
-FINAL = frozenset({Verdict.ACCEPT, Verdict.REJECT, Verdict.MASQUERADE, Verdict.DNAT})
 
 
 @dataclass(frozen=True, slots=True)
