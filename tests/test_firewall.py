@@ -189,3 +189,12 @@ def test_the_table_follows_the_platform_profile() -> None:
     assert bare.postrouting == () and bare.prerouting == stock.prerouting
     wide = fw.host_firewall(lab, "kvm1", replace(DEFAULT_PROFILE, masquerade_ports=(2000, 3000)))
     assert "--to-ports 2000-3000" in fw.iptables(wide.postrouting[2])
+
+
+def test_the_lab_rules_are_what_libvirt_does_not_install() -> None:
+    nat = fw.host_firewall(_lab("nat.topo"), "kvm1")
+    assert {r.chain for r in nat.lab_rules} == {fw.Chain.DNAT, fw.Chain.FORWARD_ACCEPT}
+    assert {r.note for r in nat.lab_rules} == {"forward tcp 2222 to vm0:22 on natnet (nat)"}
+    masq = fw.host_firewall(_lab("routed-masquerade.topo"), "kvm1")
+    assert [r.chain for r in masq.lab_rules] == [fw.Chain.MASQUERADE] * 5
+    assert fw.host_firewall(_lab("routed.topo"), "kvm1").lab_rules == ()

@@ -88,6 +88,12 @@ class Chain(enum.Enum):
     def __init__(self, title: str, hook: Hook, short: str) -> None:
         self.title, self.hook, self.short = title, hook, short
 
+    @property
+    def libvirt(self) -> bool:
+        """Whether libvirt installs this chain's rules itself (else only the lab's
+        table has them: deploy must load it)."""
+        return self.title.startswith("LIBVIRT_")
+
 
 class Verdict(enum.StrEnum):
     ACCEPT = "accept"
@@ -304,6 +310,13 @@ class HostFirewall:
     output: tuple[Rule, ...]
     forwards: tuple[PortForward, ...]
     skipped_forwards: tuple[Forward, ...]  # no DNAT target: no rule
+
+    @property
+    def lab_rules(self) -> tuple[Rule, ...]:
+        """The rules libvirt does not install (forwards, `masquerade`): what only the
+        lab's own table brings to a libvirt host."""
+        return tuple(r for r in (*self.prerouting, *self.forward, *self.postrouting)
+                     if not r.chain.libvirt)
 
     def hook(self, hook: Hook) -> tuple[Rule, ...]:
         return {Hook.FORWARD: self.forward, Hook.POSTROUTING: self.postrouting,
