@@ -61,6 +61,9 @@ DUPLICATE_STATEMENT = register(
 )
 MISSING_STATEMENT = register("missing-statement", Severity.ERROR, "a block lacks a statement it needs")
 MAC_INVALID = register("mac-invalid", Severity.ERROR, "a MAC address that is malformed, multicast or zero")
+UNKNOWN_URI_PARAMETER = register(
+    "unknown-uri-parameter", Severity.WARNING, "a libvirt URI parameter that libvirt ignores"
+)
 TOO_MANY_ERRORS = register("too-many-errors", Severity.ERROR, "the parser gave up after too many errors")
 
 
