@@ -255,3 +255,24 @@ def test_fast_lexer_edge_cases(text: str) -> None:
     if fast is not None:
         assert fast == standard
     assert parse(text, "t.topo")[1] == parse(text, "t.topo")[1]
+
+
+def test_the_statement_table_matches_the_grammar_and_lowering():
+    """Adding a statement is a grammar rule, one entry in topoc.front.statements and one
+    function in topoc.front.lower: the three agree on every keyword and every home."""
+    import re as _re
+    from importlib import resources
+
+    from topoc.front import lower
+    from topoc.front.statements import BLOCKS, STATEMENTS, TOP
+
+    grammar = resources.files("topoc.grammar").joinpath("topo.lark").read_text(encoding="utf-8")
+    rules = dict(_re.findall(r"^(\w+)_(?:stmt|decl): \"(\w+)\"", grammar, _re.M))
+    assert {keyword: keyword for keyword in rules.values()} == {k: k for k in STATEMENTS}
+    for block in BLOCKS:
+        alternatives = _re.search(rf"^_{block}_stmt: ((?:.|\n\s+\|)*)$", grammar, _re.M)
+        assert alternatives is not None, block
+        in_grammar = set(_re.findall(r"(\w+)_stmt", alternatives.group(1)))
+        assert in_grammar == {k for k, s in STATEMENTS.items() if block in s.homes}, block
+    block_statements = {k for k, s in STATEMENTS.items() if TOP not in s.homes}
+    assert set(lower._STATEMENT_FNS) == block_statements

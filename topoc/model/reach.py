@@ -24,6 +24,8 @@ It follows one packet hop by hop the way a Linux kernel would, then its reply ba
 
 `predict` enumerates all ordered pairs (only `topoc reach` does that); checks ask single
 questions (`reach_address`), so a lab of 10,000 VMs is checked without enumerating.
+The questions take the compilation's topoc.model.analysis.Analysis, which builds the
+Engine once (a bare Lab gets a fresh Analysis: fine for one question, not for many).
 """
 
 from __future__ import annotations
@@ -33,7 +35,8 @@ from ipaddress import IPv4Address, IPv4Network
 from typing import Iterator
 
 from topoc.model import firewall as fw
-from topoc.model.topology import Interface, Topology, dnat_target, macvtap_links, topology
+from topoc.model.analysis import Analysis, analysis_of
+from topoc.model.topology import Interface, Topology, dnat_target, macvtap_links
 from topoc.model.ir import Forward, Host, Lab, Mode, Network, Vm
 
 @dataclass(frozen=True, slots=True)
@@ -508,25 +511,10 @@ def forward_target(lab: Lab, fwd: Forward, src: str) -> IPv4Address | None:
 # --- probes ---------------------------------------------------------------------------
 
 
-_ENGINES: dict[int, tuple[Topology, Engine]] = {}
-
-
-def engine(lab: Lab) -> Engine:
-    topo = topology(lab)
-    entry = _ENGINES.get(id(topo))
-    if entry is not None and entry[0] is topo:
-        return entry[1]
-    if len(_ENGINES) >= 8:
-        _ENGINES.pop(next(iter(_ENGINES)))
-    result = Engine(topo)
-    _ENGINES[id(topo)] = (topo, result)
-    return result
-
-
-def probe(lab: Lab, src: str, target: IPv4Address, forward: Forward | None = None) -> Probe:
+def probe(lab: Lab | Analysis, src: str, target: IPv4Address, forward: Forward | None = None) -> Probe:
     """Send one echo request (or a forwarded connection) from `src` to `target`, then
     its reply back."""
-    eng = engine(lab)
+    eng = analysis_of(lab).engine
     result = Probe(src, target, Leg())
     if target in eng.local.get(src, ()):
         result.request.note(src, f"{target} is its own address")
@@ -565,23 +553,23 @@ def probe(lab: Lab, src: str, target: IPv4Address, forward: Forward | None = Non
     return result
 
 
-def reach_address(lab: Lab, src: str, ip: IPv4Address | str) -> PairResult:
+def reach_address(lab: Lab | Analysis, src: str, ip: IPv4Address | str) -> PairResult:
     """Whether `src` gets an echo reply from the single address `ip`."""
     ip = IPv4Address(ip)
     p = probe(lab, src, ip)
     return PairResult(src, str(ip), p.ok, p.path, _reason(p))
 
 
-def pair(lab: Lab, src: str, dst: str) -> tuple[PairResult, list[Probe]]:
+def pair(lab: Lab | Analysis, src: str, dst: str) -> tuple[PairResult, list[Probe]]:
     """`src` reaches node `dst` when every address of `dst` answers."""
-    eng = engine(lab)
-    addresses = eng.topo.addresses.get(dst, ())
+    an = analysis_of(lab)
+    addresses = an.topology.addresses.get(dst, ())
     if not addresses:
         return PairResult(src, dst, False, (src,), f"{dst} has no address to reach"), []
     probes = []
     for ip in addresses:
-        p = probe(lab, src, ip)
-        if p.ok and ip in eng.local.get(src, ()):
+        p = probe(an, src, ip)
+        if p.ok and ip in an.engine.local.get(src, ()):
             # The source holds the address too (on a segment of its own, which the checks
             # allow): the echo never leaves it, so it is no reply from `dst`.
             p.ok = False
@@ -629,30 +617,34 @@ class Matrix:
         return len(self.results)
 
 
-def predict(lab: Lab) -> Matrix:
+def predict(lab: Lab | Analysis) -> Matrix:
     """Every ordered pair of distinct nodes (hosts, VMs, externals, in lab.nodes order)."""
-    names = tuple(node.name for node in lab.nodes)
+    an = analysis_of(lab)
+    names = tuple(node.name for node in an.lab.nodes)
     results = {}
     for src in names:
         for dst in names:
             if src != dst:
-                results[(src, dst)] = pair(lab, src, dst)[0]
+                results[(src, dst)] = pair(an, src, dst)[0]
     return Matrix(names, results)
 
 
-def forward_reach(lab: Lab) -> list[tuple[Forward, str, bool]]:
+def forward_reach(lab: Lab | Analysis) -> list[tuple[Forward, str, bool]]:
     """For every `forward` and every node but its VM: whether a connection from that node
     to the host's address (forward_target) and the forwarded port gets its answer."""
+    an = analysis_of(lab)
     results = []
-    for fwd in lab.forwards:
-        for node in lab.nodes:
+    for fwd in an.lab.forwards:
+        for node in an.lab.nodes:
             if node.name == fwd.vm:
                 continue
-            results.append((fwd, node.name, forward_probe(lab, fwd, node.name).ok))
+            results.append((fwd, node.name, forward_probe(an, fwd, node.name).ok))
     return results
 
 
-def forward_probe(lab: Lab, fwd: Forward, src: str) -> Probe:
+def forward_probe(subject: Lab | Analysis, fwd: Forward, src: str) -> Probe:
+    an = analysis_of(subject)
+    lab = an.lab
     target = forward_target(lab, fwd, src)
     if target is None:
         p = Probe(src, IPv4Address(0), Leg())
@@ -671,7 +663,7 @@ def forward_probe(lab: Lab, fwd: Forward, src: str) -> Probe:
         p.request.fail(src, f"{src}'s own connections to {target} skip PREROUTING, where the DNAT is",
                        f"connect to {fwd.vm}'s address directly from the host")
         return p
-    return probe(lab, src, target, forward=fwd)
+    return probe(an, src, target, forward=fwd)
 
 
 # --- explanations ---------------------------------------------------------------------
@@ -697,19 +689,20 @@ def _render_probe(lines: list[str], p: Probe) -> None:
             lines.append(f"  fix: {p.fix}")
 
 
-def explain(lab: Lab, src: str, dst: str) -> str:
+def explain(lab: Lab | Analysis, src: str, dst: str) -> str:
     """Hop by hop, for every address of `dst` (or the single address `dst`): each node
     crossed, the route and libvirt rule used, or where it breaks, why, and the fix."""
+    an = analysis_of(lab)
     try:
         ip = IPv4Address(dst)
     except ValueError:
         ip = None
     if ip is not None:
-        p = probe(lab, src, ip)
+        p = probe(an, src, ip)
         lines = [f"{src} -> {ip}: {'reachable' if p.ok else 'unreachable'}"]
         _render_probe(lines, p)
         return "\n".join(lines) + "\n"
-    result, probes = pair(lab, src, dst)
+    result, probes = pair(an, src, dst)
     lines = [f"{src} -> {dst}: {'reachable' if result.reachable else 'unreachable'}"]
     if not probes:
         lines.append(f"  why: {result.reason}")
