@@ -12,7 +12,6 @@ and the agent channel to topoc's domain XML itself (tests/guests/standin.py)."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
