@@ -87,6 +87,16 @@ def test_defaults_and_derivations():
     assert (net.dhcp.start, net.dhcp.end) == (IPv4Address("10.0.0.100"), IPv4Address("10.0.0.200"))
 
 
+def test_masquerade_is_a_switch_that_defaults_to_on_when_written():
+    for written, expected in [("", False), ("masquerade", True), ("masquerade on", True),
+                              ("masquerade off", False)]:
+        for mode in ("routed via eth0", "open"):
+            text = MINIMAL + f"network r {{ mode {mode}\naddress 10.0.0.1/24\n{written}\n}}\n"
+            result = _lower(text)
+            assert result.ok, [d.message for d in result.diagnostics]
+            assert result.lab.network("r").masquerade is expected, (written, mode)
+
+
 def test_names_may_be_used_before_they_are_defined():
     text = "lab t\nvm web on kvm1 {\n nic on n address 10.0.0.2\n}\nforward tcp 1 to web:2\n" \
         "expect web -> kvm1\nnetwork n on kvm1 {\n mode isolated\n subnet 10.0.0.0/24\n}\n" \
@@ -166,7 +176,8 @@ def test_the_readme_language_reference_compiles():
     result = _lower(text)
     assert result.ok, [(d.span.line, d.message) for d in result.diagnostics]
     lab = result.lab
-    assert {n.name for n in lab.networks} == {"natnet", "lan", "isonet"}
+    assert {n.name for n in lab.networks} == {"natnet", "lan", "isonet", "routenet"}
+    assert lab.network("routenet").masquerade and not lab.network("natnet").masquerade
     assert lab.node("vm0").nics[1].name == "eth1"
     assert lab.network("natnet").domain == "lab.example" and lab.network("natnet").mtu == 1500
 

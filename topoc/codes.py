@@ -150,6 +150,8 @@ _ALL = (
           bridged_on_hosts="bridged network `{network}` is the LAN behind one host's NIC; it cannot be on "
                            "several hosts",
           bridged_on_hosts_hint="give each host a bridged network of its own on the same LAN",
+          masquerade_mode="`masquerade` needs a routed or open network, and `{network}` is `mode {mode}`",
+          masquerade_mode_hint="use `mode routed` (or `mode open`) for a masqueraded network of its own",
           vni_on_one_host="`vni` applies to a network on several hosts; `{network}` is on one",
           vni_on_one_host_hint="remove `vni`, or put `{network}` on several hosts (`on kvm1, kvm2`)",
           vm_on_hosts="vm `{vm}` runs on one host",

@@ -26,6 +26,7 @@ from markupsafe import Markup, escape
 
 from topoc.model import naming
 from topoc.model.ir import Host, Lab, Mode, Network, Nic, Vm
+from topoc.model.platform import DEFAULT_PROFILE, Profile
 
 # Where topoc records ownership inside libvirt objects (deploy reads it back):
 # <metadata><topoc:lab name="LAB" source="FILE"/></metadata>
@@ -45,10 +46,8 @@ FORWARD_MODES = {
     Mode.OPEN: "open",
     Mode.BRIDGED: "bridge",
 }
-# Modes whose <forward> may name the uplink device. libvirt refuses `dev` with
-# mode='open' ("forward dev not allowed"), and for mode='bridge' a `dev` would mean
-# macvtap, not the host bridge that `bridge name` names.
-FORWARD_DEV_MODES = (Mode.NAT, Mode.ROUTED)
+# Modes whose <forward> may name the uplink device: a fact of libvirt's, in the profile.
+FORWARD_DEV_MODES = DEFAULT_PROFILE.forward_dev_modes
 
 # libvirt refuses a DHCP <host name> that does not start with a letter ("Cannot use
 # host name"), and dnsmasq hands the name to the guest as its hostname, so only names
@@ -217,6 +216,7 @@ class InterfaceView:
 class DomainView:
     name: str
     uuid: str
+    type: str
     memory_kib: int
     vcpus: int
     disk_path: Markup | None
@@ -248,10 +248,11 @@ def _host_nic_on(lab: Lab, vm: Vm, network: str) -> str:
                      f"host `{vm.host}` has no nic there to attach it to")
 
 
-def _domain_view(lab: Lab, vm: Vm) -> DomainView:
+def _domain_view(lab: Lab, vm: Vm, domain_type: str) -> DomainView:
     return DomainView(
         name=naming.libvirt_name(lab.name, vm.name, vm.exact_name),
         uuid=naming.object_uuid(lab.name, "domain", vm.name),
+        type=domain_type,
         memory_kib=_memory_kib(vm.memory),
         vcpus=vm.vcpus,
         disk_path=_exact_attribute(disk_source(lab, vm.disk)) if vm.disk else None,
@@ -306,10 +307,11 @@ def carried_network_xml(lab: Lab, network: Network, host: str) -> str:
         file=network_path(network).removeprefix("libvirt/"))
 
 
-def domain_xml(lab: Lab, vm: Vm) -> str:
-    """The XML of one VM, ready for `virsh define`."""
+def domain_xml(lab: Lab, vm: Vm, profile: Profile = DEFAULT_PROFILE) -> str:
+    """The XML of one VM, ready for `virsh define`; its domain type comes from the
+    platform profile (KVM by default, QEMU/TCG where the host has no usable KVM)."""
     return _template("domain.xml.j2").render(
-        **_common(lab), dom=_domain_view(lab, vm), topo_name=vm.name,
+        **_common(lab), dom=_domain_view(lab, vm, profile.domain_type), topo_name=vm.name,
         file=domain_path(vm).removeprefix("libvirt/"))
 
 
@@ -324,9 +326,10 @@ def readme(lab: Lab) -> str:
                for v in sorted(lab.vms, key=lambda v: v.name)]
     exact = [f"network {n.exact_name}" for n in managed_networks(lab) if n.exact_name is not None]
     exact += [f"domain {v.exact_name}" for v in sorted(lab.vms, key=lambda v: v.name) if v.exact_name is not None]
+    masquerades = [n.name for n in managed_networks(lab) if n.masquerade]
     return _template("README.txt.j2").render(
         lab=lab.name, source=lab.file, networks=networks, domains=domains, exact=exact,
-        on_host="", connect_note="", virsh="virsh")
+        on_host="", connect_note="", virsh="virsh", masquerades=masquerades)
 
 
 # When no `connect` names a host's daemon, its README's commands run on the host itself.
@@ -359,20 +362,23 @@ def host_readme(lab: Lab, host: Host) -> str:
                  "VXLAN, which libvirt cannot make; `topoc deploy` makes the links (and on hosts "
                  "other than the first, the bridge) over the connection's transport, and so does "
                  "host/<host>/up.sh on the shell path.")
+    masquerades = [n.name for n in mine if n.masquerade and n.host == host.name]
     return _template("README.txt.j2").render(
         lab=lab.name, source=lab.file, networks=networks, domains=domains, exact=exact,
-        on_host=f" on host {host.name}", connect_note=note, virsh=f"virsh -c {shlex.quote(uri)}")
+        on_host=f" on host {host.name}", connect_note=note, virsh=f"virsh -c {shlex.quote(uri)}",
+        masquerades=masquerades)
 
 
-def generate(lab: Lab) -> dict[str, str]:
-    """Every libvirt artifact of the lab: relative path -> text. A lab on several hosts
+def generate(lab: Lab, profile: Profile = DEFAULT_PROFILE) -> dict[str, str]:
+    """Every libvirt artifact of the lab: relative path -> text, for the platform
+    `profile` describes (topoc.model.platform). A lab on several hosts
     gets a folder per host (libvirt/<host>/networks, domains, README.txt): one virsh
     session must never define two hosts' objects on one daemon, where they collide."""
     hosts = _static_hosts(lab.vms)  # indexed once: a lab may have thousands of VMs
     artifacts = {network_path(n): _render_network(lab, n, hosts.get(n.name, []))
                  for n in managed_networks(lab)}
     for vm in sorted(lab.vms, key=lambda v: v.name):
-        artifacts[domain_path(vm)] = domain_xml(lab, vm)
+        artifacts[domain_path(vm)] = domain_xml(lab, vm, profile)
     if len(lab.hosts) <= 1:
         artifacts[README_PATH] = readme(lab)
         return artifacts

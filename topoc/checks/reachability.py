@@ -13,6 +13,7 @@ from typing import Iterator
 
 from topoc.codes import EXPECT_FAILED, UNREACHABLE_SEGMENT
 from topoc.checks.common import plural
+from topoc.model.platform import DEFAULT_PROFILE
 from topoc.checks.registry import Finding, check
 from topoc.model.analysis import Analysis
 from topoc.model.ir import Expect, External, Host, Mode, Network
@@ -50,7 +51,9 @@ def unreachable_segment(an: Analysis) -> Iterator[Finding]:
             yield Finding(header, UNREACHABLE_SEGMENT.message("cut_off", network=net.name),
                           UNREACHABLE_SEGMENT.message("cut_off_hint"))
             continue
-        if net.mode in (Mode.ROUTED, Mode.OPEN) and addressed:
+        # A network that masquerades gets its replies like a nat one, whatever the LAN's
+        # routes; that the LAN cannot open connections to it is then the point.
+        if net.mode in DEFAULT_PROFILE.routed_modes and addressed and not net.masquerade:
             finding = _lan_replies(an, net, mine)
             if finding is not None:
                 yield finding

@@ -38,6 +38,7 @@ from topoc.front.statements import SINGLE, STATEMENTS
 from topoc.front.syntax import Block, Statement, SyntaxTree, Token
 from topoc.front.values import Invalid
 from topoc.model import naming
+from topoc.model.platform import DEFAULT_PROFILE
 from topoc.model.ir import (DhcpRange, Expect, External, Forward, Host, Lab, Mode, Network, Nic, Route,
                             Vm)
 
@@ -92,6 +93,7 @@ class NetworkDraft:
     domain: str | None = None
     mtu: int | None = None
     stp: bool = False
+    masquerade: bool = False
     vni: int | None = None
     exact_name: str | None = None
     hosts: tuple[Token, ...] = ()  # `on H1, H2, ...`: the first holds the gateway
@@ -199,6 +201,13 @@ def _stp(lw: _Lowerer, d: NetworkDraft, stmt: Statement) -> None:
     d.stp = v.switch(stmt.value, "stp")
 
 
+@statement("masquerade")
+def _masquerade(lw: _Lowerer, d: NetworkDraft, stmt: Statement) -> None:
+    # `masquerade` alone means on: the walk-through's `iptables -t nat -A POSTROUTING -s
+    # SUBNET -j MASQUERADE` (network_from checks that the mode is routed or open).
+    d.masquerade = v.switch(stmt.value, "masquerade") if len(stmt.tokens) > 1 else True
+
+
 @statement("vni")
 def _vni(lw: _Lowerer, d: NetworkDraft, stmt: Statement) -> None:
     d.vni = v.integer(stmt.value, "VXLAN network identifier", 1, naming.VNI_MAX)
@@ -211,7 +220,7 @@ def _exact_name(lw: _Lowerer, d: Draft, stmt: Statement) -> None:
 
 # Values only the network itself uses: when one is bad, the network is kept without it.
 # Without any other (mode, address, subnet, dhcp, name) it cannot be modelled: it is left out.
-_NETWORK_LEAF_VALUES = frozenset(("bridge", "dns", "domain", "mtu", "stp", "vni"))
+_NETWORK_LEAF_VALUES = frozenset(("bridge", "dns", "domain", "mtu", "stp", "masquerade", "vni"))
 
 
 # --- node statements (host, vm, external) ---------------------------------------------
@@ -471,6 +480,14 @@ class _Lowerer:
                 return None
             self.say(INVALID_VALUE, "dhcp_without_address", one["dhcp"].span, network=name)
             ok = False
+        masquerade = d.masquerade
+        if masquerade and "masquerade" in written and mode not in DEFAULT_PROFILE.routed_modes:
+            # libvirt masquerades a nat network itself; other modes route no subnet out.
+            # Only the value is left out: the network stays.
+            self.say(INVALID_VALUE, "masquerade_mode", one["masquerade"].span, network=name,
+                     mode=mode.value, hint=("drop it: libvirt masquerades a nat network already"
+                                            if mode is Mode.NAT else None))
+            masquerade = False
         extra_hosts = tuple(t.text for t in d.hosts[1:])
         if "vni" in written and not extra_hosts:
             self.say(INVALID_VALUE, "vni_on_one_host", one["vni"].span, network=name)
@@ -491,7 +508,7 @@ class _Lowerer:
             bridge=bridge, bridge_derived=derived, address=address,
             declared_subnet=d.subnet,
             dhcp=d.dhcp, dns=d.dns, domain=d.domain, mtu=mtu, stp=d.stp, span=block.span,
-            mode_span=one["mode"].span,
+            masquerade=masquerade, mode_span=one["mode"].span,
             address_span=one["address"].value.span if "address" in one else block.name.span,
             bridge_span=one["bridge"].value.span if "bridge" in one else block.name.span,
             subnet_span=one["subnet"].value.span if "subnet" in one else block.name.span,

@@ -49,6 +49,8 @@ STATEMENTS: dict[str, Shape] = {s.keyword: s for s in (
     Shape("domain", ("network",), True, "domain NAME", ("domain",)),
     Shape("mtu", ("network",), True, "mtu N", ("integer",)),
     Shape("stp", ("network",), True, "stp on|off", ("switch",)),
+    Shape("masquerade", ("network",), True, "masquerade [on|off]   (routed or open networks)",
+          ("switch",)),
     Shape("vni", ("network",), True, "vni N   (1-16777215: the VXLAN id of a network on several hosts)",
           ("integer",)),
     Shape("name", ("network", "vm"), True,

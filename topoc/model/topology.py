@@ -20,20 +20,16 @@ from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 
 from topoc.model.analysis import Analysis, analysis_of
 from topoc.model.ir import Forward, Host, Lab, Mode, Network, Node, Route, Vm
+from topoc.model.platform import DEFAULT_PROFILE
 from topoc.front.span import Span
 
 DEFAULT_ROUTE = IPv4Network("0.0.0.0/0")
 
-# Networks whose bridge gets libvirt's FWX/FWI/FWO rules (docs/formatnetwork.rst,
-# "Connectivity"; tests/networkxml2firewalldata/*-linux.iptables in libvirt 9).
-FIREWALLED_MODES = (Mode.ISOLATED, Mode.NAT, Mode.ROUTED)
-# Networks for which libvirt turns on net.ipv4.ip_forward when it starts them.
-FORWARDING_MODES = (Mode.NAT, Mode.ROUTED, Mode.OPEN)
-# Networks whose dnsmasq hands out the bridge address as the router (DHCP option 3).
-# Not isolated (host-only) ones: for a network without <forward>, libvirt writes an empty
-# `dhcp-option=3` into dnsmasq's configuration, so guests get no default route there and
-# reach only the host's address on that bridge, not its other addresses.
-DHCP_ROUTER_MODES = (Mode.NAT, Mode.ROUTED, Mode.OPEN)
+# libvirt's facts about network modes are the platform profile's (topoc.model.platform):
+# which get its firewall, which turn on ip_forward, whose DHCP offers a router.
+FIREWALLED_MODES = DEFAULT_PROFILE.firewalled_modes
+FORWARDING_MODES = DEFAULT_PROFILE.forwarding_modes
+DHCP_ROUTER_MODES = DEFAULT_PROFILE.dhcp_router_modes
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,8 +179,8 @@ def macvtap_links(lab: Lab) -> frozenset[tuple[str, str, str]]:
     return frozenset(links)
 
 
-# Networks a `forward` may DNAT into: those the host routes into.
-DNAT_MODES = (Mode.NAT, Mode.ROUTED, Mode.OPEN)
+# Networks a `forward` may DNAT into: those the host routes into (ip_forward on).
+DNAT_MODES = DEFAULT_PROFILE.forwarding_modes
 
 
 def dnat_target(lab: Lab, fwd: Forward) -> tuple[IPv4Address, Network] | None:
