@@ -335,7 +335,8 @@ async def test_completion(client: LanguageClient, tmp_path):
 
     assert await labels("vm extra on ") == ["kvm1"]
     assert await labels("    mode ") == ["isolated", "routed", "nat", "bridged", "open", "external"]
-    assert set(await labels("    ")) == {"address", "bridge", "dhcp", "dns", "domain", "mode", "mtu", "name", "stp", "subnet", "vni"}
+    assert set(await labels("    ")) == {"address", "bridge", "dhcp", "dns", "domain", "masquerade", "mode", "mtu", "name", "stp",
+                                         "subnet", "vni"}
     assert await labels("expect api -> ") == ["kvm1", "proxy", "api", "router"]
     # On a name being typed: the names that fit there (the editor filters by the prefix).
     assert await labels("    nic eth0 on fr", at_end_of_it=True) == ["lan", "front", "svc", "back", "more"]
