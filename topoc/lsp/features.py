@@ -337,11 +337,14 @@ def _expect_source(lab: Lab, text: str) -> str | None:
     return next((net.host for net in lab.networks if net.gateway == ip and net.host), None)
 
 
-def expect_verdict(lab: Lab, stmt: Statement) -> str | None:
-    """The engine's verdict on one `expect` line and its hop-by-hop explanation."""
+def expect_verdict(analysis: Analysis, stmt: Statement) -> str | None:
+    """The engine's verdict on one `expect` line and its hop-by-hop explanation. The
+    verdict is the check's: an expect the engine contradicts but `topoc check` leaves
+    alone (it crosses a name with an error of its own) is "not judged"."""
     from topoc.model.reach import explain, is_address
 
-    if len(stmt.tokens) < 4:
+    lab = analysis.compilation.lab
+    if lab is None or len(stmt.tokens) < 4:
         return None
     src_text, arrow, dst = stmt.tokens[1].text, stmt.tokens[2].text, stmt.tokens[3].text
     wanted = arrow == "->"
@@ -350,10 +353,17 @@ def expect_verdict(lab: Lab, stmt: Statement) -> str | None:
         return f"`{src_text}`: no node has this name or address"
     if lab.node(dst) is None and not is_address(dst):
         return f"`{dst}` is neither a node nor an IPv4 address"
-    story = explain(lab, src, dst)
+    story = explain(analysis.compilation.analysis or lab, src, dst)
     reachable = story.split("\n", 1)[0].endswith(": reachable")
-    holds = reachable == wanted
-    head = (f"**expect {src_text} {arrow} {dst}**: {'holds' if holds else 'does not hold'} "
+    failed = any(d.code == "expect-failed" and d.span.line == stmt.span.line
+                 for d in analysis.compilation.diagnostics)
+    if reachable == wanted:
+        verdict = "holds"
+    elif failed:
+        verdict = "does not hold"
+    else:
+        verdict = "not judged: it involves a name with an error of its own"
+    head = (f"**expect {src_text} {arrow} {dst}**: {verdict} "
             f"({src} {'reaches' if reachable else 'does not reach'} {dst})")
     return "\n".join([head, "", "```text", story.rstrip("\n"), "```"])
 
@@ -364,7 +374,7 @@ def hover(analysis: Analysis, position: types.Position) -> types.Hover | None:
     stmt = statement_at(analysis.tree, line)
     occ = occurrence_at(analysis, position)
     if stmt is not None and stmt.kind == "expect" and lab is not None and not analysis.stale:
-        verdict = expect_verdict(lab, stmt)
+        verdict = expect_verdict(analysis, stmt)
         if verdict is not None:
             return types.Hover(types.MarkupContent(types.MarkupKind.Markdown, verdict),
                                analysis.range(stmt.span))
