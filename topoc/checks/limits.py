@@ -82,8 +82,9 @@ def derived_names(an: Analysis) -> Iterator[Finding]:
     for vm in lab.vms:
         name = naming.libvirt_name(lab.name, vm.name)
         if len(name.encode()) > LIBVIRT_DOMAIN_NAME_MAX:
-            yield Finding(vm.span.sub(0, len("vm")), _too_long("the libvirt domain name", name,
-                                                               LIBVIRT_DOMAIN_NAME_MAX, "libvirt's file names for it (NAME.xml)"),
+            yield Finding(vm.span.sub(0, len("vm")),
+                          _too_long("the libvirt domain name", name, LIBVIRT_DOMAIN_NAME_MAX,
+                                    "libvirt's file names for it (NAME.xml)"),
                           f"{shorten} or the VM's: `<lab>-<vm>` must fit {LIBVIRT_DOMAIN_NAME_MAX} bytes")
 
 

@@ -214,7 +214,7 @@ def _applicable(keywords: list[str], lines: list[str], index: int) -> list[str]:
         return keywords
     for line in lines[header + 1:]:
         words = _code_part(line).split()
-        if "}" in line and not words[:1] == ["mode"]:
+        if "}" in line and words[:1] != ["mode"]:
             break
         if words[:1] == ["mode"] and len(words) > 1 and words[1] in _NETWORK_STATEMENTS_OF_MODE:
             allowed = _NETWORK_STATEMENTS_OF_MODE[words[1]]
