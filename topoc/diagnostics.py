@@ -61,6 +61,8 @@ DUPLICATE_STATEMENT = register(
 )
 MISSING_STATEMENT = register("missing-statement", Severity.ERROR, "a block lacks a statement it needs")
 MAC_INVALID = register("mac-invalid", Severity.ERROR, "a MAC address that is malformed, multicast or zero")
+CONFLICTING_STATEMENTS = register("conflicting-statements", Severity.ERROR,
+                                  "two statements of a block that cannot go together")
 TOO_MANY_ERRORS = register("too-many-errors", Severity.ERROR, "the parser gave up after too many errors")
 
 

@@ -12,14 +12,18 @@ not here: they live in topoc.checks.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import difflib
+import os
 import re
+import struct
 from dataclasses import dataclass, field, replace
 from ipaddress import AddressValueError, IPv4Address, IPv4Interface, IPv4Network, ip_address
 from typing import Callable, Iterable
 
 from topoc.model import naming
-from topoc.diagnostics import (DUPLICATE_NAME, DUPLICATE_STATEMENT, INVALID_VALUE, MAC_INVALID,
+from topoc.diagnostics import (CONFLICTING_STATEMENTS, DUPLICATE_NAME, DUPLICATE_STATEMENT, INVALID_VALUE, MAC_INVALID,
                                MISSING_STATEMENT, UNDEFINED_NAME, Code, Diagnostic, Severity,
                                diagnostic)
 from topoc.model.ir import (DhcpRange, Expect, External, Forward, Host, Lab, Mode, Network, Nic, Route,
@@ -50,7 +54,16 @@ MODE_WORDS = [m.value for m in Mode]
 
 # Statements that may appear at most once in a block.
 SINGLE = {"mode", "bridge", "address", "subnet", "dhcp", "dns", "domain", "mtu", "stp",
-          "memory", "vcpus", "disk"}
+          "memory", "vcpus", "disk", "image", "kernel", "initrd", "cmdline", "user"}
+
+# A login name as useradd(8) takes it by default (Debian's NAME_REGEX): a lower-case
+# letter or `_`, then lower-case letters, digits, `_` and `-`, at most 32 characters.
+USER_RE = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
+# The public key types OpenSSH accepts in authorized_keys (sshd(8), "AUTHORIZED_KEYS
+# FILE FORMAT": https://man.openbsd.org/sshd.8#AUTHORIZED_KEYS_FILE_FORMAT).
+SSH_KEY_TYPES = ("ssh-ed25519", "ssh-rsa", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384",
+                 "ecdsa-sha2-nistp521", "sk-ssh-ed25519@openssh.com",
+                 "sk-ecdsa-sha2-nistp256@openssh.com", "ssh-dss")
 
 _A_KIND = {"host": "a host", "vm": "a VM", "external": "an external"}
 
@@ -188,6 +201,50 @@ def _string(tok: Token) -> str:
         body = tok.text[1:-1]
         return re.sub(r"\\(.)", r"\1", body)
     return tok.text
+
+
+def _path(tok: Token, what: str, example: str, whose: str = "its") -> str:
+    """A hypervisor path (disk, image, kernel, initrd): any text XML can hold."""
+    path = _string(tok)
+    if not path:
+        raise _Invalid(tok.span, f"the {what} path is empty", f"write {whose} path, e.g. `{example}`")
+    if any(ord(c) < 32 and c != "\t" for c in path):
+        # XML 1.0 cannot hold control characters other than tab, CR and LF (and a
+        # quoted string has no line breaks), so libvirt could never store the path.
+        raise _Invalid(tok.span, f"the {what} path contains a control character", "remove it from the path")
+    return path
+
+
+def _absolute_path(tok: Token, what: str, example: str) -> str:
+    path = _path(tok, what, example)
+    if not path.startswith("/"):
+        # libvirt resolves nothing against the .topo file: a backing store or a kernel
+        # is opened by the hypervisor by its absolute path.
+        raise _Invalid(tok.span, f"the {what} path `{path}` is not absolute",
+                       f"write its absolute path on the hypervisor, e.g. `{example}`")
+    return path
+
+
+def _ssh_key(text: str, span: Span) -> str:
+    """One authorized_keys line: TYPE BASE64 [COMMENT], no options. The key blob is
+    checked as RFC 4253 section 6.6 frames it: a length-prefixed string naming the type."""
+    fields = text.strip().split(None, 2)
+    example = 'ssh-key "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAA... you@host"'
+    if len(fields) < 2 or fields[0] not in SSH_KEY_TYPES:
+        raise _Invalid(span, "not an SSH public key (TYPE BASE64 [COMMENT])",
+                       f"paste the line of your .pub file, e.g. `{example}`; key types: "
+                       + ", ".join(SSH_KEY_TYPES[:3]) + ", ...")
+    try:
+        blob = base64.b64decode(fields[1], validate=True)
+        (length,) = struct.unpack(">I", blob[:4])
+        named = blob[4:4 + length].decode("ascii")
+    except (binascii.Error, struct.error, UnicodeDecodeError):
+        raise _Invalid(span, f"the {fields[0]} key's base64 part is damaged",
+                       "copy the whole line of the .pub file again") from None
+    if named != fields[0]:
+        raise _Invalid(span, f"the key says `{fields[0]}` but its data is a `{named}` key",
+                       f"write `{named}` as its type")
+    return " ".join(fields)
 
 
 # --- the lowering pass ----------------------------------------------------------------
@@ -551,22 +608,107 @@ class _Lowerer:
         vcpus = 1
         if "vcpus" in one:
             vcpus = self.attempt(lambda: _integer(one["vcpus"].args[0], "vCPU count", 1, 4096))  # type: ignore[assignment]
-        disk = _string(one["disk"].args[0]) if "disk" in one else None
-        if disk is not None and not disk:
-            self.report(INVALID_VALUE, one["disk"].args[0].span, "the disk path is empty",
-                        f"write the image's path, e.g. `disk /var/lib/libvirt/images/{block.name.text}.qcow2`")
-            memory = None  # type: ignore[assignment]
-        elif disk is not None and any(ord(c) < 32 and c != "\t" for c in disk):
-            # XML 1.0 cannot hold control characters other than tab, CR and LF (and a
-            # quoted string has no line breaks), so libvirt could never store the path.
-            self.report(INVALID_VALUE, one["disk"].args[0].span,
-                        "the disk path contains a control character", "remove it from the path")
+        disk = None
+        if "disk" in one:
+            disk = self.attempt(lambda: _path(one["disk"].args[0], "disk",
+                                              f"disk /var/lib/libvirt/images/{block.name.text}.qcow2",
+                                              "the image's"))
+            if disk is None:
+                memory = None  # type: ignore[assignment]
+        boot = self.vm_boot(block, one)
+        login = self.vm_login(block, one)
+        if boot is None or login is None:
             memory = None  # type: ignore[assignment]
         if block.on is not None:
             self.host_refs.append(block.on)
         pending, routes = self.node_parts(block)
         # Even a VM with a bad value goes on, so its nics' names are resolved and reported.
-        self.pending_nodes.append(("vm", block, pending, routes, memory, vcpus, disk))
+        self.pending_nodes.append(("vm", block, pending, routes, memory, vcpus, disk,
+                                   {**(boot or {}), **(login or {})}))
+
+    def vm_boot(self, block: Block, one: dict[str, Statement]) -> dict[str, object] | None:
+        """`image`, `kernel`, `initrd`, `cmdline`: how topoc boots the guest (None: an error
+        was reported). https://libvirt.org/formatdomain.html#direct-kernel-boot"""
+        found: dict[str, object] = {}
+        ok = True
+        examples = {"image": "/var/lib/libvirt/images/debian-12.qcow2",
+                    "kernel": "/var/lib/libvirt/boot/vmlinuz", "initrd": "/var/lib/libvirt/boot/initrd.img"}
+        for key, example in examples.items():
+            if key in one:
+                tok = one[key].args[0]
+                path = self.attempt(lambda: _absolute_path(tok, key, f"{key} {example}"))
+                ok = ok and path is not None
+                found[key], found[f"{key}_span"] = path, one[key].span
+        if "cmdline" in one:
+            text = _string(one["cmdline"].args[0])
+            if any(ord(c) < 32 for c in text):
+                self.report(INVALID_VALUE, one["cmdline"].args[0].span,
+                            "the kernel command line contains a control character", "remove it")
+                ok = False
+            found["cmdline"] = text
+        if "image" in one and "disk" in one:
+            first, second = sorted((one["image"], one["disk"]), key=lambda s: s.span)
+            self.report(CONFLICTING_STATEMENTS, second.span,
+                        f"vm `{block.name.text}` has both `image` and `disk` (line {first.span.line})",
+                        "keep `image` for a base image topoc overlays (never written), or `disk` "
+                        "for a disk you manage yourself that the VM writes to")
+            ok = False
+        for key in ("initrd", "cmdline"):
+            if key in one and "kernel" not in one:
+                self.report(MISSING_STATEMENT, one[key].span,
+                            f"`{key}` is for a direct kernel boot, and vm `{block.name.text}` has no `kernel`",
+                            f"add `kernel PATH` (the kernel to boot{' with this initrd' if key == 'initrd' else ''}), "
+                            f"or remove `{key}`")
+                ok = False
+        return found if ok else None
+
+    def vm_login(self, block: Block, one: dict[str, Statement]) -> dict[str, object] | None:
+        """`user`, `ssh-key`, `ssh-key-file`: who may log in to the guest (cloud-init)."""
+        found: dict[str, object] = {}
+        ok = True
+        if "user" in one:
+            tok = one["user"].args[0]
+            if USER_RE.fullmatch(tok.text) and tok.text != "root":
+                found["user"] = tok.text
+            else:
+                why = ("`root` is the image's own account; cloud-init creates a new one here"
+                       if tok.text == "root" else "user names are lower-case letters, digits, `_` and `-`, "
+                       "starting with a letter or `_`, at most 32 characters (useradd(8))")
+                self.report(INVALID_VALUE, tok.span, f"`{tok.text}` is not a user name topoc can create", why)
+                ok = False
+        keys: list[str] = []
+        for stmt in block.body:
+            if stmt.kind == "ssh-key":
+                key = self.attempt(lambda: _ssh_key(_string(stmt.args[0]), stmt.args[0].span))
+            elif stmt.kind == "ssh-key-file":
+                key = self.attempt(lambda: self.ssh_key_file(stmt.args[0]))
+            else:
+                continue
+            if key is None:
+                ok = False
+            elif key not in keys:
+                keys.append(key)  # type: ignore[arg-type]
+        found["ssh_keys"] = tuple(keys)
+        return found if ok else None
+
+    def ssh_key_file(self, tok: Token) -> str:
+        """The key in a .pub file. Read here, like the .topo itself, so that the IR holds
+        the key and every backend stays pure; a relative path is the .topo file's."""
+        written = _string(tok)
+        path = os.path.expanduser(written)
+        if not os.path.isabs(path):
+            path = os.path.join(os.path.dirname(self.tree.file), path)
+        try:
+            with open(path, encoding="utf-8") as f:
+                lines = [line for line in f.read().splitlines() if line.strip() and not line.startswith("#")]
+        except (OSError, UnicodeDecodeError) as e:
+            reason = e.strerror if isinstance(e, OSError) and e.strerror else "not UTF-8 text"
+            raise _Invalid(tok.span, f"cannot read the SSH key file `{written}`: {reason}",
+                           "give the path of a public key (.pub), or paste it with `ssh-key \"...\"`") from None
+        if len(lines) != 1:
+            raise _Invalid(tok.span, f"`{written}` holds {len(lines)} keys; `ssh-key-file` takes a file with one",
+                           "give one .pub file per `ssh-key-file` line")
+        return _ssh_key(lines[0], tok.span)
 
     def external(self, block: Block) -> None:
         if not self.declare(self.node_names, block.name, block.kind):
@@ -658,10 +800,11 @@ class _Lowerer:
             elif kind == "external":
                 self.externals.append(External(name, nics, routes, block.span))  # type: ignore[arg-type]
             else:
-                memory, vcpus, disk = entry[4:]
+                memory, vcpus, disk, guest = entry[4:]
                 host = block.on.text if block.on is not None else self.only_host(block)
                 if host is not None and memory is not None and vcpus is not None:
-                    self.vms.append(Vm(name, host, memory, vcpus, disk, nics, routes, block.span))  # type: ignore[arg-type]
+                    self.vms.append(Vm(name, host, memory, vcpus, disk, nics, routes, block.span,  # type: ignore[arg-type]
+                                       **guest))
 
     def only_host(self, block: Block) -> str | None:
         """The host of a VM that names none: the only host, when there is exactly one."""

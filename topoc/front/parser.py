@@ -56,6 +56,13 @@ USAGE = {
     "memory": "memory SIZE   (512MiB, 1GiB, 2G)",
     "vcpus": "vcpus N",
     "disk": 'disk PATH   (or: disk "a path with spaces")',
+    "image": "image PATH   (a base image, qcow2 or raw: topoc boots a copy-on-write overlay of it)",
+    "kernel": "kernel PATH   (direct kernel boot)",
+    "initrd": "initrd PATH   (with `kernel`)",
+    "cmdline": 'cmdline "TEXT"   (with `kernel`, e.g. cmdline "console=ttyS0")',
+    "user": "user NAME   (a login user cloud-init creates in the guest)",
+    "ssh-key": 'ssh-key "ssh-ed25519 AAAA... comment"',
+    "ssh-key-file": "ssh-key-file PATH   (e.g. ~/.ssh/id_ed25519.pub)",
     "forward": "forward tcp|udp PORT to VM:PORT",
     "expect": "expect A -> B   (or: expect A !-> B)",
 }
@@ -64,7 +71,8 @@ USAGE = {
 STATEMENT_HOME = {
     **dict.fromkeys(("mode", "bridge", "address", "subnet", "dhcp", "dns", "domain", "mtu", "stp"),
                     "a `network`"),
-    **dict.fromkeys(("memory", "vcpus", "disk"), "a `vm`"),
+    **dict.fromkeys(("memory", "vcpus", "disk", "image", "kernel", "initrd", "cmdline", "user",
+                     "ssh-key", "ssh-key-file"), "a `vm`"),
     **dict.fromkeys(("nic", "route"), "a `host`, `vm` or `external`"),
 }
 STATEMENT_KEYWORDS = frozenset(TOP_LEVEL_KEYWORDS) | frozenset(STATEMENT_HOME)
@@ -103,9 +111,14 @@ def _literal_terminals() -> dict[str, str]:
     }
 
 
+def _is_keyword(text: str) -> bool:
+    """A keyword is letters, possibly joined by `-` (`ssh-key`); `->` and `{` are not."""
+    return text.replace("-", "").isalpha() and text[0] != "-" and text[-1] != "-"
+
+
 @functools.cache
 def _keyword_texts() -> frozenset[str]:
-    return frozenset(v for v in _literal_terminals().values() if v.isalpha())
+    return frozenset(v for v in _literal_terminals().values() if _is_keyword(v))
 
 
 def _describe_terminal(name: str) -> str:
@@ -221,7 +234,7 @@ def _unexpected_token_hint(token: LarkToken, expected: set[str], lines: list[str
                            at_line_start: bool) -> str | None:
     """The most useful hint for a token the grammar did not expect here."""
     word = str(token.value)
-    keywords = sorted(v for n, v in _literal_terminals().items() if n in expected and v.isalpha())
+    keywords = sorted(v for n, v in _literal_terminals().items() if n in expected and _is_keyword(v))
     guess = difflib.get_close_matches(word, keywords, n=1, cutoff=0.6) if token.type == "WORD" else []
     if guess:
         return f"did you mean `{guess[0]}`?"
@@ -524,8 +537,8 @@ class _FastLexer(Lexer):
 
     def __init__(self, lexer_conf: Any) -> None:
         literals = {t.pattern.value: t.name for t in lexer_conf.terminals if t.pattern.type == "str"}
-        self.keywords = {text: name for text, name in literals.items() if text.isalpha()}
-        self.punctuation = {text: name for text, name in literals.items() if not text.isalpha()}
+        self.keywords = {text: name for text, name in literals.items() if _is_keyword(text)}
+        self.punctuation = {text: name for text, name in literals.items() if not _is_keyword(text)}
 
     def lex(self, lexer_state: Any, parser_state: Any) -> Iterator[LarkToken]:
         text = lexer_state.text
