@@ -13,10 +13,12 @@ BIN := $(VENV)/bin
 # virt-xml-validate and virsh (libvirt-clients), libvirt-python's build needs
 # (libvirt-dev, pkg-config), a real libvirtd with dnsmasq for the deploy tests,
 # nft, shellcheck, dot (graphviz), ip (iproute2), xmllint (libxml2-utils);
-# qemu-system-x86: qemu:///system defines no domain without an emulator to probe.
+# qemu-system-x86: qemu:///system defines no domain without an emulator to probe;
+# qemu-utils: libvirt's storage driver runs qemu-img to make the VMs' qcow2 overlays;
+# netplan.io: its parser (`netplan generate`) checks every generated network-config.
 SYSTEM_PACKAGES := libvirt-clients libvirt-dev pkg-config libvirt-daemon-system \
 	dnsmasq-base nftables shellcheck graphviz iproute2 libxml2-utils procps \
-	iputils-ping fping netcat-openbsd gcc python3-dev qemu-system-x86
+	iputils-ping fping netcat-openbsd gcc python3-dev qemu-system-x86 qemu-utils netplan.io
 
 SYSTEM_STAMP := $(VENV)/.system-packages
 PYTHON_STAMP := $(VENV)/.installed

@@ -173,7 +173,7 @@ def _chosen_targets(values: tuple[str, ...]) -> list[str]:
 @click.option("-o", "--output", "out_dir", type=click.Path(file_okay=False),
               help="the output directory (default: output/LAB)")
 @click.option("--target", "targets", multiple=True, metavar="T[,T...]",
-              help="libvirt, host, diagram (default: every available one)")
+              help="libvirt, host, cloud-init, diagram (default: every available one)")
 def build(file: str, out_dir: str | None, targets: tuple[str, ...]) -> None:
     """Check FILE, then write its artifacts to output/LAB/ atomically."""
     from topoc.backends import ToolMissing, generate
