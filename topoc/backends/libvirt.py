@@ -15,6 +15,7 @@ validate every generated file against).
 from __future__ import annotations
 
 import re
+import shlex
 from collections import defaultdict
 from dataclasses import dataclass
 from functools import cache
@@ -22,6 +23,7 @@ from functools import cache
 from jinja2 import Environment, PackageLoader, StrictUndefined, Template
 from markupsafe import Markup, escape
 
+from topoc.backends import cloudinit
 from topoc.model import naming
 from topoc.model.ir import Lab, Mode, Network, Nic, Vm
 
@@ -30,6 +32,16 @@ from topoc.model.ir import Lab, Mode, Network, Nic, Vm
 # https://libvirt.org/formatdomain.html#general-metadata
 METADATA_NAMESPACE = "https://topoc.dev/xmlns/libvirt/1"
 METADATA_PREFIX = "topoc"
+
+# <domain type>: KVM unless the caller knows the host lacks it (deploy asks the
+# connection's domain capabilities and passes "qemu", plain TCG emulation, there).
+# https://libvirt.org/formatdomain.html#element-and-attribute-overview
+DEFAULT_DOMAIN_TYPE = "kvm"
+
+# The QEMU guest agent's channel: a virtio serial port of this name is where
+# qemu-guest-agent listens in the guest, and libvirt connects its side to a UNIX socket
+# it picks itself. https://libvirt.org/formatdomain.html#channel
+GUEST_AGENT_CHANNEL = "org.qemu.guest_agent.0"
 
 NETWORKS_DIR = "libvirt/networks"
 DOMAINS_DIR = "libvirt/domains"
@@ -206,11 +218,32 @@ class InterfaceView:
 class DomainView:
     name: str
     uuid: str
+    type: str
     memory_kib: int
     vcpus: int
     disk_path: Markup | None
     disk_format: str | None
     interfaces: tuple[InterfaceView, ...]
+    # The guest's boot: the overlay of its image and its NoCloud seed, as volumes of a
+    # storage pool (deploy creates them), and a kernel booted directly.
+    pool: str | None
+    overlay_volume: str | None
+    seed_volume: str | None
+    kernel: Markup | None
+    initrd: Markup | None
+    cmdline: Markup | None
+    agent_channel: str = GUEST_AGENT_CHANNEL
+
+
+def default_pool(lab: Lab) -> str:
+    """The storage pool deploy creates for the lab's overlays and seeds (unless told to
+    use an existing one): `<lab>-images`."""
+    return f"{lab.name}-images"
+
+
+def overlay_volume(lab: Lab, vm: Vm) -> str:
+    """The VM's copy-on-write overlay of its image: `<lab>-<vm>.qcow2` in the pool."""
+    return f"{naming.libvirt_name(lab.name, vm.name)}.qcow2"
 
 
 def _interface_view(lab: Lab, vm: Vm, nic: Nic) -> InterfaceView:
@@ -237,15 +270,26 @@ def _host_nic_on(lab: Lab, vm: Vm, network: str) -> str:
                      f"host `{vm.host}` has no nic there to attach it to")
 
 
-def _domain_view(lab: Lab, vm: Vm) -> DomainView:
+def _domain_view(lab: Lab, vm: Vm, domain_type: str, pool: str | None) -> DomainView:
+    def text(value: str | None) -> Markup | None:
+        return _exact_attribute(value) if value is not None else None
+
+    pool = pool or default_pool(lab)
     return DomainView(
         name=naming.libvirt_name(lab.name, vm.name),
         uuid=naming.object_uuid(lab.name, "domain", vm.name),
+        type=domain_type,
         memory_kib=_memory_kib(vm.memory),
         vcpus=vm.vcpus,
         disk_path=_exact_attribute(vm.disk) if vm.disk else None,
         disk_format=_disk_format(vm.disk) if vm.disk else None,
         interfaces=tuple(_interface_view(lab, vm, nic) for nic in vm.nics),
+        pool=pool if vm.booted else None,
+        overlay_volume=overlay_volume(lab, vm) if vm.image else None,
+        seed_volume=cloudinit.seed_volume(lab, vm) if vm.booted else None,
+        kernel=text(vm.kernel),
+        initrd=text(vm.initrd),
+        cmdline=text(vm.cmdline),
     )
 
 
@@ -279,10 +323,11 @@ def network_xml(lab: Lab, network: Network) -> str:
     return _render_network(lab, network, _static_hosts(lab.vms).get(network.name, []))
 
 
-def domain_xml(lab: Lab, vm: Vm) -> str:
-    """The XML of one VM, ready for `virsh define`."""
+def domain_xml(lab: Lab, vm: Vm, *, domain_type: str = DEFAULT_DOMAIN_TYPE, pool: str | None = None) -> str:
+    """The XML of one VM, ready for `virsh define`. A VM with an image or a kernel
+    names its overlay and seed as volumes of `pool` (default: `default_pool(lab)`)."""
     return _template("domain.xml.j2").render(
-        **_common(lab), dom=_domain_view(lab, vm), topo_name=vm.name,
+        **_common(lab), dom=_domain_view(lab, vm, domain_type, pool), topo_name=vm.name,
         file=domain_path(vm).removeprefix("libvirt/"))
 
 
@@ -295,8 +340,14 @@ def readme(lab: Lab) -> str:
                 for n in managed_networks(lab)]
     domains = [(domain_path(v).removeprefix("libvirt/"), naming.libvirt_name(lab.name, v.name))
                for v in sorted(lab.vms, key=lambda v: v.name)]
+    volumes = [{"name": v.name, "overlay": overlay_volume(lab, v) if v.image else None,
+                # A shell word: the README's commands are meant to be pasted.
+                "image": shlex.quote(v.image) if v.image else None, "image_format": _disk_format(v.image) if v.image else None,
+                "seed": cloudinit.seed_volume(lab, v)}
+               for v in sorted(lab.vms, key=lambda v: v.name) if v.booted]
     return _template("README.txt.j2").render(
-        lab=lab.name, source=lab.file, networks=networks, domains=domains)
+        lab=lab.name, source=lab.file, networks=networks, domains=domains,
+        volumes=volumes, pool=default_pool(lab))
 
 
 def generate(lab: Lab) -> dict[str, str]:
