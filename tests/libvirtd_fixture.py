@@ -47,6 +47,20 @@ mount --bind "$T/cache" /var/cache/libvirt
 # A sysfs of this network namespace: libvirt reads and tunes bridges under
 # /sys/class/net and lists host interfaces from it; the machine's would show eth0.
 mount -t sysfs sysfs /sys
+# /dev/kvm exists on these machines but hangs when QEMU uses it: this daemon gets a
+# /dev without it (a copy of the device nodes, in its mount namespace only), so
+# libvirt finds no KVM and offers QEMU/TCG, which deploy picks from the domain
+# capabilities. A /dev/kvm it cannot use but can see (/dev/null bound over it) makes
+# libvirt re-probe QEMU on every define instead.
+if [ -e /dev/kvm ]; then
+    mkdir -p "$T/dev"
+    mount -t tmpfs -o mode=755 tmpfs "$T/dev"
+    cp -a /dev/. "$T/dev/" 2>/dev/null || true
+    rm -f "$T/dev/kvm"
+    mount --rbind /dev/pts "$T/dev/pts"
+    mount --rbind /dev/shm "$T/dev/shm" 2>/dev/null || true
+    mount --rbind "$T/dev" /dev
+fi
 ip link set lo up
 libvirtd --pid-file /run/libvirt/libvirtd.pid &
 daemon=$!

@@ -202,3 +202,13 @@ def test_isolated_and_host_only_nics_get_no_default_route() -> None:
                     defaults = [r for r in config["ethernets"][nic.name].get("routes", [])
                                 if IPv4Network(r["to"]).prefixlen == 0]
                     assert defaults == [], (case, vm.name, nic.name)
+
+
+def test_the_seed_iso_is_labelled_cidata_and_holds_the_three_files() -> None:
+    pytest.importorskip("pycdlib")
+    from topoc.deploy.seed import iso_image, read_iso
+
+    lab = compiled("guests")
+    files = cloudinit.seed(lab, _vm(lab, "web"))
+    label, read = read_iso(iso_image(files))
+    assert label == "cidata" and read == files

@@ -378,19 +378,26 @@ def _deploy_step(result: Compilation, step):  # type: ignore[no-untyped-def]
         fail_usage(str(e))
 
 
+# The storage pool for the VMs' overlays and seeds (VMs with an `image` or `kernel`).
+_pool_option = click.option("--pool", metavar="POOL", default=None,
+                            help="an existing storage pool for the VMs' overlay and seed volumes "
+                                 "(default: topoc creates the dir pool LAB-images)")
+
+
 @cli.command("plan")
 @click.argument("file")
 @_connect_option
 @_host_option
+@_pool_option
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
-def plan_command(file: str, uri: str, host: str | None, fmt: str) -> None:
+def plan_command(file: str, uri: str, host: str | None, pool: str | None, fmt: str) -> None:
     """Show what `deploy` would change on the libvirt connection (changes nothing)."""
     from topoc.deploy import engine as deploy
     from topoc.deploy.report import render_plan
 
     result, target = _deploy_session(file, uri)
     assert result.lab is not None
-    plan = _deploy_step(result, lambda: deploy.make_plan(result.lab, target, host=host))
+    plan = _deploy_step(result, lambda: deploy.make_plan(result.lab, target, host=host, pool=pool))
     if fmt == "json":
         document = plan.to_json()
         document["conflicts"] = [d.to_json() for d in plan.conflicts]
@@ -406,9 +413,11 @@ def plan_command(file: str, uri: str, host: str | None, fmt: str) -> None:
 @click.argument("file")
 @_connect_option
 @_host_option
+@_pool_option
 @click.option("--start-vms", is_flag=True, help="also start the lab's VMs")
 @click.option("--status", "show_status", is_flag=True, help="print the status afterwards, same connection")
-def deploy_command(file: str, uri: str, host: str | None, start_vms: bool, show_status: bool) -> None:
+def deploy_command(file: str, uri: str, host: str | None, pool: str | None, start_vms: bool,
+                   show_status: bool) -> None:
     """Check FILE, then define, autostart and start its networks and define its VMs.
     All or nothing: a failed step puts the host back as it was."""
     from topoc.deploy import engine as deploy
@@ -416,7 +425,8 @@ def deploy_command(file: str, uri: str, host: str | None, start_vms: bool, show_
 
     result, target = _deploy_session(file, uri)
     assert result.lab is not None
-    plan = _deploy_step(result, lambda: deploy.apply(result.lab, target, host=host, start_vms=start_vms))
+    plan = _deploy_step(result, lambda: deploy.apply(result.lab, target, host=host, start_vms=start_vms,
+                                                                 pool=pool))
     click.echo(render_applied(plan), nl=False)
     if show_status:
         rows = _deploy_step(result, lambda: deploy.status(result.lab, target, host=host))

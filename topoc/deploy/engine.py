@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterator
 
 from topoc.deploy import facts as dx
 from topoc.model import naming
-from topoc.backends.libvirt import domain_xml, network_xml
+from topoc.backends.libvirt import DEFAULT_DOMAIN_TYPE, domain_xml, network_xml
 from topoc.deploy.records import Owned, Record, RecordError, RecordStore, is_private_test_uri, records_for
 from topoc.diagnostics import Diagnostic, Severity, diagnostic, register
 from topoc.model.ir import Lab
@@ -41,6 +41,10 @@ CREATE, UPDATE, RECREATE, REMOVE, NOTHING = "create", "update", "recreate", "rem
 
 class DeployError(Exception):
     """libvirt or the host stands in the way: a message for people (exit code 2)."""
+
+
+class HostCommandError(Exception):
+    """A command run on the hypervisor itself (nft) failed: its stderr is the message."""
 
 
 class Refused(Exception):
@@ -94,6 +98,9 @@ class Target:
     conn: Any
     uri: str
     records: RecordStore
+    # How to run a command on the hypervisor of a local URI (nft for the lab's table):
+    # nothing for this machine; e.g. nsenter into the namespaces of a sandboxed daemon.
+    host_prefix: tuple[str, ...] = ()
 
     @property
     def private(self) -> bool:
@@ -118,7 +125,7 @@ def _libvirt_errors(target: Target, doing: str) -> Iterator[None]:
         yield
     except lv.libvirtError as e:
         raise DeployError(explain(e, target.uri, doing)) from None
-    except RecordError as e:
+    except (RecordError, HostCommandError) as e:
         raise DeployError(str(e)) from None
 
 
@@ -219,8 +226,10 @@ def hypervisor(lab: Lab, host: str | None) -> str | None:
     return used[0] if used else None
 
 
-def wanted(lab: Lab, host: str | None) -> list[Wanted]:
-    """The lab's networks, then its domains, on one host, as libvirt should have them."""
+def wanted(lab: Lab, host: str | None, *, domain_type: str = DEFAULT_DOMAIN_TYPE,
+           pool: str | None = None) -> list[Wanted]:
+    """The lab's networks, then its domains, on one host, as libvirt should have them
+    (domains of `domain_type`, their volumes in `pool`, default: the lab's own)."""
     out = []
     for network in sorted(lab.networks, key=lambda n: n.name):
         if network.managed and network.host == host:
@@ -231,7 +240,7 @@ def wanted(lab: Lab, host: str | None) -> list[Wanted]:
                               _known(network.address_span, network.span)))
     for vm in sorted(lab.vms, key=lambda v: v.name):
         if vm.host == host:
-            xml = domain_xml(lab, vm)
+            xml = domain_xml(lab, vm, domain_type=domain_type, pool=pool)
             out.append(Wanted(DOMAIN, naming.libvirt_name(lab.name, vm.name), xml,
                               dx.uuid_of(xml) or naming.object_uuid(lab.name, DOMAIN, vm.name),
                               vm.span, vm.span, vm.span))
@@ -277,7 +286,7 @@ class Journal:
         lv = _libvirt()
         try:
             result = do()
-        except lv.libvirtError as e:
+        except (lv.libvirtError, HostCommandError) as e:
             raise StepFailed(what, e) from None
         self.steps.append(what)
         if undo is not None:
@@ -293,6 +302,8 @@ class Journal:
                 undo()
             except lv.libvirtError as e:
                 problems.append(f"could not undo '{what}': {e.get_error_message() or e}")
+            except HostCommandError as e:
+                problems.append(f"could not undo '{what}': {e}")
         self._undo.clear()
         return problems
 
@@ -309,7 +320,9 @@ class Action:
     """One change of the plan and how to make it."""
 
     change: Change
-    order: int  # 0 domain removals, 1 network removals, 2 networks, 3 domains
+    # 0 domain removals, 1 network (and nft table) removals, 2 networks, then the pool,
+    # volumes and nft table (topoc.deploy.guests), 3 domains, 4 volume removals, 5 pool removal
+    order: int
     run: Callable[[Any, Journal], None]
 
 
@@ -594,15 +607,20 @@ def _subnet_users(subnet: IPv4Network, others: list[dx.NetworkFacts],
     return users
 
 
-def make_plan(lab: Lab, target: Target, *, host: str | None = None, start_vms: bool = False) -> Plan:
-    """What deploying the lab would change on the target, and what stands in the way."""
+def make_plan(lab: Lab, target: Target, *, host: str | None = None, start_vms: bool = False,
+              pool: str | None = None) -> Plan:
+    """What deploying the lab would change on the target, and what stands in the way.
+    `pool`: an existing storage pool for the guests' volumes (default: the lab's own)."""
+    from topoc.deploy import guests
+
     host = hypervisor(lab, host)
     with _libvirt_errors(target, "read the host's networks and domains"):
         record = target.records.load(lab.name)
         networks, domains = _live_networks(target.conn), _live_domains(target.conn)
         interfaces, note = _host_interfaces(target.conn)
+        domain_type = guests.domain_type(target) if lab.vms else DEFAULT_DOMAIN_TYPE
     plan = Plan(lab.name, target.uri, host, record=record, notes=[note] if note else [])
-    objects = wanted(lab, host)
+    objects = wanted(lab, host, domain_type=domain_type, pool=pool)
     creating: list[Wanted] = []
     for w in objects:
         live = (networks if w.kind == NETWORK else domains).get(w.name)
@@ -619,6 +637,10 @@ def make_plan(lab: Lab, target: Target, *, host: str | None = None, start_vms: b
     lab_bridges = {dx.network_facts(networks[n].xml).bridge for n in owned_live}
     _preflight(plan, creating, others, [i for i in interfaces if i.name not in lab_bridges], target)
     plan.final = _final_record(record, objects, _all_lab_names(lab))
+    with _libvirt_errors(target, "read the host's storage"):
+        made = guests.plan_guests(plan, lab, target, record, host, pool)
+    # The same dicts: a pool's UUID, known once it is defined, lands in the final record.
+    plan.final.pools, plan.final.volumes, plan.final.tables = made.pools, made.volumes, made.tables
     return plan
 
 
@@ -654,7 +676,7 @@ def _pending_record(record: Record, plan: Plan) -> Record:
     XML yet) so that, were topoc killed half-way, the next run knows they are its own."""
     pending = record.copy()
     assert plan.final is not None
-    for kind in (NETWORK, DOMAIN):
+    for kind in (NETWORK, DOMAIN, "pool", "volume", "table"):
         for name, owned in plan.final.of_kind(kind).items():
             pending.of_kind(kind).setdefault(name, Owned(owned.uuid, None))
     return pending
@@ -663,11 +685,12 @@ def _pending_record(record: Record, plan: Plan) -> Record:
 # --- apply, status, destroy ------------------------------------------------------------
 
 
-def apply(lab: Lab, target: Target, *, host: str | None = None, start_vms: bool = False) -> Plan:
+def apply(lab: Lab, target: Target, *, host: str | None = None, start_vms: bool = False,
+          pool: str | None = None) -> Plan:
     """Make the target hold the lab; raise Refused (nothing changed) or DeployError
     (after putting back everything this run changed)."""
     with _libvirt_errors(target, "lock the lab"), target.records.lock(lab.name):
-        plan = make_plan(lab, target, host=host, start_vms=start_vms)
+        plan = make_plan(lab, target, host=host, start_vms=start_vms, pool=pool)
         if plan.conflicts:
             raise Refused(plan.conflicts)
         assert plan.record is not None and plan.final is not None
@@ -798,6 +821,10 @@ def destroy(lab_name: str, target: Target) -> tuple[list[Change], list[str]]:
                     continue
                 actions.append(Action(Change(REMOVE, kind, name, "running" if live.active else "defined"),
                                       order, remove(live)))
+        from topoc.deploy import guests
+
+        actions += guests.destroy_actions(record, target, left_alone)
+        actions.sort(key=lambda a: a.order)
         if actions or not record.empty:
             _run(target, record, record, Record(lab_name, target.uri), actions)
         return [a.change for a in actions], left_alone
