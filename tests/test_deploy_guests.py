@@ -6,6 +6,7 @@ destroy leaves no volume, pool or table behind and the base image untouched."""
 from __future__ import annotations
 
 import hashlib
+import time
 import subprocess
 import uuid
 import xml.etree.ElementTree as ET
@@ -181,15 +182,17 @@ def test_deploy_makes_overlays_seeds_and_the_table_and_destroy_removes_them(libv
     moved = compile_lab(tmp_path, lab_text(base, kernel, "10.62.1.20"), "moved.topo")
     old_seed, new_seed = cloudinit.seed_volume(lab, web), cloudinit.seed_volume(moved, moved.node("web"))
     changes = {(c.action, c.kind, c.name) for c in deploy.make_plan(moved, target).changes}
+    rule = (f"FORWARD -o gn{RUN} -d 10.62.1.{{}} -p tcp --dport 22 -m conntrack --ctstate DNAT -j ACCEPT")
     assert changes == {("create", "volume", f"{POOL}/{new_seed}"), ("update", "domain", f"{LAB}-web"),
-                       ("remove", "volume", f"{POOL}/{old_seed}"), ("update", "table", f"inet topoc_{LAB}")}
+                       ("remove", "volume", f"{POOL}/{old_seed}"), ("update", "table", f"inet topoc_{LAB}"),
+                       ("create", "iptables-rule", rule.format(20)), ("remove", "iptables-rule", rule.format(10))}
     deploy.apply(moved, target)
     assert new_seed in _volumes(target.conn) and old_seed not in _volumes(target.conn)
     assert "dnat ip to 10.62.1.20:22" in (_table(libvirtd, moved) or "")
 
     removed, left_alone = deploy.destroy(LAB, target)
     assert left_alone == []
-    assert {c.kind for c in removed} == {"domain", "network", "volume", "pool", "table"}
+    assert {c.kind for c in removed} == {"domain", "network", "volume", "pool", "table", "iptables-rule"}
     assert _volumes(target.conn) == {}
     assert POOL not in {p.name() for p in target.conn.listAllStoragePools(0)}
     assert not (libvirtd.root / "lib" / "images" / POOL).exists()
@@ -242,3 +245,60 @@ def test_an_image_on_this_machine_is_uploaded_to_a_remote_host(libvirtd, target,
     assert overlay.findtext("backingStore/path") == f"/var/lib/libvirt/images/{POOL}/{copy}"
     deploy.destroy(LAB, target)
     assert _volumes(target.conn) == {}
+
+
+def test_a_deployed_forward_reaches_the_guest_through_libvirts_firewall(libvirtd, target, files, tmp_path):
+    """Real traffic: a namespace standing in for VM web on the lab's bridge listens on
+    port 22, a client on another link of the daemon's namespace connects to the host's
+    port 2222. libvirt's own LIBVIRT_FWI rejects a new connection into a nat network,
+    so this passes only with the FORWARD accept deploy inserts next to its nft table."""
+    for tool in ("ip", "nc", "iptables"):
+        require_tool(tool)
+    base, kernel = files
+    lab = compile_lab(tmp_path, lab_text(base, kernel))
+    deploy.apply(lab, target)
+    rules = subprocess.run(["nsenter", "-t", str(libvirtd.init_pid), "-n", "iptables", "-S", "FORWARD"],
+                           capture_output=True, text=True, check=True).stdout
+    assert f"topoc {LAB}: forward tcp 2222 to web:22" in rules.splitlines()[1], "first in FORWARD"
+    host = ["nsenter", "-t", str(libvirtd.init_pid), "-n"]
+    guest, client = f"tg{RUN}", f"tc{RUN}"
+
+    def run(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(list(argv), capture_output=True, text=True, check=check, timeout=30)
+
+    try:
+        run("ip", "netns", "add", guest)
+        run("ip", "netns", "add", client)
+        run(*host, "ip", "link", "add", f"vg{RUN}", "type", "veth", "peer", "name", "eth0")
+        run(*host, "ip", "link", "set", f"vg{RUN}", "master", f"gn{RUN}", "up")
+        run(*host, "ip", "link", "set", "eth0", "netns", guest)
+        run("ip", "-n", guest, "addr", "add", "10.62.1.10/24", "dev", "eth0")
+        run("ip", "-n", guest, "link", "set", "eth0", "up")
+        run("ip", "-n", guest, "route", "add", "default", "via", "10.62.1.1")
+        run(*host, "ip", "link", "add", f"vc{RUN}", "type", "veth", "peer", "name", "eth0")
+        run(*host, "ip", "addr", "add", "192.0.2.1/24", "dev", f"vc{RUN}")
+        run(*host, "ip", "link", "set", f"vc{RUN}", "up")
+        run(*host, "ip", "link", "set", "eth0", "netns", client)
+        run("ip", "-n", client, "addr", "add", "192.0.2.2/24", "dev", "eth0")
+        run("ip", "-n", client, "link", "set", "eth0", "up")
+        listener = subprocess.Popen(["ip", "netns", "exec", guest, "timeout", "20", "nc", "-l", "-p", "22"],
+                                    stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        try:
+            connected = False
+            for _ in range(20):  # the bridge port forwards at once (delay 0); the listener may lag
+                if run("ip", "netns", "exec", client, "nc", "-z", "-w", "2", "192.0.2.1", "2222",
+                       check=False).returncode == 0:
+                    connected = True
+                    break
+                time.sleep(0.25)
+            assert connected, "the forward did not reach the guest's port 22"
+        finally:
+            listener.kill()
+            listener.wait()
+    finally:
+        for ns in (guest, client):
+            run("ip", "netns", "del", ns, check=False)
+    deploy.destroy(LAB, target)
+    rules = subprocess.run(["nsenter", "-t", str(libvirtd.init_pid), "-n", "iptables", "-S", "FORWARD"],
+                           capture_output=True, text=True, check=True).stdout
+    assert f"topoc {LAB}" not in rules

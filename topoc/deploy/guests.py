@@ -15,7 +15,8 @@ pool, each booted VM's overlay and seed volumes, and the lab's nft table on the 
 - The host's nft table: the host backend's `topoc.nft`, which carries what libvirt has
   no element for (the port forwards), loaded with `nft -f` and undone with `nft delete
   table`, on a local URI only (a remote host's firewall is refused with a diagnostic,
-  never silently skipped).
+  never silently skipped); and, for a forward into a network libvirt firewalls, an
+  accept in iptables' FORWARD chain ahead of libvirt's own rules (see below).
 
 Every object made is recorded (topoc.deploy.records) and removed by destroy; a base
 image is never written nor removed. Each step runs in the engine's Journal with its undo.
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shlex
 import subprocess
 from dataclasses import dataclass
 from pathlib import PurePath
@@ -43,6 +45,7 @@ from topoc.deploy.seed import SeedError, iso_image
 from topoc.diagnostics import Severity, diagnostic, register
 from topoc.front.span import UNKNOWN, Span
 from topoc.model.ir import Lab, Vm
+from topoc.model.topology import FIREWALLED_MODES, dnat_target
 
 POOL, VOLUME, TABLE = "pool", "volume", "table"
 
@@ -486,6 +489,85 @@ def _delete_table(target: Target, key: str) -> None:
     _checked(target, "nft", "delete", "table", family, name)
 
 
+# --- libvirt's own forward rules ------------------------------------------------------------
+#
+# libvirt 9 puts its firewall for a nat or routed network in iptables' filter table
+# (chain LIBVIRT_FWI, jumped to from FORWARD): into the bridge it accepts only replies
+# (nat) or what comes from `via` (routed), and rejects the rest
+# (https://libvirt.org/firewall.html). A reject in any table is final, so the accept of
+# a DNATed connection in the lab's own nft table cannot let it through; libvirt's way is
+# an accept in FORWARD ahead of its chains (https://wiki.libvirt.org/Networking.html,
+# "Forwarding Incoming Connections"). Deploy inserts one per forward, for exactly the
+# connections the lab's prerouting rule DNATed (conntrack state DNAT), and deletes it
+# again on undo and destroy.
+IPTABLES_KEY = "iptables FORWARD "
+
+
+def forward_accepts(lab: Lab, host: str | None) -> list[list[str]]:
+    """The iptables FORWARD rule specs (without -I/-D) for the lab's forwards on `host`
+    into networks libvirt firewalls."""
+    specs = []
+    for fwd in sorted(lab.forwards, key=lambda f: (f.protocol, f.port, f.vm, f.vm_port)):
+        vm = lab.node(fwd.vm)
+        if not isinstance(vm, Vm) or vm.host != host:
+            continue
+        target = dnat_target(lab, fwd)
+        if target is None or target[1].mode not in FIREWALLED_MODES or target[1].bridge is None:
+            continue
+        address, network = target
+        specs.append(["-o", network.bridge, "-d", str(address), "-p", fwd.protocol,
+                      "--dport", str(fwd.vm_port), "-m", "conntrack", "--ctstate", "DNAT",
+                      "-m", "comment", "--comment", f"topoc {lab.name}: forward {fwd.protocol} {fwd.port} "
+                      f"to {fwd.vm}:{fwd.vm_port}", "-j", "ACCEPT"])
+    return specs
+
+
+def _rule_key(spec: list[str]) -> str:
+    return IPTABLES_KEY + shlex.join(spec)
+
+
+def _rule_spec(key: str) -> list[str]:
+    return shlex.split(key.removeprefix(IPTABLES_KEY))
+
+
+RULE = "iptables-rule"
+
+
+def _rule_name(spec: list[str]) -> str:
+    """The rule as the plan names it: its spec without the comment."""
+    i = spec.index("--comment")
+    return "FORWARD " + shlex.join(spec[:i - 2] + spec[i + 2:])
+
+
+def _rule_exists(target: Target, spec: list[str]) -> bool:
+    return host_command(target, "iptables", "-w", "-C", "FORWARD", *spec).returncode == 0
+
+
+def _insert_rule(target: Target, spec: list[str]) -> None:
+    _checked(target, "iptables", "-w", "-I", "FORWARD", "1", *spec)
+
+
+def _delete_rule(target: Target, spec: list[str]) -> None:
+    _checked(target, "iptables", "-w", "-D", "FORWARD", *spec)
+
+
+def _plan_forward_accepts(plan: Plan, lab: Lab, target: Target, record: Record, host: str | None,
+                          owned: Record) -> None:
+    for spec in forward_accepts(lab, host):
+        key = _rule_key(spec)
+        owned.tables[key] = Owned("rule", None)
+        if key in record.tables and _rule_exists(target, spec):
+            plan.in_sync.append(Change(NOTHING, RULE, _rule_name(spec), "in sync"))
+            continue
+        comment = spec[spec.index("--comment") + 1]
+        plan.actions.append(Action(
+            Change(CREATE, RULE, _rule_name(spec),
+                   f"accept the DNATed connection ahead of libvirt's LIBVIRT_FWI ({comment})"),
+            ORDER_MAKE, lambda conn, journal, spec=spec: journal.run(
+                f"insert iptables FORWARD rule: {spec[spec.index('--comment') + 1]}",
+                lambda: _insert_rule(target, spec), lambda: _delete_rule(target, spec))))
+
+
 def _plan_table(plan: Plan, lab: Lab, target: Target, record: Record, host: str | None,
                 owned: Record) -> None:
     key = _table_key(lab)
@@ -528,15 +610,33 @@ def _plan_table(plan: Plan, lab: Lab, target: Target, record: Record, host: str 
                                        lambda conn, journal: journal.run(
                                            f"load nft table {key}", lambda: _load_table(target, text),
                                            lambda: _delete_table(target, key))))
+        _plan_forward_accepts(plan, lab, target, record, host, owned)
     for old_key in sorted(record.tables):
         if old_key not in owned.tables and not target.private and is_local(target.uri) \
-                and _table_exists(target, old_key):
-            plan.actions.append(Action(Change(REMOVE, TABLE, old_key, "the file has no forward left"),
+                and _owned_exists(target, old_key):
+            plan.actions.append(Action(Change(REMOVE, *_shown(old_key), "the file no longer has it"),
                                        ORDER_TABLE_REMOVE, _remove_table(target, old_key, record.tables[old_key])))
 
 
+def _shown(key: str) -> tuple[str, str]:
+    """(kind, name) of a recorded table or rule, as the plan shows it."""
+    return (RULE, _rule_name(_rule_spec(key))) if key.startswith(IPTABLES_KEY) else (TABLE, key)
+
+
+def _owned_exists(target: Target, key: str) -> bool:
+    if key.startswith(IPTABLES_KEY):
+        return _rule_exists(target, _rule_spec(key))
+    return _table_exists(target, key)
+
+
 def _remove_table(target: Target, key: str, previous: Owned) -> Callable[[Any, Journal], None]:
+    """Remove the nft table, or one of the iptables FORWARD rules, deploy made."""
     def run(conn: Any, journal: Journal) -> None:
+        if key.startswith(IPTABLES_KEY):
+            spec = _rule_spec(key)
+            journal.run(f"delete iptables FORWARD rule {spec[spec.index('--comment') + 1]}",
+                        lambda: _delete_rule(target, spec), lambda: _insert_rule(target, spec))
+            return
         journal.run(f"delete nft table {key}", lambda: _delete_table(target, key),
                     (lambda: _load_table(target, previous.xml or "")) if previous.xml else None)
     return run
@@ -567,8 +667,9 @@ def destroy_actions(record: Record, target: Target, left_alone: list[str]) -> li
         if target.private or not is_local(target.uri):
             left_alone.append(f"nft table {key}: not on this machine; remove it there with `nft delete table {key}`")
             continue
-        if _table_exists(target, key):
-            actions.append(Action(Change(REMOVE, TABLE, key, "the lab's nft table"), ORDER_TABLE_REMOVE,
+        if _owned_exists(target, key):
+            what = "an iptables FORWARD rule of the lab" if key.startswith(IPTABLES_KEY) else "the lab's nft table"
+            actions.append(Action(Change(REMOVE, *_shown(key), what), ORDER_TABLE_REMOVE,
                                   _remove_table(target, key, record.tables[key])))
     return actions
 
