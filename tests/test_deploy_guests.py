@@ -177,6 +177,9 @@ def test_deploy_makes_overlays_seeds_and_the_table_and_destroy_removes_them(libv
 
     # Again: nothing to do.
     assert deploy.make_plan(lab, target).changes == []
+    rows = {(r.kind, r.name): r for r in deploy.status(lab, target)}
+    assert rows[("pool", POOL)].active and rows[("table", f"inet topoc_{LAB}")].defined
+    assert all(rows[("volume", f"{POOL}/{s}")].defined for s in seeds)
 
     # A new address: a new seed (and so a changed domain); the old seed goes.
     moved = compile_lab(tmp_path, lab_text(base, kernel, "10.62.1.20"), "moved.topo")

@@ -799,6 +799,9 @@ def status(lab: Lab, target: Target, *, host: str | None = None) -> list[ObjectS
                     note = ("on another host of the lab" if name in _all_lab_names(lab)
                             else "no longer in the file: the next deploy or destroy removes it")
                     result.append(_object_status(kind, name, found, True, note))
+        from topoc.deploy import guests
+
+        result += guests.status_rows(record, target)
     return result
 
 

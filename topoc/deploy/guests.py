@@ -642,6 +642,34 @@ def _remove_table(target: Target, key: str, previous: Owned) -> Callable[[Any, J
     return run
 
 
+# --- status ---------------------------------------------------------------------------------
+
+
+def status_rows(record: Record, target: Target) -> list[engine.ObjectStatus]:
+    """The pool, volumes, nft table and iptables rules the lab made, as the host has them."""
+    rows: list[engine.ObjectStatus] = []
+    live = _live_storage(target) if (record.volumes or record.pools) else _Live({}, {})
+    for name in sorted(record.pools):
+        pool = live.pools.get(name)
+        rows.append(engine.ObjectStatus(POOL, name, pool is not None, bool(pool and pool.isActive()),
+                                        bool(pool and pool.autostart()), pool is not None,
+                                        note="" if pool else "gone from the host"))
+    for key in sorted(record.volumes):
+        pool_name, _, name = key.partition("/")
+        there = name in live.volumes.get(pool_name, set())
+        rows.append(engine.ObjectStatus(VOLUME, key, there, there, False, there,
+                                        note=record.volumes[key].xml or "" if there else "gone from the host"))
+    for key in sorted(record.tables):
+        kind, name = _shown(key)
+        if target.private or not is_local(target.uri):
+            rows.append(engine.ObjectStatus(kind, name, False, False, False, True, note="not on this machine"))
+            continue
+        there = _owned_exists(target, key)
+        rows.append(engine.ObjectStatus(kind, name, there, there, False, there,
+                                        note="" if there else "gone from the host"))
+    return rows
+
+
 # --- destroy ------------------------------------------------------------------------------
 
 
