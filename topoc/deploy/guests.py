@@ -344,6 +344,12 @@ def _plan_storage(plan: Plan, lab: Lab, target: Target, record: Record, host: st
                 continue
             owned.volumes[key] = record.volumes[key]
             plan.in_sync.append(Change(NOTHING, VOLUME, key, "in sync"))
+            made_from = record.volumes[key].xml
+            if w.role == "overlay" and made_from is not None and made_from != w.describe:
+                # The guest's disk lives in the overlay: never replaced behind its back.
+                plan.notes.append(f"note: volume {key} stays as it is ({made_from}); the file now says "
+                                  f"{w.describe.split(' (')[0]}: destroy the lab, or delete the volume, "
+                                  "to start the VM from the new image")
             continue
         owned.volumes[key] = Owned(w.role, w.describe)
         plan.actions.append(Action(Change(CREATE, VOLUME, key, w.describe), ORDER_MAKE,
