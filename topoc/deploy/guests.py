@@ -28,9 +28,10 @@ import hashlib
 import os
 import shlex
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import PurePath
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import urlsplit
 from xml.sax.saxutils import escape, quoteattr
 
@@ -38,8 +39,18 @@ from topoc.backends import cloudinit
 from topoc.backends.host import host_artifacts, table_name
 from topoc.backends.libvirt import DEFAULT_DOMAIN_TYPE, default_pool, overlay_volume
 from topoc.deploy import engine
-from topoc.deploy.engine import (CREATE, NOTHING, REMOVE, UPDATE, Action, Change, HostCommandError, Journal,
-                                 Plan, Target)
+from topoc.deploy.engine import (
+    CREATE,
+    NOTHING,
+    REMOVE,
+    UPDATE,
+    Action,
+    Change,
+    HostCommandError,
+    Journal,
+    Plan,
+    Target,
+)
 from topoc.deploy.records import Owned, Record
 from topoc.deploy.seed import SeedError, iso_image
 from topoc.diagnostics import Severity, diagnostic, register
@@ -92,8 +103,9 @@ def host_command(target: Target, *argv: str, stdin: str | None = None) -> subpro
     """Run a command on the hypervisor: here, for a local URI (prefixed by
     target.host_prefix, e.g. nsenter into the namespace a sandboxed daemon runs in)."""
     try:
+        # check=False: the callers read the exit status (nft list's says "no such table").
         return subprocess.run([*target.host_prefix, *argv], input=stdin, capture_output=True,
-                              text=True, timeout=60)
+                              text=True, timeout=60, check=False)
     except (OSError, subprocess.TimeoutExpired) as e:
         raise HostCommandError(f"{argv[0]}: {e}") from None
 
@@ -521,10 +533,10 @@ def forward_accepts(lab: Lab, host: str | None) -> list[list[str]]:
         if target is None or target[1].mode not in FIREWALLED_MODES or target[1].bridge is None:
             continue
         address, network = target
+        comment = f"topoc {lab.name}: forward {fwd.protocol} {fwd.port} to {fwd.vm}:{fwd.vm_port}"
         specs.append(["-o", network.bridge, "-d", str(address), "-p", fwd.protocol,
                       "--dport", str(fwd.vm_port), "-m", "conntrack", "--ctstate", "DNAT",
-                      "-m", "comment", "--comment", f"topoc {lab.name}: forward {fwd.protocol} {fwd.port} "
-                      f"to {fwd.vm}:{fwd.vm_port}", "-j", "ACCEPT"])
+                      "-m", "comment", "--comment", comment, "-j", "ACCEPT"])
     return specs
 
 
