@@ -270,7 +270,8 @@ def _host_nic_on(lab: Lab, vm: Vm, network: str) -> str:
                      f"host `{vm.host}` has no nic there to attach it to")
 
 
-def _domain_view(lab: Lab, vm: Vm, domain_type: str, pool: str | None) -> DomainView:
+def _domain_view(lab: Lab, vm: Vm, domain_type: str, pool: str | None,
+                 seed: str | None = None) -> DomainView:
     def text(value: str | None) -> Markup | None:
         return _exact_attribute(value) if value is not None else None
 
@@ -286,7 +287,7 @@ def _domain_view(lab: Lab, vm: Vm, domain_type: str, pool: str | None) -> Domain
         interfaces=tuple(_interface_view(lab, vm, nic) for nic in vm.nics),
         pool=pool if vm.booted else None,
         overlay_volume=overlay_volume(lab, vm) if vm.image else None,
-        seed_volume=cloudinit.seed_volume(lab, vm) if vm.booted else None,
+        seed_volume=(seed or cloudinit.seed_volume(lab, vm)) if vm.booted else None,
         kernel=text(vm.kernel),
         initrd=text(vm.initrd),
         cmdline=text(vm.cmdline),
@@ -323,11 +324,13 @@ def network_xml(lab: Lab, network: Network) -> str:
     return _render_network(lab, network, _static_hosts(lab.vms).get(network.name, []))
 
 
-def domain_xml(lab: Lab, vm: Vm, *, domain_type: str = DEFAULT_DOMAIN_TYPE, pool: str | None = None) -> str:
+def domain_xml(lab: Lab, vm: Vm, *, domain_type: str = DEFAULT_DOMAIN_TYPE, pool: str | None = None,
+               seed: str | None = None) -> str:
     """The XML of one VM, ready for `virsh define`. A VM with an image or a kernel
-    names its overlay and seed as volumes of `pool` (default: `default_pool(lab)`)."""
+    names its overlay and seed as volumes of `pool` (default: `default_pool(lab)`);
+    `seed`, the seed's volume name when the caller has it already."""
     return _template("domain.xml.j2").render(
-        **_common(lab), dom=_domain_view(lab, vm, domain_type, pool), topo_name=vm.name,
+        **_common(lab), dom=_domain_view(lab, vm, domain_type, pool, seed), topo_name=vm.name,
         file=domain_path(vm).removeprefix("libvirt/"))
 
 
@@ -335,7 +338,7 @@ def managed_networks(lab: Lab) -> list[Network]:
     return sorted((n for n in lab.networks if n.managed), key=lambda n: n.name)
 
 
-def readme(lab: Lab) -> str:
+def readme(lab: Lab, seeds: dict[str, str] | None = None) -> str:
     networks = [(network_path(n).removeprefix("libvirt/"), naming.libvirt_name(lab.name, n.name))
                 for n in managed_networks(lab)]
     domains = [(domain_path(v).removeprefix("libvirt/"), naming.libvirt_name(lab.name, v.name))
@@ -343,7 +346,7 @@ def readme(lab: Lab) -> str:
     volumes = [{"name": v.name, "overlay": overlay_volume(lab, v) if v.image else None,
                 # A shell word: the README's commands are meant to be pasted.
                 "image": shlex.quote(v.image) if v.image else None, "image_format": _disk_format(v.image) if v.image else None,
-                "seed": cloudinit.seed_volume(lab, v)}
+                "seed": (seeds or {}).get(v.name) or cloudinit.seed_volume(lab, v)}
                for v in sorted(lab.vms, key=lambda v: v.name) if v.booted]
     return _template("README.txt.j2").render(
         lab=lab.name, source=lab.file, networks=networks, domains=domains,
@@ -355,7 +358,9 @@ def generate(lab: Lab) -> dict[str, str]:
     hosts = _static_hosts(lab.vms)  # indexed once: a lab may have thousands of VMs
     artifacts = {network_path(n): _render_network(lab, n, hosts.get(n.name, []))
                  for n in managed_networks(lab)}
+    # Each seed's name hashes its contents: made once per VM, for its domain and the README.
+    seeds = {vm.name: cloudinit.seed_volume(lab, vm) for vm in lab.vms if vm.booted}
     for vm in sorted(lab.vms, key=lambda v: v.name):
-        artifacts[domain_path(vm)] = domain_xml(lab, vm)
-    artifacts[README_PATH] = readme(lab)
+        artifacts[domain_path(vm)] = domain_xml(lab, vm, seed=seeds.get(vm.name))
+    artifacts[README_PATH] = readme(lab, seeds)
     return artifacts
