@@ -484,7 +484,10 @@ def _table_key(lab: Lab) -> str:
 
 def needs_host_table(lab: Lab, host: str | None) -> list[str]:
     """What in the lab only the host's own nft table can do (libvirt has no element for
-    it), as phrases for the plan: the port forwards to VMs on this host."""
+    it), as phrases for the plan: the port forwards to VMs on this host. (Anything else
+    the host backend puts in topoc.nft that libvirt does not do itself belongs here too,
+    so that deploy loads the table for it; the rest of the table mirrors libvirt's own
+    rules, which libvirt installs anyway.)"""
     found = []
     for fwd in lab.forwards:
         vm = lab.node(fwd.vm)
