@@ -60,6 +60,9 @@ if [ -e /dev/kvm ]; then
     mount --rbind /dev/pts "$T/dev/pts"
     mount --rbind /dev/shm "$T/dev/shm" 2>/dev/null || true
     mount --rbind "$T/dev" /dev
+    # libvirt would give each QEMU a private /dev by moving /dev's submounts, which a
+    # /dev that is itself a bind mount does not allow: QEMU shares this one instead.
+    printf 'namespaces = []\n' >> "$T/etc/qemu.conf"
 fi
 ip link set lo up
 libvirtd --pid-file /run/libvirt/libvirtd.pid &
