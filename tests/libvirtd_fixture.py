@@ -15,6 +15,7 @@ in a finally block, so also when a test fails.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -44,6 +45,13 @@ mount --bind "$T/lib" /var/lib/libvirt
 mount --bind "$T/etc" /etc/libvirt
 mount --bind "$T/log" /var/log/libvirt
 mount --bind "$T/cache" /var/cache/libvirt
+# QEMU's capabilities as an earlier daemon of this machine probed them ($2, when there
+# is one): libvirt keeps a cached probe while QEMU, libvirtd and the host are unchanged,
+# so this daemon does not probe QEMU again (about a second per daemon).
+if [ -n "${2:-}" ] && [ -d "$2" ]; then
+    mkdir -p "$T/cache/qemu/capabilities"
+    cp -a "$2/." "$T/cache/qemu/capabilities/"
+fi
 # A sysfs of this network namespace: libvirt reads and tunes bridges under
 # /sys/class/net and lists host interfaces from it; the machine's would show eth0.
 mount -t sysfs sysfs /sys
@@ -70,6 +78,11 @@ daemon=$!
 trap 'kill -TERM "$daemon"' TERM INT
 wait "$daemon"
 """
+
+# Where the QEMU capabilities a daemon probed are kept for the next one (outside the
+# checkout; per machine, like libvirt's own /var/cache/libvirt).
+CAPABILITIES_CACHE = (Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+                      / "topoc-tests" / "libvirt-qemu-capabilities")
 
 STARTUP_TIMEOUT = 20.0
 STOP_TIMEOUT = 10.0
@@ -151,7 +164,7 @@ def _start(root: Path) -> tuple[subprocess.Popen, int]:
     log = open(root / "libvirtd.log", "wb")
     process = subprocess.Popen(
         ["unshare", "--net", "--mount", "--pid", "--fork", "--mount-proc", "--propagation", "private",
-         "--kill-child", "sh", str(script), str(root)],
+         "--kill-child", "sh", str(script), str(root), str(CAPABILITIES_CACHE)],
         stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
     log.close()
     return process, process.pid
@@ -192,3 +205,18 @@ def libvirtd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Libvirtd]:
         yield daemon
     finally:
         _stop(process, init_pid)
+        _keep_capabilities(root / "cache" / "qemu" / "capabilities")
+
+
+def _keep_capabilities(probed: Path) -> None:
+    """Keep the first probe for later daemons: copied aside, then renamed into place in
+    one step, so a daemon starting meanwhile sees all of it or nothing."""
+    if CAPABILITIES_CACHE.exists() or not any(probed.glob("*.xml")):
+        return
+    CAPABILITIES_CACHE.parent.mkdir(parents=True, exist_ok=True)
+    staging = CAPABILITIES_CACHE.with_name(f".{CAPABILITIES_CACHE.name}.{os.getpid()}")
+    shutil.copytree(probed, staging)
+    try:
+        os.rename(staging, CAPABILITIES_CACHE)
+    except OSError:  # another run kept its probe first: that one is as good
+        shutil.rmtree(staging, ignore_errors=True)
