@@ -2,6 +2,7 @@
 #
 #   make demo   compile every example into output/ (and deploy one on test:///default)
 #   make test   run the whole test suite
+#   make e2e    boot Debian cloud-init guests and prove a lab inside them (slow)
 #
 # Both set everything up on first use, on a fresh Debian machine as root: the system
 # packages below through apt, then a virtualenv at .venv with topoc installed editable.
@@ -16,9 +17,12 @@ BIN := $(VENV)/bin
 # qemu-system-x86: qemu:///system defines no domain without an emulator to probe;
 # qemu-utils: libvirt's storage driver runs qemu-img to make the VMs' qcow2 overlays;
 # netplan.io: its parser (`netplan generate`) checks every generated network-config.
+# openssh-server (sshd) and openssh-client: the multi-host tests reach two sandboxed
+# libvirtds through qemu+ssh:// and run host-level steps over the same ssh.
 SYSTEM_PACKAGES := libvirt-clients libvirt-dev pkg-config libvirt-daemon-system \
 	dnsmasq-base nftables shellcheck graphviz iproute2 libxml2-utils procps \
-	iputils-ping fping netcat-openbsd gcc python3-dev qemu-system-x86 qemu-utils netplan.io
+	iputils-ping fping netcat-openbsd gcc python3-dev qemu-system-x86 qemu-utils netplan.io \
+	openssh-server openssh-client
 
 SYSTEM_STAMP := $(VENV)/.system-packages
 PYTHON_STAMP := $(VENV)/.installed
@@ -26,7 +30,11 @@ PYTHON_STAMP := $(VENV)/.installed
 # Mermaid's own parser (npm), so the tests check every Mermaid diagram with it.
 MERMAID_STAMP := tests/mermaid/node_modules/.installed
 
-.PHONY: setup demo test bench clean
+# `make e2e` only: mmdebstrap builds the Debian guest image from the machine's apt
+# sources, mke2fs (e2fsprogs) packs it, qemu-img (qemu-utils) makes each guest's overlay.
+E2E_PACKAGES := mmdebstrap e2fsprogs qemu-utils
+
+.PHONY: setup demo test e2e bench clean
 
 setup: $(PYTHON_STAMP)
 
@@ -50,6 +58,10 @@ $(MERMAID_STAMP): tests/mermaid/package-lock.json
 
 test: setup $(MERMAID_STAMP)
 	$(BIN)/python -m pytest
+
+e2e: setup
+	@bash scripts/install-system-packages.sh $(E2E_PACKAGES)
+	TOPOC_E2E=1 $(BIN)/python -m pytest -s tests/test_e2e_debian.py
 
 bench: setup
 	$(BIN)/python bench/run.py

@@ -13,9 +13,36 @@ echo
 echo "Built into output/: each lab's libvirt/README.txt lists the virsh steps to apply it."
 # The README's pictures: the same bytes on every run, so git sees no change.
 for lab in nat mixed; do .venv/bin/topoc graph "examples/$lab.topo" -o "docs/$lab.png" || status=1; done
-# Deploy one lab to libvirt's in-memory test driver (no daemon) and show its status.
-# That host lives only as long as one command, so deploy and status run in one.
+
+# Deploy one lab to libvirt's in-memory test driver (no daemon), one command at a time,
+# as on a real host: topoc keeps test:///default's host between commands in its state
+# folder. It starts from libvirt's own default host.
+step() {
+    echo
+    echo "== topoc $*"
+    .venv/bin/topoc "$@" || status=1
+}
+mkdir -p output/demo
+cp examples/nat.topo output/demo/nat.topo
+lab=output/demo/nat.topo
+step reset-test-host
+step deploy "$lab"
+step status "$lab"
+# An edit: a third VM on the NAT network, with a static address.
+cat >> "$lab" <<'EOF'
+
+vm vm2 on kvm1 {
+    memory 512MiB
+    nic eth0 on natnet address 188.64.100.4
+}
+EOF
 echo
-echo "== topoc deploy examples/nat.topo --status  (test:///default)"
-.venv/bin/topoc deploy examples/nat.topo --status || status=1
+echo "== (edit: $lab gains vm2 on natnet, address 188.64.100.4)"
+step plan "$lab"
+step deploy "$lab"
+step plan "$lab"
+step destroy "$lab"
+# And back the other way: what the test host has, as a .topo file.
+step import --lab testhost
+step reset-test-host
 exit $status

@@ -104,3 +104,10 @@ def verify_environment(monkeypatch: pytest.MonkeyPatch):
     yield
     assert verify_namespaces() == before, "verify left network namespaces behind"
 
+
+
+@pytest.fixture(autouse=True)
+def _own_state_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test its own topoc state folder: test:///default is kept there between topoc
+    commands (topoc.deploy.testhost), so without this, tests would see each other's labs."""
+    monkeypatch.setenv("TOPOC_STATE_DIR", str(tmp_path_factory.mktemp("state")))

@@ -14,8 +14,8 @@ in a finally block, so also when a test fails.
 
 from __future__ import annotations
 
+import contextlib
 import os
-import shutil
 import signal
 import subprocess
 import time
@@ -35,9 +35,18 @@ set -eu
 T="$1"
 mkdir -p "$T/run" "$T/lib" "$T/etc" "$T/log" "$T/cache"
 cp -a /etc/libvirt/. "$T/etc/"
-# QEMU runs as root here so that it may open /dev/kvm (root-only on this machine);
-# otherwise libvirt finds KVM unusable and re-probes QEMU on every call.
+# QEMU runs as root here, so that it may read the tests' kernels and seeds wherever
+# they are, without libvirt's DAC relabelling.
 printf 'user = "root"\ngroup = "root"\n' >> "$T/etc/qemu.conf"
+if [ "$3" = tcg ]; then
+    # A daemon that boots guests (the default one only defines them):
+    # QEMU writes its own log and console files, as no virtlogd runs in the namespace;
+    # no cgroup controllers, the namespace's cgroup tree is not libvirt's to carve up;
+    # no private /dev per guest, which libvirt would fail to carry the /dev/kvm mount
+    # below into ("Unable to move ... mount to /dev/kvm").
+    printf 'stdio_handler = "file"\ncgroup_controllers = [ ]\nnamespaces = [ ]\n' \
+        >> "$T/etc/qemu.conf"
+fi
 mount -t tmpfs tmpfs /run
 mkdir -p /run/libvirt /run/lock
 mount --bind "$T/run" /run/libvirt
@@ -45,33 +54,24 @@ mount --bind "$T/lib" /var/lib/libvirt
 mount --bind "$T/etc" /etc/libvirt
 mount --bind "$T/log" /var/log/libvirt
 mount --bind "$T/cache" /var/cache/libvirt
-# QEMU's capabilities as an earlier daemon of this machine probed them ($2, when there
-# is one): libvirt keeps a cached probe while QEMU, libvirtd and the host are unchanged,
-# so this daemon does not probe QEMU again (about a second per daemon).
-if [ -n "${2:-}" ] && [ -d "$2" ]; then
-    mkdir -p "$T/cache/qemu/capabilities"
-    cp -a "$2/." "$T/cache/qemu/capabilities/"
+# QEMU's capabilities, probed once and kept across daemons and runs in a folder of
+# the machine's ($2): a daemon with an empty cache spends seconds probing QEMU first.
+# libvirt re-probes by itself when QEMU, libvirtd or the kernel change.
+mkdir -p "$2" /var/cache/libvirt/qemu
+mount --bind "$2" /var/cache/libvirt/qemu
+# /dev/kvm exists on the test machines but hangs. For `tcg` ($3) it is hidden (in
+# this mount namespace only) behind a read-only empty file: libvirt then boots guests
+# with QEMU/TCG (domain type='qemu') instead of spending ~48 s probing KVM on every define. Read-only, not
+# /dev/null: libvirt re-probes QEMU whenever /dev/kvm looks writable to it but its
+# cached capabilities say no KVM, so a writable stand-in would defeat the cache.
+if [ "$3" = tcg ] && [ -e /dev/kvm ]; then
+    : > "$T/no-kvm"
+    mount --bind "$T/no-kvm" /dev/kvm
+    mount -o remount,bind,ro /dev/kvm
 fi
 # A sysfs of this network namespace: libvirt reads and tunes bridges under
 # /sys/class/net and lists host interfaces from it; the machine's would show eth0.
 mount -t sysfs sysfs /sys
-# /dev/kvm exists on these machines but hangs when QEMU uses it: this daemon gets a
-# /dev without it (a copy of the device nodes, in its mount namespace only), so
-# libvirt finds no KVM and offers QEMU/TCG, which deploy picks from the domain
-# capabilities. A /dev/kvm it cannot use but can see (/dev/null bound over it) makes
-# libvirt re-probe QEMU on every define instead.
-if [ -e /dev/kvm ]; then
-    mkdir -p "$T/dev"
-    mount -t tmpfs -o mode=755 tmpfs "$T/dev"
-    cp -a /dev/. "$T/dev/" 2>/dev/null || true
-    rm -f "$T/dev/kvm"
-    mount --rbind /dev/pts "$T/dev/pts"
-    mount --rbind /dev/shm "$T/dev/shm" 2>/dev/null || true
-    mount --rbind "$T/dev" /dev
-    # libvirt would give each QEMU a private /dev by moving /dev's submounts, which a
-    # /dev that is itself a bind mount does not allow: QEMU shares this one instead.
-    printf 'namespaces = []\n' >> "$T/etc/qemu.conf"
-fi
 ip link set lo up
 libvirtd --pid-file /run/libvirt/libvirtd.pid &
 daemon=$!
@@ -79,12 +79,10 @@ trap 'kill -TERM "$daemon"' TERM INT
 wait "$daemon"
 """
 
-# Where the QEMU capabilities a daemon probed are kept for the next one (outside the
-# checkout; per machine, like libvirt's own /var/cache/libvirt).
-CAPABILITIES_CACHE = (Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-                      / "topoc-tests" / "libvirt-qemu-capabilities")
-
 STARTUP_TIMEOUT = 20.0
+# Outside the checkout and the test's temporary folders, so that it outlives them; one
+# per KVM setting, since the capabilities differ with it.
+QEMU_CAPABILITIES_CACHE = Path("/var/cache/topoc-test-libvirt")
 STOP_TIMEOUT = 10.0
 
 
@@ -158,13 +156,15 @@ class _ignore_missing:
         return kind is ProcessLookupError
 
 
-def _start(root: Path) -> tuple[subprocess.Popen, int]:
+def _start(root: Path, hide_kvm: bool = False) -> tuple[subprocess.Popen, int]:
     script = root / "start.sh"
     script.write_text(START, encoding="utf-8")
     log = open(root / "libvirtd.log", "wb")
     process = subprocess.Popen(
         ["unshare", "--net", "--mount", "--pid", "--fork", "--mount-proc", "--propagation", "private",
-         "--kill-child", "sh", str(script), str(root), str(CAPABILITIES_CACHE)],
+         "--kill-child", "sh", str(script), str(root),
+         str(QEMU_CAPABILITIES_CACHE / ("qemu-tcg" if hide_kvm else "qemu")),
+         "tcg" if hide_kvm else "default"],
         stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
     log.close()
     return process, process.pid
@@ -182,16 +182,19 @@ def _wait_ready(process: subprocess.Popen, daemon: Libvirtd) -> None:
     pytest.fail(f"libvirtd did not come up in its namespace:\n{tail}")
 
 
-@pytest.fixture(scope="module")
-def libvirtd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Libvirtd]:
+def _require_tools() -> None:
     require_root()
     # qemu-system-x86_64: qemu:///system probes it before it defines any domain.
     for tool in ("libvirtd", "unshare", "nsenter", "dnsmasq", "ip", "qemu-system-x86_64"):
         require_tool(tool)
     pytest.importorskip("libvirt")
-    # Short: the socket path must fit a sockaddr_un (108 bytes).
-    root = tmp_path_factory.mktemp("lvd", numbered=True)
-    process, unshare_pid = _start(root)
+
+
+@contextlib.contextmanager
+def running_libvirtd(root: Path, hide_kvm: bool = False) -> Iterator[Libvirtd]:
+    """A libvirtd in namespaces of its own under `root` (short: the socket path must fit
+    a sockaddr_un, 108 bytes), stopped with everything it made when the block ends."""
+    process, unshare_pid = _start(root, hide_kvm)
     init_pid = None
     try:
         for _ in range(100):
@@ -205,18 +208,29 @@ def libvirtd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Libvirtd]:
         yield daemon
     finally:
         _stop(process, init_pid)
-        _keep_capabilities(root / "cache" / "qemu" / "capabilities")
 
 
-def _keep_capabilities(probed: Path) -> None:
-    """Keep the first probe for later daemons: copied aside, then renamed into place in
-    one step, so a daemon starting meanwhile sees all of it or nothing."""
-    if CAPABILITIES_CACHE.exists() or not any(probed.glob("*.xml")):
-        return
-    CAPABILITIES_CACHE.parent.mkdir(parents=True, exist_ok=True)
-    staging = CAPABILITIES_CACHE.with_name(f".{CAPABILITIES_CACHE.name}.{os.getpid()}")
-    shutil.copytree(probed, staging)
-    try:
-        os.rename(staging, CAPABILITIES_CACHE)
-    except OSError:  # another run kept its probe first: that one is as good
-        shutil.rmtree(staging, ignore_errors=True)
+@pytest.fixture(scope="module")
+def libvirtd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Libvirtd]:
+    _require_tools()
+    with running_libvirtd(tmp_path_factory.mktemp("lvd", numbered=True)) as daemon:
+        yield daemon
+
+
+@pytest.fixture(scope="module")
+def two_libvirtds(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Libvirtd, Libvirtd]]:
+    """Two daemons, each in its own network and mount namespace: two hypervisors."""
+    _require_tools()
+    with running_libvirtd(tmp_path_factory.mktemp("lvd", numbered=True)) as one, \
+            running_libvirtd(tmp_path_factory.mktemp("lvd", numbered=True)) as two:
+        yield one, two
+
+
+@pytest.fixture(scope="module")
+def libvirtd_tcg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Libvirtd]:
+    """A daemon that boots guests: /dev/kvm hidden, so QEMU/TCG (domain type='qemu').
+    (The `libvirtd` one keeps the machine's /dev/kvm until topoc takes the domain type
+    from the connection; its tests define type='kvm' domains.)"""
+    _require_tools()
+    with running_libvirtd(tmp_path_factory.mktemp("lvt", numbered=True), hide_kvm=True) as daemon:
+        yield daemon

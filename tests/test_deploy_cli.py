@@ -1,7 +1,8 @@
 """`topoc plan|deploy|status|destroy` as a user runs them: separate processes, exit codes
 0 (done), 1 (the lab clashes with the host, or has errors), 2 (libvirt unreachable),
-and never a traceback. Each command is one process, so test:///default is a fresh
-private host in every one of them.
+and never a traceback. Each command is one process; topoc keeps test:///default's host
+between commands in the state folder, which is the test's own (conftest), so every test
+starts from libvirt's default host.
 """
 
 from __future__ import annotations

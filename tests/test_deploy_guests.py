@@ -19,7 +19,7 @@ pytest.importorskip("pycdlib")
 
 from conftest import require_tool  # noqa: E402
 from deploy_helpers import compile_lab  # noqa: E402
-from libvirtd_fixture import Libvirtd, libvirtd  # noqa: E402,F401
+from libvirtd_fixture import Libvirtd, libvirtd_tcg  # noqa: E402,F401
 from topoc.backends import cloudinit  # noqa: E402
 from topoc.backends.host import table_name  # noqa: E402
 from topoc.deploy import engine as deploy  # noqa: E402
@@ -75,6 +75,12 @@ def files(tmp_path: Path) -> tuple[Path, Path]:
     kernel = tmp_path / "vmlinuz"
     kernel.write_bytes(b"not a kernel: the VM is never started here")
     return base, kernel
+
+
+@pytest.fixture
+def libvirtd(libvirtd_tcg: Libvirtd) -> Libvirtd:
+    """The daemon that boots guests here: no KVM (the fixture hides /dev/kvm), QEMU/TCG."""
+    return libvirtd_tcg
 
 
 @pytest.fixture

@@ -26,6 +26,7 @@ from conftest import require_root, require_tool
 from host_cases import case_files, case_name, compile_case
 
 from topoc.backends.host import host_artifacts, table_name
+from topoc.model import naming
 from topoc.model.ir import Host, Lab, Mode
 from topoc.model.naming import tap_name
 
@@ -186,7 +187,18 @@ def assert_as_the_topology_says(ns: str, lab: Lab, host: Host, before: dict) -> 
             for vm in lab.vms_on(host.name) for nic in vm.nics}
     links, inet = _links(ns), _inet(ns)
     old_names = {link["ifname"] for link in before["link"]}  # type: ignore[union-attr]
-    assert set(links) == old_names | {n.bridge for n in networks} | set(taps)
+    # Networks on several hosts: a bridge on each of their hosts (without an address on
+    # the others), and a VXLAN link to the other hosts, a port of that bridge.
+    carried = lab.networks_carried_by(host.name)
+    spanning = [n for n in (*networks, *carried) if n.spanning]
+    vxlans = {naming.vxlan_name(n.vni): n for n in spanning}
+    assert set(links) == old_names | {n.bridge for n in (*networks, *carried)} | set(taps) | set(vxlans)
+    for name, net in vxlans.items():
+        link = links[name]
+        assert link["linkinfo"]["info_kind"] == "vxlan" and link["linkinfo"]["info_data"]["id"] == net.vni
+        assert link["master"] == net.bridge and "UP" in link["flags"]
+    for net in carried:
+        assert inet.get(net.bridge, []) == [], "no address on a bridge its host carries at L2"
 
     for net in networks:
         bridge = links[net.bridge]

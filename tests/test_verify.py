@@ -197,3 +197,39 @@ def test_a_generated_40_vm_lab_agrees_and_the_arp_limits_are_restored():
     assert len(report.pairs) > 1500
     assert [(o.src, o.dst) for o in report.pairs if not o.agrees] == []
     assert limit.read_text() == before
+
+
+def test_a_shared_address_counts_only_when_the_destination_answers():
+    """Two hosts each with a NAT network 188.64.100.0/24 and a VM at .2: kvm1's ping of
+    188.64.100.2 is answered by vm1, its own VM, so it is no reply from vm2; vm1's ping of
+    188.64.100.2 is answered by vm1 itself. verify says so, and agrees with reach."""
+    lab = _lab(ROOT / "tests/reach_labs/same_nat_two_hosts.topo")
+    report = _verify(lab)
+    assert [(o.src, o.dst) for o in report.pairs if not o.agrees] == []
+    by_pair = {(o.src, o.dst): o for o in report.pairs}
+    assert by_pair[("kvm1", "vm2")].observed is False
+    assert dict(by_pair[("kvm1", "vm2")].answered_by) == {"188.64.100.2": "vm1"}
+    assert dict(by_pair[("vm1", "vm2")].answered_by) == {"188.64.100.2": "vm1"}
+    assert dict(by_pair[("vm1", "kvm2")].answered_by) == {"188.64.100.1": "kvm1"}
+    # Each VM still reaches the LAN through its own host's NAT.
+    assert by_pair[("vm2", "pc")].observed is True
+
+
+def test_a_network_on_two_hosts_is_one_segment_through_the_vxlan_tunnel():
+    """a (kvm1) and c (kvm2) reach each other on their isolated segment, and b (kvm2)
+    reaches the LAN through kvm1's NAT: only through the VXLAN links up.sh makes between
+    the host namespaces. Without kvm2's links (its up.sh with them taken out), none does."""
+    from topoc.verify.netns import default_scripts
+
+    lab = _lab(ROOT / "tests/multihost/spanning.topo")
+    report = _verify(lab)
+    assert [(o.src, o.dst) for o in report.pairs if not o.agrees] == []
+    observed = _observed(report)
+    assert observed[("a", "c")] and observed[("c", "a")]
+    assert observed[("b", "a")] and observed[("b", "pc")] and observed[("b", "kvm1")]
+    scripts = default_scripts(lab)
+    up = scripts["kvm2"]["up.sh"]
+    scripts["kvm2"]["up.sh"] = "\n".join(line for line in up.splitlines()
+                                         if not line.startswith("ensure_vxlan ")) + "\n"
+    broken = _observed(_verify(lab, scripts))
+    assert not broken[("a", "c")] and not broken[("c", "a")] and not broken[("b", "pc")]

@@ -14,7 +14,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import click
 from rich.console import Console
@@ -22,6 +22,12 @@ from rich.console import Console
 from topoc import __version__
 from topoc.compiler import Compilation, InputError, compile_file, read_source
 from topoc.diagnostics import CODES, Diagnostic, has_errors, render_json, render_one, summary_line
+
+if TYPE_CHECKING:  # deploy imports libvirt lazily; the CLI names its types only
+    from topoc.deploy.engine import Plan, Target
+    from topoc.deploy.multi import HostTarget
+    from topoc.model.ir import Lab
+    from topoc.verify.report import Report
 
 EXIT_OK, EXIT_ERRORS, EXIT_USAGE = 0, 1, 2
 
@@ -265,24 +271,58 @@ def graph_command(file: str, fmt: str | None, output: str | None, reach: bool,
 @click.option("--scripts", "scripts_dir", type=click.Path(file_okay=False),
               help="verify the host scripts in this folder (e.g. output/LAB/host) "
                    "instead of freshly generated ones")
-def verify_command(file: str, keep: bool, fmt: str, scripts_dir: str | None) -> None:
-    """Build the lab in network namespaces and prove the predicted reachability (root)."""
+@click.option("--live", is_flag=True,
+              help="probe the deployed lab from inside its running guests (guest agent) "
+                   "instead of building it in namespaces; needs --connect")
+@click.option("--connect", "uri", metavar="URI", help="with --live: the lab's libvirt connection")
+@click.option("--timeout", "timeout", type=click.FloatRange(min=0), default=120.0, show_default=True,
+              help="with --live: seconds to wait for every guest's agent and addresses")
+def verify_command(file: str, keep: bool, fmt: str, scripts_dir: str | None, live: bool,
+                   uri: str | None, timeout: float) -> None:
+    """Build the lab in network namespaces and prove the predicted reachability (root);
+    with --live, prove it inside the deployed lab's running VMs."""
     from topoc.verify import netns as verifier
+    from topoc.verify import report as rendering
     lab = compile_or_exit(file).lab
     assert lab is not None
-    try:
-        scripts = verifier.scripts_from_dir(lab, Path(scripts_dir)) if scripts_dir else None
-        report, session = verifier.verify(lab, scripts, keep)
-    except verifier.VerifyError as e:
-        fail_usage(str(e))
-    if fmt == "json":
-        click.echo(json.dumps(verifier.render_json(report), indent=2))
+    if live:
+        if uri is None:
+            fail_usage("verify --live needs --connect URI (the connection the lab is deployed on)")
+        if keep or scripts_dir:
+            fail_usage("--keep and --scripts are for the namespace run, not --live")
+        report = _verify_live(lab, uri, timeout)
+        session = None
     else:
-        click.echo(verifier.render_text(report, lab), nl=False)
-    if keep and session.rig is not None:
+        if uri is not None:
+            fail_usage("--connect goes with --live")
+        try:
+            scripts = verifier.scripts_from_dir(lab, Path(scripts_dir)) if scripts_dir else None
+            report, session = verifier.verify(lab, scripts, keep)
+        except verifier.VerifyError as e:
+            fail_usage(str(e))
+    if fmt == "json":
+        click.echo(json.dumps(rendering.render_json(report), indent=2))
+    else:
+        click.echo(rendering.render_text(report, lab), nl=False)
+    if keep and session is not None and session.rig is not None:
         for line in verifier.iter_kept_instructions(session.rig):
             click.echo(line, err=fmt == "json")
     sys.exit(EXIT_ERRORS if report.mismatches else EXIT_OK)
+
+
+def _verify_live(lab: Lab, uri: str, timeout: float) -> Report:
+    from topoc.deploy import engine as deploy
+    from topoc.verify import live
+    try:
+        target = deploy.connect(uri)
+    except deploy.DeployError as e:
+        fail_usage(str(e))
+    try:
+        return live.verify_live(lab, target.conn, uri, timeout)
+    except live.VerifyError as e:
+        fail_usage(str(e))
+    finally:
+        target.conn.close()
 
 
 @cli.command("reach")
@@ -326,11 +366,12 @@ def reach_command(file: str, src: str | None, dst: str | None, fmt: str) -> None
 # --- plan / deploy / status / destroy: topoc.deploy.engine over a libvirt connection ---------
 
 _connect_option = click.option(
-    "--connect", "uri", default="test:///default", show_default=True, metavar="URI",
-    help="libvirt connection; test:///default is libvirt's in-memory test driver, "
-         "qemu:///system the real host")
+    "--connect", "connects", multiple=True, metavar="[HOST=]URI",
+    help="libvirt connection of a host: HOST=URI, repeatable, overrides the host's `connect` "
+         "line; a lone URI is the connection of a one-host lab. Default: test:///default "
+         "(libvirt's in-memory test driver); qemu:///system is the real host")
 _host_option = click.option("--host", "host", metavar="NAME",
-                            help="which of the lab's hypervisors this connection is (if it has several)")
+                            help="act on this one of the lab's hypervisors only")
 
 
 def _lab_name_or_exit(path: str) -> Compilation:
@@ -347,28 +388,81 @@ def _lab_name_or_exit(path: str) -> Compilation:
     return result
 
 
-def _deploy_session(file: str, uri: str, *, clean: bool = True) -> tuple[Compilation, object]:
-    """The lab (clean unless `clean` is False) and a connection (libvirt missing or
-    unreachable: exit 2)."""
+class _Session:
+    """The lab and its connections: one (`single`, output as for a one-host lab) or one
+    per host (`hosts`, topoc.deploy.multi)."""
+
+    def __init__(self, result: Compilation, single: Target | None, single_host: str | None,
+                 hosts: list[HostTarget]) -> None:
+        self.result = result
+        self._single = single
+        self.single_host = single_host
+        self.hosts = hosts
+
+    @property
+    def lab(self) -> Lab:
+        assert self.result.lab is not None
+        return self.result.lab
+
+    @property
+    def single(self) -> Target:
+        assert self._single is not None
+        return self._single
+
+
+def _deploy_session(file: str, connects: tuple[str, ...], host: str | None, *,
+                    clean: bool = True) -> _Session:
+    """The lab (clean unless `clean` is False) and its connections (libvirt missing or
+    unreachable, or no connection for a host: exit 2)."""
     from topoc.deploy import engine as deploy
+    from topoc.deploy import multi
     from topoc.deploy.report import private_host_note
 
     result = compile_or_exit(file) if clean else _lab_name_or_exit(file)
+    assert result.lab is not None
     try:
-        target = deploy.connect(uri)
+        connections = multi.resolve_connections(result.lab, connects, host)
+        # A network on several hosts needs host-level steps, which the multi-host path runs.
+        if len(connections) > 1 or any(n.spanning for n in result.lab.networks):
+            hosts = multi.connect_all(connections)
+            for t in hosts:
+                if t.target.private:
+                    _console(stderr=True).print(private_host_note(t.target.uri), markup=False)
+            return _Session(result, None, None, hosts)
+        # One host (or none): one connection, the output as it always was.
+        single_host, uri = next(iter(connections.items()), (host, multi.bare_uri(connects)))
+        target = _connect_or_exit(uri)
+    except deploy.DeployError as e:
+        fail_usage(str(e))
+    return _Session(result, target, single_host, [])
+
+
+def _connect_or_exit(uri: str, read_only: bool = False):  # type: ignore[no-untyped-def]
+    """A deploy connection; test:///default is the test host topoc keeps between commands."""
+    from topoc.deploy import engine as deploy
+    from topoc.deploy.report import private_host_note, saved_test_host_note
+
+    try:
+        target = deploy.connect(uri, remember_test_host=True, read_only=read_only)
     except deploy.DeployError as e:
         fail_usage(str(e))
     if target.private:
         _console(stderr=True).print(private_host_note(uri), markup=False)
-    return result, target
+    elif target.saved_in is not None:
+        _console(stderr=True).print(saved_test_host_note(uri, target.saved_in), markup=False)
+    return target
 
 
-def _deploy_step(result: Compilation, step):  # type: ignore[no-untyped-def]
+def _deploy_step(result: Compilation, step, target=None):  # type: ignore[no-untyped-def]
     """Run one deploy call: a clash with the host is a diagnostic (exit 1), libvirt or
-    the host failing is a message (exit 2); never a traceback."""
+    the host failing is a message (exit 2); never a traceback. On the test host topoc
+    keeps, the host is saved for the next command after a call that went through."""
     from topoc.deploy import engine as deploy
     try:
-        return step()
+        done = step()
+        if target is not None:
+            deploy.remember(target)
+        return done
     except deploy.Refused as refused:
         print_diagnostics(refused.diagnostics, {result.file: result.source}, stderr=True)
         _console(stderr=True).print(f"\ntopoc: refused: {len(refused.diagnostics)} clash(es) with the "
@@ -384,29 +478,48 @@ _pool_option = click.option("--pool", metavar="POOL", default=None,
                                  "(default: topoc creates the dir pool LAB-images)")
 
 
+def _plan_json(plan: Plan) -> dict:
+    document = plan.to_json()
+    document["conflicts"] = [d.to_json() for d in plan.conflicts]
+    return document
+
+
 @cli.command("plan")
 @click.argument("file")
 @_connect_option
 @_host_option
 @_pool_option
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
-def plan_command(file: str, uri: str, host: str | None, pool: str | None, fmt: str) -> None:
-    """Show what `deploy` would change on the libvirt connection (changes nothing)."""
+@click.option("--adopt", is_flag=True, help="plan to take existing objects of the file's names into the lab")
+def plan_command(file: str, connects: tuple[str, ...], host: str | None, pool: str | None, fmt: str,
+                 adopt: bool) -> None:
+    """Show what `deploy` would change on each host's libvirt connection (changes nothing)."""
     from topoc.deploy import engine as deploy
+    from topoc.deploy import multi
     from topoc.deploy.report import render_plan
 
-    result, target = _deploy_session(file, uri)
-    assert result.lab is not None
-    plan = _deploy_step(result, lambda: deploy.make_plan(result.lab, target, host=host, pool=pool))
+    session = _deploy_session(file, connects, host)
+    result, lab = session.result, session.lab
+    if session.hosts:
+        _refuse_adopt_on_several_hosts(adopt)
+        plans = _deploy_step(result, lambda: multi.plan_all(lab, session.hosts))
+    else:
+        plans = [_deploy_step(result, lambda: deploy.make_plan(lab, session.single,
+                                                               host=session.single_host, adopt=adopt,
+                                                               pool=pool))]
+    conflicts = [d for plan in plans for d in plan.conflicts]
     if fmt == "json":
-        document = plan.to_json()
-        document["conflicts"] = [d.to_json() for d in plan.conflicts]
+        if session.hosts:
+            document: dict = {"hosts": [{"host": plan.host, "uri": plan.uri, **_plan_json(plan)}
+                                        for plan in plans]}
+        else:
+            document = _plan_json(plans[0])
         click.echo(json.dumps(document, indent=2))
     else:
-        click.echo(render_plan(plan), nl=False)
-        if plan.conflicts:
-            print_diagnostics(plan.conflicts, {file: result.source}, stderr=True)
-    sys.exit(EXIT_ERRORS if plan.conflicts else EXIT_OK)
+        click.echo("\n".join(render_plan(plan) for plan in plans), nl=False)
+        if conflicts:
+            print_diagnostics(conflicts, {file: result.source}, stderr=True)
+    sys.exit(EXIT_ERRORS if conflicts else EXIT_OK)
 
 
 @cli.command("deploy")
@@ -416,21 +529,44 @@ def plan_command(file: str, uri: str, host: str | None, pool: str | None, fmt: s
 @_pool_option
 @click.option("--start-vms", is_flag=True, help="also start the lab's VMs")
 @click.option("--status", "show_status", is_flag=True, help="print the status afterwards, same connection")
-def deploy_command(file: str, uri: str, host: str | None, pool: str | None, start_vms: bool,
-                   show_status: bool) -> None:
-    """Check FILE, then define, autostart and start its networks and define its VMs.
-    All or nothing: a failed step puts the host back as it was."""
+@click.option("--adopt", is_flag=True,
+              help="take existing networks and VMs of the file's names (that no topoc lab owns) into "
+                   "the lab, changing only what differs; without it they are refused")
+def deploy_command(file: str, connects: tuple[str, ...], host: str | None, pool: str | None, start_vms: bool,
+                   show_status: bool, adopt: bool) -> None:
+    """Check FILE, then define, autostart and start its networks and define its VMs on
+    each of its hosts. All or nothing: a failed step puts every host back as it was."""
     from topoc.deploy import engine as deploy
+    from topoc.deploy import multi
     from topoc.deploy.report import render_applied, render_status
 
-    result, target = _deploy_session(file, uri)
-    assert result.lab is not None
-    plan = _deploy_step(result, lambda: deploy.apply(result.lab, target, host=host, start_vms=start_vms,
-                                                                 pool=pool))
+    session = _deploy_session(file, connects, host)
+    result, lab = session.result, session.lab
+    if session.hosts:
+        _refuse_adopt_on_several_hosts(adopt)
+        plans = _deploy_step(result, lambda: multi.apply_all(lab, session.hosts, start_vms=start_vms))
+        click.echo("".join(render_applied(plan) for plan in plans), nl=False)
+        if show_status:
+            for t, rows in _deploy_step(result, lambda: multi.status_all(lab, session.hosts)):
+                click.echo(render_status(lab.name, _where(t), rows), nl=False)
+        return
+    target = session.single
+    plan = _deploy_step(result, lambda: deploy.apply(lab, target, host=session.single_host,
+                                                     start_vms=start_vms, adopt=adopt, pool=pool), target)
     click.echo(render_applied(plan), nl=False)
     if show_status:
-        rows = _deploy_step(result, lambda: deploy.status(result.lab, target, host=host))
-        click.echo(render_status(result.lab.name, uri, rows), nl=False)
+        rows = _deploy_step(result, lambda: deploy.status(lab, target, host=session.single_host))
+        click.echo(render_status(lab.name, target.uri, rows), nl=False)
+
+
+def _refuse_adopt_on_several_hosts(adopt: bool) -> None:
+    if adopt:
+        fail_usage("--adopt takes one host's objects at a time: add --host NAME "
+                   "(and --connect URI for it)")
+
+
+def _where(t: HostTarget) -> str:
+    return f"{t.target.uri} (host {t.host})"
 
 
 @cli.command("status")
@@ -438,34 +574,118 @@ def deploy_command(file: str, uri: str, host: str | None, pool: str | None, star
 @_connect_option
 @_host_option
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
-def status_command(file: str, uri: str, host: str | None, fmt: str) -> None:
-    """Each of the lab's networks and VMs on the connection: defined, active, autostart,
-    bridge, DHCP leases."""
+def status_command(file: str, connects: tuple[str, ...], host: str | None, fmt: str) -> None:
+    """Each of the lab's networks and VMs on each host's connection: defined, active,
+    autostart, bridge, DHCP leases."""
     from topoc.deploy import engine as deploy
+    from topoc.deploy import multi
     from topoc.deploy.report import render_status
 
-    result, target = _deploy_session(file, uri)
-    assert result.lab is not None
-    rows = _deploy_step(result, lambda: deploy.status(result.lab, target, host=host))
+    session = _deploy_session(file, connects, host)
+    result, lab = session.result, session.lab
+    if session.hosts:
+        per_host = _deploy_step(result, lambda: multi.status_all(lab, session.hosts))
+        if fmt == "json":
+            click.echo(json.dumps({"lab": lab.name, "hosts": [
+                {"host": t.host, "uri": t.target.uri, "objects": [r.to_json() for r in rows]}
+                for t, rows in per_host]}, indent=2))
+        else:
+            click.echo("".join(render_status(lab.name, _where(t), rows) for t, rows in per_host), nl=False)
+        return
+    target = session.single
+    rows = _deploy_step(result, lambda: deploy.status(lab, target, host=session.single_host))
     if fmt == "json":
-        click.echo(json.dumps({"lab": result.lab.name, "uri": uri,
+        click.echo(json.dumps({"lab": lab.name, "uri": target.uri,
                                "objects": [r.to_json() for r in rows]}, indent=2))
     else:
-        click.echo(render_status(result.lab.name, uri, rows), nl=False)
+        click.echo(render_status(lab.name, target.uri, rows), nl=False)
 
 
 @cli.command("destroy")
 @click.argument("file")
 @_connect_option
-def destroy_command(file: str, uri: str) -> None:
-    """Stop and undefine the lab's VMs and networks, and nothing else (safe twice)."""
+@_host_option
+def destroy_command(file: str, connects: tuple[str, ...], host: str | None) -> None:
+    """Stop and undefine the lab's VMs and networks on each of its hosts, and nothing
+    else (safe twice)."""
     from topoc.deploy import engine as deploy
+    from topoc.deploy import multi
     from topoc.deploy.report import render_destroyed
 
-    result, target = _deploy_session(file, uri, clean=False)
-    assert result.lab is not None
-    removed, left_alone = _deploy_step(result, lambda: deploy.destroy(result.lab.name, target))
-    click.echo(render_destroyed(result.lab.name, uri, removed, left_alone), nl=False)
+    session = _deploy_session(file, connects, host, clean=False)
+    result, lab = session.result, session.lab
+    if session.hosts:
+        done = _deploy_step(result, lambda: multi.destroy_all(lab, session.hosts))
+        click.echo("".join(render_destroyed(lab.name, _where(t), removed, left_alone)
+                           for t, removed, left_alone in done), nl=False)
+        return
+    target = session.single
+    removed, left_alone = _deploy_step(result, lambda: deploy.destroy(lab.name, target), target)
+    click.echo(render_destroyed(lab.name, target.uri, removed, left_alone), nl=False)
+
+
+@cli.command("import")
+@click.option("--connect", "uri", default="test:///default", show_default=True, metavar="URI",
+              help="the libvirt connection to read (qemu:///system is the real host)")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="the .topo file to write (default: stdout)")
+@click.option("--lab", "lab", default="imported", show_default=True, help="the lab's name in the file")
+@click.option("--network", "networks", multiple=True, metavar="NAME", help="only this network (repeatable)")
+@click.option("--vm", "vms", multiple=True, metavar="NAME", help="only this domain (repeatable)")
+def import_command(uri: str, output: str | None, lab: str, networks: tuple[str, ...], vms: tuple[str, ...]) -> None:
+    """Describe the networks and VMs a libvirt connection has as a .topo file (read only:
+    the host is not changed). What the language cannot say is a comment and a warning."""
+    from topoc.compiler import compile_source
+    from topoc.deploy import engine as deploy
+    from topoc.deploy import importer
+    from topoc.front.fmt import FormatError
+    from topoc.front.lower import NAME_RE
+
+    if not NAME_RE.fullmatch(lab):
+        fail_usage(f"--lab {lab!r} is not a lab name (a letter or `_`, then letters, digits, `_`, inner `-`)")
+    target = _connect_or_exit(uri, read_only=True)
+    lv = deploy._libvirt()
+    try:
+        found = importer.read_host(target.conn, uri, networks, vms)
+    except importer.ImportFailed as e:
+        fail_usage(str(e))
+    except lv.libvirtError as e:
+        fail_usage(deploy.explain(e, uri, "read the host's networks and domains"))
+    source = output or f"{lab}.topo"
+    try:
+        imported = importer.describe(found, lab, source)
+    except (importer.ImportFailed, FormatError) as e:
+        fail_usage(str(e))
+    for warning in imported.warnings:
+        _console(stderr=True).print(f"topoc: warning: {warning}", markup=False)
+    if output is None:
+        click.echo(imported.text, nl=False)
+    else:
+        try:
+            Path(output).write_text(imported.text, encoding="utf-8")
+        except OSError as e:
+            fail_usage(f"cannot write {output}: {e.strerror}")
+        _console(stderr=True).print(f"wrote {output}: {imported.networks} network(s), {imported.vms} VM(s) "
+                                    f"from {uri}", markup=False)
+    checked = compile_source(imported.text, source)
+    if not checked.ok:
+        print_diagnostics(checked.diagnostics, {source: imported.text}, stderr=True)
+        _console(stderr=True).print(f"topoc: {source} needs fixing before `topoc deploy`: "
+                                    + summary_line(checked.diagnostics, 1), markup=False)
+        sys.exit(EXIT_ERRORS)
+
+
+@cli.command("reset-test-host")
+def reset_test_host_command() -> None:
+    """Forget the test:///default host topoc keeps between commands (and its records)."""
+    from topoc.deploy import testhost
+    from topoc.deploy.records import default_state_dir
+
+    directory = default_state_dir()
+    if testhost.reset(directory):
+        click.echo(f"forgot the saved test host in {testhost.host_file(directory).parent}: "
+                   "test:///default starts from libvirt's default host again")
+    else:
+        click.echo("no saved test host: test:///default is libvirt's default host")
 
 
 def main() -> None:

@@ -63,6 +63,9 @@ MISSING_STATEMENT = register("missing-statement", Severity.ERROR, "a block lacks
 MAC_INVALID = register("mac-invalid", Severity.ERROR, "a MAC address that is malformed, multicast or zero")
 CONFLICTING_STATEMENTS = register("conflicting-statements", Severity.ERROR,
                                   "two statements of a block that cannot go together")
+UNKNOWN_URI_PARAMETER = register(
+    "unknown-uri-parameter", Severity.WARNING, "a libvirt URI parameter that libvirt ignores"
+)
 TOO_MANY_ERRORS = register("too-many-errors", Severity.ERROR, "the parser gave up after too many errors")
 
 

@@ -129,6 +129,11 @@ def link_attrs(link: Link) -> dict[str, str]:
         attrs.update(color=STYLES[link.style or "vm"].stroke, penwidth="2.2")
         if link.reach_out or link.reach_in:
             attrs.update(reach_arrows(link))
+    elif link.kind == "tunnel":
+        # A VXLAN tunnel: the network's colour, dashed and double-lined like a pipe.
+        stroke = STYLES[link.style or "vm"].stroke
+        attrs.update(color=f"{stroke}:invis:{stroke}", style="dashed", penwidth="1.6",
+                     fontcolor=stroke)
     elif link.kind == "forward":
         attrs.update(color=STYLES["nat"].stroke, style="dashed", dir="forward",
                      arrowhead="vee", fontcolor=STYLES["nat"].stroke)

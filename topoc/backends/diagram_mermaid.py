@@ -33,7 +33,7 @@ CLUSTER_FILL, CLUSTER_STROKE = "#f7f9fb", "#8a9aa9"  # as in the DOT drawing
 
 # Link syntax per link kind: a plain cable, a thick uplink, a dotted arrow for a port
 # forward, and Mermaid's invisible link for layout only.
-ARROWS = {"nic": "---", "uplink": "===", "forward": "-.->", "layout": "~~~"}
+ARROWS = {"nic": "---", "uplink": "===", "tunnel": "-.-", "forward": "-.->", "layout": "~~~"}
 
 # Characters left as they are; every other ASCII character becomes an entity.
 _SAFE = re.compile(r"[A-Za-z0-9 ._/+,=@~()'*!?-]")
@@ -117,7 +117,7 @@ def link_styles(scene: Scene) -> list[str]:
     the order they appear, from 0)."""
     out = []
     for i, link in enumerate(scene.links):
-        if link.kind in ("uplink", "forward") and link.style:
+        if link.kind in ("uplink", "tunnel", "forward") and link.style:
             out.append(f"    linkStyle {i} stroke:{STYLES[link.style].stroke},stroke-width:2px")
     return out
 

@@ -90,7 +90,8 @@ class Box:
 @dataclass(frozen=True, slots=True)
 class Link:
     """An edge. `kind` decides its look: nic (a cable), uplink (the host carries the
-    network's traffic), forward (a DNAT port forward), layout (invisible, only keeps the
+    network's traffic), tunnel (a host joins a network on several hosts through VXLAN),
+    forward (a DNAT port forward), layout (invisible, only keeps the
     picture in order). With --reach, an uplink also says whether its network's machines
     reach the LAN (`reach_out`) and the LAN reaches them (`reach_in`): "all", "some",
     "none", or None when there is nobody to try."""
@@ -358,12 +359,23 @@ def legend_styles(boxes: list[Box]) -> tuple[str, ...]:
     return tuple(s for s in NETWORK_STYLE_ORDER if s in used)
 
 
+def tunnel(host: Host, network: Network) -> Link:
+    """A network on several hosts, from one of its other hosts: the VXLAN tunnel that
+    joins that host's bridge of it to the segment (the network box is drawn with its
+    first host, which holds the gateway)."""
+    lines = (f"VXLAN {network.vni}", f"bridge {network.bridge}" if network.bridge else "")
+    return Link("tunnel", ("host", host.name), ("network", network.name),
+                tuple(line for line in lines if line), style=network.model)
+
+
 def host_parts(lab: Lab) -> tuple[list[Box], list[Link]]:
-    """The hypervisors: their boxes, their LAN cables, uplinks and port forwards."""
+    """The hypervisors: their boxes, their LAN cables, uplinks, VXLAN tunnels and port
+    forwards."""
     links: list[Link] = []
     for host in lab.hosts:
         links += [nic_link(("host", host.name), nic) for nic in host.nics]
         links += [uplink(host, n) for n in lab.networks_on(host.name)]
+        links += [tunnel(host, n) for n in lab.networks_carried_by(host.name)]
         links += forward_links(host, lab)
     return [host_box(h, lab) for h in lab.hosts], links
 

@@ -27,7 +27,7 @@ import jinja2
 from topoc.model import naming
 # The model's facts (which modes forward, which are firewalled, where a forward DNATs
 # to) come from topoc.model.topology, so the scripts and the reachability engine cannot disagree.
-from topoc.model.topology import FIREWALLED_MODES, FORWARDING_MODES, dnat_target
+from topoc.model.topology import FIREWALLED_MODES, FORWARDING_MODES, dnat_target, underlay
 from topoc.model.ir import Host, Lab, Mode, Network, Vm
 
 SCRIPT_NAMES = ("up.sh", "down.sh", "topoc.nft")
@@ -76,6 +76,20 @@ class TapPlan:
 
 
 @dataclass(frozen=True, slots=True)
+class VxlanPlan:
+    """A network on several hosts: the VXLAN link that joins this host's bridge of it to
+    the other hosts' (unicast, one all-zero forwarding entry per remote host)."""
+
+    name: str
+    vni: int
+    network: str
+    bridge: str
+    local: str  # this host's address on the underlay
+    remotes: tuple[str, ...]  # the other hosts' addresses there
+    mtu: int | None
+
+
+@dataclass(frozen=True, slots=True)
 class RoutePlan:
     destination: str
     via: str
@@ -116,6 +130,7 @@ class HostPlan:
     forwarding: bool
     chains: tuple[Chain, ...]
     skipped_forwards: tuple[str, ...] = field(default=())
+    vxlans: tuple[VxlanPlan, ...] = field(default=())
 
 
 # --- names -----------------------------------------------------------------------------
@@ -151,6 +166,34 @@ def _bridges(networks: list[Network]) -> tuple[BridgePlan, ...]:
         # A bridged network's bridge takes the host NIC's address (see _uplinks), not its own.
         address = str(net.address) if net.address is not None and net.mode is not Mode.BRIDGED else None
         plans.append(BridgePlan(net.bridge, net.name, net.model, net.stp, net.mtu, address))  # type: ignore[arg-type]
+    return tuple(plans)
+
+
+def _carried_networks(lab: Lab, host: Host) -> list[Network]:
+    """Networks on several hosts that this host carries at L2 (another holds the gateway)."""
+    return sorted((n for n in lab.networks_carried_by(host.name) if n.bridge), key=lambda n: n.name)
+
+
+def _l2_bridges(networks: list[Network]) -> tuple[BridgePlan, ...]:
+    # No address: the gateway, DHCP, DNS and firewall are on the network's first host.
+    return tuple(BridgePlan(n.bridge, n.name, f"{n.model}, at L2 only: its gateway is on {n.host}",  # type: ignore[arg-type]
+                            n.stp, n.mtu, None) for n in networks)
+
+
+def _vxlans(lab: Lab, host: Host, networks: list[Network]) -> tuple[VxlanPlan, ...]:
+    """One VXLAN link per network on several hosts: VNI from the IR, UDP 4789, unicast
+    to each other host's address on the underlay (https://docs.kernel.org/networking/vxlan.html)."""
+    plans = []
+    for net in networks:
+        if not net.spanning or net.vni is None:
+            continue
+        found = underlay(lab, net)
+        if found is None:  # the checks report it
+            continue
+        addresses = found[1]
+        plans.append(VxlanPlan(naming.vxlan_name(net.vni), net.vni, net.name, net.bridge,  # type: ignore[arg-type]
+                               addresses[host.name],
+                               tuple(addresses[h] for h in net.hosts if h != host.name), net.mtu))
     return tuple(plans)
 
 
@@ -341,6 +384,7 @@ def _chains(lab: Lab, host: Host, networks: list[Network]) -> tuple[tuple[Chain,
 
 def host_plan(lab: Lab, host: Host) -> HostPlan:
     networks = _managed_networks(lab, host)
+    carried = _carried_networks(lab, host)
     vms = sorted(lab.vms_on(host.name), key=lambda v: v.name)
     chains, skipped = _chains(lab, host, networks)
     return HostPlan(
@@ -349,13 +393,14 @@ def host_plan(lab: Lab, host: Host) -> HostPlan:
         source=_comment_safe(PurePath(lab.file).name),
         table=table_name(lab),
         state_dir=state_dir(lab, host),
-        bridges=_bridges(networks),
+        bridges=_bridges(networks) + _l2_bridges(carried),
         uplinks=_uplinks(host, networks),
-        taps=_taps(lab, vms, networks),
+        taps=_taps(lab, vms, networks + carried),
         routes=_routes(host),
         forwarding=any(n.mode in FORWARDING_MODES for n in networks),
         chains=chains,
         skipped_forwards=tuple(skipped),
+        vxlans=_vxlans(lab, host, sorted(networks + carried, key=lambda n: n.name)),
     )
 
 

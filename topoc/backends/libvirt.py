@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 import shlex
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cache
 
@@ -25,7 +26,7 @@ from markupsafe import Markup, escape
 
 from topoc.backends import cloudinit
 from topoc.model import naming
-from topoc.model.ir import Lab, Mode, Network, Nic, Vm
+from topoc.model.ir import Host, Lab, Mode, Network, Nic, Vm
 
 # Where topoc records ownership inside libvirt objects (deploy reads it back):
 # <metadata><topoc:lab name="LAB" source="FILE"/></metadata>
@@ -167,7 +168,7 @@ def _network_view(lab: Lab, network: Network, hosts: list[DhcpHost]) -> NetworkV
     address = network.address if _has_ip(network) else None
     dhcp = network.dhcp if address is not None else None
     return NetworkView(
-        name=naming.libvirt_name(lab.name, network.name),
+        name=naming.libvirt_name(lab.name, network.name, network.exact_name),
         uuid=naming.object_uuid(lab.name, "network", network.name),
         forward_mode=FORWARD_MODES.get(network.mode),
         forward_dev=network.via if network.mode in FORWARD_DEV_MODES else None,
@@ -251,7 +252,7 @@ def _interface_view(lab: Lab, vm: Vm, nic: Nic) -> InterfaceView:
     model = nic.model or "virtio"
     network = lab.network(nic.network)
     if network is not None and network.managed:
-        return InterfaceView(nic.name, naming.libvirt_name(lab.name, network.name), None,
+        return InterfaceView(nic.name, naming.libvirt_name(lab.name, network.name, network.exact_name), None,
                              nic.mac, model)
     # A VM nic on the external LAN itself: a macvtap on the host's NIC on that LAN, in
     # bridge mode, so the VM is a peer on the LAN with no libvirt network in between.
@@ -277,7 +278,7 @@ def _domain_view(lab: Lab, vm: Vm, domain_type: str, pool: str | None,
 
     pool = pool or default_pool(lab)
     return DomainView(
-        name=naming.libvirt_name(lab.name, vm.name),
+        name=naming.libvirt_name(lab.name, vm.name, vm.exact_name),
         uuid=naming.object_uuid(lab.name, "domain", vm.name),
         type=domain_type,
         memory_kib=_memory_kib(vm.memory),
@@ -324,6 +325,22 @@ def network_xml(lab: Lab, network: Network) -> str:
     return _render_network(lab, network, _static_hosts(lab.vms).get(network.name, []))
 
 
+def carried_network_xml(lab: Lab, network: Network, host: str) -> str:
+    """A network on several hosts as one of its other hosts (not the first) has it: the
+    bridge topoc makes there (joined to the others by VXLAN), in libvirt's bridge mode,
+    so VMs attach by network name; no address, DHCP or firewall (those are on the first
+    host). https://libvirt.org/formatnetwork.html#using-an-existing-host-bridge"""
+    view = NetworkView(
+        name=naming.libvirt_name(lab.name, network.name, network.exact_name),
+        uuid=naming.object_uuid(lab.name, "network", f"{network.name}@{host}"),
+        forward_mode="bridge", forward_dev=None, bridge=network.bridge, stp=None, mtu=None,
+        ip_address=None, netmask=None, dns=None, domain=None, dhcp_start=None, dhcp_end=None,
+        dhcp_hosts=())
+    return _template("network.xml.j2").render(
+        **_common(lab), net=view, topo_name=network.name,
+        file=network_path(network).removeprefix("libvirt/"))
+
+
 def domain_xml(lab: Lab, vm: Vm, *, domain_type: str = DEFAULT_DOMAIN_TYPE, pool: str | None = None,
                seed: str | None = None) -> str:
     """The XML of one VM, ready for `virsh define`. A VM with an image or a kernel
@@ -339,22 +356,68 @@ def managed_networks(lab: Lab) -> list[Network]:
 
 
 def readme(lab: Lab, seeds: dict[str, str] | None = None) -> str:
-    networks = [(network_path(n).removeprefix("libvirt/"), naming.libvirt_name(lab.name, n.name))
+    networks = [(network_path(n).removeprefix("libvirt/"), naming.libvirt_name(lab.name, n.name, n.exact_name))
                 for n in managed_networks(lab)]
-    domains = [(domain_path(v).removeprefix("libvirt/"), naming.libvirt_name(lab.name, v.name))
+    domains = [(domain_path(v).removeprefix("libvirt/"), naming.libvirt_name(lab.name, v.name, v.exact_name))
                for v in sorted(lab.vms, key=lambda v: v.name)]
-    volumes = [{"name": v.name, "overlay": overlay_volume(lab, v) if v.image else None,
-                # A shell word: the README's commands are meant to be pasted.
-                "image": shlex.quote(v.image) if v.image else None, "image_format": _disk_format(v.image) if v.image else None,
-                "seed": (seeds or {}).get(v.name) or cloudinit.seed_volume(lab, v)}
-               for v in sorted(lab.vms, key=lambda v: v.name) if v.booted]
+    exact = [f"network {n.exact_name}" for n in managed_networks(lab) if n.exact_name is not None]
+    exact += [f"domain {v.exact_name}" for v in sorted(lab.vms, key=lambda v: v.name) if v.exact_name is not None]
     return _template("README.txt.j2").render(
-        lab=lab.name, source=lab.file, networks=networks, domains=domains,
-        volumes=volumes, pool=default_pool(lab))
+        lab=lab.name, source=lab.file, networks=networks, domains=domains, exact=exact,
+        on_host="", connect_note="", virsh="virsh", volumes=_volumes(lab, lab.vms, seeds),
+        pool=default_pool(lab))
+
+
+def _volumes(lab: Lab, vms: Iterable[Vm], seeds: dict[str, str] | None) -> list[dict[str, str | None]]:
+    """The pool volumes of the booted VMs, for the README's by-hand commands."""
+    return [{"name": v.name, "overlay": overlay_volume(lab, v) if v.image else None,
+             # A shell word: the README's commands are meant to be pasted.
+             "image": shlex.quote(v.image) if v.image else None,
+             "image_format": _disk_format(v.image) if v.image else None,
+             "seed": (seeds or {}).get(v.name) or cloudinit.seed_volume(lab, v)}
+            for v in sorted(vms, key=lambda v: v.name) if v.booted]
+
+
+# When no `connect` names a host's daemon, its README's commands run on the host itself.
+LOCAL_URI = "qemu:///system"
+
+
+def host_readme(lab: Lab, host: Host, seeds: dict[str, str] | None = None) -> str:
+    """One host's README.txt of a lab on several hosts: its own objects, and `virsh -c`
+    with its connection, so no command lands on another host's daemon."""
+    mine = [n for n in managed_networks(lab) if host.name in n.hosts]
+    my_vms = [v for v in sorted(lab.vms, key=lambda v: v.name) if v.host == host.name]
+    networks = [(network_path(n).removeprefix("libvirt/"), naming.libvirt_name(lab.name, n.name, n.exact_name))
+                for n in mine]
+    domains = [(domain_path(v).removeprefix("libvirt/"), naming.libvirt_name(lab.name, v.name, v.exact_name))
+               for v in my_vms]
+    exact = [f"network {n.exact_name}" for n in mine if n.exact_name is not None]
+    exact += [f"domain {v.exact_name}" for v in my_vms if v.exact_name is not None]
+    uri = host.connect or LOCAL_URI
+    if host.connect:
+        note = (f"Host {host.name}'s libvirtd is {host.connect} (its `connect` line): every command "
+                "below names that connection, so they may run from any machine that reaches it.\n"
+                f"The lab's other hosts have folders of their own beside this one.")
+    else:
+        note = (f"Host {host.name} has no `connect` line in the .topo file: the commands use "
+                f"{LOCAL_URI}, so run them on {host.name} itself (or give it `connect URI` and "
+                "build again).\nThe lab's other hosts have folders of their own beside this one.")
+    spanning = sorted(n.name for n in managed_networks(lab) if host.name in n.hosts and n.spanning)
+    if spanning:
+        note += (f"\nNetworks on several hosts ({', '.join(spanning)}): their bridges are joined by "
+                 "VXLAN, which libvirt cannot make; `topoc deploy` makes the links (and on hosts "
+                 "other than the first, the bridge) over the connection's transport, and so does "
+                 "host/<host>/up.sh on the shell path.")
+    return _template("README.txt.j2").render(
+        lab=lab.name, source=lab.file, networks=networks, domains=domains, exact=exact,
+        on_host=f" on host {host.name}", connect_note=note, virsh=f"virsh -c {shlex.quote(uri)}",
+        volumes=_volumes(lab, my_vms, seeds), pool=default_pool(lab))
 
 
 def generate(lab: Lab) -> dict[str, str]:
-    """Every libvirt artifact of the lab: relative path -> text."""
+    """Every libvirt artifact of the lab: relative path -> text. A lab on several hosts
+    gets a folder per host (libvirt/<host>/networks, domains, README.txt): one virsh
+    session must never define two hosts' objects on one daemon, where they collide."""
     hosts = _static_hosts(lab.vms)  # indexed once: a lab may have thousands of VMs
     artifacts = {network_path(n): _render_network(lab, n, hosts.get(n.name, []))
                  for n in managed_networks(lab)}
@@ -362,5 +425,17 @@ def generate(lab: Lab) -> dict[str, str]:
     seeds = {vm.name: cloudinit.seed_volume(lab, vm) for vm in lab.vms if vm.booted}
     for vm in sorted(lab.vms, key=lambda v: v.name):
         artifacts[domain_path(vm)] = domain_xml(lab, vm, seed=seeds.get(vm.name))
-    artifacts[README_PATH] = readme(lab, seeds)
-    return artifacts
+    if len(lab.hosts) <= 1:
+        artifacts[README_PATH] = readme(lab, seeds)
+        return artifacts
+    host_of = {network_path(n): n.host for n in managed_networks(lab)}
+    host_of.update({domain_path(v): v.host for v in lab.vms})
+    per_host = {f"libvirt/{host_of[path]}/{path.removeprefix('libvirt/')}": text
+                for path, text in artifacts.items()}
+    for net in managed_networks(lab):
+        for other in net.extra_hosts:
+            per_host[f"libvirt/{other}/{network_path(net).removeprefix('libvirt/')}"] = \
+                carried_network_xml(lab, net, other)
+    for host in sorted(lab.hosts, key=lambda h: h.name):
+        per_host[f"libvirt/{host.name}/README.txt"] = host_readme(lab, host, seeds)
+    return per_host

@@ -14,6 +14,8 @@ from topoc.model.ir import Lab
 BRIDGE_NAME = register("bridge-name", Severity.ERROR,
                        "a bridge name too long, reused on one host, or in libvirt's own namespace")
 MAC_CONFLICT = register("mac-conflict", Severity.ERROR, "two VM nics with one MAC address")
+LIBVIRT_NAME_CONFLICT = register("libvirt-name-conflict", Severity.ERROR,
+                                 "two networks, or two VMs, with one libvirt name (`name` or lab prefix)")
 
 
 @check(BRIDGE_NAME)
@@ -30,21 +32,48 @@ def bridge_name(lab: Lab) -> Iterator[Finding]:
                           f"allows at most {naming.IFNAMSIZ}",
                           f"shorten it to {naming.IFNAMSIZ} characters or fewer")
         prefix = next((p for p in naming.LIBVIRT_RESERVED_PREFIXES if bridge.startswith(p)), None)
+        if prefix == "virbr" and net.exact_name is not None:
+            # A network that exists already (`name`), whose bridge libvirt itself named
+            # virbrN when it was defined: describing it is not taking libvirt's name.
+            prefix = None
         if prefix is not None:
             # libvirt names its own taps vnetN/macvtapN/macvlanN (and auto bridges virbrN):
             # https://libvirt.org/formatdomain.html#virtual-network
             yield Finding(span, f"bridge name `{bridge}` starts with `{prefix}`, a prefix libvirt "
                           "gives its own interfaces", f"pick another name, e.g. `{naming.derived_bridge(lab.name, net.name)}`")
-        first = seen.setdefault((net.host, bridge), net.span.line)
-        if first != net.span.line:
-            yield Finding(span, f"bridge `{bridge}` is already used on host {net.host} by the "
-                          f"network on line {first}", "give each network on a host its own bridge")
+        # A network on several hosts has its bridge on each of them.
+        for host in net.hosts or (None,):
+            first = seen.setdefault((host, bridge), net.span.line)
+            if first != net.span.line:
+                yield Finding(span, f"bridge `{bridge}` is already used on host {host} by the "
+                              f"network on line {first}", "give each network on a host its own bridge")
+                break
     for host in lab.hosts:
         for net in lab.networks_on(host.name):
             if net.bridge in {nic.name for nic in host.nics} and net.via != net.bridge:
                 yield Finding(at(net.bridge_span, net.span),
                               f"bridge `{net.bridge}` has the name of {host.name}'s nic",
                               "pick a bridge name no interface of the host has")
+
+
+@check(LIBVIRT_NAME_CONFLICT)
+def libvirt_name_conflict(lab: Lab) -> Iterator[Finding]:
+    """libvirt keeps one namespace of networks and one of domains per host: an exact
+    `name` equal to another object's name (exact or `<lab>-<name>`) would make the two
+    one object. Networks of different hosts, and a network and a domain, may share one."""
+    seen: dict[tuple[str, str | None, str], tuple[str, int]] = {}
+    objects = [("network", n.host, n.name, n.exact_name, n.exact_name_span, n.span)
+               for n in lab.networks if n.managed]
+    objects += [("vm", v.host, v.name, v.exact_name, v.exact_name_span, v.span) for v in lab.vms]
+    for kind, host, name, exact, exact_span, span in sorted(objects, key=lambda o: o[5].line):
+        libvirt = naming.libvirt_name(lab.name, name, exact)
+        first = seen.setdefault((kind, host, libvirt), (name, span.line))
+        if first != (name, span.line):
+            what = "network" if kind == "network" else "VM"
+            yield Finding(at(exact_span, span),
+                          f"{what} `{name}` would be libvirt {kind if kind == 'network' else 'domain'} "
+                          f"`{libvirt}`, the name of {what} `{first[0]}` (line {first[1]})",
+                          "give each its own libvirt name: change or drop one `name`")
 
 
 @check(MAC_CONFLICT)

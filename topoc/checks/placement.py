@@ -31,7 +31,7 @@ def nic_placement(lab: Lab) -> Iterator[Finding]:
             if network is None:
                 continue
             if isinstance(node, Vm):
-                if network.managed and network.host != node.host:
+                if network.managed and node.host not in network.hosts:
                     yield Finding(
                         nic.span,
                         f"VM {node.name} runs on {node.host}, but network {network.name} is on "

@@ -15,15 +15,18 @@ and https://libvirt.org/html/libvirt-libvirt-domain.html.
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Network
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from topoc.deploy import facts as dx
 from topoc.model import naming
-from topoc.backends.libvirt import DEFAULT_DOMAIN_TYPE, domain_xml, network_xml
-from topoc.deploy.records import Owned, Record, RecordError, RecordStore, is_private_test_uri, records_for
+from topoc.backends.libvirt import DEFAULT_DOMAIN_TYPE, carried_network_xml, domain_xml, network_xml
+from topoc.deploy import testhost
+from topoc.deploy.transport import HostCommandError
+from topoc.deploy.records import (FileRecords, Owned, Record, RecordError, RecordStore, default_state_dir,
+                                  is_private_test_uri, records_for)
 from topoc.diagnostics import Diagnostic, Severity, diagnostic, register
 from topoc.model.ir import Lab
 from topoc.front.span import UNKNOWN, Span
@@ -37,14 +40,11 @@ HOST_SUBNET_CLASH = register("host-subnet-clash", Severity.ERROR,
 
 NETWORK, DOMAIN = "network", "domain"
 CREATE, UPDATE, RECREATE, REMOVE, NOTHING = "create", "update", "recreate", "remove", "nothing"
+ADOPT = "adopt"  # an existing object of the file's name, taken into the lab (--adopt)
 
 
 class DeployError(Exception):
     """libvirt or the host stands in the way: a message for people (exit code 2)."""
-
-
-class HostCommandError(Exception):
-    """A command run on the hypervisor itself (nft) failed: its stderr is the message."""
 
 
 class Refused(Exception):
@@ -98,23 +98,52 @@ class Target:
     conn: Any
     uri: str
     records: RecordStore
+    saved_in: Path | None = None  # the state folder test:///default is kept in (topoc.deploy.testhost)
     # How to run a command on the hypervisor of a local URI (nft for the lab's table):
     # nothing for this machine; e.g. nsenter into the namespaces of a sandboxed daemon.
     host_prefix: tuple[str, ...] = ()
 
     @property
     def private(self) -> bool:
-        """libvirt's test driver: a fresh in-memory host per connection, gone with it."""
-        return is_private_test_uri(self.uri)
+        """libvirt's test driver: a fresh in-memory host per connection, gone with it
+        (unless topoc keeps it between commands)."""
+        return is_private_test_uri(self.uri) and self.saved_in is None
 
 
-def connect(uri: str, state_dir: Path | None = None) -> Target:
+def connect(uri: str, state_dir: Path | None = None, *, remember_test_host: bool = False,
+            read_only: bool = False) -> Target:
+    """A connection. With `remember_test_host`, test:///default is the host the last
+    command left (topoc.deploy.testhost), its records on disk; `remember` saves it.
+    `read_only`: libvirt refuses every change on it (virConnectOpenReadOnly); the kept
+    test host is a private copy in this process either way."""
     lv = _libvirt()
+    if remember_test_host and uri == testhost.DEFAULT_URI:
+        directory = state_dir or default_state_dir()
+        try:
+            conn = testhost.open_default(lv, directory)
+        except testhost.TestHostError as e:
+            raise DeployError(str(e)) from None
+        except lv.libvirtError as e:
+            raise DeployError(explain(e, uri, "connect")) from None
+        return Target(conn, uri, FileRecords(uri, directory), directory)
     try:
-        conn = lv.open(uri)
+        conn = lv.openReadOnly(uri) if read_only else lv.open(uri)
     except lv.libvirtError as e:
         raise DeployError(explain(e, uri, "connect")) from None
     return Target(conn, uri, records_for(uri, state_dir))
+
+
+def remember(target: Target) -> None:
+    """Keep the test host for the next command (nothing to do on any other host)."""
+    if target.saved_in is None:
+        return
+    lv = _libvirt()
+    try:
+        testhost.save(lv, target.conn, target.saved_in)
+    except testhost.TestHostError as e:
+        raise DeployError(str(e)) from None
+    except lv.libvirtError as e:
+        raise DeployError(explain(e, target.uri, "save the test host")) from None
 
 
 @contextlib.contextmanager
@@ -160,6 +189,19 @@ def _network_config(net: Any) -> str:
         if e.get_error_code() not in (lv.VIR_ERR_INVALID_ARG, lv.VIR_ERR_NO_SUPPORT):
             raise
         return net.XMLDesc(0)  # type: ignore[no-any-return]
+
+
+def _shows_inactive_config(net: Any) -> bool:
+    """Whether the driver reads a network's persistent definition apart from the running
+    one (the test driver does not: it shows only what runs)."""
+    lv = _libvirt()
+    try:
+        net.XMLDesc(lv.VIR_NETWORK_XML_INACTIVE)
+    except lv.libvirtError as e:
+        if e.get_error_code() not in (lv.VIR_ERR_INVALID_ARG, lv.VIR_ERR_NO_SUPPORT):
+            raise
+        return False
+    return True
 
 
 def _live_networks(conn: Any) -> dict[str, Live]:
@@ -232,16 +274,24 @@ def wanted(lab: Lab, host: str | None, *, domain_type: str = DEFAULT_DOMAIN_TYPE
     (domains of `domain_type`, their volumes in `pool`, default: the lab's own)."""
     out = []
     for network in sorted(lab.networks, key=lambda n: n.name):
-        if network.managed and network.host == host:
+        if network.managed and host is not None and host in network.extra_hosts:
+            # A network on several hosts, on one of its others: libvirt's bridge mode on
+            # the bridge topoc makes there (topoc.deploy.multi's host steps).
+            xml = carried_network_xml(lab, network, host)
+            out.append(Wanted(NETWORK, naming.libvirt_name(lab.name, network.name, network.exact_name), xml,
+                              dx.uuid_of(xml) or naming.object_uuid(lab.name, NETWORK, network.name),
+                              network.span, _known(network.bridge_span, network.span),
+                              _known(network.address_span, network.span)))
+        elif network.managed and network.host == host:
             xml = network_xml(lab, network)
-            out.append(Wanted(NETWORK, naming.libvirt_name(lab.name, network.name), xml,
+            out.append(Wanted(NETWORK, naming.libvirt_name(lab.name, network.name, network.exact_name), xml,
                               dx.uuid_of(xml) or naming.object_uuid(lab.name, NETWORK, network.name),
                               network.span, _known(network.bridge_span, network.span),
                               _known(network.address_span, network.span)))
     for vm in sorted(lab.vms, key=lambda v: v.name):
         if vm.host == host:
             xml = domain_xml(lab, vm, domain_type=domain_type, pool=pool)
-            out.append(Wanted(DOMAIN, naming.libvirt_name(lab.name, vm.name), xml,
+            out.append(Wanted(DOMAIN, naming.libvirt_name(lab.name, vm.name, vm.exact_name), xml,
                               dx.uuid_of(xml) or naming.object_uuid(lab.name, DOMAIN, vm.name),
                               vm.span, vm.span, vm.span))
     return out
@@ -255,8 +305,8 @@ def _known(span: Span, fallback: Span) -> Span:
 def _all_lab_names(lab: Lab) -> set[str]:
     """Every libvirt name the lab has on any host: objects of other hosts that share
     this connection are not removals."""
-    return ({naming.libvirt_name(lab.name, n.name) for n in lab.networks if n.managed}
-            | {naming.libvirt_name(lab.name, v.name) for v in lab.vms})
+    return ({naming.libvirt_name(lab.name, n.name, n.exact_name) for n in lab.networks if n.managed}
+            | {naming.libvirt_name(lab.name, v.name, v.exact_name) for v in lab.vms})
 
 
 # --- the plan -------------------------------------------------------------------------
@@ -302,7 +352,7 @@ class Journal:
                 undo()
             except lv.libvirtError as e:
                 problems.append(f"could not undo '{what}': {e.get_error_message() or e}")
-            except HostCommandError as e:
+            except HostCommandError as e:  # a host-level step (topoc.deploy.transport)
                 problems.append(f"could not undo '{what}': {e}")
         self._undo.clear()
         return problems
@@ -567,14 +617,130 @@ def _plan_domain(plan: Plan, w: Wanted, live: Live | None, record: Record, start
                                _define_domain(w.name, dx.with_uuid(w.xml, live.uuid), live, then_start)))
 
 
-def _refuse_foreign(plan: Plan, w: Wanted, target: Target) -> None:
+def _refuse_foreign(plan: Plan, w: Wanted, target: Target, live: Live | None = None) -> None:
     what = "network" if w.kind == NETWORK else "domain"
     undo = "virsh net-undefine" if w.kind == NETWORK else "virsh undefine"
+    if live is not None and live.lab not in (None, plan.lab):
+        plan.conflicts.append(diagnostic(
+            FOREIGN_OBJECT, w.span,
+            f"{target.uri} already has a {what} named {w.name} that topoc lab {live.lab} owns; "
+            "topoc will not take it from that lab",
+            hint="rename this object (or the lab), or destroy the other lab first"))
+        return
     plan.conflicts.append(diagnostic(
         FOREIGN_OBJECT, w.span,
         f"{target.uri} already has a {what} named {w.name} that this lab did not create; "
         "topoc will not overwrite it",
-        hint=f"rename the lab, or if that {what} is a stale leftover, remove it with `{undo} {w.name}`"))
+        hint=f"to make it this lab's, deploy with `--adopt`; or rename the lab; or if that {what} "
+             f"is a stale leftover, remove it with `{undo} {w.name}`"))
+
+
+# --- adoption: existing objects of the file's names become the lab's ----------------
+
+
+def _plan_adopt_network(plan: Plan, w: Wanted, live: Live, source: str) -> bool:
+    """Adopt a network: when it means what the file says, it only gains topoc's metadata
+    (its definition is redefined with that one element added: nothing restarts); DHCP
+    host entries that differ are changed live (virNetworkUpdate); anything else that
+    differs takes a restart, as any change of <forward>, <bridge> or <ip> does. True when
+    it will restart with a new configuration (the pre-flight checks it)."""
+    have, want = dx.describe_network(live.xml), dx.describe_network(w.xml)
+    repairs = [why for cond, why in ((not live.active, "start it"), (not live.autostart, "turn autostart on"))
+               if cond]
+    # A network that already names this lab (its record was lost) keeps its marker.
+    marked = live.xml if live.lab == plan.lab else dx.with_lab_marker(live.xml, plan.lab, source)
+    if have.meaning(with_hosts=False) == want.meaning(with_hosts=False):
+        edits = dx.dhcp_host_edits(live.xml, w.xml) if have.meaning() != want.meaning() else []
+        # The test driver shows a running network's running definition only: there the
+        # new one (with the metadata) is seen after a restart, harmless on a host of no
+        # real guests. libvirtd shows the persistent one, and nothing restarts.
+        restart = live.active and live.lab != plan.lab and not _shows_inactive_config(live.handle)
+        detail = "same meaning as the file: it gains topoc's metadata, " + (
+            "restarted to show it (this driver shows only the running definition)" if restart
+            else "nothing restarts")
+        if edits:
+            detail += "; DHCP host entries, applied live: " + ", ".join(e.describe() for e in edits)
+        plan.actions.append(Action(Change(ADOPT, NETWORK, w.name, "; ".join([detail, *repairs])), 2,
+                                   _adopt_network(live, marked, edits, restart)))
+        return False
+    why = ", ".join(have.differences(want))
+    restarts = "; it restarts, and running VMs on it lose their link until they reconnect" if live.active else ""
+    plan.actions.append(Action(Change(ADOPT, NETWORK, w.name,
+                                      f"and recreate from the file ({why}){restarts}",
+                                      dx.unified_diff(live.xml, w.xml, f"{w.name} (on the host)",
+                                                      f"{w.name} (from the file)")),
+                               2, _recreate_network(live, dx.with_uuid(w.xml, live.uuid))))
+    return True
+
+
+def _adopt_network(live: Live, marked: str, edits: list[dx.DhcpHostChange],
+                   restart: bool) -> Callable[[Any, Journal], None]:
+    def run(conn: Any, journal: Journal) -> None:
+        net = live.handle
+        if marked != live.xml:
+            if restart:  # stopped first: that driver keeps no new definition of a running network
+                journal.run(f"stop network {live.name}", net.destroy, net.create)
+            journal.run(f"adopt network {live.name}: add topoc's metadata",
+                        lambda: conn.networkDefineXML(marked), lambda: conn.networkDefineXML(live.xml))
+            if restart:
+                journal.run(f"start network {live.name}", net.create, net.destroy)
+        _update_network_live(live, edits)(conn, journal)
+    return run
+
+
+def _plan_adopt_domain(plan: Plan, w: Wanted, live: Live, source: str, start: bool) -> None:
+    """Adopt a domain: it gains topoc's metadata (virDomainSetMetadata, live and in its
+    definition). When it means something else than the file (memory, vCPUs, disk, nics),
+    its own definition is edited to the file's meaning first (facts.domain_with_meaning):
+    machine type, firmware, graphics and every device the file does not describe stay
+    as they are; a running VM sees the edit at its next boot."""
+    have, want = dx.describe_domain(live.xml), dx.describe_domain(w.xml)
+    then_start = start and not live.active
+    started = " and starts" if then_start else ""
+    if have.meaning() == want.meaning():
+        plan.actions.append(Action(Change(ADOPT, DOMAIN, w.name,
+                                          "same meaning as the file: it gains topoc's metadata" + started), 3,
+                                   _adopt_domain(live, plan.lab, source, then_start, None)))
+        return
+    detail = (f"and edit its definition to the file's ({', '.join(have.differences(want))}); "
+              "the rest of it stays")
+    if live.active:
+        detail += "; the running VM sees it at its next boot"
+    edited = dx.domain_with_meaning(live.xml, w.xml)
+    plan.actions.append(Action(Change(ADOPT, DOMAIN, w.name, detail + started,
+                                      dx.unified_diff(live.xml, edited, f"{w.name} (on the host)",
+                                                      f"{w.name} (edited to the file)")),
+                               3, _adopt_domain(live, plan.lab, source, then_start, w.xml)))
+
+
+def _adopt_domain(live: Live, lab: str, source: str, start: bool,
+                  meaning_of: str | None) -> Callable[[Any, Journal], None]:
+    """Edit the domain's definition to the meaning of `meaning_of` (None: leave it),
+    then mark it the lab's."""
+    from topoc.backends.libvirt import METADATA_NAMESPACE, METADATA_PREFIX
+
+    def run(conn: Any, journal: Journal) -> None:
+        lv = _libvirt()
+        dom = live.handle
+        if meaning_of is not None:
+            # Read with secrets (VNC passwords...), so redefining keeps them.
+            current = dom.XMLDesc(lv.VIR_DOMAIN_XML_INACTIVE | lv.VIR_DOMAIN_XML_SECURE)
+            edited = dx.domain_with_meaning(current, meaning_of)
+            journal.run(f"adopt domain {live.name}: edit its definition", lambda: conn.defineXML(edited),
+                        lambda: conn.defineXML(current))
+        # https://libvirt.org/html/libvirt-libvirt-domain.html#virDomainSetMetadata
+        flags = lv.VIR_DOMAIN_AFFECT_CONFIG | (lv.VIR_DOMAIN_AFFECT_LIVE if live.active else 0)
+        # The element without a namespace: libvirt puts it in METADATA_NAMESPACE under
+        # the prefix given (a fragment declaring it itself is refused by libvirtd).
+        element = dx.lab_element(lab, source, namespaced=False)
+        journal.run(f"adopt domain {live.name}: add topoc's metadata",
+                    lambda: dom.setMetadata(lv.VIR_DOMAIN_METADATA_ELEMENT, element, METADATA_PREFIX,
+                                            METADATA_NAMESPACE, flags),
+                    lambda: dom.setMetadata(lv.VIR_DOMAIN_METADATA_ELEMENT, None, METADATA_PREFIX,
+                                            METADATA_NAMESPACE, flags))
+        if start:
+            _start_domain(live.name)(conn, journal)
+    return run
 
 
 def _preflight(plan: Plan, creating: list[Wanted], others: list[dx.NetworkFacts],
@@ -608,9 +774,11 @@ def _subnet_users(subnet: IPv4Network, others: list[dx.NetworkFacts],
 
 
 def make_plan(lab: Lab, target: Target, *, host: str | None = None, start_vms: bool = False,
-              pool: str | None = None) -> Plan:
+              pool: str | None = None, adopt: bool = False) -> Plan:
     """What deploying the lab would change on the target, and what stands in the way.
-    `pool`: an existing storage pool for the guests' volumes (default: the lab's own)."""
+    `pool`: an existing storage pool for the guests' volumes (default: the lab's own).
+    With `adopt`, an existing object of a name the file gives that no topoc lab owns is
+    taken into this lab instead of refused (see _plan_adopt_network/_plan_adopt_domain)."""
     from topoc.deploy import guests
 
     host = hypervisor(lab, host)
@@ -622,17 +790,27 @@ def make_plan(lab: Lab, target: Target, *, host: str | None = None, start_vms: b
     plan = Plan(lab.name, target.uri, host, record=record, notes=[note] if note else [])
     objects = wanted(lab, host, domain_type=domain_type, pool=pool)
     creating: list[Wanted] = []
-    for w in objects:
+    adopted: set[str] = set()  # networks
+    for i, w in enumerate(objects):
         live = (networks if w.kind == NETWORK else domains).get(w.name)
-        if live is not None and not _owns(record, live, lab.name):
-            _refuse_foreign(plan, w, target)
+        if live is not None and not _owns(record, live, lab.name) and adopt and live.lab in (None, lab.name):
+            # The record keeps the host's UUID: the object stays the one it was.
+            objects[i] = w = replace(w, uuid=live.uuid)
+            if w.kind == NETWORK:
+                adopted.add(w.name)
+                if _plan_adopt_network(plan, w, live, lab.file):
+                    creating.append(w)
+            else:
+                _plan_adopt_domain(plan, w, live, lab.file, start_vms)
+        elif live is not None and not _owns(record, live, lab.name):
+            _refuse_foreign(plan, w, target, live)
         elif w.kind == NETWORK:
             if _plan_network(plan, w, live, record):
                 creating.append(w)
         else:
             _plan_domain(plan, w, live, record, start_vms)
     _plan_removals(plan, lab, record, networks, domains)
-    owned_live = {n for n, live in networks.items() if _owns(record, live, lab.name)}
+    owned_live = {n for n, live in networks.items() if _owns(record, live, lab.name)} | adopted
     others = [dx.network_facts(live.xml) for n, live in networks.items() if n not in owned_live]
     lab_bridges = {dx.network_facts(networks[n].xml).bridge for n in owned_live}
     _preflight(plan, creating, others, [i for i in interfaces if i.name not in lab_bridges], target)
@@ -686,11 +864,11 @@ def _pending_record(record: Record, plan: Plan) -> Record:
 
 
 def apply(lab: Lab, target: Target, *, host: str | None = None, start_vms: bool = False,
-          pool: str | None = None) -> Plan:
+          pool: str | None = None, adopt: bool = False) -> Plan:
     """Make the target hold the lab; raise Refused (nothing changed) or DeployError
     (after putting back everything this run changed)."""
     with _libvirt_errors(target, "lock the lab"), target.records.lock(lab.name):
-        plan = make_plan(lab, target, host=host, start_vms=start_vms, pool=pool)
+        plan = make_plan(lab, target, host=host, start_vms=start_vms, pool=pool, adopt=adopt)
         if plan.conflicts:
             raise Refused(plan.conflicts)
         assert plan.record is not None and plan.final is not None
@@ -703,13 +881,16 @@ def apply(lab: Lab, target: Target, *, host: str | None = None, start_vms: bool 
         return plan
 
 
-def _run(target: Target, before: Record, pending: Record, final: Record, actions: list[Action]) -> None:
-    """Run the actions as one transaction: all of them, or none (rolled back)."""
+def _run(target: Target, before: Record, pending: Record, final: Record, actions: list[Action],
+         journal: Journal | None = None) -> None:
+    """Run the actions as one transaction: all of them, or none (rolled back). A caller
+    that may have to undo them later (a later host of the lab failed: topoc.deploy.multi)
+    passes its own journal, which holds the undo of every step once this returns."""
     try:
         target.records.save(pending)
     except RecordError as e:
         raise DeployError(f"{e}; nothing was changed") from None
-    journal = Journal()
+    journal = journal if journal is not None else Journal()
     try:
         for action in actions:
             action.run(target.conn, journal)
@@ -722,13 +903,18 @@ def _run(target: Target, before: Record, pending: Record, final: Record, actions
             problems.append(str(e))
         if isinstance(failure, StepFailed):
             what = explain(failure.error, target.uri, failure.step)
-        elif isinstance(failure, RecordError):
+        elif isinstance(failure, (RecordError, HostCommandError)):
             what = str(failure)
         elif isinstance(failure, _libvirt().libvirtError):
             what = explain(failure, target.uri, "deploy")
         else:
             raise  # a bug or ^C: the host is put back all the same
         raise DeployError(_rollback_message(what, journal.steps, problems)) from None
+
+
+# For topoc.deploy.multi, which runs one host's plan as a step of a deploy over several.
+run_actions = _run
+pending_record = _pending_record
 
 
 def _rollback_message(what: str, steps: list[str], problems: list[str]) -> str:
@@ -805,9 +991,9 @@ def status(lab: Lab, target: Target, *, host: str | None = None) -> list[ObjectS
     return result
 
 
-def destroy(lab_name: str, target: Target) -> tuple[list[Change], list[str]]:
+def destroy(lab_name: str, target: Target, journal: Journal | None = None) -> tuple[list[Change], list[str]]:
     """Stop and undefine every object the lab owns on the target, and nothing else.
-    Returns what was removed and what was left alone (with why)."""
+    Returns what was removed and what was left alone (with why). `journal`: as for _run."""
     with _libvirt_errors(target, "read the host's networks and domains"), target.records.lock(lab_name):
         record = target.records.load(lab_name)
         networks, domains = _live_networks(target.conn), _live_domains(target.conn)
@@ -829,5 +1015,5 @@ def destroy(lab_name: str, target: Target) -> tuple[list[Change], list[str]]:
         actions += guests.destroy_actions(record, target, left_alone)
         actions.sort(key=lambda a: a.order)
         if actions or not record.empty:
-            _run(target, record, record, Record(lab_name, target.uri), actions)
+            _run(target, record, record, Record(lab_name, target.uri), actions, journal)
         return [a.change for a in actions], left_alone

@@ -213,3 +213,418 @@ def differing_parts(old: str, new: str) -> list[str]:
 def unified_diff(old: str, new: str, old_label: str, new_label: str) -> str:
     return "".join(difflib.unified_diff(old.splitlines(keepends=True), new.splitlines(keepends=True),
                                         fromfile=old_label, tofile=new_label))
+
+
+# --- what a network or domain means, for import and adoption ---------------------------
+#
+# The facts topoc's language can say about an object, read from any libvirt XML (one
+# topoc built, or one made by hand), plus a list of what it says that the language
+# cannot. `topoc import` writes the first as statements and the second as comments;
+# adoption compares the first of the host's object with the first of the file's.
+
+# libvirt's defaults where an attribute is left out (https://libvirt.org/formatnetwork.html):
+# a bridge libvirt creates has STP on and forward delay 0; a network with an IPv4
+# address runs dnsmasq's DNS unless <dns enable='no'/>.
+DEFAULT_STP = "on"
+DEFAULT_DELAY = "0"
+
+
+@dataclass(frozen=True, slots=True)
+class DhcpHost:
+    mac: str | None
+    ip: str | None
+    name: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkDescription:
+    name: str
+    uuid: str | None
+    forward_mode: str | None  # None: no <forward> (isolated)
+    forward_dev: str | None
+    bridge: str | None
+    stp: bool | None  # None: not a bridge libvirt creates (mode='bridge')
+    mtu: int | None
+    address: IPv4Interface | None  # the first IPv4 <ip>
+    dhcp_ranges: tuple[tuple[str, str], ...]
+    dhcp_hosts: tuple[DhcpHost, ...]
+    dns: bool | None  # None: no address, so no dnsmasq
+    domain: str | None
+    unexpressed: tuple[str, ...]  # what the language cannot say, one phrase each
+
+    def meaning(self, with_hosts: bool = True) -> tuple:
+        """The facts a .topo file decides, to compare two networks (not names, UUIDs,
+        comments, layout or what the language cannot express)."""
+        hosts = frozenset((h.mac, h.ip, h.name) for h in self.dhcp_hosts) if with_hosts else None
+        return (self.forward_mode, self.forward_dev if self.forward_mode in ("nat", "route") else None,
+                self.bridge, self.stp, self.mtu, self.address, self.dhcp_ranges, hosts, self.dns,
+                self.domain)
+
+    def differences(self, other: NetworkDescription) -> list[str]:
+        """What `other` says differently, one phrase each (for a plan's detail)."""
+        out = []
+        for label, mine, theirs in (
+                ("forward mode", self.forward_mode or "none", other.forward_mode or "none"),
+                ("forward dev", self.forward_dev, other.forward_dev), ("bridge", self.bridge, other.bridge),
+                ("stp", self.stp, other.stp), ("mtu", self.mtu, other.mtu),
+                ("address", self.address, other.address), ("DHCP range", self.dhcp_ranges, other.dhcp_ranges),
+                ("DNS", self.dns, other.dns), ("domain", self.domain, other.domain)):
+            if mine != theirs and not (label == "forward dev" and other.forward_mode not in ("nat", "route")):
+                out.append(f"{label} {_shown(mine)} -> {_shown(theirs)}")
+        return out
+
+
+def _shown(value: object) -> str:
+    if isinstance(value, tuple):
+        return ", ".join(f"{a}-{b}" for a, b in value) or "none"  # DHCP ranges
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return "none" if value is None else str(value)
+
+
+def dhcp_host_edits(have: str, want: str) -> list[DhcpHostChange]:
+    """The DHCP host edits that give network `have` the host entries of `want`, keyed by
+    MAC, on the first IPv4 <ip> of `have` (the one libvirt's ip-dhcp-host section edits
+    at that index). For adoption: the two documents may differ in every other way."""
+    have_root, want_root = parse(have), parse(want)
+    index = next((i for i, ip in enumerate(have_root.findall("ip")) if ip.get("family", "ipv4") == "ipv4"), 0)
+
+    def hosts(root: ET.Element) -> dict[str, ET.Element]:
+        ip = next((ip for ip in root.findall("ip") if ip.get("family", "ipv4") == "ipv4"), None)
+        found = ip.findall("dhcp/host") if ip is not None else []
+        return {(h.get("mac") or "").lower(): h for h in found if h.get("mac")}
+
+    old, new = hosts(have_root), hosts(want_root)
+    changes = [DhcpHostChange("delete", index, _host_xml(old[m]), None) for m in sorted(old.keys() - new.keys())]
+    for mac in sorted(old.keys() & new.keys()):
+        a, b = old[mac], new[mac]
+        if (a.get("ip"), a.get("name")) != (b.get("ip"), b.get("name")):
+            changes.append(DhcpHostChange("modify", index, _host_xml(a), _host_xml(b)))
+    changes += [DhcpHostChange("add", index, None, _host_xml(new[m])) for m in sorted(new.keys() - old.keys())]
+    return changes
+
+
+# Top-level network elements the description covers (the rest is unexpressed).
+_NETWORK_KNOWN = {"name", "uuid", "metadata", "forward", "bridge", "mtu", "ip", "dns", "domain"}
+
+
+def _ipv4_interface(ip: ET.Element) -> IPv4Interface | None:
+    mask = ip.get("netmask") or ip.get("prefix")
+    if mask is None:
+        return None
+    try:
+        return IPv4Interface(f"{ip.get('address')}/{mask}")
+    except ValueError:
+        return None
+
+
+def describe_network(xml: str) -> NetworkDescription:
+    root = parse(xml)
+    extra: list[str] = []
+    for child in root:
+        if isinstance(child.tag, str) and child.tag not in _NETWORK_KNOWN:
+            extra.append(f"<{child.tag}>" + (f" {child.get('address')}" if child.get("address") else ""))
+    for attribute in ("ipv6", "trustGuestRxFilters"):
+        if root.get(attribute):
+            extra.append(f"<network {attribute}='{root.get(attribute)}'>")
+    forward = root.find("forward")
+    mode = forward.get("mode", "nat") if forward is not None else None
+    dev = forward.get("dev") if forward is not None else None
+    if forward is not None:
+        nat = forward.find("nat")
+        if nat is not None:
+            for part in nat:
+                if isinstance(part.tag, str):
+                    extra.append(f"<nat><{part.tag} " + " ".join(f"{k}='{v}'" for k, v in part.attrib.items())
+                                 + "/> (NAT " + ("port range" if part.tag == "port" else part.tag) + ")")
+            for attribute, value in nat.attrib.items():
+                extra.append(f"<nat {attribute}='{value}'>")
+        for part in forward:
+            # libvirt writes <forward dev='X'> out as <interface dev='X'/> too: that is `via`.
+            if isinstance(part.tag, str) and part.tag != "nat" and not (part.tag == "interface" and part.get("dev") == dev):
+                extra.append(f"<forward><{part.tag}> (the devices of the forward)")
+    bridge = root.find("bridge")
+    bridge_name = bridge.get("name") if bridge is not None else None
+    own_bridge = mode != "bridge"
+    stp = None
+    if own_bridge:
+        stp = (bridge.get("stp", DEFAULT_STP) if bridge is not None else DEFAULT_STP) == "on"
+        delay = bridge.get("delay", DEFAULT_DELAY) if bridge is not None else DEFAULT_DELAY
+        if delay != DEFAULT_DELAY:
+            extra.append(f"<bridge delay='{delay}'> (topoc makes the forward delay 0)")
+    if bridge is not None:
+        for attribute, value in bridge.attrib.items():
+            if attribute not in ("name", "stp", "delay"):
+                extra.append(f"<bridge {attribute}='{value}'>")
+    mtu_element = root.find("mtu")
+    mtu = int(mtu_element.get("size", "0")) or None if mtu_element is not None else None
+    address = None
+    ranges: list[tuple[str, str]] = []
+    hosts: list[DhcpHost] = []
+    for ip in root.findall("ip"):
+        if ip.get("family", "ipv4") != "ipv4":
+            extra.append(f"<ip family='{ip.get('family')}' address='{ip.get('address')}'> (topoc is IPv4 only)")
+            continue
+        interface = _ipv4_interface(ip)
+        if address is not None or interface is None:
+            extra.append(f"<ip address='{ip.get('address')}'> (a second IPv4 address on the bridge)")
+            continue
+        address = interface
+        for part in ip:
+            if isinstance(part.tag, str) and part.tag != "dhcp":
+                extra.append(f"<ip><{part.tag}>")
+        dhcp = ip.find("dhcp")
+        if dhcp is None:
+            continue
+        for part in dhcp:
+            if part.tag == "range":
+                ranges.append((part.get("start", ""), part.get("end", "")))
+                if len(part):
+                    extra.append("<range><lease> (DHCP lease time)")
+            elif part.tag == "host":
+                hosts.append(DhcpHost(part.get("mac", "").lower() or None, part.get("ip"), part.get("name")))
+            elif isinstance(part.tag, str):
+                extra.append(f"<dhcp><{part.tag}>")
+    dns_element = root.find("dns")
+    dns = None
+    if address is not None:
+        dns = dns_element is None or dns_element.get("enable", "yes") == "yes"
+    if dns_element is not None:
+        for part in dns_element:
+            if isinstance(part.tag, str):
+                extra.append(f"<dns><{part.tag}> (DNS {part.tag} entries)")
+        for attribute, value in dns_element.attrib.items():
+            if attribute != "enable":
+                extra.append(f"<dns {attribute}='{value}'>")
+    domain_element = root.find("domain")
+    domain = domain_element.get("name") if domain_element is not None else None
+    if domain_element is not None and domain_element.get("localOnly"):
+        extra.append(f"<domain localOnly='{domain_element.get('localOnly')}'>")
+    return NetworkDescription(
+        name=root.findtext("name", ""), uuid=(root.findtext("uuid") or "").strip() or None,
+        forward_mode=mode, forward_dev=dev, bridge=bridge_name, stp=stp, mtu=mtu, address=address,
+        dhcp_ranges=tuple(ranges), dhcp_hosts=tuple(hosts), dns=dns, domain=domain,
+        unexpressed=tuple(extra))
+
+
+@dataclass(frozen=True, slots=True)
+class DomainNic:
+    type: str  # network, direct, bridge, ...
+    source: str | None  # the network's name (network), the host device (direct), the bridge
+    mac: str | None
+    model: str | None
+    direct_mode: str | None = None  # <source mode> of a direct (macvtap) nic
+
+
+@dataclass(frozen=True, slots=True)
+class DomainDescription:
+    name: str
+    uuid: str | None
+    memory_kib: int | None
+    vcpus: int | None
+    disk: str | None  # the first file-backed disk's path
+    disk_format: str | None
+    nics: tuple[DomainNic, ...]
+    unexpressed: tuple[str, ...]
+
+    def meaning(self) -> tuple:
+        return (self.memory_kib, self.vcpus, self.disk, self.disk_format,
+                tuple((n.type, n.source, n.mac, n.model) for n in self.nics))
+
+    def differences(self, other: DomainDescription) -> list[str]:
+        out = []
+        for label, mine, theirs in (("memory KiB", self.memory_kib, other.memory_kib),
+                                    ("vCPUs", self.vcpus, other.vcpus), ("disk", self.disk, other.disk),
+                                    ("disk format", self.disk_format, other.disk_format)):
+            if mine != theirs:
+                out.append(f"{label} {_shown(mine)} -> {_shown(theirs)}")
+        def nics(d: DomainDescription) -> str:
+            return "; ".join(f"{n.type} {n.source} {n.mac} {n.model}" for n in d.nics) or "none"
+        if self.meaning()[4] != other.meaning()[4]:
+            out.append(f"nics [{nics(self)}] -> [{nics(other)}]")
+        return out
+
+
+# Units of <memory unit=...>: https://libvirt.org/formatdomain.html#memory-allocation
+_MEMORY_UNITS = {"b": 1, "bytes": 1, "kb": 1000, "k": 1024, "kib": 1024, "mb": 1000**2, "m": 1024**2,
+                 "mib": 1024**2, "gb": 1000**3, "g": 1024**3, "gib": 1024**3, "tb": 1000**4,
+                 "t": 1024**4, "tib": 1024**4}
+# Devices every domain has or that only say how it is wired inside (controllers, the
+# console topoc itself writes): not worth a warning on their own.
+_ROUTINE_DEVICES = {"emulator", "controller", "serial", "console", "input", "memballoon", "disk",
+                    "interface", "channel", "watchdog", "panic"}
+
+
+def describe_domain(xml: str) -> DomainDescription:
+    root = parse(xml)
+    extra: list[str] = []
+    memory_kib = None
+    memory = root.find("memory")
+    memory_text = (memory.text or "").strip() if memory is not None else ""
+    if memory is not None and memory_text.isdigit():
+        unit = _MEMORY_UNITS.get(memory.get("unit", "KiB").lower(), 1024)
+        memory_kib = -(-int(memory_text) * unit // 1024)
+    current = root.find("currentMemory")
+    if current is not None and memory is not None and (current.text or "").strip() != (memory.text or "").strip():
+        extra.append(f"<currentMemory> {current.text} {current.get('unit', 'KiB')} (the balloon's size)")
+    vcpu = root.find("vcpu")
+    vcpu_text = (vcpu.text or "").strip() if vcpu is not None else ""
+    vcpus = int(vcpu_text) if vcpu_text.isdigit() else None
+    if vcpu is not None and vcpu.get("current"):
+        extra.append(f"<vcpu current='{vcpu.get('current')}'> (vCPUs online at boot)")
+    disk = disk_format = None
+    devices = root.find("devices")
+    other: list[str] = []
+    nics: list[DomainNic] = []
+    for device in devices if devices is not None else []:
+        if not isinstance(device.tag, str):
+            continue
+        if device.tag == "disk":
+            source = device.find("source")
+            path = source.get("file") if source is not None else None
+            if device.get("device", "disk") == "disk" and device.get("type") == "file" and path and disk is None:
+                disk = path
+                driver = device.find("driver")
+                # No format given: libvirt takes the image as raw (it never lets QEMU probe).
+                disk_format = (driver.get("type") if driver is not None else None) or "raw"
+            else:
+                extra.append(f"<disk device='{device.get('device', 'disk')}'>"
+                             + (f" {path}" if path else "") + " (topoc describes one file-backed disk)")
+        elif device.tag == "interface":
+            source = device.find("source")
+            kind = device.get("type", "")
+            source_name = None
+            if source is not None:
+                source_name = source.get("network") or source.get("dev") or source.get("bridge")
+            mac = device.find("mac")
+            model = device.find("model")
+            nics.append(DomainNic(kind, source_name, mac.get("address", "").lower() if mac is not None else None,
+                                  model.get("type") if model is not None else None,
+                                  source.get("mode") if source is not None and kind == "direct" else None))
+            for part in device:
+                if isinstance(part.tag, str) and part.tag not in ("source", "mac", "model", "target", "alias",
+                                                                  "address"):
+                    extra.append(f"<interface><{part.tag}> on the nic {nics[-1].mac or ''}".rstrip())
+            if source is not None and source.get("portgroup"):
+                extra.append(f"<source portgroup='{source.get('portgroup')}'> on the nic {nics[-1].mac or ''}")
+        elif device.tag not in _ROUTINE_DEVICES:
+            other.append(device.tag)
+    if other:
+        extra.append("devices " + ", ".join(f"<{t}>" for t in sorted(set(other))))
+    return DomainDescription(
+        name=root.findtext("name", ""), uuid=(root.findtext("uuid") or "").strip() or None,
+        memory_kib=memory_kib, vcpus=vcpus, disk=disk, disk_format=disk_format, nics=tuple(nics),
+        unexpressed=tuple(extra))
+
+
+def lab_element(lab: str, source: str, namespaced: bool = True) -> str:
+    """topoc's <topoc:lab name= source=/> element alone, its namespace declared on it
+    (or a plain <lab/>, for virDomainSetMetadata, which adds the namespace itself)."""
+    # A lone element: ElementTree declares its namespace on it (the registered prefix).
+    tag = _LAB_TAG if namespaced else "lab"
+    return ET.tostring(ET.Element(tag, {"name": lab, "source": source}), encoding="unicode")
+
+
+def with_lab_marker(xml: str, lab: str, source: str) -> str:
+    """The document with topoc's <metadata><topoc:lab name= source=/> added, the rest
+    exactly as it was (text edit, not a re-serialisation: the namespace stays declared
+    on the element, as libvirt keeps metadata): how an adopted network becomes the lab's."""
+    if lab_marker(xml) is not None:
+        raise ValueError("the document already carries a topoc lab marker")
+    text = lab_element(lab, source)
+    at = xml.find("<metadata>")
+    if at >= 0:
+        at += len("<metadata>")
+        return xml[:at] + text + xml[at:]
+    for closing in ("</uuid>", "</name>"):
+        at = xml.find(closing)
+        if at >= 0:
+            at += len(closing)
+            return xml[:at] + f"<metadata>{text}</metadata>" + xml[at:]
+    raise ValueError("not a libvirt network or domain document (no <name>)")
+
+
+def domain_with_meaning(have: str, want: str) -> str:
+    """Domain `have` (the host's) edited to mean what `want` (the file's) means, and
+    nothing else changed: memory, vCPUs, the first file-backed disk, and the nics (by
+    MAC: source and model set, the file's missing ones added, the others removed).
+    Machine type, firmware, graphics and every other device stay as the host has them:
+    how adoption changes only what differs. <metadata> is carried over as text (so
+    namespaces other programs declared in it stay where they were)."""
+    import re
+
+    found = re.search(r"<metadata>.*?</metadata>|<metadata/>", have, re.S)
+    metadata = found.group(0) if found else None
+    root = parse(have if found is None else have[:found.start()] + "<metadata/>" + have[found.end():])
+    wanted = parse(want)
+    have_d, want_d = describe_domain(have), describe_domain(want)
+    if have_d.memory_kib != want_d.memory_kib and want_d.memory_kib is not None:
+        memory = root.find("memory")
+        if memory is None:
+            memory = ET.SubElement(root, "memory")
+        memory.set("unit", "KiB")
+        memory.text = str(want_d.memory_kib)
+        current = root.find("currentMemory")
+        if current is not None:
+            current.set("unit", "KiB")
+            current.text = str(min(want_d.memory_kib, (have_d.memory_kib or want_d.memory_kib)
+                                   if current.text == str(have_d.memory_kib) else want_d.memory_kib))
+    if have_d.vcpus != want_d.vcpus and want_d.vcpus is not None:
+        vcpu = root.find("vcpu")
+        if vcpu is None:
+            vcpu = ET.SubElement(root, "vcpu")
+        vcpu.text = str(want_d.vcpus)
+        if vcpu.get("current") and int(vcpu.get("current", "0")) > want_d.vcpus:
+            del vcpu.attrib["current"]
+    devices = root.find("devices")
+    if devices is None:
+        devices = ET.SubElement(root, "devices")
+    wanted_devices = wanted.find("devices")
+
+    def file_disk(parent: ET.Element | None) -> ET.Element | None:
+        for disk in parent.findall("disk") if parent is not None else []:
+            source = disk.find("source")
+            if disk.get("device", "disk") == "disk" and disk.get("type") == "file" and source is not None \
+                    and source.get("file"):
+                return disk
+        return None
+
+    if (have_d.disk, have_d.disk_format) != (want_d.disk, want_d.disk_format):
+        mine, theirs = file_disk(devices), file_disk(wanted_devices)
+        if mine is not None and theirs is None:
+            devices.remove(mine)
+        elif mine is not None and theirs is not None:
+            mine.find("source").set("file", want_d.disk or "")  # type: ignore[union-attr]
+            driver = mine.find("driver")
+            if driver is None:
+                driver = ET.SubElement(mine, "driver", {"name": "qemu"})
+            driver.set("type", want_d.disk_format or "raw")
+        elif theirs is not None:
+            devices.insert(0, theirs)
+    if have_d.meaning()[4] != want_d.meaning()[4]:
+        wanted_nics = {(i.find("mac").get("address") or "").lower(): i  # type: ignore[union-attr]
+                       for i in (wanted_devices.findall("interface") if wanted_devices is not None else [])
+                       if i.find("mac") is not None}
+        for interface in devices.findall("interface"):
+            mac = interface.find("mac")
+            key = (mac.get("address") or "").lower() if mac is not None else ""
+            theirs = wanted_nics.pop(key, None)
+            if theirs is None:
+                devices.remove(interface)
+                continue
+            interface.set("type", theirs.get("type", "network"))
+            source = interface.find("source")
+            if source is not None:
+                interface.remove(source)
+            interface.insert(0, theirs.find("source"))  # type: ignore[arg-type]
+            model = interface.find("model")
+            if model is None:
+                model = ET.SubElement(interface, "model")
+            model.set("type", (theirs.find("model").get("type") if theirs.find("model") is not None  # type: ignore[union-attr]
+                               else "virtio") or "virtio")
+        for interface in wanted_nics.values():
+            devices.append(interface)
+    text = ET.tostring(root, encoding="unicode")
+    if metadata is not None:
+        text = text.replace("<metadata />", metadata, 1)
+    return text

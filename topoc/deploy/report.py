@@ -9,14 +9,20 @@ from __future__ import annotations
 from collections import Counter
 from typing import Iterable
 
-from topoc.deploy.engine import CREATE, RECREATE, REMOVE, UPDATE, Change, ObjectStatus, Plan
+from topoc.deploy.engine import ADOPT, CREATE, RECREATE, REMOVE, UPDATE, Change, ObjectStatus, Plan
 
-_MARKS = {CREATE: "+", UPDATE: "~", RECREATE: "!", REMOVE: "-"}
+_MARKS = {CREATE: "+", UPDATE: "~", RECREATE: "!", REMOVE: "-", ADOPT: "&"}
+_ACTIONS = (CREATE, ADOPT, UPDATE, RECREATE, REMOVE)
 
 
 def private_host_note(uri: str) -> str:
     return (f"note: {uri} is libvirt's in-memory test driver, a private host that lives only "
             "for this command (`topoc deploy FILE --status` shows the result in the same run)")
+
+
+def saved_test_host_note(uri: str, state_dir: object) -> str:
+    return (f"note: {uri} is libvirt's in-memory test driver; topoc keeps its host between commands "
+            f"in {state_dir}/test-host (`topoc reset-test-host` starts over)")
 
 
 def _indent(text: str, prefix: str) -> str:
@@ -34,7 +40,7 @@ def render_change(change: Change, with_diff: bool = True) -> str:
 
 def _counts(changes: Iterable[Change]) -> str:
     counted = Counter(c.action for c in changes)
-    return ", ".join(f"{counted[a]} to {a}" for a in (CREATE, UPDATE, RECREATE, REMOVE))
+    return ", ".join(f"{counted[a]} to {a}" for a in _ACTIONS if a != ADOPT or counted[a])
 
 
 def render_plan(plan: Plan) -> str:
@@ -56,7 +62,7 @@ def render_applied(plan: Plan) -> str:
         return f"{where}: in sync, nothing changed\n"
     lines = "".join(render_change(c, with_diff=False) for c in plan.changes)
     counted = Counter(c.action for c in plan.changes)
-    done = ", ".join(f"{counted[a]} {a}d" for a in (CREATE, UPDATE, RECREATE, REMOVE) if counted[a])
+    done = ", ".join(f"{counted[a]} {a}{'e' if not a.endswith('e') else ''}d" for a in _ACTIONS if counted[a])
     return f"deployed {where}:\n{lines}{done}\n"
 
 

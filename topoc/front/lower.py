@@ -24,6 +24,7 @@ from typing import Callable, Iterable
 
 from topoc.model import naming
 from topoc.diagnostics import (CONFLICTING_STATEMENTS, DUPLICATE_NAME, DUPLICATE_STATEMENT, INVALID_VALUE, MAC_INVALID,
+                               UNKNOWN_URI_PARAMETER,
                                MISSING_STATEMENT, UNDEFINED_NAME, Code, Diagnostic, Severity,
                                diagnostic)
 from topoc.model.ir import (DhcpRange, Expect, External, Forward, Host, Lab, Mode, Network, Nic, Route,
@@ -54,7 +55,7 @@ MODE_WORDS = [m.value for m in Mode]
 
 # Statements that may appear at most once in a block.
 SINGLE = {"mode", "bridge", "address", "subnet", "dhcp", "dns", "domain", "mtu", "stp",
-          "memory", "vcpus", "disk", "image", "kernel", "initrd", "cmdline", "user"}
+          "memory", "vcpus", "disk", "connect", "vni", "name", "image", "kernel", "initrd", "cmdline", "user"}
 
 # A login name as useradd(8) takes it by default (Debian's NAME_REGEX): a lower-case
 # letter or `_`, then lower-case letters, digits, `_` and `-`, at most 32 characters.
@@ -64,6 +65,10 @@ USER_RE = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
 SSH_KEY_TYPES = ("ssh-ed25519", "ssh-rsa", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384",
                  "ecdsa-sha2-nistp521", "sk-ssh-ed25519@openssh.com",
                  "sk-ecdsa-sha2-nistp256@openssh.com", "ssh-dss")
+
+# A network on several hosts without `mtu`: 1500 less the 50 bytes of VXLAN over IPv4
+# (https://docs.kernel.org/networking/vxlan.html; RFC 7348 section 4.3).
+VXLAN_DEFAULT_MTU = 1450
 
 _A_KIND = {"host": "a host", "vm": "a VM", "external": "an external"}
 
@@ -194,6 +199,23 @@ def _mac(tok: Token) -> str:
         raise _Invalid(tok.span, f"`{tok.text}` is not a MAC address",
                        "write six hex bytes joined by colons, e.g. 52:54:00:12:34:56", MAC_INVALID)
     return tok.text.lower().replace("-", ":")
+
+
+def _exact_name(stmt: Statement) -> str:
+    """`name NAME` in a network or vm block: the object's libvirt name as is."""
+    tok = stmt.args[0]
+    problem = naming.exact_name_problem(tok.text)
+    if problem is not None:
+        raise _Invalid(tok.span, f"`{tok.text}` cannot be a libvirt name: {problem}",
+                       "write the name libvirt shows (`virsh net-list --all`, `virsh list --all`)")
+    return tok.text
+
+
+def _exact_name_of(one: dict[str, Statement]) -> tuple[str | None, Span]:
+    """The block's `name` statement, lowered (None when it has none); raises _Invalid."""
+    if "name" not in one:
+        return None, UNKNOWN
+    return _exact_name(one["name"]), one["name"].args[0].span
 
 
 def _string(tok: Token) -> str:
@@ -439,14 +461,25 @@ class _Lowerer:
             return
         mode, via = lowered  # type: ignore[misc]
         host = None
+        extra_hosts: tuple[str, ...] = ()
         if block.on is not None:
             if mode is Mode.EXTERNAL:
                 self.report(INVALID_VALUE, block.on.span,
                             f"external network `{name}` is not on a host: it is the LAN outside",
                             f"remove `on {block.on.text}`")
                 return
-            host = block.on.text
-            self.host_refs.append(block.on)
+            hosts = self.on_hosts(block)
+            if hosts is None:
+                return
+            if len(hosts) > 1 and mode is Mode.BRIDGED:
+                self.report(INVALID_VALUE, hosts[1].span,
+                            f"bridged network `{name}` is the LAN behind one host's NIC; it cannot "
+                            "be on several hosts",
+                            "give each host a bridged network of its own on the same LAN")
+                return
+            host = hosts[0].text
+            extra_hosts = tuple(t.text for t in hosts[1:])
+            self.host_refs.extend(hosts)
 
         values: dict[str, object] = {}
         converters: dict[str, Callable[[Token], object]] = {
@@ -457,6 +490,7 @@ class _Lowerer:
             "stp": lambda t: _switch(t, "stp"),
             "mtu": lambda t: _integer(t, "MTU", 68, 65535),
             "domain": self.domain,
+            "vni": lambda t: _integer(t, "VXLAN network identifier", 1, naming.VNI_MAX),
         }
         ok = True
         for keyword, convert in converters.items():
@@ -469,11 +503,14 @@ class _Lowerer:
         if "dhcp" in one:
             dhcp = self.attempt(lambda: self.dhcp(one["dhcp"]))
             ok = ok and dhcp is not None
+        exact = self.attempt(lambda: _exact_name_of(one))
+        ok = ok and exact is not None
         if not ok:
             return
+        exact_name, exact_span = exact  # type: ignore[misc]
         address = values.get("address")
         if mode is Mode.EXTERNAL:
-            for keyword in ("bridge", "address", "dhcp", "dns", "domain", "stp"):
+            for keyword in ("bridge", "address", "dhcp", "dns", "domain", "stp", "name"):
                 if keyword in one:
                     self.report(INVALID_VALUE, one[keyword].span,
                                 f"`{keyword}` does not apply to external network `{name}`: "
@@ -521,8 +558,19 @@ class _Lowerer:
                         f"network `{name}` has DHCP but no `address` for the DHCP server",
                         "add `address IP/PREFIX`: libvirt's dnsmasq listens on it")
             ok = False
+        if "vni" in one and not extra_hosts:
+            self.report(INVALID_VALUE, one["vni"].span,
+                        f"`vni` applies to a network on several hosts; `{name}` is on one",
+                        f"remove `vni`, or put `{name}` on several hosts (`on kvm1, kvm2`)")
+            ok = False
         if not ok:
             return
+        vni = mtu = None
+        if extra_hosts:
+            vni = values.get("vni") or naming.derived_vni(self.lab_or_placeholder(), name)
+            # The VXLAN header costs 50 bytes of the underlay's 1500 (topoc.checks.spanning
+            # warns about a written MTU that leaves no room for it).
+            mtu = values.get("mtu") or VXLAN_DEFAULT_MTU
         bridge = values.get("bridge")
         derived = False
         if bridge is None and mode is not Mode.EXTERNAL:
@@ -531,12 +579,33 @@ class _Lowerer:
             name=name, host=host, mode=mode, via=via, bridge=bridge, bridge_derived=derived,  # type: ignore[arg-type]
             address=address, declared_subnet=values.get("subnet"), dhcp=dhcp,  # type: ignore[arg-type]
             dns=bool(values.get("dns", False)), domain=values.get("domain"),  # type: ignore[arg-type]
-            mtu=values.get("mtu"), stp=bool(values.get("stp", False)), span=block.span,  # type: ignore[arg-type]
+            mtu=mtu or values.get("mtu"), stp=bool(values.get("stp", False)), span=block.span,  # type: ignore[arg-type]
             mode_span=mode_stmt.span,
             address_span=one["address"].args[0].span if "address" in one else block.name.span,
             bridge_span=one["bridge"].args[0].span if "bridge" in one else block.name.span,
             subnet_span=one["subnet"].args[0].span if "subnet" in one else block.name.span,
+            extra_hosts=extra_hosts, vni=vni,  # type: ignore[arg-type]
+            vni_span=one["vni"].args[0].span if "vni" in one else block.name.span,
+            exact_name=exact_name, exact_name_span=exact_span,
         ))
+
+    def on_hosts(self, block: Block) -> tuple[Token, ...] | None:
+        """The hosts of `on H1, H2, ...`: names joined by commas, each once."""
+        hosts = block.on_hosts
+        written = " ".join(t.text for t in block.header[3:])
+        if not hosts or not re.fullmatch(r"[^,\s]+(\s*,\s*[^,\s]+)*", written):
+            self.report(INVALID_VALUE, block.on.span if block.on is not None else block.name.span,
+                        f"`on {written}` is not a list of hosts",
+                        "separate the hosts with commas: `on kvm1, kvm2`")
+            return None
+        seen: set[str] = set()
+        for tok in hosts:
+            if tok.text in seen:
+                self.report(DUPLICATE_NAME, tok.span, f"host `{tok.text}` is named twice after `on`",
+                            "name each host once")
+                return None
+            seen.add(tok.text)
+        return hosts
 
     def lab_or_placeholder(self) -> str:
         return self.lab_name or "lab"
@@ -586,7 +655,8 @@ class _Lowerer:
     def host(self, block: Block) -> None:
         if not self.declare(self.node_names, block.name, block.kind):
             return
-        self.single_statements(block)
+        one = self.single_statements(block)
+        connect = self.connect_uri(one["connect"]) if "connect" in one else None
         pending, routes = self.node_parts(block)
         for p in pending:
             if p is not None and p.iface is None:
@@ -596,7 +666,24 @@ class _Lowerer:
                 self.report(MISSING_STATEMENT, p.stmt.span,
                             f"nic {p.iface} of host `{block.name.text}` has no address",
                             "add `address IP` (the host's address on that network)")
-        self.pending_nodes.append(("host", block, pending, routes))
+        self.pending_nodes.append(("host", block, pending, routes, connect))
+
+    def connect_uri(self, stmt: Statement) -> tuple[str, Span] | None:
+        """`connect URI`: a libvirt URI (topoc.model.uri says what makes one)."""
+        from topoc.model.uri import UriError, parse_uri, unknown_parameter_hint
+
+        tok = stmt.args[0]
+        text = _string(tok)
+        try:
+            uri = parse_uri(text)
+        except UriError as e:
+            self.report(INVALID_VALUE, tok.span, e.message, e.hint)
+            return None
+        for name in uri.unknown_params:
+            self.report(UNKNOWN_URI_PARAMETER, tok.span,
+                        f"libvirt does not know the URI parameter `{name}`",
+                        unknown_parameter_hint(uri))
+        return text, tok.span
 
     def vm(self, block: Block) -> None:
         if not self.declare(self.node_names, block.name, block.kind):
@@ -619,11 +706,19 @@ class _Lowerer:
         login = self.vm_login(block, one)
         if boot is None or login is None:
             memory = None  # type: ignore[assignment]
+        exact = self.attempt(lambda: _exact_name_of(one))
+        if exact is None:
+            memory = None  # type: ignore[assignment]
         if block.on is not None:
             self.host_refs.append(block.on)
+            if len(block.header) > 4 or "," in block.on.text:
+                self.report(INVALID_VALUE, block.on.span,
+                            f"vm `{block.name.text}` runs on one host",
+                            "name one host after `on`; its nics may join networks on several hosts")
+                memory = None  # type: ignore[assignment]
         pending, routes = self.node_parts(block)
         # Even a VM with a bad value goes on, so its nics' names are resolved and reported.
-        self.pending_nodes.append(("vm", block, pending, routes, memory, vcpus, disk,
+        self.pending_nodes.append(("vm", block, pending, routes, memory, vcpus, disk, exact,
                                    {**(boot or {}), **(login or {})}))
 
     def vm_boot(self, block: Block, one: dict[str, Statement]) -> dict[str, object] | None:
@@ -796,15 +891,17 @@ class _Lowerer:
                 continue
             name = block.name.text
             if kind == "host":
-                self.hosts.append(Host(name, nics, routes, block.span))  # type: ignore[arg-type]
+                connect, connect_span = entry[4] or (None, UNKNOWN)
+                self.hosts.append(Host(name, nics, routes, block.span, connect, connect_span))  # type: ignore[arg-type]
             elif kind == "external":
                 self.externals.append(External(name, nics, routes, block.span))  # type: ignore[arg-type]
             else:
-                memory, vcpus, disk, guest = entry[4:]
+                memory, vcpus, disk, exact, guest = entry[4:]
                 host = block.on.text if block.on is not None else self.only_host(block)
                 if host is not None and memory is not None and vcpus is not None:
+                    exact_name, exact_span = exact
                     self.vms.append(Vm(name, host, memory, vcpus, disk, nics, routes, block.span,  # type: ignore[arg-type]
-                                       **guest))
+                                       exact_name=exact_name, exact_name_span=exact_span, **guest))
 
     def only_host(self, block: Block) -> str | None:
         """The host of a VM that names none: the only host, when there is exactly one."""

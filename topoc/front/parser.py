@@ -38,7 +38,7 @@ TOP_LEVEL_KEYWORDS = ("lab", "network", "host", "vm", "external", "forward", "ex
 # What each statement looks like, for hints when one is malformed.
 USAGE = {
     "lab": "lab NAME",
-    "network": "network NAME [on HOST] { ... }",
+    "network": "network NAME [on HOST[, HOST...]] { ... }",
     "host": "host NAME { ... }",
     "vm": "vm NAME on HOST { ... }",
     "external": "external NAME { ... }",
@@ -51,8 +51,11 @@ USAGE = {
     "domain": "domain NAME",
     "mtu": "mtu N",
     "stp": "stp on|off",
+    "vni": "vni N   (1-16777215: the VXLAN id of a network on several hosts)",
+    "name": "name LIBVIRT-NAME   (the network's or VM's libvirt name as is, without the lab prefix)",
     "nic": "nic [IFACE] on NETWORK [address IP[/PREFIX]] [mac MAC] [model NAME] [gateway IP]",
     "route": "route CIDR via IP   (or: route default via IP)",
+    "connect": "connect URI   (a libvirt URI: qemu:///system, qemu+ssh://root@HOST/system)",
     "memory": "memory SIZE   (512MiB, 1GiB, 2G)",
     "vcpus": "vcpus N",
     "disk": 'disk PATH   (or: disk "a path with spaces")',
@@ -69,17 +72,20 @@ USAGE = {
 
 # Where each statement of a block belongs, for a statement written in the wrong place.
 STATEMENT_HOME = {
-    **dict.fromkeys(("mode", "bridge", "address", "subnet", "dhcp", "dns", "domain", "mtu", "stp"),
+    **dict.fromkeys(("mode", "bridge", "address", "subnet", "dhcp", "dns", "domain", "mtu", "stp", "vni"),
                     "a `network`"),
     **dict.fromkeys(("memory", "vcpus", "disk", "image", "kernel", "initrd", "cmdline", "user",
                      "ssh-key", "ssh-key-file"), "a `vm`"),
+    "name": "a `network` or `vm`",
     **dict.fromkeys(("nic", "route"), "a `host`, `vm` or `external`"),
+    "connect": "a `host`",
 }
 STATEMENT_KEYWORDS = frozenset(TOP_LEVEL_KEYWORDS) | frozenset(STATEMENT_HOME)
 
 _TERMINAL_WORDS = {
     "WORD": "a name or value",
     "STRING": 'a "quoted string"',
+    "URI": "a libvirt URI",
     "_NL": "end of line",
     "$END": "end of file",
 }
@@ -389,7 +395,7 @@ def _recover(e: UnexpectedInput, file: str, lines: list[str]) -> tuple[Diagnosti
 # --- building the syntax tree ---------------------------------------------------------
 
 
-_VALUE_KINDS = frozenset(("WORD", "STRING"))
+_VALUE_KINDS = frozenset(("WORD", "STRING", "URI"))
 
 
 def _token(file: str, t: LarkToken) -> Token:
@@ -556,6 +562,8 @@ class _FastLexer(Lexer):
             if kind == "WORD":
                 keyword = keywords.get(value)
                 kind = keyword if keyword is not None and keyword in states[parser_state.position] else "WORD"
+                if "://" in value and "URI" in states[parser_state.position]:
+                    kind = "URI"  # as the contextual lexer decides: URI outranks WORD
             elif kind == "NL":
                 kind = "_NL"
             elif kind in ("PUNCT", "ARROW"):

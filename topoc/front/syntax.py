@@ -17,12 +17,12 @@ class Token(NamedTuple):
     """One token (a NamedTuple, like Span: the parser makes one per token)."""
 
     text: str
-    kind: str  # WORD, STRING, or the keyword itself ("on", "via", "address", "->", ...)
+    kind: str  # WORD, STRING, URI, or the keyword itself ("on", "via", "address", "->", ...)
     span: Span
 
     @property
     def is_value(self) -> bool:
-        return self.kind in ("WORD", "STRING")
+        return self.kind in ("WORD", "STRING", "URI")
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +55,19 @@ class Block:
     @property
     def on(self) -> Token | None:
         return self.header[3] if len(self.header) >= 4 else None
+
+    @property
+    def on_hosts(self) -> tuple[Token, ...]:
+        """The names after `on`, one token each: `on kvm1, kvm2` (or `kvm1,kvm2`) is
+        two, each span narrowed to its name. topoc.front.lower checks the commas."""
+        names = []
+        for tok in self.header[3:]:
+            offset = 0
+            for part in tok.text.split(","):
+                if part:
+                    names.append(Token(part, tok.kind, tok.span.sub(offset, len(part))))
+                offset += len(part) + 1
+        return tuple(names)
 
 
 @dataclass(frozen=True, slots=True)

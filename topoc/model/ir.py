@@ -110,6 +110,23 @@ class Network:
     address_span: Span = _span()
     bridge_span: Span = _span()
     subnet_span: Span = _span()
+    # A network on several hosts (`on kvm1, kvm2`) is one L2 segment: `host` is the first,
+    # which holds its gateway, DHCP, DNS and firewall; the others carry it at L2, their
+    # bridges joined by VXLAN with this network identifier (written, or derived).
+    extra_hosts: tuple[str, ...] = ()
+    vni: int | None = None
+    vni_span: Span = _span()
+
+    @property
+    def hosts(self) -> tuple[str, ...]:
+        """Every host the network is on, its first (gateway) host first."""
+        return (self.host, *self.extra_hosts) if self.host is not None else ()
+
+    @property
+    def spanning(self) -> bool:
+        return bool(self.extra_hosts)
+    exact_name: str | None = None  # `name NAME`: the libvirt name as is (no lab prefix)
+    exact_name_span: Span = _span()
 
     @property
     def subnet(self) -> IPv4Network | None:
@@ -143,6 +160,8 @@ class Host:
     nics: tuple[Nic, ...] = ()
     routes: tuple[Route, ...] = ()
     span: Span = _span()
+    connect: str | None = None  # `connect URI`: its libvirt URI (checked by topoc.model.uri)
+    connect_span: Span = _span()
 
     kind = NodeKind.HOST
 
@@ -171,6 +190,8 @@ class Vm:
     image_span: Span = _span()
     kernel_span: Span = _span()
     initrd_span: Span = _span()
+    exact_name: str | None = None  # `name NAME`: the libvirt name as is (no lab prefix)
+    exact_name_span: Span = _span()
 
     kind = NodeKind.VM
 
@@ -252,7 +273,12 @@ class Lab:
         return (*self.hosts, *self.vms, *self.externals)
 
     def networks_on(self, host: str) -> tuple[Network, ...]:
+        """The networks whose gateway host this is (a spanning network: its first host)."""
         return tuple(n for n in self.networks if n.host == host)
+
+    def networks_carried_by(self, host: str) -> tuple[Network, ...]:
+        """The networks on several hosts that this host carries at L2 only (not first)."""
+        return tuple(n for n in self.networks if host in n.extra_hosts)
 
     def vms_on(self, host: str) -> tuple[Vm, ...]:
         return tuple(v for v in self.vms if v.host == host)

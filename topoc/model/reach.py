@@ -559,10 +559,19 @@ def pair(lab: Lab, src: str, dst: str) -> tuple[PairResult, list[Probe]]:
     probes = []
     for ip in addresses:
         p = probe(lab, src, ip)
-        if p.ok and p.request.node != dst and p.request.node != src:
+        if p.ok and ip in eng.local.get(src, ()):
+            # The source holds the address too (on a segment of its own, which the checks
+            # allow): the echo never leaves it, so it is no reply from `dst`.
+            p.ok = False
+            p.request.failure = f"{ip} is also {src}'s own address: {src} answers itself, not {dst}"
+            p.request.fix = (f"{src} and {dst} hold {ip} on separate segments; reach {dst} at "
+                             "an address only it holds (or give one of them another)")
+        elif p.ok and p.request.node != dst:
             p.ok = False
             p.request.failure = f"{ip} answers from {p.request.node}, not from {dst}"
-            p.request.fix = "two nodes share this address: give one of them another"
+            p.request.fix = (f"{p.request.node} and {dst} both hold {ip}; the one on "
+                             f"{src}'s side answers (give one of them another if {src} "
+                             f"must reach {dst})")
         probes.append(p)
     failed = next((p for p in probes if not p.ok), None)
     shown = failed or probes[0]

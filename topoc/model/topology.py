@@ -249,3 +249,21 @@ def dnat_target(lab: Lab, fwd: Forward) -> tuple[IPv4Address, Network] | None:
             return nic.ip, net
     return None
 
+
+def underlay(lab: Lab, network: Network) -> tuple[str, dict[str, str]] | None:
+    """The underlay of a network on several hosts: the external network its hosts all
+    have an address on (the first in file order) and each host's address there, which
+    its VXLAN links run between; None when there is none (topoc.checks.spanning)."""
+    hosts = [node for node in map(lab.node, network.hosts) if node is not None]
+    for candidate in lab.networks:
+        if candidate.managed:
+            continue
+        addresses = {}
+        for host in hosts:
+            ip = next((n.ip for n in host.nics if n.network == candidate.name and n.ip is not None), None)
+            if ip is None:
+                break
+            addresses[host.name] = str(ip)
+        else:
+            return candidate.name, addresses
+    return None

@@ -39,6 +39,9 @@ from typing import Iterator, Mapping
 
 from topoc.model import naming
 from topoc.model.ir import External, Forward, Host, Lab, Mode, Nic, Vm
+# The report and its text and JSON are shared with `verify --live` (topoc.verify.live).
+from topoc.verify.report import (  # noqa: F401  (re-exported: callers use netns.render_*)
+    ForwardObservation, Observation, Report, VerifyError, render_json, render_text)
 
 BRIDGE_NF_SYSCTLS = ("net.bridge.bridge-nf-call-arptables", "net.bridge.bridge-nf-call-iptables",
                      "net.bridge.bridge-nf-call-ip6tables")
@@ -46,49 +49,6 @@ REQUIRED_TOOLS = ("ip", "bridge", "nft", "fping", "bash", "sysctl")
 PING_TIMEOUT_MS = 400
 PING_RETRIES = 1
 CONNECT_TIMEOUT_S = 2.0
-
-
-class VerifyError(Exception):
-    """The environment cannot run verify (not root, a tool missing, a command failed)."""
-
-
-@dataclass(frozen=True)
-class Observation:
-    src: str
-    dst: str
-    predicted: bool
-    observed: bool
-    addresses: tuple[str, ...]  # the destination addresses pinged
-    failed: tuple[str, ...]  # those that did not answer
-
-    @property
-    def agrees(self) -> bool:
-        return self.predicted == self.observed
-
-
-@dataclass(frozen=True)
-class ForwardObservation:
-    forward: Forward
-    src: str
-    target: str  # host address:port the source connected to
-    predicted: bool
-    observed: bool
-
-    @property
-    def agrees(self) -> bool:
-        return self.predicted == self.observed
-
-
-@dataclass
-class Report:
-    lab: str
-    pairs: list[Observation]
-    forwards: list[ForwardObservation]
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def mismatches(self) -> int:
-        return sum(not p.agrees for p in self.pairs) + sum(not f.agrees for f in self.forwards)
 
 
 # --- running commands -----------------------------------------------------------------
@@ -402,30 +362,80 @@ def _probe_forward(rig: Rig, forward: Forward, src: str, target: str) -> bool:
 # --- the whole run --------------------------------------------------------------------
 
 
+def _echo_replies(namespace: str) -> int:
+    """The namespace's own count of ICMP echo replies sent (Icmp OutEchoReps in
+    /proc/net/snmp, which the kernel keeps per network namespace)."""
+    lines = _run(["cat", "/proc/net/snmp"], namespace=namespace).stdout.splitlines()
+    rows = [line.split()[1:] for line in lines if line.startswith("Icmp:")]
+    if len(rows) < 2 or "OutEchoReps" not in rows[0]:
+        raise VerifyError(f"no Icmp OutEchoReps counter in {namespace}'s /proc/net/snmp")
+    return int(rows[1][rows[0].index("OutEchoReps")])
+
+
+def _who_answers(rig: Rig, src: str, address: str, holders: list[str]) -> tuple[bool, list[str]]:
+    """Ping an address that several nodes hold (on separate segments, which the checks
+    allow) and tell which of them answered: the one whose echo-reply counter moved.
+    Run alone, so no other probe moves the counters meanwhile."""
+    before = {node: _echo_replies(rig.node_ns(node)) for node in holders}
+    alive = address in _alive(rig.node_ns(src), [address])
+    after = {node: _echo_replies(rig.node_ns(node)) for node in holders}
+    return alive, [node for node in holders if after[node] > before[node]]
+
+
 def _ping_matrix(rig: Rig, lab: Lab) -> list[Observation]:
+    """A ping counts for DST only when DST answered it (the README's definition of
+    reaching): an address the source holds itself is answered by the source, and one
+    that another node also holds may be answered by that node instead."""
     from topoc.model.topology import node_addresses
     from topoc.model.reach import predict
 
     matrix = predict(lab)
     names = [node.name for node in lab.nodes]
     addresses = {name: [str(a) for a in node_addresses(lab, name)] for name in names}
+    holders: dict[str, list[str]] = {}
+    for name in names:
+        for address in addresses[name]:
+            if name not in holders.setdefault(address, []):
+                holders[address].append(name)
 
-    def probe(src: str) -> list[Observation]:
-        targets = sorted({a for dst in names if dst != src for a in addresses[dst]},
+    def probe(src: str) -> set[str]:
+        # Addresses only one other node holds: a reply can only come from that node.
+        targets = sorted({a for dst in names if dst != src for a in addresses[dst]
+                          if len(holders[a]) == 1},
                          key=lambda a: IPv4Address(a))
-        alive = _alive(rig.node_ns(src), targets)
-        rows = []
+        return _alive(rig.node_ns(src), targets)
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        alive = dict(zip(names, pool.map(probe, names)))
+    # Shared addresses, one probe at a time: (src, address) -> (answered, by whom).
+    shared: dict[tuple[str, str], tuple[bool, list[str]]] = {}
+    for src in names:
+        for address in sorted({a for dst in names if dst != src for a in addresses[dst]
+                               if len(holders[a]) > 1 and src not in holders[a]},
+                              key=lambda a: IPv4Address(a)):
+            shared[(src, address)] = _who_answers(rig, src, address, holders[address])
+
+    rows = []
+    for src in names:
         for dst in names:
             if dst == src:
                 continue
-            failed = tuple(a for a in addresses[dst] if a not in alive)
+            failed, instead = [], []
+            for address in addresses[dst]:
+                if src in holders[address]:
+                    failed.append(address)  # the source's own address: it answers itself
+                    instead.append((address, src))
+                elif (src, address) in shared:
+                    answered, by = shared[(src, address)]
+                    if not answered or dst not in by:
+                        failed.append(address)
+                        instead += [(address, node) for node in by if node != dst]
+                elif address not in alive[src]:
+                    failed.append(address)
             observed = bool(addresses[dst]) and not failed
             rows.append(Observation(src, dst, matrix.get(src, dst).reachable, observed,
-                                    tuple(addresses[dst]), failed))
-        return rows
-
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        return [obs for rows in pool.map(probe, names) for obs in rows]
+                                    tuple(addresses[dst]), tuple(failed), tuple(instead)))
+    return rows
 
 
 def _forward_checks(rig: Rig, lab: Lab) -> list[ForwardObservation]:
@@ -584,71 +594,6 @@ def verify(lab: Lab, scripts: Mapping[str, Mapping[str, str]] | None = None,
                         f"{'kept' if keep else 'removed'}; {time.monotonic() - started:.1f} s")
     report.notes.extend(session.teardown_problems)
     return report, session
-
-
-# --- rendering ------------------------------------------------------------------------
-
-# The same marks as `topoc reach`'s matrix for what happened; `!` flags a disagreement.
-AGREE_YES, AGREE_NO, MISSING, UNEXPECTED, ITSELF = "✓", "✗", "✗!", "✓!", "·"
-
-
-def _cell(observation: Observation | None) -> str:
-    if observation is None:
-        return ITSELF
-    if observation.agrees:
-        return AGREE_YES if observation.observed else AGREE_NO
-    return MISSING if observation.predicted else UNEXPECTED
-
-
-def render_text(report: Report, lab: Lab) -> str:
-    from topoc.model.reach import explain
-
-    names = [node.name for node in lab.nodes]
-    by_pair = {(o.src, o.dst): o for o in report.pairs}
-    width = max(len(n) for n in names) if names else 4
-    lines = [f"verify {report.lab}: predicted against observed on a real kernel", ""]
-    lines.append(" " * (width + 4) + " ".join(f"{i:>2}" for i in range(len(names))))
-    for i, src in enumerate(names):
-        cells = " ".join(f"{_cell(by_pair.get((src, dst))):>2}" for dst in names)
-        cells = cells.rstrip()
-        lines.append(f"{i:>2} {src:<{width}} {cells}")
-    lines.append("")
-    lines.append("  ".join(f"{i}={n}" for i, n in enumerate(names)))
-    lines.append(f"rows are sources, columns destinations (every address of each).  "
-                 f"{AGREE_YES} reached, as predicted   {AGREE_NO} did not, as predicted   "
-                 f"{MISSING} predicted to reach but did not   {UNEXPECTED} reached against the prediction   "
-                 f"{ITSELF} itself")
-    for f in report.forwards:
-        mark = "ok" if f.agrees else "MISMATCH"
-        lines.append(f"forward {f.forward.protocol} {f.forward.port} -> {f.forward.vm}:{f.forward.vm_port} "
-                     f"from {f.src} via {f.target}: predicted {'open' if f.predicted else 'closed'}, "
-                     f"observed {'open' if f.observed else 'closed'}  [{mark}]")
-    mismatched = [o for o in report.pairs if not o.agrees]
-    for o in mismatched:
-        lines.append("")
-        lines.append(f"mismatch: {o.src} -> {o.dst}: predicted "
-                     f"{'reachable' if o.predicted else 'unreachable'}, observed "
-                     f"{'reachable' if o.observed else 'unreachable'}"
-                     + (f" (no answer from {', '.join(o.failed)})" if o.failed else ""))
-        lines.append(textwrap.indent(explain(lab, o.src, o.dst).rstrip(), "    "))
-    lines.append("")
-    for note in report.notes:
-        lines.append(f"note: {note}")
-    total = len(report.pairs) + len(report.forwards)
-    lines.append(f"{total - report.mismatches} of {total} checks agree; "
-                 f"{report.mismatches} mismatch{'es' if report.mismatches != 1 else ''}")
-    return "\n".join(lines) + "\n"
-
-
-def render_json(report: Report) -> dict:
-    return {
-        "pairs": [{"src": o.src, "dst": o.dst, "predicted": o.predicted, "observed": o.observed}
-                  for o in report.pairs],
-        "forwards": [{"protocol": f.forward.protocol, "port": f.forward.port, "vm": f.forward.vm,
-                      "vm_port": f.forward.vm_port, "src": f.src, "predicted": f.predicted,
-                      "observed": f.observed} for f in report.forwards],
-        "mismatches": report.mismatches,
-    }
 
 
 def iter_kept_instructions(rig: Rig) -> Iterator[str]:

@@ -1,0 +1,1 @@
+"""Test guests built from Debian packages (see tiny.py, debian.py)."""

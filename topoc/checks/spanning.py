@@ -1,0 +1,70 @@
+"""Checks of networks on several hosts (`network NAME on kvm1, kvm2`): one L2 segment
+whose bridges topoc joins with VXLAN (https://docs.kernel.org/networking/vxlan.html),
+unicast over the hosts' addresses on one shared external network, the underlay.
+
+The hosts need such a network (each with an address on it), each spanning network its
+own VXLAN network identifier, and room in the MTU for the 50 bytes VXLAN over IPv4 adds
+(RFC 7348 section 4.3): a frame of the segment's MTU plus 50 must fit the underlay's
+(the external network's `mtu`, else Ethernet's 1500).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from topoc.checks.common import at
+from topoc.checks.registry import Finding, check
+from topoc.diagnostics import Severity, register
+from topoc.model.ir import Lab, Network
+from topoc.model.topology import underlay
+
+NO_UNDERLAY = register("no-underlay", Severity.ERROR,
+                       "the hosts of a network on several hosts share no external network to tunnel over")
+VNI_CONFLICT = register("vni-conflict", Severity.ERROR, "two networks on several hosts with one VXLAN id")
+VXLAN_MTU = register("vxlan-mtu", Severity.WARNING,
+                     "a network on several hosts whose MTU leaves no room for VXLAN's 50 bytes")
+
+VXLAN_OVERHEAD = 50
+UNDERLAY_MTU = 1500
+
+
+@check(NO_UNDERLAY)
+def no_underlay(lab: Lab) -> Iterator[Finding]:
+    for net in lab.networks:
+        if net.spanning and all(lab.node(h) is not None for h in net.hosts) and underlay(lab, net) is None:
+            yield Finding(net.span,
+                          f"network `{net.name}` is on hosts {', '.join(net.hosts)}, which have no "
+                          "external network in common to carry its VXLAN tunnel",
+                          "give every one of them a nic with an address on one external network "
+                          "(`nic eth0 on lan address ...`)")
+
+
+@check(VNI_CONFLICT)
+def vni_conflict(lab: Lab) -> Iterator[Finding]:
+    seen: dict[int, Network] = {}
+    for net in sorted((n for n in lab.networks if n.spanning), key=lambda n: n.span.line):
+        assert net.vni is not None
+        first = seen.setdefault(net.vni, net)
+        if first is not net:
+            yield Finding(at(net.vni_span, net.span),
+                          f"network `{net.name}` has VXLAN id {net.vni}, already that of "
+                          f"`{first.name}` (line {first.span.line})",
+                          "give one of them another `vni N` (1-16777215)")
+
+
+@check(VXLAN_MTU)
+def vxlan_mtu(lab: Lab) -> Iterator[Finding]:
+    for net in lab.networks:
+        if not net.spanning or net.mtu is None:
+            continue
+        found = underlay(lab, net)
+        lan = lab.network(found[0]) if found is not None else None
+        room = lan.mtu if lan is not None and lan.mtu is not None else UNDERLAY_MTU
+        what = f"{lan.name}'s MTU {room}" if lan is not None and lan.mtu is not None \
+            else f"Ethernet's {UNDERLAY_MTU}"
+        if net.mtu + VXLAN_OVERHEAD > room:
+            yield Finding(net.span, f"network `{net.name}` has MTU {net.mtu}; with VXLAN's "
+                          f"{VXLAN_OVERHEAD} bytes its frames need an underlay MTU of "
+                          f"{net.mtu + VXLAN_OVERHEAD}, more than {what}",
+                          f"set `mtu {room - VXLAN_OVERHEAD}`, or give the hosts' LAN a larger MTU "
+                          "(`mtu N` on the external network, if it carries jumbo frames)")
