@@ -90,3 +90,12 @@ def test_a_lab_without_guests_reads_no_storage(tmp_path):
     target = deploy.connect(private_test_host(tmp_path))
     plan = deploy.make_plan(lab, target)
     assert not any(c.kind in ("pool", "volume", "table") for c in plan.changes + plan.in_sync)
+
+
+def test_a_remembered_test_host_is_still_no_host_with_a_firewall(tmp_path):
+    """test:///default kept between commands is still libvirt's test driver: deploy runs
+    no nft or iptables on this machine for it, and says so."""
+    target = deploy.connect("test:///default", state_dir=tmp_path / "state", remember_test_host=True)
+    plan = deploy.make_plan(_lab(ROOT / "examples/nat.topo"), target)
+    assert not any(c.kind in ("table", "iptables-rule") for c in plan.changes)
+    assert any("forward tcp 2222 to vm0:22 not applied" in note for note in plan.notes)

@@ -336,7 +336,7 @@ class Journal:
         lv = _libvirt()
         try:
             result = do()
-        except (lv.libvirtError, HostCommandError) as e:
+        except lv.libvirtError as e:
             raise StepFailed(what, e) from None
         self.steps.append(what)
         if undo is not None:

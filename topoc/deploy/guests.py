@@ -51,7 +51,7 @@ from topoc.deploy.engine import (
     Plan,
     Target,
 )
-from topoc.deploy.records import Owned, Record
+from topoc.deploy.records import Owned, Record, is_private_test_uri
 from topoc.deploy.seed import SeedError, iso_image
 from topoc.deploy.transport import HostCommandError
 from topoc.diagnostics import Severity, diagnostic, register
@@ -85,6 +85,13 @@ def is_local(uri: str) -> bool:
     """A URI whose hypervisor is this machine: no host name (qemu:///system,
     qemu:///session, a ?socket= path), https://libvirt.org/uri.html."""
     return not urlsplit(uri).hostname
+
+
+def _test_driver(target: Target) -> bool:
+    """libvirt's test driver (test:///...), kept between commands or not: a host in
+    memory, with no files, no volume data and no firewall. Nothing is ever run on this
+    machine for it."""
+    return is_private_test_uri(target.uri)
 
 
 def domain_type(target: Target) -> str:
@@ -170,7 +177,7 @@ def _raw_volume_xml(name: str, size: int) -> str:
 
 def _upload(target: Target, vol: Any, size: int, chunks: Callable[[], Any]) -> None:
     """Write a volume's bytes through a libvirt stream (virStorageVolUpload)."""
-    if target.private:
+    if _test_driver(target):
         return  # the test driver keeps no volume data (and cannot take an upload)
     stream = target.conn.newStream(0)
     vol.upload(stream, 0, size, 0)
@@ -273,10 +280,10 @@ def _check_files(plan: Plan, vm: Vm, target: Target) -> bool:
     (on a remote URI the image must be one here, to upload; kernels are the host's)."""
     ok = True
     checks = [("image", vm.image, vm.image_span)]
-    if is_local(target.uri) and not target.private:
+    if is_local(target.uri) and not _test_driver(target):
         checks += [("kernel", vm.kernel, vm.kernel_span), ("initrd", vm.initrd, vm.initrd_span)]
     for what, path, span in checks:
-        if path is None or target.private:
+        if path is None or _test_driver(target):
             continue
         if not os.path.isfile(path) or not os.access(path, os.R_OK):
             where = "on this machine" if is_local(target.uri) else "on this machine, to upload it"
@@ -400,7 +407,7 @@ def _wanted_volumes(lab: Lab, target: Target, vms: list[Vm], pool_name: str) -> 
                 describe = f"qcow2 overlay of {vm.image} (uploaded as {base.name})"
             else:
                 # The test driver reads no file: a nominal size stands in for the image's.
-                overlay_size = virtual_size(vm.image) or (1 << 30 if target.private else None)
+                overlay_size = virtual_size(vm.image) or (1 << 30 if _test_driver(target) else None)
                 make = _create_volume(target, pool_name, name, _overlay_xml(name, vm.image, fmt, overlay_size), None)
                 describe = f"qcow2 overlay of {vm.image} ({fmt}), which stays as it is"
             wanted.append(WantedVolume(vm, name, "overlay", describe, make))
@@ -594,7 +601,7 @@ def _plan_table(plan: Plan, lab: Lab, target: Target, record: Record, host: str 
                 owned: Record) -> None:
     key = _table_key(lab)
     needs = needs_host_table(lab, host) if host is not None and lab.node(host) is not None else []
-    if needs and target.private:
+    if needs and _test_driver(target):
         plan.notes.append(f"note: {', '.join(needs)} not applied: {target.uri} is libvirt's test driver, "
                           f"not a host with a firewall (host/topoc.nft is the table deploy loads on a real one)")
         return
@@ -634,7 +641,7 @@ def _plan_table(plan: Plan, lab: Lab, target: Target, record: Record, host: str 
                                            lambda: _delete_table(target, key))))
         _plan_forward_accepts(plan, lab, target, record, host, owned)
     for old_key in sorted(record.tables):
-        if old_key not in owned.tables and not target.private and is_local(target.uri) \
+        if old_key not in owned.tables and not _test_driver(target) and is_local(target.uri) \
                 and _owned_exists(target, old_key):
             plan.actions.append(Action(Change(REMOVE, *_shown(old_key), "the file no longer has it"),
                                        ORDER_TABLE_REMOVE, _remove_table(target, old_key, record.tables[old_key])))
@@ -683,7 +690,7 @@ def status_rows(record: Record, target: Target) -> list[engine.ObjectStatus]:
                                         note=record.volumes[key].xml or "" if there else "gone from the host"))
     for key in sorted(record.tables):
         kind, name = _shown(key)
-        if target.private or not is_local(target.uri):
+        if _test_driver(target) or not is_local(target.uri):
             rows.append(engine.ObjectStatus(kind, name, False, False, False, True, note="not on this machine"))
             continue
         there = _owned_exists(target, key)
@@ -714,7 +721,7 @@ def destroy_actions(record: Record, target: Target, left_alone: list[str]) -> li
         actions.append(Action(Change(REMOVE, POOL, name, "the lab's storage pool"), ORDER_POOL_REMOVE,
                               _remove_pool(pool)))
     for key in sorted(record.tables):
-        if target.private or not is_local(target.uri):
+        if _test_driver(target) or not is_local(target.uri):
             left_alone.append(f"nft table {key}: not on this machine; remove it there with `nft delete table {key}`")
             continue
         if _owned_exists(target, key):
