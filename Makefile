@@ -19,10 +19,11 @@ BIN := $(VENV)/bin
 # netplan.io: its parser (`netplan generate`) checks every generated network-config.
 # openssh-server (sshd) and openssh-client: the multi-host tests reach two sandboxed
 # libvirtds through qemu+ssh:// and run host-level steps over the same ssh.
+# vim: tests/test_editors.py loads editors/vim/syntax/topo.vim in a headless Vim.
 SYSTEM_PACKAGES := libvirt-clients libvirt-dev pkg-config libvirt-daemon-system \
 	dnsmasq-base nftables shellcheck graphviz iproute2 libxml2-utils procps \
 	iputils-ping fping netcat-openbsd gcc python3-dev qemu-system-x86 qemu-utils netplan.io \
-	openssh-server openssh-client
+	openssh-server openssh-client vim
 
 SYSTEM_STAMP := $(VENV)/.system-packages
 PYTHON_STAMP := $(VENV)/.installed
@@ -45,7 +46,7 @@ $(SYSTEM_STAMP):
 $(PYTHON_STAMP): $(SYSTEM_STAMP) pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[deploy,test]'
+	$(BIN)/python -m pip install --quiet -e '.[deploy,lsp,test]'
 	@touch $@
 
 demo: setup

@@ -149,7 +149,7 @@ def main(argv: list[str]) -> int:
         print("usage: netlab_bench.py LAB.topo", file=sys.stderr)
         return 2
     result = compile_file(argv[0], checks=False)
-    if result.lab is None:
+    if not result.ok:
         print(f"{argv[0]}: does not lower; run `topoc check` on it", file=sys.stderr)
         return 1
     sys.stdout.write(netlab_topology(result.lab))

@@ -147,7 +147,7 @@ def load_lab(path: Path):
     from topoc.compiler import compile_file
 
     result = compile_file(str(path), checks=False)
-    if result.lab is None:
+    if not result.ok:
         raise SystemExit(f"bench: {path} does not lower; bench/gen.py is broken?")
     return result.lab
 
@@ -450,6 +450,7 @@ def stage_times(path: Path, outdir: Path) -> dict[str, float]:
     from topoc.front.lower import lower
     from topoc.front.parser import parse
     from topoc.backends.writer import write_artifacts
+    from topoc.model.analysis import Analysis
 
     text = path.read_text(encoding="utf-8")
     times: dict[str, float] = {}
@@ -462,8 +463,9 @@ def stage_times(path: Path, outdir: Path) -> dict[str, float]:
 
     gc.disable()
     tree, _ = timed("parse", lambda: parse(text, str(path)))
-    lab, _ = timed("lower", lambda: lower(tree))
-    timed("checks", lambda: run_checks(lab))
+    lowered = timed("lower", lambda: lower(tree))
+    lab = lowered.lab
+    timed("checks", lambda: run_checks(Analysis(lab, lowered.poisoned)))
     gc.enable()
     artifacts: dict[str, str] = {}
     for target in ("libvirt", "host"):

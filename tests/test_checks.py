@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from conftest import GOLDEN, example_files
-from topoc.checks.registry import CHECKS, _load_check_modules
+from topoc.checks.registry import CHECKS
 from topoc.compiler import compile_file
 from topoc.diagnostics import Severity, render_text
 
@@ -30,8 +30,7 @@ def test_check_diagnostics_match_golden(case: Path, golden) -> None:
 
 
 def test_every_check_code_has_a_golden_case() -> None:
-    _load_check_modules()
-    codes = {c.code.name for c in CHECKS}
+    codes = {c.code.name for c in CHECKS.all()}
     assert len(codes) >= 12
     covered = {code for case in CASES
                for code in codes if f"[{code}]" in (case / "expected.txt").read_text()}

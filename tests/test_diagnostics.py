@@ -70,3 +70,83 @@ def test_several_errors_come_sorted_by_position():
     positions = [(d.span.line, d.span.column) for d in result.diagnostics]
     assert len(positions) >= 5
     assert positions == sorted(positions)
+
+
+MULTI_STAGE = [case for case in CASES if case.startswith("multi-stage-")]
+# One code (or a few that say the same kind of thing) per stage of the pipeline.
+STAGES = {
+    "syntax": {"syntax-error"},
+    "value": {"invalid-value", "mac-invalid"},
+    "name": {"undefined-name"},
+    "address": {"address-conflict"},
+    "dhcp": {"dhcp-range"},
+    "reach": {"expect-failed"},
+}
+
+
+def test_there_are_ten_multi_stage_cases():
+    assert len(MULTI_STAGE) >= 10, MULTI_STAGE
+
+
+@pytest.mark.parametrize("case", MULTI_STAGE)
+def test_one_run_reports_a_problem_of_every_stage(case):
+    """A syntax error, a bad value or an unknown name hides nothing else: every stage's
+    problem in the file is reported in one run (what each says, and that nothing is
+    reported that only follows from another, is in the case's golden files)."""
+    _, result = _compile(case)
+    codes = {d.code for d in result.diagnostics}
+    missing = [stage for stage, wanted in STAGES.items() if not codes & wanted]
+    assert not missing, (case, missing, sorted(codes))
+    # One diagnostic a line at most: a follow-on would point at the same statement.
+    lines = [d.span.line for d in result.diagnostics]
+    assert len(lines) == len(set(lines)), case
+
+
+BRIDGE_AND_DUPLICATE = """lab t
+host kvm1 {
+    nic eth0 on lan address 192.168.1.10
+}
+network lan {
+    mode external
+    subnet 192.168.1.0/24
+}
+network natnet on kvm1 {
+    mode nat
+    bridge br-very-long-name0
+    address 10.0.0.1/24
+}
+vm a on kvm1 {
+    nic on natnet address 10.0.0.5
+}
+vm b on kvm1 {
+    nic on natnet address 10.0.0.5
+}
+"""
+KEYWORD_AND_BAD_ADDRESS = """lab t
+host kvm1 {
+    nic eth0 on lan address 192.168.1.10
+}
+network lan {
+    mode external
+    subnet 192.168.1.0/24
+}
+network natnet on kvm1 {
+    mode nat
+    adress 10.0.0.1/24
+}
+vm a on kvm1 {
+    nic on natnet address 10.0.0.256
+}
+"""
+
+
+def test_a_bad_bridge_name_does_not_hide_a_duplicated_address():
+    result = compile_source(BRIDGE_AND_DUPLICATE, "t.topo")
+    assert [(d.code, d.span.line) for d in result.diagnostics] == [
+        ("invalid-value", 11), ("address-conflict", 18)]
+
+
+def test_a_misspelt_keyword_does_not_hide_a_bad_address_further_down():
+    result = compile_source(KEYWORD_AND_BAD_ADDRESS, "t.topo")
+    assert [(d.code, d.span.line) for d in result.diagnostics] == [
+        ("syntax-error", 11), ("invalid-value", 14)]

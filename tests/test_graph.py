@@ -1,4 +1,4 @@
-"""The model graph and the wiring facts the verifier and the engine share: segments,
+"""The model's wiring facts the verifier and the engine share: segments,
 interfaces, addresses, effective routes, ip_forward; and the benchmark's generator."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ from ipaddress import IPv4Address, IPv4Network
 
 from conftest import EXAMPLES, ROOT
 from topoc.compiler import compile_file
-from topoc.model.topology import (build_graph, effective_routes, forwards, interfaces, node_addresses,
-                         segment_key)
+from topoc.model.analysis import Analysis
+from topoc.model.topology import effective_routes, forwards, interfaces, node_addresses
 from topoc.model.ir import Lab
 
 
@@ -19,24 +19,21 @@ def load(name: str) -> Lab:
     return lab
 
 
-def test_graph_has_a_vertex_per_node_and_segment_and_an_edge_per_interface() -> None:
-    graph = build_graph(load("mixed.topo"))
-    assert {n for n, d in graph.nodes(data=True) if d["kind"] != "segment"} == {
-        "kvm1", "proxy", "api", "router"}
-    assert {n for n, d in graph.nodes(data=True) if d["kind"] == "segment"} == {
-        "segment:lan", "segment:front", "segment:svc", "segment:back"}
+def test_topology_has_every_node_segment_and_interface() -> None:
+    topo = Analysis(load("mixed.topo")).topology
+    assert set(topo.interfaces) == {"kvm1", "proxy", "api", "router"}
+    assert set(topo.members) == {"lan", "front", "svc", "back"}
     # kvm1: eth0 on the LAN, and one bridge per managed network (br3 has no address).
-    kvm1 = sorted((seg, key, str(d["address"])) for _, seg, key, d in graph.edges("kvm1", keys=True, data=True))
-    assert kvm1 == [("segment:back", "br3", "None"), ("segment:front", "natbr0", "188.64.100.1/24"),
-                    ("segment:lan", "eth0", "192.168.101.11/24"), ("segment:svc", "br1", "10.10.101.100/24")]
-    assert graph.nodes["segment:svc"]["modes"] == ("routed",)
-    assert graph.nodes["kvm1"]["forwarding"] is True
+    kvm1 = sorted((i.segment, i.name, str(i.address)) for i in topo.interfaces["kvm1"])
+    assert kvm1 == [("back", "br3", "None"), ("front", "natbr0", "188.64.100.1/24"),
+                    ("lan", "eth0", "192.168.101.11/24"), ("svc", "br1", "10.10.101.100/24")]
+    assert [i.node for i in topo.members["svc"]] == ["kvm1", "api"]
+    assert topo.forwarding["kvm1"] is True
 
 
-def test_graph_is_a_pure_function_of_the_ir() -> None:
-    a, b = build_graph(load("nat.topo")), build_graph(load("nat.topo"))
-    assert sorted(a.nodes(data=True), key=str) == sorted(b.nodes(data=True), key=str)
-    assert sorted(a.edges(keys=True, data=True), key=str) == sorted(b.edges(keys=True, data=True), key=str)
+def test_topology_is_a_pure_function_of_the_ir() -> None:
+    a, b = Analysis(load("nat.topo")).topology, Analysis(load("nat.topo")).topology
+    assert a.interfaces == b.interfaces and a.routes == b.routes and a.segment_of == b.segment_of
 
 
 def test_a_bridged_network_joins_the_lan_segment_and_takes_the_hosts_address() -> None:
@@ -45,8 +42,8 @@ def test_a_bridged_network_joins_the_lan_segment_and_takes_the_hosts_address() -
     (uplink,) = interfaces(lab, "kvm1")
     # br0 enslaves eth0: the host's LAN address now lives on the bridge.
     assert (uplink.name, uplink.segment, str(uplink.address)) == ("br0", "lan", "192.168.101.11/24")
-    graph = build_graph(lab)
-    assert graph.nodes[segment_key("lan")]["networks"] == ("lan", "lanbridge")
+    topo = Analysis(lab).topology
+    assert [n for n, seg in topo.segment_of.items() if seg == "lan"] == ["lan", "lanbridge"]
 
 
 def test_node_addresses() -> None:

@@ -241,8 +241,10 @@ def test_direct_kernel_boot_has_kernel_initrd_and_cmdline_in_os_and_no_boot_devi
 
 
 def test_domain_type_and_pool_come_from_the_caller():
+    from topoc.model.platform import TCG_PROFILE
+
     lab = compiled("guests")
-    dom = parse(backend.domain_xml(lab, lab.node("web"), domain_type="qemu", pool="default"))
+    dom = parse(backend.domain_xml(lab, lab.node("web"), TCG_PROFILE, pool="default"))
     assert dom.get("type") == "qemu"
     assert {d.find("source").get("pool") for d in dom.findall("devices/disk")} == {"default"}
 
@@ -383,3 +385,27 @@ def test_any_source_file_name_keeps_the_xml_well_formed(name):
         assert root.find("metadata/topoc:lab", NS).get("source") == name
     root = parse(backend.network_xml(renamed, renamed.network("natnet")))
     assert root.find("metadata/topoc:lab", NS).get("source") == name
+
+
+# --- the platform profile -------------------------------------------------------------
+
+
+def test_the_domain_type_comes_from_the_platform_profile(tmp_path):
+    from topoc.model.platform import DEFAULT_PROFILE, TCG_PROFILE
+
+    lab = compiled("nat")
+    assert backend.generate(lab, DEFAULT_PROFILE) == backend.generate(lab)  # KVM by default
+    tcg = backend.generate(lab, TCG_PROFILE)
+    dom = parse(tcg["libvirt/domains/vm0.xml"])
+    assert dom.get("type") == "qemu"
+    assert dom.find("os/type").attrib == {"arch": "x86_64", "machine": "pc"}
+    # Only the domain type moves: networks and the rest of the domain stay as they were.
+    kvm = backend.generate(lab)
+    assert {p for p in tcg if tcg[p] != kvm[p]} == {p for p in kvm if p.startswith("libvirt/domains/")}
+    assert tcg["libvirt/domains/vm0.xml"].replace("type='qemu'>", "type='kvm'>", 1) == kvm[
+        "libvirt/domains/vm0.xml"]
+    validator = require_tool("virt-xml-validate")
+    target = tmp_path / "vm0.xml"
+    target.write_text(tcg["libvirt/domains/vm0.xml"], encoding="utf-8")
+    run = subprocess.run([validator, str(target), "domain"], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr + run.stdout

@@ -87,6 +87,16 @@ def test_defaults_and_derivations():
     assert (net.dhcp.start, net.dhcp.end) == (IPv4Address("10.0.0.100"), IPv4Address("10.0.0.200"))
 
 
+def test_masquerade_is_a_switch_that_defaults_to_on_when_written():
+    for written, expected in [("", False), ("masquerade", True), ("masquerade on", True),
+                              ("masquerade off", False)]:
+        for mode in ("routed via eth0", "open"):
+            text = MINIMAL + f"network r {{ mode {mode}\naddress 10.0.0.1/24\n{written}\n}}\n"
+            result = _lower(text)
+            assert result.ok, [d.message for d in result.diagnostics]
+            assert result.lab.network("r").masquerade is expected, (written, mode)
+
+
 def test_names_may_be_used_before_they_are_defined():
     text = "lab t\nvm web on kvm1 {\n nic on n address 10.0.0.2\n}\nforward tcp 1 to web:2\n" \
         "expect web -> kvm1\nnetwork n on kvm1 {\n mode isolated\n subnet 10.0.0.0/24\n}\n" \
@@ -166,7 +176,8 @@ def test_the_readme_language_reference_compiles():
     result = _lower(text)
     assert result.ok, [(d.span.line, d.message) for d in result.diagnostics]
     lab = result.lab
-    assert {n.name for n in lab.networks} == {"natnet", "lan", "isonet"}
+    assert {n.name for n in lab.networks} == {"natnet", "lan", "isonet", "routenet"}
+    assert lab.network("routenet").masquerade and not lab.network("natnet").masquerade
     assert lab.node("vm0").nics[1].name == "eth1"
     assert lab.network("natnet").domain == "lab.example" and lab.network("natnet").mtu == 1500
 
@@ -244,3 +255,28 @@ def test_fast_lexer_edge_cases(text: str) -> None:
     if fast is not None:
         assert fast == standard
     assert parse(text, "t.topo")[1] == parse(text, "t.topo")[1]
+
+
+def test_the_statement_table_matches_the_grammar_and_lowering():
+    """Adding a statement is a grammar rule, one entry in topoc.front.statements and one
+    function in topoc.front.lower: the three agree on every keyword and every home."""
+    import re as _re
+    from importlib import resources
+
+    from topoc.front import lower
+    from topoc.front.statements import BLOCKS, STATEMENTS, TOP
+
+    grammar = resources.files("topoc.grammar").joinpath("topo.lark").read_text(encoding="utf-8")
+    rules = dict(_re.findall(r"^(\w+)_(?:stmt|decl): \"(\w+)\"", grammar, _re.M))
+    # A keyword with a `-` is a named terminal (SSH_KEY: "ssh-key"): the rule names it.
+    terminals = dict(_re.findall(r"^([A-Z_]+): \"([\w-]+)\"", grammar, _re.M))
+    rules.update({rule: terminals[t] for rule, t in
+                  _re.findall(r"^(\w+)_(?:stmt|decl): ([A-Z_]+)\b", grammar, _re.M) if t in terminals})
+    assert {keyword: keyword for keyword in rules.values()} == {k: k for k in STATEMENTS}
+    for block in BLOCKS:
+        alternatives = _re.search(rf"^_{block}_stmt: ((?:.|\n\s+\|)*)$", grammar, _re.M)
+        assert alternatives is not None, block
+        in_grammar = {rules.get(r, r) for r in _re.findall(r"(\w+)_stmt", alternatives.group(1))}
+        assert in_grammar == {k for k, s in STATEMENTS.items() if block in s.homes}, block
+    block_statements = {k for k, s in STATEMENTS.items() if TOP not in s.homes}
+    assert set(lower._STATEMENT_FNS) == block_statements

@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 
 from conftest import EXAMPLES
-from topoc.compiler import compile_file
+from topoc.compiler import compile_file, compile_source
 from topoc.model.ir import Lab
-from topoc.model.reach import forward_reach, predict, reach_address
+from topoc.model.reach import explain, forward_reach, predict, reach_address
 
 LABS = Path(__file__).resolve().parent / "reach_labs"
 
@@ -139,8 +139,9 @@ def test_nat_with_a_forward() -> None:
     """)
     # `forward tcp 2222 to vm0:22`: win10 connects to 192.168.101.11:2222 on the LAN and
     # is DNAT-ed to vm0; vm0 answers through kvm1 (FWO, -o eth0), de-DNAT-ed on the way.
-    # vm1 shares vm0's subnet: vm0 answers it directly, from the wrong address. kvm1's
-    # own connection never passes PREROUTING, where the DNAT is.
+    # vm1 shares vm0's network: the DNAT leaves natbr0 out (`iifname != "natbr0"`, as vm0
+    # would answer it directly, from the wrong address), so vm1 reaches kvm1's own closed
+    # port. kvm1's own connection never passes PREROUTING, where the DNAT is.
     opened = {(f.port, src): ok for f, src, ok in forward_reach(lab)}
     assert opened == {(2222, "kvm1"): False, (2222, "vm1"): False, (2222, "win10"): True}
 
@@ -301,3 +302,44 @@ def test_every_model_on_one_host() -> None:
         (8022, "router"): False, (8022, "far"): True,
         (5353, "kvm1"): False, (5353, "bvm"): True, (5353, "r"): False, (5353, "o"): True,
         (5353, "router"): True, (5353, "far"): True}
+
+
+def test_routed_with_masquerade_needs_no_return_route() -> None:
+    # examples/routed-masquerade.topo: routed_no_return plus `masquerade`. web's requests
+    # leave through eth0 as 192.168.101.11 (the lab's masquerade rule), so the router and
+    # pc answer the host, which de-NATs the reply into br1 (FWI routed in). Their own
+    # connections to web still find no route: masquerading is outbound only.
+    lab = load(EXAMPLES / "routed-masquerade.topo")
+    assert_matrix(lab, """
+               kvm1 web router pc
+        kvm1    .   Y    Y     Y
+        web     Y   .    Y     Y
+        router  n   n    .     Y
+        pc      n   n    Y     .
+    """)
+    text = explain(lab, "web", "pc")
+    assert ("masquerade (topoc.nft): -s 10.10.101.0/24 ! -d 10.10.101.0/24 -o eth0 -j MASQUERADE: "
+            "source 10.10.101.10 becomes 192.168.101.11") in text
+    assert "conntrack reverses the masquerade: destination 192.168.101.11 becomes 10.10.101.10" in text
+    assert predict(lab).get("web", "pc").reason.endswith("(masqueraded)")
+
+
+def test_masquerade_off_is_the_routed_network_again() -> None:
+    source = (EXAMPLES / "routed-masquerade.topo").read_text(encoding="utf-8")
+    plain = source.replace("    masquerade  #", "    masquerade off  #")
+    assert plain != source
+    result = compile_source(plain, "off.topo", checks=False)
+    assert result.lab is not None and not result.lab.network("routenet").masquerade
+    reply = predict(result.lab).get("web", "pc")
+    assert not reply.reachable and "router has no route to 10.10.101.10" in reply.reason
+
+
+def test_open_network_masquerades_only_when_it_says_so() -> None:
+    # libvirt has no firewall for mode open: only the lab's masquerade decides.
+    assert_matrix(load(LABS / "open_masquerade.topo"), """
+               kvm1 a b router
+        kvm1    .   Y Y   Y
+        a       Y   . Y   Y
+        b       Y   Y .   n
+        router  n   n n   .
+    """)

@@ -119,6 +119,26 @@ def test_routed_without_return_route_fails_exactly_where_predicted():
     assert observed[("web", "kvm1")] is True
 
 
+def test_masquerade_on_a_routed_network_brings_the_replies_back():
+    # ROUTED_NO_RETURN plus `masquerade`: the walk-through's `iptables -t nat -A
+    # POSTROUTING -s 10.10.101.0/24 -j MASQUERADE`, from topoc.nft. The kernel now gets
+    # web's replies from the LAN (source NATed to 192.168.101.11), still refuses the LAN's
+    # own connections to web (no route back), and agrees with reach on every pair.
+    from topoc.model.reach import predict
+
+    source = ROUTED_NO_RETURN.replace("address 10.10.101.100/24 }",
+                                      "address 10.10.101.100/24\n    masquerade }")
+    result = compile_source(source, "inline.topo")
+    assert result.ok and result.lab is not None, [d.message for d in result.diagnostics]
+    assert result.lab.network("rnet").masquerade
+    report = _verify(result.lab)
+    assert [o for o in report.pairs if not o.agrees] == []
+    observed = _observed(report)
+    assert observed[("web", "pc")] is True and observed[("web", "router")] is True
+    assert observed[("pc", "web")] is False and observed[("router", "web")] is False
+    assert predict(result.lab).get("web", "pc").reachable
+
+
 def test_tampered_scripts_are_reported_as_a_mismatch(tmp_path):
     from topoc.backends.host import host_artifacts
 

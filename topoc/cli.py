@@ -21,7 +21,8 @@ from rich.console import Console
 
 from topoc import __version__
 from topoc.compiler import Compilation, InputError, compile_file, read_source
-from topoc.diagnostics import CODES, Diagnostic, has_errors, render_json, render_one, summary_line
+from topoc.codes import CODES, DisableError, disabled_codes
+from topoc.diagnostics import Diagnostic, has_errors, render_json, render_one, summary_line
 
 if TYPE_CHECKING:  # deploy imports libvirt lazily; the CLI names its types only
     from topoc.deploy.engine import Plan, Target
@@ -55,11 +56,24 @@ def print_diagnostics(diagnostics: list[Diagnostic], sources: dict[str, str],
         console.print(render_one(d, sources))
 
 
-def compile_or_exit(path: str) -> Compilation:
+_disable_option = click.option(
+    "--disable", "disable", multiple=True, metavar="CODE",
+    help="switch a warning code off for this run (repeatable; errors cannot be)")
+
+
+def disabled_or_exit(names: tuple[str, ...]) -> frozenset[str]:
+    """The --disable codes; an unknown code or an error's is a usage error (exit 2)."""
+    try:
+        return disabled_codes(names)
+    except DisableError as e:
+        fail_usage(f"--disable: {e}")
+
+
+def compile_or_exit(path: str, disable: tuple[str, ...] = ()) -> Compilation:
     """Compile one file for a command that needs a clean lab: diagnostics go to stderr,
     and errors end the command with exit code 1 before anything is written."""
     try:
-        result = compile_file(path)
+        result = compile_file(path, disabled=disabled_or_exit(disable))
     except InputError as e:
         fail_usage(str(e))
     if result.diagnostics:
@@ -82,24 +96,22 @@ def cli() -> None:
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
               help="text for people, json for editors and CI")
 @click.option("--list-codes", is_flag=True, help="list every diagnostic code and exit")
-def check(files: tuple[str, ...], fmt: str, list_codes: bool) -> None:
+@_disable_option
+def check(files: tuple[str, ...], fmt: str, list_codes: bool, disable: tuple[str, ...]) -> None:
     """Check .topo files and report every problem at once."""
     if list_codes:
-        import topoc.deploy.engine  # noqa: F401  registers deploy's pre-flight codes (no libvirt import)
-        from topoc.checks.registry import _load_check_modules
-
-        _load_check_modules()
         for code in sorted(CODES.values(), key=lambda c: c.name):
-            click.echo(f"{code.name:<24} {code.severity.value:<8} {code.summary}")
+            click.echo(f"{code.name:<24} {code.severity.value:<8} {code.category.value:<10} {code.summary}")
         return
     if not files:
         fail_usage("check needs at least one FILE")
+    disabled = disabled_or_exit(disable)
     diagnostics: list[Diagnostic] = []
     sources: dict[str, str] = {}
     unreadable = 0
     for path in files:
         try:
-            result = compile_file(path)
+            result = compile_file(path, disabled=disabled)
         except InputError as e:
             # Say so and go on: the other files' diagnostics are still worth having.
             _console(stderr=True).print(f"topoc: error: {e}", markup=False)
@@ -180,12 +192,13 @@ def _chosen_targets(values: tuple[str, ...]) -> list[str]:
               help="the output directory (default: output/LAB)")
 @click.option("--target", "targets", multiple=True, metavar="T[,T...]",
               help="libvirt, host, cloud-init, diagram (default: every available one)")
-def build(file: str, out_dir: str | None, targets: tuple[str, ...]) -> None:
+@_disable_option
+def build(file: str, out_dir: str | None, targets: tuple[str, ...], disable: tuple[str, ...]) -> None:
     """Check FILE, then write its artifacts to output/LAB/ atomically."""
     from topoc.backends import ToolMissing, generate
     from topoc.backends.writer import MANIFEST, WriteError, write_artifacts
 
-    lab = compile_or_exit(file).lab
+    lab = compile_or_exit(file, disable).lab
     assert lab is not None
     # The lab lives until the process ends: keep the cyclic GC from rescanning its
     # hundreds of thousands of objects while the backends allocate (~0.15 s at 10,000 VMs).
@@ -238,15 +251,17 @@ def _graph_format(fmt: str | None, output: str | None) -> str:
               help="the file to write (default: stdout for dot and mermaid, LAB.svg/.png)")
 @click.option("--reach", is_flag=True, help="overlay who reaches whom (topoc.model.reach)")
 @click.option("--expand", is_flag=True, help="draw every VM even in a large lab")
-def graph_command(file: str, fmt: str | None, output: str | None, reach: bool,
+@_disable_option
+def graph_command(file: str, fmt: str | None, output: str | None, reach: bool, disable: tuple[str, ...],
                   expand: bool) -> None:
     """Draw FILE's lab: SVG or PNG (laid out by graphviz's dot), DOT, or Mermaid."""
     from topoc.backends.diagram import ToolMissing, draw, scene_for
 
-    lab = compile_or_exit(file).lab
-    assert lab is not None
+    result = compile_or_exit(file, disable)
+    lab, analysis = result.lab, result.analysis
+    assert lab is not None and analysis is not None
     chosen = _graph_format(fmt, output)
-    scene = scene_for(lab, reach=reach, expand=expand)
+    scene = scene_for(analysis, reach=reach, expand=expand)
     for note in scene.notes:  # e.g. that a large lab was collapsed, and why
         click.echo(f"topoc: note: {note}", err=True)
     try:
@@ -277,14 +292,16 @@ def graph_command(file: str, fmt: str | None, output: str | None, reach: bool,
 @click.option("--connect", "uri", metavar="URI", help="with --live: the lab's libvirt connection")
 @click.option("--timeout", "timeout", type=click.FloatRange(min=0), default=120.0, show_default=True,
               help="with --live: seconds to wait for every guest's agent and addresses")
+@_disable_option
 def verify_command(file: str, keep: bool, fmt: str, scripts_dir: str | None, live: bool,
-                   uri: str | None, timeout: float) -> None:
+                   uri: str | None, timeout: float, disable: tuple[str, ...]) -> None:
     """Build the lab in network namespaces and prove the predicted reachability (root);
     with --live, prove it inside the deployed lab's running VMs."""
     from topoc.verify import netns as verifier
     from topoc.verify import report as rendering
-    lab = compile_or_exit(file).lab
-    assert lab is not None
+    result = compile_or_exit(file, disable)
+    lab, analysis = result.lab, result.analysis
+    assert lab is not None and analysis is not None
     if live:
         if uri is None:
             fail_usage("verify --live needs --connect URI (the connection the lab is deployed on)")
@@ -297,13 +314,13 @@ def verify_command(file: str, keep: bool, fmt: str, scripts_dir: str | None, liv
             fail_usage("--connect goes with --live")
         try:
             scripts = verifier.scripts_from_dir(lab, Path(scripts_dir)) if scripts_dir else None
-            report, session = verifier.verify(lab, scripts, keep)
+            report, session = verifier.verify(analysis, scripts, keep)
         except verifier.VerifyError as e:
             fail_usage(str(e))
     if fmt == "json":
         click.echo(json.dumps(rendering.render_json(report), indent=2))
     else:
-        click.echo(rendering.render_text(report, lab), nl=False)
+        click.echo(rendering.render_text(report, analysis), nl=False)
     if keep and session is not None and session.rig is not None:
         for line in verifier.iter_kept_instructions(session.rig):
             click.echo(line, err=fmt == "json")
@@ -331,19 +348,21 @@ def _verify_live(lab: Lab, uri: str, timeout: float) -> Report:
 @click.argument("dst", required=False)
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
               help="json: {\"pairs\": [{src, dst, reachable, path, reason}]}")
-def reach_command(file: str, src: str | None, dst: str | None, fmt: str) -> None:
+@_disable_option
+def reach_command(file: str, src: str | None, dst: str | None, fmt: str, disable: tuple[str, ...]) -> None:
     """Predict who reaches whom (the whole matrix), or explain SRC -> DST hop by hop
     (DST may be a node or an IPv4 address)."""
     from topoc.model import reach
-    lab = compile_or_exit(file).lab
-    assert lab is not None
+    result = compile_or_exit(file, disable)
+    lab, analysis = result.lab, result.analysis
+    assert lab is not None and analysis is not None
     if src is None:
         pairs = len(lab.nodes) * (len(lab.nodes) - 1)
         if pairs > reach.MAX_MATRIX_PAIRS:
             fail_usage(f"{file} has {len(lab.nodes)} nodes, {pairs:,} pairs: too many to print; "
                        "ask about one pair with `topoc reach FILE SRC DST` (`topoc check` proves "
                        "the `expect` lines without the matrix)")
-        matrix = reach.predict(lab)
+        matrix = reach.predict(analysis)
         if fmt == "json":
             click.echo(json.dumps(reach.matrix_json(matrix), indent=2))
         else:
@@ -356,11 +375,25 @@ def reach_command(file: str, src: str | None, dst: str | None, fmt: str) -> None
     if lab.node(dst) is None and not reach.is_address(dst):
         fail_usage(f"`{dst}` is neither a node of {file} nor an IPv4 address")
     if fmt == "json":
-        result = reach.reach_address(lab, src, dst) if lab.node(dst) is None else reach.pair(lab, src, dst)[0]
-        click.echo(json.dumps({"pairs": [reach.pair_json(result)],
-                               "explanation": reach.explain(lab, src, dst)}, indent=2))
+        pair = (reach.reach_address(analysis, src, dst) if lab.node(dst) is None
+                else reach.pair(analysis, src, dst)[0])
+        click.echo(json.dumps({"pairs": [reach.pair_json(pair)],
+                               "explanation": reach.explain(analysis, src, dst)}, indent=2))
     else:
-        click.echo(reach.explain(lab, src, dst), nl=False)
+        click.echo(reach.explain(analysis, src, dst), nl=False)
+
+
+@cli.command("lsp")
+@click.option("--stdio", is_flag=True, help="talk over stdin/stdout (the default and only transport)")
+def lsp_command(stdio: bool) -> None:
+    """Run the language server over stdin/stdout, for editors (see editors/README.md)."""
+    try:
+        from topoc.lsp.server import serve
+    except ModuleNotFoundError as e:
+        if e.name not in ("pygls", "lsprotocol"):
+            raise
+        fail_usage(f"the language server needs pygls and lsprotocol: pip install 'topoc[lsp]' ({e})")
+    serve()
 
 
 # --- plan / deploy / status / destroy: topoc.deploy.engine over a libvirt connection ---------
@@ -374,15 +407,15 @@ _host_option = click.option("--host", "host", metavar="NAME",
                             help="act on this one of the lab's hypervisors only")
 
 
-def _lab_name_or_exit(path: str) -> Compilation:
+def _lab_name_or_exit(path: str, disable: tuple[str, ...] = ()) -> Compilation:
     """For destroy, which needs only the lab's name: a file whose checks fail still
     names its lab (its diagnostics are shown); one that does not parse exits 1."""
     try:
-        result = compile_file(path)
+        result = compile_file(path, disabled=disabled_or_exit(disable))
     except InputError as e:
         fail_usage(str(e))
-    if result.lab is None:
-        return compile_or_exit(path)
+    if not result.lowered_clean:
+        return compile_or_exit(path, disable)
     if result.diagnostics:
         print_diagnostics(result.diagnostics, {path: result.source}, stderr=True)
     return result
@@ -411,14 +444,14 @@ class _Session:
 
 
 def _deploy_session(file: str, connects: tuple[str, ...], host: str | None, *,
-                    clean: bool = True) -> _Session:
+                    clean: bool = True, disable: tuple[str, ...] = ()) -> _Session:
     """The lab (clean unless `clean` is False) and its connections (libvirt missing or
     unreachable, or no connection for a host: exit 2)."""
     from topoc.deploy import engine as deploy
     from topoc.deploy import multi
     from topoc.deploy.report import private_host_note
 
-    result = compile_or_exit(file) if clean else _lab_name_or_exit(file)
+    result = compile_or_exit(file, disable) if clean else _lab_name_or_exit(file, disable)
     assert result.lab is not None
     try:
         connections = multi.resolve_connections(result.lab, connects, host)
@@ -491,14 +524,15 @@ def _plan_json(plan: Plan) -> dict:
 @_pool_option
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
 @click.option("--adopt", is_flag=True, help="plan to take existing objects of the file's names into the lab")
+@_disable_option
 def plan_command(file: str, connects: tuple[str, ...], host: str | None, pool: str | None, fmt: str,
-                 adopt: bool) -> None:
+                 adopt: bool, disable: tuple[str, ...]) -> None:
     """Show what `deploy` would change on each host's libvirt connection (changes nothing)."""
     from topoc.deploy import engine as deploy
     from topoc.deploy import multi
     from topoc.deploy.report import render_plan
 
-    session = _deploy_session(file, connects, host)
+    session = _deploy_session(file, connects, host, disable=disable)
     result, lab = session.result, session.lab
     if session.hosts:
         _refuse_adopt_on_several_hosts(adopt)
@@ -532,15 +566,16 @@ def plan_command(file: str, connects: tuple[str, ...], host: str | None, pool: s
 @click.option("--adopt", is_flag=True,
               help="take existing networks and VMs of the file's names (that no topoc lab owns) into "
                    "the lab, changing only what differs; without it they are refused")
+@_disable_option
 def deploy_command(file: str, connects: tuple[str, ...], host: str | None, pool: str | None, start_vms: bool,
-                   show_status: bool, adopt: bool) -> None:
+                   show_status: bool, adopt: bool, disable: tuple[str, ...]) -> None:
     """Check FILE, then define, autostart and start its networks and define its VMs on
     each of its hosts. All or nothing: a failed step puts every host back as it was."""
     from topoc.deploy import engine as deploy
     from topoc.deploy import multi
     from topoc.deploy.report import render_applied, render_status
 
-    session = _deploy_session(file, connects, host)
+    session = _deploy_session(file, connects, host, disable=disable)
     result, lab = session.result, session.lab
     if session.hosts:
         _refuse_adopt_on_several_hosts(adopt)
@@ -574,14 +609,16 @@ def _where(t: HostTarget) -> str:
 @_connect_option
 @_host_option
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
-def status_command(file: str, connects: tuple[str, ...], host: str | None, fmt: str) -> None:
+@_disable_option
+def status_command(file: str, connects: tuple[str, ...], host: str | None, fmt: str,
+                   disable: tuple[str, ...]) -> None:
     """Each of the lab's networks and VMs on each host's connection: defined, active,
     autostart, bridge, DHCP leases."""
     from topoc.deploy import engine as deploy
     from topoc.deploy import multi
     from topoc.deploy.report import render_status
 
-    session = _deploy_session(file, connects, host)
+    session = _deploy_session(file, connects, host, disable=disable)
     result, lab = session.result, session.lab
     if session.hosts:
         per_host = _deploy_step(result, lambda: multi.status_all(lab, session.hosts))
@@ -605,14 +642,15 @@ def status_command(file: str, connects: tuple[str, ...], host: str | None, fmt: 
 @click.argument("file")
 @_connect_option
 @_host_option
-def destroy_command(file: str, connects: tuple[str, ...], host: str | None) -> None:
+@_disable_option
+def destroy_command(file: str, connects: tuple[str, ...], host: str | None, disable: tuple[str, ...]) -> None:
     """Stop and undefine the lab's VMs and networks on each of its hosts, and nothing
     else (safe twice)."""
     from topoc.deploy import engine as deploy
     from topoc.deploy import multi
     from topoc.deploy.report import render_destroyed
 
-    session = _deploy_session(file, connects, host, clean=False)
+    session = _deploy_session(file, connects, host, clean=False, disable=disable)
     result, lab = session.result, session.lab
     if session.hosts:
         done = _deploy_step(result, lambda: multi.destroy_all(lab, session.hosts))
@@ -638,7 +676,7 @@ def import_command(uri: str, output: str | None, lab: str, networks: tuple[str, 
     from topoc.deploy import engine as deploy
     from topoc.deploy import importer
     from topoc.front.fmt import FormatError
-    from topoc.front.lower import NAME_RE
+    from topoc.front.values import NAME_RE
 
     if not NAME_RE.fullmatch(lab):
         fail_usage(f"--lab {lab!r} is not a lab name (a letter or `_`, then letters, digits, `_`, inner `-`)")

@@ -1,7 +1,11 @@
 """The front half of the pipeline: read a file, parse, lower, check.
 
-Every stage after this one (backends, writer, deploy, verify) starts from a
-Compilation with no errors. Problems with the input *file* (missing, unreadable, not
+A syntax error does not stop lowering, nor a bad value the checks: every problem of the
+file is reported in one run (topoc.front.lower says how). The Compilation holds the
+lab's Analysis (topoc.model.analysis), built once and handed on to every later stage;
+warning codes switched off for the run or by the file's `# topoc: disable=` comments are
+dropped here. Every stage after this one (backends, writer, deploy, verify) starts from
+a Compilation with no errors. Problems with the input *file* (missing, unreadable, not
 UTF-8) are InputError, which the CLI reports with exit code 2; problems *in* the file
 are diagnostics (exit code 1).
 """
@@ -10,12 +14,15 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
 from topoc.checks import run_checks
-from topoc.diagnostics import Diagnostic, has_errors, sort_diagnostics
+from topoc.codes import BAD_PRAGMA, CODES, Severity
+from topoc.diagnostics import Diagnostic, diagnostic, has_errors, sort_diagnostics
+from topoc.model.analysis import Analysis
 from topoc.model.ir import Lab
 from topoc.front.lower import lower
 from topoc.front.parser import parse
@@ -33,6 +40,10 @@ class Compilation:
     tree: SyntaxTree | None = None
     lab: Lab | None = None
     diagnostics: list[Diagnostic] = field(default_factory=list)
+    # The lab's analysis (topology, reach engine), built once and handed to every stage.
+    analysis: Analysis | None = None
+    # Whether the file parsed and lowered without errors (the checks may still find some).
+    lowered_clean: bool = False
 
     @property
     def ok(self) -> bool:
@@ -76,9 +87,52 @@ def _cyclic_gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def compile_source(source: str, file: str, *, checks: bool = True) -> Compilation:
+def compile_source(source: str, file: str, *, checks: bool = True,
+                   disabled: frozenset[str] = frozenset()) -> Compilation:
+    """Parse, lower and check `source`. `disabled`: warning codes switched off for this
+    run (validated by topoc.codes.disabled_codes); the file's own pragmas add to them."""
     with _cyclic_gc_paused():
-        return _compile_source(source, file, checks=checks)
+        result = _compile_source(source, file, checks=checks)
+    if result.tree is not None:
+        pragmas, problems = file_pragmas(result.tree)
+        disabled = disabled | pragmas
+        result.diagnostics = sort_diagnostics(result.diagnostics + problems)
+    if disabled:
+        result.diagnostics = [d for d in result.diagnostics
+                              if not (d.code in disabled and d.severity is Severity.WARNING)]
+    return result
+
+
+# `# topoc: disable=CODE[,CODE...]` on a line of its own switches those warnings off for
+# the whole file.
+_PRAGMA = re.compile(r"#\s*topoc:\s*disable\s*=\s*(.*?)\s*$")
+
+
+def file_pragmas(tree: SyntaxTree) -> tuple[frozenset[str], list[Diagnostic]]:
+    """The warning codes the file's pragmas disable, and a `bad-pragma` warning for each
+    name that is not a code or is an error's (errors cannot be switched off)."""
+    disabled: set[str] = set()
+    problems: list[Diagnostic] = []
+    for comment in tree.comments:
+        match = _PRAGMA.match(comment.text) if comment.own_line else None
+        if match is None:
+            continue
+        offset = match.start(1)
+        for part in match.group(1).split(","):
+            name = part.strip()
+            start = offset + len(part) - len(part.lstrip())
+            offset += len(part) + 1
+            span = comment.span.sub(start, len(name))
+            code = CODES.get(name)
+            if code is None:
+                problems.append(diagnostic(BAD_PRAGMA, span, BAD_PRAGMA.message("unknown", name=name),
+                                           BAD_PRAGMA.message("unknown_hint")))
+            elif code.severity is not Severity.WARNING:
+                problems.append(diagnostic(BAD_PRAGMA, span, BAD_PRAGMA.message("error", name=name),
+                                           BAD_PRAGMA.message("error_hint")))
+            else:
+                disabled.add(name)
+    return frozenset(disabled), problems
 
 
 def _compile_source(source: str, file: str, *, checks: bool) -> Compilation:
@@ -86,14 +140,17 @@ def _compile_source(source: str, file: str, *, checks: bool) -> Compilation:
     tree, diagnostics = parse(source, file)
     result.tree = tree
     if tree is not None:
-        lab, lowered = lower(tree)
-        diagnostics += lowered
-        if lab is not None and checks:
-            diagnostics += run_checks(lab)
-        result.lab = lab
+        lowered = lower(tree)
+        diagnostics += lowered.diagnostics
+        result.lowered_clean = not has_errors(diagnostics)
+        result.lab = lowered.lab
+        result.analysis = Analysis(lowered.lab, lowered.poisoned)
+        if checks:
+            diagnostics += run_checks(result.analysis)
     result.diagnostics = sort_diagnostics(diagnostics)
     return result
 
 
-def compile_file(path: str, *, checks: bool = True) -> Compilation:
-    return compile_source(read_source(path), path, checks=checks)
+def compile_file(path: str, *, checks: bool = True,
+                 disabled: frozenset[str] = frozenset()) -> Compilation:
+    return compile_source(read_source(path), path, checks=checks, disabled=disabled)

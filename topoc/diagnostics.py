@@ -1,9 +1,9 @@
 """Diagnostics: the registry of codes, the Diagnostic record, and its two renderings.
 
 Every mistake in a .topo file becomes a Diagnostic (severity, stable kebab-case code,
-message, span, hint), never an exception. Codes are registered once, here or next to
-the check that owns them, with their default severity and a one-line summary
-(`topoc check --list-codes` prints them). Rendering follows rustc and mypy:
+message, span, hint), never an exception. The codes, with their default severity,
+category and one-line summary, are one table in topoc.codes (`topoc check
+--list-codes` prints it). Rendering follows rustc and mypy:
 
     natlab.topo:23:32: error: 188.64.100.2 is already assigned to vm0 (line 17)  [address-conflict]
        23 |     nic eth0 on natnet address 188.64.100.2
@@ -15,7 +15,6 @@ and `--format json` gives the same facts for editors and CI.
 
 from __future__ import annotations
 
-import enum
 import json
 import re
 from dataclasses import dataclass
@@ -23,50 +22,17 @@ from typing import Iterable, Mapping
 
 from rich.text import Text
 
+from topoc.codes import (CODES, DUPLICATE_NAME, DUPLICATE_STATEMENT, INVALID_VALUE, MAC_INVALID,
+                         MISSING_STATEMENT, SYNTAX_ERROR, TOO_MANY_ERRORS, UNDEFINED_NAME, Code, Severity,
+                         register)
 from topoc.front.span import Span
 
 
-class Severity(enum.StrEnum):
-    ERROR = "error"
-    WARNING = "warning"
-    NOTE = "note"
-
-
-@dataclass(frozen=True, slots=True)
-class Code:
-    name: str
-    severity: Severity
-    summary: str
-
-
-CODES: dict[str, Code] = {}
-
-
-def register(name: str, severity: Severity, summary: str) -> Code:
-    """Register a diagnostic code once; registering the same name twice is a bug."""
-    if name in CODES:
-        raise ValueError(f"diagnostic code {name!r} registered twice")
-    code = Code(name, severity, summary)
-    CODES[name] = code
-    return code
-
-
-# The front end's codes. The checks register theirs in topoc/checks/.
-SYNTAX_ERROR = register("syntax-error", Severity.ERROR, "the text does not follow the grammar")
-UNDEFINED_NAME = register("undefined-name", Severity.ERROR, "a name that nothing defines")
-DUPLICATE_NAME = register("duplicate-name", Severity.ERROR, "two things with one name")
-INVALID_VALUE = register("invalid-value", Severity.ERROR, "a value of the wrong form or out of range")
-DUPLICATE_STATEMENT = register(
-    "duplicate-statement", Severity.ERROR, "a statement that may appear once in a block appears twice"
-)
-MISSING_STATEMENT = register("missing-statement", Severity.ERROR, "a block lacks a statement it needs")
-MAC_INVALID = register("mac-invalid", Severity.ERROR, "a MAC address that is malformed, multicast or zero")
-CONFLICTING_STATEMENTS = register("conflicting-statements", Severity.ERROR,
-                                  "two statements of a block that cannot go together")
-UNKNOWN_URI_PARAMETER = register(
-    "unknown-uri-parameter", Severity.WARNING, "a libvirt URI parameter that libvirt ignores"
-)
-TOO_MANY_ERRORS = register("too-many-errors", Severity.ERROR, "the parser gave up after too many errors")
+# The codes live in one table, topoc.codes; these names are re-exported for the stages.
+__all__ = ["CODES", "Code", "Severity", "Diagnostic", "diagnostic", "sort_diagnostics", "has_errors",
+           "render_one", "render_text", "render_json", "summary_line", "SYNTAX_ERROR", "TOO_MANY_ERRORS",
+           "INVALID_VALUE", "MAC_INVALID", "UNDEFINED_NAME", "DUPLICATE_NAME", "DUPLICATE_STATEMENT",
+           "MISSING_STATEMENT", "register"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,7 +2,7 @@
 
 Each target is a module `topoc.backends.<target>` with `generate(lab: Lab) -> dict[str,
 str]`: relative output path -> file text. A backend does no file I/O and reads only the
-IR (and the model graph), never the parse tree; it never checks (topoc.checks does) and
+IR (and the model's topology), never the parse tree; it never checks (topoc.checks does) and
 assumes a lab that checked clean. The writer (topoc.backends.writer) puts artifacts on disk.
 """
 

@@ -17,6 +17,7 @@ from topoc.backends import ToolMissing
 from topoc.backends.diagram_dot import dot_source
 from topoc.backends.diagram_mermaid import mermaid_source
 from topoc.backends.diagram_scene import Scene, build_scene
+from topoc.model.analysis import Analysis
 from topoc.model.ir import Lab
 
 FORMATS = ("svg", "png", "dot", "mermaid")
@@ -28,12 +29,13 @@ EXTENSIONS = {".svg": "svg", ".png": "png", ".dot": "dot", ".gv": "dot",
 __all__ = ["EXTENSIONS", "FORMATS", "ToolMissing", "draw", "generate", "render", "scene_for"]
 
 
-def scene_for(lab: Lab, *, reach: bool = False, expand: bool = False) -> Scene:
+def scene_for(subject: Lab | Analysis, *, reach: bool = False, expand: bool = False) -> Scene:
     """What to draw; `reach` adds the reachability overlay (topoc.model.reach's prediction),
     `expand` draws every VM of a large lab instead of collapsing them into groups."""
     if expand:
-        return build_scene(lab, reach=reach, collapse_above=len(lab.vms))
-    return build_scene(lab, reach=reach)
+        lab = subject.lab if isinstance(subject, Analysis) else subject
+        return build_scene(subject, reach=reach, collapse_above=len(lab.vms))
+    return build_scene(subject, reach=reach)
 
 
 def render(dot: str, fmt: str) -> bytes:

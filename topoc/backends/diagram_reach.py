@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from ipaddress import IPv4Address
 
+from topoc.model.analysis import Analysis, analysis_of
 from topoc.model.ir import Lab, Nic
 
 MAX_NODES = 40
@@ -65,7 +66,7 @@ def _machines(lab: Lab) -> list[Machine]:
     return [(node.name, node.nics) for node in (*lab.vms, *lab.externals)]
 
 
-def _share(lab: Lab, sources: list[Machine], targets: list[Machine],
+def _share(an: Analysis, sources: list[Machine], targets: list[Machine],
            on: set[str]) -> Share | None:
     """How many (source machine, target address on a network in `on`) pairs reach,
     leaving out machines that share a network."""
@@ -80,11 +81,13 @@ def _share(lab: Lab, sources: list[Machine], targets: list[Machine],
         and not networks(s) & networks(t)]
     if not pairs:
         return None
-    return Share(sum(reach_address(lab, src, ip).reachable for src, ip in pairs), len(pairs))
+    return Share(sum(reach_address(an, src, ip).reachable for src, ip in pairs), len(pairs))
 
 
-def uplink_reach(lab: Lab) -> list[UplinkReach]:
+def uplink_reach(subject: Lab | Analysis) -> list[UplinkReach]:
     """For every managed network: out (its machines -> the LAN's) and in."""
+    an = analysis_of(subject)
+    lab = an.lab
     external = {n.name for n in lab.networks if not n.managed}
     machines = _machines(lab)
     lan = [m for m in machines if any(nic.network in external for nic in m[1])]
@@ -93,15 +96,17 @@ def uplink_reach(lab: Lab) -> list[UplinkReach]:
         if not network.managed:
             continue
         inside = [m for m in machines if any(nic.network == network.name for nic in m[1])]
-        results.append(UplinkReach(network.name, _share(lab, inside, lan, external),
-                                   _share(lab, lan, inside, {network.name})))
+        results.append(UplinkReach(network.name, _share(an, inside, lan, external),
+                                   _share(an, lan, inside, {network.name})))
     return results
 
 
-def reach_table(lab: Lab) -> ReachTable:
+def reach_table(subject: Lab | Analysis) -> ReachTable:
     from topoc.model.reach import predict
 
-    matrix = predict(lab)
+    an = analysis_of(subject)
+    lab = an.lab
+    matrix = predict(an)
     names = tuple(node.name for node in lab.nodes)
     reachable = frozenset((s, d) for s in names for d in names
                           if s != d and matrix.get(s, d).reachable)

@@ -20,6 +20,7 @@ from pathlib import PurePath
 from topoc.backends.diagram_reach import (MAX_NODES, TABLE_MAX_NODES, ReachTable, Share,
                                           UplinkReach, overlay_allowed, reach_table,
                                           table_allowed, uplink_reach)
+from topoc.model.analysis import Analysis, analysis_of
 from topoc.model.ir import External, Forward, Host, Lab, Network, Nic, Route, Vm
 
 # Above this many VMs a lab is drawn collapsed: see collapse_vms.
@@ -334,20 +335,21 @@ def with_reach(link: Link, facts: UplinkReach) -> Link:
                    reach_in=facts.inbound.word if facts.inbound else None)
 
 
-def reach_overlay(lab: Lab, links: list[Link]
+def reach_overlay(an: Analysis, links: list[Link]
                   ) -> tuple[list[Link], ReachTable | None, tuple[str, ...]]:
     """The links with reach facts on the uplinks, the who-reaches-whom table, and a note
     when the lab is too large for the overlay."""
+    lab = an.lab
     if not overlay_allowed(lab):
         return links, None, (f"reachability overlay left out: {len(lab.nodes)} nodes "
                              f"(it is drawn for up to {MAX_NODES})",)
-    facts = {r.network: r for r in uplink_reach(lab)}
+    facts = {r.network: r for r in uplink_reach(an)}
     marked = [with_reach(link, facts[link.dst[1]])
               if link.kind == "uplink" and link.dst[1] in facts else link for link in links]
     if not table_allowed(lab):
         return marked, None, (f"who-reaches-whom table left out: {len(lab.nodes)} nodes "
                               f"(drawn for up to {TABLE_MAX_NODES}; topoc reach prints them all)",)
-    return marked, reach_table(lab), ()
+    return marked, reach_table(an), ()
 
 
 # --- the scene ------------------------------------------------------------------------
@@ -392,10 +394,13 @@ def external_parts(lab: Lab) -> tuple[list[Box], list[Link]]:
             [nic_link(("external", e.name), nic) for e in lab.externals for nic in e.nics])
 
 
-def build_scene(lab: Lab, *, reach: bool = False,
+def build_scene(subject: Lab | Analysis, *, reach: bool = False,
                 collapse_above: int = COLLAPSE_ABOVE_VMS) -> Scene:
     """Everything to draw, in a fixed order (networks, hosts, VMs, externals; each in
-    source order), so the same lab always gives the same drawing."""
+    source order), so the same lab always gives the same drawing. The reach overlay asks
+    the compilation's Analysis when given one."""
+    an = analysis_of(subject)
+    lab = an.lab
     collapsed = len(lab.vms) > collapse_above
     boxes: list[Box] = [network_box(n) for n in lab.networks]
     links: list[Link] = []
@@ -411,7 +416,7 @@ def build_scene(lab: Lab, *, reach: bool = False,
                  "are drawn as one box; topoc graph --expand draws each",)
     table = None
     if reach:
-        links, table, left_out = reach_overlay(lab, links)
+        links, table, left_out = reach_overlay(an, links)
         notes += left_out
     return Scene(
         lab=lab.name,

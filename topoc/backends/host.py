@@ -1,12 +1,13 @@
 """The host backend: the IR -> `up.sh`, `down.sh` and `topoc.nft` for each hypervisor.
 
 The shell path of the four models, without libvirt: iproute2 for bridges, taps,
-addresses and routes, and one nftables table of the lab's own that mirrors, rule for
-rule, the firewall libvirt 9 installs for the same networks (FWX, then FWI, then FWO;
-masquerade for NAT), so the shell path and the libvirt path behave alike and the
-reachability engine (topoc.model.reach) predicts both. This module only decides *what* the
-files say, as a plan of plain values; the jinja2 templates in topoc/templates/host/ lay
-them out. It does no I/O and assumes a lab that checked clean.
+addresses and routes, and one nftables table of the lab's own that renders, rule for
+rule, the host's firewall table of topoc.model.firewall: what libvirt 9 installs for
+the same networks (FWX, then FWI, then FWO; masquerade for NAT) and the lab's own rules
+(forwards, `masquerade`). The reachability engine (topoc.model.reach) evaluates that same
+table, so the shell path, the libvirt path and the prediction agree. This module only
+decides *what* the files say, as a plan of plain values; the jinja2 templates in
+topoc/templates/host/ lay them out. It does no I/O and assumes a lab that checked clean.
 
 Safety: every value that reaches a script passes through `shlex.quote` (the `q` filter);
 only names that passed the grammar's identifier rules and `ipaddress`-formatted values
@@ -19,16 +20,19 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass, field
 from functools import lru_cache
-from ipaddress import IPv4Address, IPv4Interface
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from pathlib import PurePath
 
 import jinja2
 
+# The firewall (libvirt's rules and the lab's own) is topoc.model.firewall's table, and
+# the platform's facts (which modes forward) the profile's, so the scripts and the
+# reachability engine, which evaluates the same table, cannot disagree.
+from topoc.model import firewall as fw
 from topoc.model import naming
-# The model's facts (which modes forward, which are firewalled, where a forward DNATs
-# to) come from topoc.model.topology, so the scripts and the reachability engine cannot disagree.
-from topoc.model.topology import FIREWALLED_MODES, FORWARDING_MODES, dnat_target, underlay
+from topoc.model.topology import underlay
 from topoc.model.ir import Host, Lab, Mode, Network, Vm
+from topoc.model.platform import DEFAULT_PROFILE
 
 SCRIPT_NAMES = ("up.sh", "down.sh", "topoc.nft")
 
@@ -130,6 +134,7 @@ class HostPlan:
     forwarding: bool
     chains: tuple[Chain, ...]
     skipped_forwards: tuple[str, ...] = field(default=())
+    masquerades: tuple[str, ...] = field(default=())  # networks with the lab's `masquerade`
     vxlans: tuple[VxlanPlan, ...] = field(default=())
 
 
@@ -241,142 +246,88 @@ def _routes(host: Host) -> tuple[RoutePlan, ...]:
     return tuple(RoutePlan(str(r.destination), str(r.via)) for r in host.routes if not r.is_default)
 
 
-# --- nftables: libvirt's rules, one table ----------------------------------------------
+# --- nftables: the host's firewall table (topoc.model.firewall), rendered ------------
 
 
-def _iif(name: str | None) -> str:
-    return f' iifname "{name}"' if name else ""
+def _match_text(rule: fw.Rule) -> list[str]:
+    """A rule's matches in nft's words, in the order nft lists them."""
+    parts = []
+    if rule.saddr is not None:
+        parts.append(f"ip saddr {_nft_addr(rule.saddr)}")
+    if rule.daddr is not None:
+        parts.append(f"ip daddr {'!= ' if rule.not_daddr else ''}{_nft_addr(rule.daddr)}")
+    if rule.iif is not None:
+        parts.append(f'iifname "{rule.iif}"')
+    if rule.not_iif is not None:
+        parts.append(f'iifname != "{rule.not_iif}"')
+    if rule.oif is not None:
+        parts.append(f'oifname "{rule.oif}"')
+    if rule.local_daddr:
+        parts.append("fib daddr type local")
+    if rule.proto is not None:
+        parts.append(f"{rule.proto} dport {rule.dport}" if rule.dport is not None
+                     else f"meta l4proto {rule.proto}")
+    if rule.ct_state:
+        parts.append(f"ct state {','.join(rule.ct_state)}")
+    if rule.ct_dnat:
+        parts.append("ct status dnat")
+    return parts
 
 
-def _oif(name: str | None) -> str:
-    return f' oifname "{name}"' if name else ""
+def _nft_addr(net: IPv4Network) -> str:
+    # nft lists a /32 as the bare address.
+    return str(net) if net.prefixlen < 32 else str(net.network_address)
 
 
-def _label(net: Network) -> str:
-    return f"{net.name} ({net.model})"
+def _verdict_text(rule: fw.Rule) -> str:
+    if rule.verdict is fw.Verdict.DNAT:
+        return f"dnat ip to {rule.to_addr}:{rule.to_port}"
+    if rule.verdict is fw.Verdict.MASQUERADE and rule.to_ports is not None:
+        return f"masquerade to :{rule.to_ports[0]}-{rule.to_ports[1]}"
+    return rule.verdict.value
 
 
-def _hairpin_rules(networks: list[Network]) -> tuple[Rule, ...]:
-    # libvirt's LIBVIRT_FWX: traffic between two VMs of one bridge that reaches the IP layer.
-    return tuple(Rule(f'iifname "{n.bridge}" oifname "{n.bridge}" accept',
-                      f"{_label(n)}: FWX within the bridge") for n in networks)
+def nft_rule(rule: fw.Rule) -> Rule:
+    """One rule of the table as an nft rule and its comment."""
+    return Rule(" ".join([*_match_text(rule), _verdict_text(rule)]), rule.note)
 
 
-def _inbound_rules(networks: list[Network]) -> tuple[Rule, ...]:
-    # libvirt's LIBVIRT_FWI: into the bridge only replies (nat) or what comes in through
-    # `via` (routed); everything else into the bridge is rejected.
-    rules = []
-    for n in networks:
-        if n.mode is Mode.NAT:
-            rules.append(Rule(f"ip daddr {n.subnet}{_iif(n.via)}{_oif(n.bridge)} "
-                              "ct state established,related accept",
-                              f"{_label(n)}: FWI replies back in"))
-        elif n.mode is Mode.ROUTED:
-            rules.append(Rule(f"ip daddr {n.subnet}{_iif(n.via)}{_oif(n.bridge)} accept",
-                              f"{_label(n)}: FWI routed in"))
-        rules.append(Rule(f'oifname "{n.bridge}" reject', f"{_label(n)}: FWI reject the rest in"))
-    return tuple(rules)
+# Each chain of the table under its heading, in the order of the hook's rules.
+_HEADINGS = {
+    fw.Chain.FORWARD_ACCEPT: "port forwards: accept what prerouting DNATed (wins over the rejects below)",
+    fw.Chain.FWX: "libvirt FWX: hairpin within a bridge",
+    fw.Chain.FWI: "libvirt FWI: into a bridge",
+    fw.Chain.FWO: "libvirt FWO: out of a bridge",
+    fw.Chain.PRT: "libvirt PRT: source NAT leaving a nat network",
+    fw.Chain.MASQUERADE: "masquerade: source NAT leaving a routed or open network",
+    fw.Chain.DNAT: "port forwards: DNAT to the VM",
+}
+# The nft base chains of the lab's table; libvirt's INPUT/OUTPUT rules only accept DHCP
+# and DNS, which a stock host's input policy already accepts, so they are not written.
+_BASE_CHAINS = (
+    (fw.Hook.FORWARD, "type filter hook forward priority filter"),
+    (fw.Hook.POSTROUTING, "type nat hook postrouting priority srcnat"),
+    (fw.Hook.PREROUTING, "type nat hook prerouting priority dstnat"),
+)
 
 
-def _outbound_rules(networks: list[Network]) -> tuple[Rule, ...]:
-    # libvirt's LIBVIRT_FWO: out of the bridge only from the subnet (and through `via`).
-    rules = []
-    for n in networks:
-        if n.mode in (Mode.NAT, Mode.ROUTED):
-            rules.append(Rule(f"ip saddr {n.subnet}{_iif(n.bridge)}{_oif(n.via)} accept",
-                              f"{_label(n)}: FWO out of the subnet"))
-        rules.append(Rule(f'iifname "{n.bridge}" reject', f"{_label(n)}: FWO reject the rest out"))
-    return tuple(rules)
+def _sections(rules: tuple[fw.Rule, ...]) -> tuple[Section, ...]:
+    sections: list[Section] = []
+    for rule in rules:
+        heading = _HEADINGS[rule.chain]
+        if sections and sections[-1].heading == heading:
+            sections[-1] = Section(heading, (*sections[-1].rules, nft_rule(rule)))
+        else:
+            sections.append(Section(heading, (nft_rule(rule),)))
+    return tuple(sections)
 
 
-def _masquerade_rules(networks: list[Network]) -> tuple[Rule, ...]:
-    # libvirt's LIBVIRT_PRT: never NAT multicast or broadcast; ports of TCP and UDP stay
-    # unprivileged (iptables' MASQUERADE --to-ports 1024-65535).
-    rules = []
-    for n in networks:
-        if n.mode is not Mode.NAT:
-            continue
-        s, out, label = n.subnet, _oif(n.via), _label(n)
-        rules += [
-            Rule(f"ip saddr {s} ip daddr 224.0.0.0/24{out} return", f"{label}: PRT no NAT for multicast"),
-            Rule(f"ip saddr {s} ip daddr 255.255.255.255{out} return", f"{label}: PRT no NAT for broadcast"),
-            Rule(f"ip saddr {s} ip daddr != {s}{out} meta l4proto tcp masquerade to :1024-65535",
-                 f"{label}: PRT masquerade tcp"),
-            Rule(f"ip saddr {s} ip daddr != {s}{out} meta l4proto udp masquerade to :1024-65535",
-                 f"{label}: PRT masquerade udp"),
-            Rule(f"ip saddr {s} ip daddr != {s}{out} masquerade", f"{label}: PRT masquerade"),
-        ]
-    return tuple(rules)
-
-
-@dataclass(frozen=True, slots=True)
-class _PortForward:
-    protocol: str
-    port: int
-    vm: str
-    address: IPv4Address
-    vm_port: int
-    network: Network
-
-
-def _port_forwards(lab: Lab, host: Host) -> tuple[list[_PortForward], list[str]]:
-    """Each `forward` of a VM on this host with its DNAT target; forwards without one
-    are skipped (and named, for a comment in topoc.nft)."""
-    found, skipped = [], []
-    for fwd in sorted(lab.forwards, key=lambda f: (f.protocol, f.port, f.vm, f.vm_port)):
-        vm = lab.node(fwd.vm)
-        if not isinstance(vm, Vm) or vm.host != host.name:
-            continue
-        target = dnat_target(lab, fwd)
-        if target is None:
-            skipped.append(f"{fwd.protocol} {fwd.port} to {fwd.vm}:{fwd.vm_port}")
-            continue
-        found.append(_PortForward(fwd.protocol, fwd.port, fwd.vm, target[0], fwd.vm_port, target[1]))
-    return found, skipped
-
-
-def _dnat_rules(forwards: list[_PortForward]) -> tuple[Rule, ...]:
-    # Only traffic to one of the host's own addresses (fib daddr type local), and not from
-    # the VM's own bridge: a VM of that network would get replies straight from the target,
-    # bypassing the un-DNAT (the hairpin problem), so it uses the VM's address instead.
-    return tuple(Rule(f'iifname != "{f.network.bridge}" fib daddr type local '
-                      f"{f.protocol} dport {f.port} dnat ip to {f.address}:{f.vm_port}",
-                      f"forward {f.protocol} {f.port} to {f.vm}:{f.vm_port} on {_label(f.network)}")
-                 for f in forwards)
-
-
-def _dnat_accept_rules(forwards: list[_PortForward]) -> tuple[Rule, ...]:
-    # Before libvirt's FWI, so a NAT network's `oifname reject` does not drop the DNATed
-    # connection; `ct status dnat` admits only what the prerouting rule rewrote.
-    return tuple(Rule(f'ip daddr {f.address}{_oif(f.network.bridge)} {f.protocol} dport {f.vm_port} '
-                      "ct status dnat accept",
-                      f"forward {f.protocol} {f.port} to {f.vm}:{f.vm_port} on {_label(f.network)}")
-                 for f in forwards)
-
-
-def _chains(lab: Lab, host: Host, networks: list[Network]) -> tuple[tuple[Chain, ...], list[str]]:
-    firewalled = [n for n in networks if n.mode in FIREWALLED_MODES]
-    forwards, skipped = _port_forwards(lab, host)
-    chains = []
-    forward_sections = [s for s in (
-        Section("port forwards: accept what prerouting DNATed (wins over the rejects below)",
-                _dnat_accept_rules(forwards)),
-        Section("libvirt FWX: hairpin within a bridge", _hairpin_rules(firewalled)),
-        Section("libvirt FWI: into a bridge", _inbound_rules(firewalled)),
-        Section("libvirt FWO: out of a bridge", _outbound_rules(firewalled)),
-    ) if s.rules]
-    if forward_sections:
-        chains.append(Chain("forward", "type filter hook forward priority filter",
-                            tuple(forward_sections)))
-    masquerade = _masquerade_rules(firewalled)
-    if masquerade:
-        chains.append(Chain("postrouting", "type nat hook postrouting priority srcnat",
-                            (Section("libvirt PRT: source NAT leaving a nat network", masquerade),)))
-    dnat = _dnat_rules(forwards)
-    if dnat:
-        chains.append(Chain("prerouting", "type nat hook prerouting priority dstnat",
-                            (Section("port forwards: DNAT to the VM", dnat),)))
-    return tuple(chains), skipped
+def _chains(lab: Lab, host: Host) -> tuple[tuple[Chain, ...], list[str]]:
+    table = fw.host_firewall(lab, host.name)
+    chains = tuple(Chain(hook.value, declaration, _sections(table.hook(hook)))
+                   for hook, declaration in _BASE_CHAINS if table.hook(hook))
+    skipped = [f"{f.protocol} {f.port} to {f.vm}:{f.vm_port}" for f in table.skipped_forwards]
+    return chains, skipped
 
 
 # --- putting it together ----------------------------------------------------------------
@@ -386,7 +337,7 @@ def host_plan(lab: Lab, host: Host) -> HostPlan:
     networks = _managed_networks(lab, host)
     carried = _carried_networks(lab, host)
     vms = sorted(lab.vms_on(host.name), key=lambda v: v.name)
-    chains, skipped = _chains(lab, host, networks)
+    chains, skipped = _chains(lab, host)
     return HostPlan(
         lab=lab.name,
         host=host.name,
@@ -397,9 +348,10 @@ def host_plan(lab: Lab, host: Host) -> HostPlan:
         uplinks=_uplinks(host, networks),
         taps=_taps(lab, vms, networks + carried),
         routes=_routes(host),
-        forwarding=any(n.mode in FORWARDING_MODES for n in networks),
+        forwarding=any(n.mode in DEFAULT_PROFILE.forwarding_modes for n in networks),
         chains=chains,
         skipped_forwards=tuple(skipped),
+        masquerades=tuple(n.name for n in networks if n.masquerade),
         vxlans=_vxlans(lab, host, sorted(networks + carried, key=lambda n: n.name)),
     )
 

@@ -27,6 +27,7 @@ from markupsafe import Markup, escape
 from topoc.backends import cloudinit
 from topoc.model import naming
 from topoc.model.ir import Host, Lab, Mode, Network, Nic, Vm
+from topoc.model.platform import DEFAULT_PROFILE, Profile
 
 # Where topoc records ownership inside libvirt objects (deploy reads it back):
 # <metadata><topoc:lab name="LAB" source="FILE"/></metadata>
@@ -56,10 +57,8 @@ FORWARD_MODES = {
     Mode.OPEN: "open",
     Mode.BRIDGED: "bridge",
 }
-# Modes whose <forward> may name the uplink device. libvirt refuses `dev` with
-# mode='open' ("forward dev not allowed"), and for mode='bridge' a `dev` would mean
-# macvtap, not the host bridge that `bridge name` names.
-FORWARD_DEV_MODES = (Mode.NAT, Mode.ROUTED)
+# Modes whose <forward> may name the uplink device: a fact of libvirt's, in the profile.
+FORWARD_DEV_MODES = DEFAULT_PROFILE.forward_dev_modes
 
 # libvirt refuses a DHCP <host name> that does not start with a letter ("Cannot use
 # host name"), and dnsmasq hands the name to the guest as its hostname, so only names
@@ -341,13 +340,14 @@ def carried_network_xml(lab: Lab, network: Network, host: str) -> str:
         file=network_path(network).removeprefix("libvirt/"))
 
 
-def domain_xml(lab: Lab, vm: Vm, *, domain_type: str = DEFAULT_DOMAIN_TYPE, pool: str | None = None,
+def domain_xml(lab: Lab, vm: Vm, profile: Profile = DEFAULT_PROFILE, *, pool: str | None = None,
                seed: str | None = None) -> str:
-    """The XML of one VM, ready for `virsh define`. A VM with an image or a kernel
-    names its overlay and seed as volumes of `pool` (default: `default_pool(lab)`);
-    `seed`, the seed's volume name when the caller has it already."""
+    """The XML of one VM, ready for `virsh define`; its domain type comes from the
+    platform profile (KVM by default, QEMU/TCG where the host has no usable KVM). A VM
+    with an image or a kernel names its overlay and seed as volumes of `pool` (default:
+    `default_pool(lab)`); `seed`, the seed's volume name when the caller has it already."""
     return _template("domain.xml.j2").render(
-        **_common(lab), dom=_domain_view(lab, vm, domain_type, pool, seed), topo_name=vm.name,
+        **_common(lab), dom=_domain_view(lab, vm, profile.domain_type, pool, seed), topo_name=vm.name,
         file=domain_path(vm).removeprefix("libvirt/"))
 
 
@@ -362,10 +362,11 @@ def readme(lab: Lab, seeds: dict[str, str] | None = None) -> str:
                for v in sorted(lab.vms, key=lambda v: v.name)]
     exact = [f"network {n.exact_name}" for n in managed_networks(lab) if n.exact_name is not None]
     exact += [f"domain {v.exact_name}" for v in sorted(lab.vms, key=lambda v: v.name) if v.exact_name is not None]
+    masquerades = [n.name for n in managed_networks(lab) if n.masquerade]
     return _template("README.txt.j2").render(
         lab=lab.name, source=lab.file, networks=networks, domains=domains, exact=exact,
-        on_host="", connect_note="", virsh="virsh", volumes=_volumes(lab, lab.vms, seeds),
-        pool=default_pool(lab))
+        on_host="", connect_note="", virsh="virsh", masquerades=masquerades,
+        volumes=_volumes(lab, lab.vms, seeds), pool=default_pool(lab))
 
 
 def _volumes(lab: Lab, vms: Iterable[Vm], seeds: dict[str, str] | None) -> list[dict[str, str | None]]:
@@ -408,14 +409,16 @@ def host_readme(lab: Lab, host: Host, seeds: dict[str, str] | None = None) -> st
                  "VXLAN, which libvirt cannot make; `topoc deploy` makes the links (and on hosts "
                  "other than the first, the bridge) over the connection's transport, and so does "
                  "host/<host>/up.sh on the shell path.")
+    masquerades = [n.name for n in mine if n.masquerade and n.host == host.name]
     return _template("README.txt.j2").render(
         lab=lab.name, source=lab.file, networks=networks, domains=domains, exact=exact,
         on_host=f" on host {host.name}", connect_note=note, virsh=f"virsh -c {shlex.quote(uri)}",
-        volumes=_volumes(lab, my_vms, seeds), pool=default_pool(lab))
+        masquerades=masquerades, volumes=_volumes(lab, my_vms, seeds), pool=default_pool(lab))
 
 
-def generate(lab: Lab) -> dict[str, str]:
-    """Every libvirt artifact of the lab: relative path -> text. A lab on several hosts
+def generate(lab: Lab, profile: Profile = DEFAULT_PROFILE) -> dict[str, str]:
+    """Every libvirt artifact of the lab: relative path -> text, for the platform
+    `profile` describes (topoc.model.platform). A lab on several hosts
     gets a folder per host (libvirt/<host>/networks, domains, README.txt): one virsh
     session must never define two hosts' objects on one daemon, where they collide."""
     hosts = _static_hosts(lab.vms)  # indexed once: a lab may have thousands of VMs
@@ -424,7 +427,7 @@ def generate(lab: Lab) -> dict[str, str]:
     # Each seed's name hashes its contents: made once per VM, for its domain and the README.
     seeds = {vm.name: cloudinit.seed_volume(lab, vm) for vm in lab.vms if vm.booted}
     for vm in sorted(lab.vms, key=lambda v: v.name):
-        artifacts[domain_path(vm)] = domain_xml(lab, vm, seed=seeds.get(vm.name))
+        artifacts[domain_path(vm)] = domain_xml(lab, vm, profile, seed=seeds.get(vm.name))
     if len(lab.hosts) <= 1:
         artifacts[README_PATH] = readme(lab, seeds)
         return artifacts

@@ -1,10 +1,10 @@
-"""The checks: one function per check, registered with its code, run on the IR.
+"""The checks: one function per check, registered with its code, run on the analysis.
 
-A check is a generator registered with `@check(CODE)`; it reads the IR (and, through
-the context, the model graph and the reachability engine) and yields Findings. Code,
-default severity and summary are registered once with `register` from
-topoc.diagnostics, next to the check that uses them, so a check's code and messages
-live in one place. Checks never touch backends, and backends never check.
+A check is a generator registered with `@check(CODE)`; it is handed the compilation's
+topoc.model.analysis.Analysis (the IR, its topology and reachability engine, and the
+names whose lowering failed, about which it says nothing) and yields Findings. Its code
+(severity, category, meaning, message templates) is one entry of topoc.codes. Checks
+never touch backends, and backends never check.
 """
 
 from __future__ import annotations

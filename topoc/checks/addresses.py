@@ -10,39 +10,27 @@ from __future__ import annotations
 from ipaddress import IPv4Address, IPv4Network
 from typing import Iterator, NamedTuple
 
+from topoc.codes import (ADDRESS_CONFLICT, ADDRESS_OUTSIDE_SUBNET, ADDRESS_RESERVED, DHCP_RANGE,
+                         GATEWAY_UNREACHABLE, NO_ADDRESS, SUBNET_OVERLAP)
 from topoc.checks.common import at, nic_where, suggest_free, usable
 from topoc.checks.registry import Finding, check
-from topoc.diagnostics import Severity, register
-from topoc.model.topology import topology
+from topoc.diagnostics import Severity
+from topoc.model.analysis import Analysis
 from topoc.model.ir import Host, Lab, Mode, Network, Nic, Node, Vm
 from topoc.front.span import Span
 
-ADDRESS_CONFLICT = register("address-conflict", Severity.ERROR,
-                            "one address used twice on a segment or in a routing domain")
-ADDRESS_OUTSIDE_SUBNET = register("address-outside-subnet", Severity.ERROR,
-                                  "a nic address outside its network's subnet")
-ADDRESS_RESERVED = register("address-reserved", Severity.ERROR,
-                            "a subnet's network or broadcast address, or a VM on the gateway's address")
-SUBNET_OVERLAP = register("subnet-overlap", Severity.ERROR,
-                          "overlapping subnets on one host (libvirt fails at net-start)")
-DHCP_RANGE = register("dhcp-range", Severity.ERROR,
-                      "a DHCP range that is reversed, outside its subnet, covers the gateway "
-                      "or a static address")
-GATEWAY_UNREACHABLE = register("gateway-unreachable", Severity.ERROR,
-                               "a gateway or `route ... via` not on any subnet of the node")
-NO_ADDRESS = register("no-address", Severity.WARNING,
-                      "a VM nic with no address on a network without DHCP")
 
 # Segments behind NAT or cut off (isolated) are address domains of their own: the same
 # address may be reused in two of them. Everything routed shares one domain.
 PRIVATE_MODES = (Mode.NAT, Mode.ISOLATED)
 
 
-def network_subnet(lab: Lab, net: Network) -> IPv4Network | None:
+def network_subnet(an: Analysis, net: Network) -> IPv4Network | None:
     """A network's subnet; a bridged network's is the LAN's it joins."""
+    lab = an.lab
     if net.subnet is not None:
         return net.subnet
-    segment = lab.network(topology(lab).segment_of.get(net.name, net.name))
+    segment = lab.network(an.topology.segment_of.get(net.name, net.name))
     return segment.subnet if segment is not None else None
 
 
@@ -56,14 +44,12 @@ class _Claim(NamedTuple):
     is_gateway: bool
 
 
-_CLAIMS: dict[int, tuple[Lab, list[_Claim]]] = {}
+def _claims(an: Analysis) -> list[_Claim]:
+    """Every claimed address in source order, computed once per analysis."""
+    return an.memo("address-claims", lambda: _all_claims(an.lab))
 
 
-def _claims(lab: Lab) -> list[_Claim]:
-    """Every claimed address in source order, computed once per lab."""
-    entry = _CLAIMS.get(id(lab))
-    if entry is not None and entry[0] is lab:
-        return entry[1]
+def _all_claims(lab: Lab) -> list[_Claim]:
     claims = []
     for net in lab.networks:
         if net.address is not None:
@@ -75,15 +61,13 @@ def _claims(lab: Lab) -> list[_Claim]:
                 claims.append(_Claim(nic.address.ip, node.name, nic.network,
                                      at(nic.address_span, nic.span), False))
     claims.sort(key=lambda c: (c.span.line, c.span.column))
-    if len(_CLAIMS) > 4:
-        _CLAIMS.clear()
-    _CLAIMS[id(lab)] = (lab, claims)
     return claims
 
 
-def _domains(lab: Lab) -> dict[str, str]:
+def _domains(an: Analysis) -> dict[str, str]:
     """Network -> its address domain: its own segment when private, else "" (routed)."""
-    topo = topology(lab)
+    lab = an.lab
+    topo = an.topology
     domains = {}
     for net in lab.networks:
         segment = topo.segment_of.get(net.name, net.name)
@@ -93,20 +77,22 @@ def _domains(lab: Lab) -> dict[str, str]:
 
 
 @check(ADDRESS_CONFLICT)
-def address_conflict(lab: Lab) -> Iterator[Finding]:
+def address_conflict(an: Analysis) -> Iterator[Finding]:
+    lab = an.lab
     seen: dict[tuple[str, int], _Claim] = {}
-    domains = _domains(lab)
-    for claim in _claims(lab):
+    domains = _domains(an)
+    for claim in _claims(an):
         first = seen.setdefault((domains.get(claim.network, ""), int(claim.address)), claim)
         if first is claim or first.owner == claim.owner:
             continue
         if first.is_gateway and first.network == claim.network:
             continue  # a VM on its network's gateway address: address-reserved says so
         net = lab.network(claim.network)
-        subnet = network_subnet(lab, net) if net is not None else None
+        subnet = network_subnet(an, net) if net is not None else None
         yield Finding(claim.span,
-                      f"{claim.address} is already assigned to {first.owner} (line {first.span.line})",
-                      suggest_free(subnet, _taken(lab), net))
+                      ADDRESS_CONFLICT.message("taken", address=claim.address, owner=first.owner,
+                                               line=first.span.line),
+                      suggest_free(subnet, _taken(an), net))
 
 
 class _Subnet(NamedTuple):
@@ -119,10 +105,11 @@ class _Subnet(NamedTuple):
     gateway: int | None
 
 
-def _subnets(lab: Lab) -> dict[str, _Subnet]:
+def _subnets(an: Analysis) -> dict[str, _Subnet]:
+    lab = an.lab
     found = {}
     for net in lab.networks:
-        subnet = network_subnet(lab, net)
+        subnet = network_subnet(an, net)
         if subnet is not None:
             found[net.name] = _Subnet(net, subnet, int(subnet.network_address),
                                       int(subnet.broadcast_address),
@@ -130,10 +117,11 @@ def _subnets(lab: Lab) -> dict[str, _Subnet]:
     return found
 
 
-def _addressed_nics(lab: Lab) -> Iterator[tuple[Node, Nic, int, _Subnet]]:
+def _addressed_nics(an: Analysis) -> Iterator[tuple[Node, Nic, int, _Subnet]]:
     """(node, nic, the nic's address as an int, its network's subnet) for every nic with
     an address on a network with a subnet."""
-    subnets = _subnets(lab)
+    lab = an.lab
+    subnets = _subnets(an)
     for node in lab.nodes:
         for nic in node.nics:
             if nic.address is not None and nic.network in subnets:
@@ -142,59 +130,58 @@ def _addressed_nics(lab: Lab) -> Iterator[tuple[Node, Nic, int, _Subnet]]:
 
 
 @check(ADDRESS_OUTSIDE_SUBNET)
-def address_outside_subnet(lab: Lab) -> Iterator[Finding]:
-    for _, nic, ip, sub in _addressed_nics(lab):
+def address_outside_subnet(an: Analysis) -> Iterator[Finding]:
+    for _, nic, ip, sub in _addressed_nics(an):
         assert nic.address is not None
         subnet, net = sub.subnet, sub.network
         span = at(nic.address_span, nic.span)
         if not sub.first <= ip <= sub.last:
-            yield Finding(span, f"{nic.address.ip} is outside {net.name}'s subnet {subnet}",
-                          suggest_free(subnet, _taken(lab), net))
+            yield Finding(span, ADDRESS_OUTSIDE_SUBNET.message("outside", address=nic.address.ip,
+                                                               network=net.name, subnet=subnet),
+                          suggest_free(subnet, _taken(an), net))
         elif nic.address.network.prefixlen != subnet.prefixlen:
-            yield Finding(span, f"{nic.address} has a prefix of /{nic.address.network.prefixlen}, "
-                          f"but {net.name}'s subnet is {subnet}",
-                          f"write the address without a prefix (it takes /{subnet.prefixlen} "
-                          "from the network)")
+            yield Finding(span, ADDRESS_OUTSIDE_SUBNET.message(
+                              "prefix", address=nic.address, prefix=nic.address.network.prefixlen,
+                              network=net.name, subnet=subnet),
+                          ADDRESS_OUTSIDE_SUBNET.message("prefix_hint", subnet_prefix=subnet.prefixlen))
 
 
-_TAKEN: dict[int, tuple[Lab, set[IPv4Address]]] = {}
+def _taken(an: Analysis) -> set[IPv4Address]:
+    """Every claimed address, computed once per analysis (hints ask for it many times)."""
 
-
-def _taken(lab: Lab) -> set[IPv4Address]:
-    """Every claimed address, computed once per lab (hints ask for it many times)."""
-    entry = _TAKEN.get(id(lab))
-    if entry is None or entry[0] is not lab:
-        if len(_TAKEN) > 4:
-            _TAKEN.clear()
-        taken = {c.address for c in _claims(lab)}
-        for node in lab.nodes:  # a gateway nobody models is still some router's address
+    def build() -> set[IPv4Address]:
+        taken = {c.address for c in _claims(an)}
+        for node in an.lab.nodes:  # a gateway nobody models is still some router's address
             taken.update(nic.gateway for nic in node.nics if nic.gateway is not None)
             taken.update(route.via for route in node.routes)
-        entry = (lab, taken)
-        _TAKEN[id(lab)] = entry
-    return entry[1]
+        return taken
+
+    return an.memo("address-taken", build)
 
 
 @check(ADDRESS_RESERVED)
-def address_reserved(lab: Lab) -> Iterator[Finding]:
+def address_reserved(an: Analysis) -> Iterator[Finding]:
+    lab = an.lab
     for net in lab.networks:
         if net.address is not None and not usable(net.address.network, net.address.ip):
             yield Finding(at(net.address_span, net.span),
-                          f"{net.address.ip} is the {_which(net.address.network, net.address.ip)} "
-                          f"address of {net.address.network}, not a usable gateway address",
-                          f"use a host address, e.g. {next(net.address.network.hosts(), '')}"
-                          f"/{net.address.network.prefixlen}")
-    for node, nic, ip, sub in _addressed_nics(lab):
+                          ADDRESS_RESERVED.message("gateway", address=net.address.ip,
+                                                   which=_which(net.address.network, net.address.ip),
+                                                   subnet=net.address.network),
+                          ADDRESS_RESERVED.message("gateway_hint", example=next(net.address.network.hosts(), ""),
+                                                   prefix=net.address.network.prefixlen))
+    for node, nic, ip, sub in _addressed_nics(an):
         assert nic.address is not None
         subnet, net = sub.subnet, sub.network
         span = at(nic.address_span, nic.span)
         if ip in (sub.first, sub.last) and subnet.prefixlen < 31:
-            yield Finding(span, f"{nic.address.ip} is the {_which(subnet, nic.address.ip)} "
-                          f"address of {subnet}", suggest_free(subnet, _taken(lab), net))
+            yield Finding(span, ADDRESS_RESERVED.message("nic", address=nic.address.ip,
+                                                         which=_which(subnet, nic.address.ip), subnet=subnet),
+                          suggest_free(subnet, _taken(an), net))
         elif ip == sub.gateway and isinstance(node, Vm):
-            yield Finding(span, f"{nic.address.ip} is the address of network {net.name} "
-                          f"(line {net.address_span.line}): the host's, the VMs' gateway",
-                          suggest_free(subnet, _taken(lab), net))
+            yield Finding(span, ADDRESS_RESERVED.message("vm_on_gateway", address=nic.address.ip,
+                                                         network=net.name, line=net.address_span.line),
+                          suggest_free(subnet, _taken(an), net))
 
 
 def _which(subnet: IPv4Network, address: IPv4Address) -> str:
@@ -202,16 +189,18 @@ def _which(subnet: IPv4Network, address: IPv4Address) -> str:
 
 
 @check(SUBNET_OVERLAP)
-def subnet_overlap(lab: Lab) -> Iterator[Finding]:
+def subnet_overlap(an: Analysis) -> Iterator[Finding]:
+    lab = an.lab
     for host in lab.hosts:
-        yield from _overlaps_on_host(lab, host)
+        yield from _overlaps_on_host(an, host)
 
 
-def _overlaps_on_host(lab: Lab, host: Host) -> Iterator[Finding]:
+def _overlaps_on_host(an: Analysis, host: Host) -> Iterator[Finding]:
     """The host's LAN subnets, then its managed networks in source order: each overlapping
     an earlier one is reported. libvirt refuses to start a network whose subnet is in use
     ("Network is already in use by interface ..."); an isolated network with no address
     gives the host no route, so it only confuses (a warning)."""
+    lab = an.lab
     earlier: list[tuple[IPv4Network, str, bool, bool]] = []  # (subnet, what, a LAN, has no address)
     for nic in host.nics:
         net = lab.network(nic.network)
@@ -229,49 +218,45 @@ def _overlaps_on_host(lab: Lab, host: Host) -> Iterator[Finding]:
         hard = [e for e in clashes if not e[3]] if net.address is not None else []
         if hard:
             other, what = hard[0][0], hard[0][1]
-            yield Finding(span, f"{subnet} of network `{net.name}` overlaps {other}, the subnet of "
-                          f"{what}; libvirt refuses to start it (\"Network is already in use by "
-                          "interface\")", "give it a subnet of its own")
+            yield Finding(span, SUBNET_OVERLAP.message("refused", subnet=subnet, network=net.name,
+                                                       other=other, what=what),
+                          SUBNET_OVERLAP.message("refused_hint"))
         elif clashes:
             other, what, is_lan, _ = clashes[0]
             side = "LAN" if is_lan else "network"
-            message = (f"isolated network `{net.name}` reuses {subnet}, the subnet of {what}: its "
-                       f"VMs cannot reach that {side}, even at the same addresses"
-                       if net.address is None else
-                       f"{subnet} of network `{net.name}` overlaps {other}, the subnet of {what}, "
-                       "an isolated network without address: its VMs cannot reach this one, even "
-                       "at the same addresses")
-            yield Finding(span, message, "give it a subnet of its own, unless the separation is the point",
-                          Severity.WARNING)
+            key = "isolated_reuses" if net.address is None else "overlaps_isolated"
+            message = SUBNET_OVERLAP.message(key, network=net.name, subnet=subnet, other=other,
+                                             what=what, side=side)
+            yield Finding(span, message, SUBNET_OVERLAP.message("separated_hint"), Severity.WARNING)
         earlier.append((subnet, f"network `{net.name}` (line {net.span.line})", False, net.address is None))
 
 
 @check(DHCP_RANGE)
-def dhcp_range(lab: Lab) -> Iterator[Finding]:
+def dhcp_range(an: Analysis) -> Iterator[Finding]:
+    lab = an.lab
     for net in lab.networks:
         dhcp, subnet = net.dhcp, net.subnet
         if dhcp is None or subnet is None:
             continue
-        problem = None
+        key = None
         if dhcp.start > dhcp.end:
-            problem = f"the DHCP range starts at {dhcp.start}, after its end {dhcp.end}"
-            hint = f"write `dhcp {dhcp.end} - {dhcp.start}`"
+            key = "reversed"
         elif dhcp.start not in subnet or dhcp.end not in subnet:
-            outside = dhcp.start if dhcp.start not in subnet else dhcp.end
-            problem = f"the DHCP range leaves {net.name}'s subnet {subnet} at {outside}"
-            hint = f"keep both ends inside {subnet}"
+            key = "outside"
         elif not usable(subnet, dhcp.start) or not usable(subnet, dhcp.end):
-            problem = f"the DHCP range includes the network or broadcast address of {subnet}"
-            hint = "start it after the network address and end it before the broadcast address"
+            key = "reserved"
         elif net.gateway is not None and net.gateway in dhcp:
-            problem = f"the DHCP range {dhcp.start} - {dhcp.end} covers the gateway {net.gateway}"
-            hint = "move the range past the gateway address"
-        if problem is not None:
-            yield Finding(dhcp.span, problem, hint)
-    yield from _static_in_range(lab)
+            key = "gateway"
+        if key is not None:
+            values = dict(start=dhcp.start, end=dhcp.end, network=net.name, subnet=subnet,
+                          gateway=net.gateway, address=dhcp.start if dhcp.start not in subnet else dhcp.end)
+            yield Finding(dhcp.span, DHCP_RANGE.message(key, **values),
+                          DHCP_RANGE.message(f"{key}_hint", **values))
+    yield from _static_in_range(an)
 
 
-def _static_in_range(lab: Lab) -> Iterator[Finding]:
+def _static_in_range(an: Analysis) -> Iterator[Finding]:
+    lab = an.lab
     ranges = {n.name: (int(n.dhcp.start), int(n.dhcp.end)) for n in lab.networks if n.dhcp is not None}
     for vm in lab.vms:
         for nic in vm.nics:
@@ -281,16 +266,15 @@ def _static_in_range(lab: Lab) -> Iterator[Finding]:
             net = lab.network(nic.network)
             assert net is not None and net.dhcp is not None
             yield Finding(at(nic.address_span, nic.span),
-                          f"{nic.ip} is inside {net.name}'s DHCP range {net.dhcp.start} - "
-                          f"{net.dhcp.end} (line {net.dhcp.span.line})",
-                          "dnsmasq keeps it for this VM's MAC, but a pool address is easy to hand "
-                          "out twice by hand: pick one outside the range",
-                          Severity.WARNING)
+                          DHCP_RANGE.message("static_inside", address=nic.ip, network=net.name,
+                                             start=net.dhcp.start, end=net.dhcp.end, line=net.dhcp.span.line),
+                          DHCP_RANGE.message("static_inside_hint"), Severity.WARNING)
 
 
-def _connected(lab: Lab, name: str) -> list[IPv4Network]:
+def _connected(an: Analysis, name: str) -> list[IPv4Network]:
     """The subnets a node sits on: its interfaces' (a DHCP nic takes its network's)."""
-    subnets = [i.address.network for i in topology(lab).interfaces[name] if i.address is not None]
+    lab = an.lab
+    subnets = [i.address.network for i in an.topology.interfaces[name] if i.address is not None]
     node = lab.node(name)
     for nic in getattr(node, "nics", ()):
         net = lab.network(nic.network)
@@ -300,9 +284,12 @@ def _connected(lab: Lab, name: str) -> list[IPv4Network]:
 
 
 @check(GATEWAY_UNREACHABLE)
-def gateway_unreachable(lab: Lab) -> Iterator[Finding]:
+def gateway_unreachable(an: Analysis) -> Iterator[Finding]:
+    lab = an.lab
     for node in lab.nodes:
-        subnets = _connected(lab, node.name)
+        if not an.sound(node.name):
+            continue  # a nic left out may hold the subnet
+        subnets = _connected(an, node.name)
         if all(any(gw in s for s in subnets) for gw in _gateways(node)):
             continue
         mine = ", ".join(str(s) for s in subnets) or "none"
@@ -310,13 +297,14 @@ def gateway_unreachable(lab: Lab) -> Iterator[Finding]:
             gw = nic.gateway
             if gw is not None and not any(gw in s for s in subnets):
                 yield Finding(at(nic.gateway_span, nic.span),
-                              f"gateway {gw} of {nic_where(nic, lab)} is on none of its subnets ({mine})",
-                              _gateway_hint(nic, lab))
+                              GATEWAY_UNREACHABLE.message("gateway", gateway=gw, where=nic_where(nic, lab),
+                                                          subnets=mine),
+                              _gateway_hint(nic, an))
         for route in node.routes:
             if not any(route.via in s for s in subnets):
-                yield Finding(route.span, f"route via {route.via}: {node.name} has no subnet holding "
-                              f"{route.via} ({mine}), so the kernel refuses the route",
-                              "route via an address on one of the node's own subnets")
+                yield Finding(route.span, GATEWAY_UNREACHABLE.message("route", via=route.via, node=node.name,
+                                                                      subnets=mine),
+                              GATEWAY_UNREACHABLE.message("route_hint"))
 
 
 def _gateways(node: Node) -> Iterator[IPv4Address]:
@@ -324,27 +312,28 @@ def _gateways(node: Node) -> Iterator[IPv4Address]:
     yield from (route.via for route in node.routes)
 
 
-def _gateway_hint(nic: Nic, lab: Lab) -> str:
-    net = lab.network(nic.network)
-    subnet = network_subnet(lab, net) if net is not None else None
+def _gateway_hint(nic: Nic, an: Analysis) -> str:
+    net = an.lab.network(nic.network)
+    subnet = network_subnet(an, net) if net is not None else None
     if net is not None and net.gateway is not None:
-        return f"use {net.gateway}, the address of network {net.name}, or leave `gateway` out"
+        return GATEWAY_UNREACHABLE.message("gateway_hint_network", gateway=net.gateway, network=net.name)
     if subnet is not None:
-        return f"use a router's address in {subnet}"
-    return "use a router's address on the nic's subnet"
+        return GATEWAY_UNREACHABLE.message("gateway_hint_subnet", subnet=subnet)
+    return GATEWAY_UNREACHABLE.message("gateway_hint")
 
 
 @check(NO_ADDRESS)
-def no_address(lab: Lab) -> Iterator[Finding]:
+def no_address(an: Analysis) -> Iterator[Finding]:
+    lab = an.lab
     for vm in lab.vms:
         for nic in vm.nics:
             net = lab.network(nic.network)
-            if nic.address is not None or net is None or net.dhcp is not None:
+            if nic.address is not None or net is None or net.dhcp is not None \
+                    or not an.sound(vm.name, net.name):
                 continue
-            subnet = network_subnet(lab, net)
-            free = suggest_free(subnet, _taken(lab), net) if subnet is not None else "add one"
+            subnet = network_subnet(an, net)
+            free = suggest_free(subnet, _taken(an), net) if subnet is not None else "add one"
             dhcp = (f", or a `dhcp` range to {net.name}" if net.mode not in (Mode.BRIDGED, Mode.EXTERNAL)
                     else "; topoc does not model the LAN's own DHCP server")
-            yield Finding(nic.span, f"nic {nic.name} of VM {vm.name} has no address, and network "
-                          f"{net.name} has no DHCP: the VM is cut off there",
-                          f"add `address IP` to the nic ({free}){dhcp}")
+            yield Finding(nic.span, NO_ADDRESS.message("cut_off", nic=nic.name, vm=vm.name, network=net.name),
+                          NO_ADDRESS.message("cut_off_hint", free=free, dhcp=dhcp))

@@ -12,18 +12,16 @@ from __future__ import annotations
 
 from typing import Iterator
 
+from topoc.codes import FORWARD_TARGET, NIC_PLACEMENT
 from topoc.checks.registry import Finding, check
-from topoc.diagnostics import Severity, register
-from topoc.model.ir import Host, Lab, Vm
+from topoc.model.analysis import Analysis
+from topoc.model.ir import Host, Vm
 
-NIC_PLACEMENT = register("nic-placement", Severity.ERROR,
-                         "a nic on a network its node cannot be plugged into")
-FORWARD_TARGET = register("forward-target", Severity.WARNING,
-                          "a `forward` to a VM with no static address the host can DNAT to")
 
 
 @check(NIC_PLACEMENT)
-def nic_placement(lab: Lab) -> Iterator[Finding]:
+def nic_placement(an: Analysis) -> Iterator[Finding]:
+    lab = an.lab
     host_lans = {h.name: {nic.network for nic in h.nics} for h in lab.hosts}
     for node in lab.nodes:
         for nic in node.nics:
@@ -32,37 +30,30 @@ def nic_placement(lab: Lab) -> Iterator[Finding]:
                 continue
             if isinstance(node, Vm):
                 if network.managed and node.host not in network.hosts:
-                    yield Finding(
-                        nic.span,
-                        f"VM {node.name} runs on {node.host}, but network {network.name} is on "
-                        f"{network.host}: a libvirt network lives on one host",
-                        f"run the VM there (`vm {node.name} on {network.host}`), or put this nic "
-                        f"on a network of {node.host}")
+                    where = dict(vm=node.name, host=node.host, network=network.name,
+                                 network_host=network.host)
+                    yield Finding(nic.span, NIC_PLACEMENT.message("other_host", **where),
+                                  NIC_PLACEMENT.message("other_host_hint", **where))
                 elif not network.managed and network.name not in host_lans.get(node.host, set()):
-                    yield Finding(
-                        nic.span,
-                        f"VM {node.name} is on the LAN {network.name} directly (a macvtap on its "
-                        f"host's NIC there), but {node.host} has no nic on {network.name}",
-                        f"give host {node.host} a nic on {network.name}, or use a bridged network")
+                    where = dict(vm=node.name, host=node.host, network=network.name)
+                    yield Finding(nic.span, NIC_PLACEMENT.message("lan_without_host_nic", **where),
+                                  NIC_PLACEMENT.message("lan_without_host_nic_hint", **where))
             elif network.managed:
                 what = "host" if isinstance(node, Host) else "external machine"
                 yield Finding(
                     nic.span,
-                    f"{what} {node.name} cannot plug into {network.model} network {network.name}: "
-                    f"it lives inside host {network.host}",
-                    "the host's address on it is the network's `address`"
-                    if isinstance(node, Host) else
-                    f"put {node.name} on an external network; it reaches the VMs through the host")
+                    NIC_PLACEMENT.message("inside_host", what=what, node=node.name, model=network.model,
+                                          network=network.name, network_host=network.host),
+                    NIC_PLACEMENT.message("inside_host_hint_host" if isinstance(node, Host)
+                                          else "inside_host_hint", node=node.name))
 
 
 @check(FORWARD_TARGET)
-def forward_target(lab: Lab) -> Iterator[Finding]:
+def forward_target(an: Analysis) -> Iterator[Finding]:
+    lab = an.lab
     from topoc.model.reach import forward_vm_address
 
     for fwd in lab.forwards:
-        if isinstance(lab.node(fwd.vm), Vm) and forward_vm_address(lab, fwd) is None:
-            yield Finding(
-                fwd.span,
-                f"{fwd.vm} has no static address on a nat, routed or open network of its host, "
-                f"so no DNAT rule is generated and port {fwd.port} stays closed",
-                f"give {fwd.vm} a static `address` on such a network")
+        if an.sound(fwd.vm) and isinstance(lab.node(fwd.vm), Vm) and forward_vm_address(lab, fwd) is None:
+            yield Finding(fwd.span, FORWARD_TARGET.message("no_target", vm=fwd.vm, port=fwd.port),
+                          FORWARD_TARGET.message("no_target_hint", vm=fwd.vm))

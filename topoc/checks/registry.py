@@ -1,4 +1,9 @@
-"""The check registry: `@check(code)` registers a check; `run_checks` runs them all."""
+"""The check registry: `@check(code)` registers a check; `run_checks` runs them all.
+
+Every module of this package is imported before a run, and the checks run in one fixed
+order (module name, then position in the module), so which entry point imported what
+first never changes what runs or in which order.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterator
 
 from topoc.diagnostics import Code, Diagnostic, Severity
-from topoc.model.ir import Lab
+from topoc.model.analysis import Analysis
 from topoc.front.span import Span
 
 
@@ -22,7 +27,7 @@ class Finding:
     severity: Severity | None = None
 
 
-CheckFn = Callable[[Lab], Iterator[Finding]]
+CheckFn = Callable[[Analysis], Iterator[Finding]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,34 +35,49 @@ class RegisteredCheck:
     code: Code
     fn: CheckFn
 
+    @property
+    def order(self) -> tuple[str, int]:
+        return (self.fn.__module__, self.fn.__code__.co_firstlineno)
 
-CHECKS: list[RegisteredCheck] = []
+
+class CheckRegistry:
+    """The checks of this package, in a fixed order once every module is loaded."""
+
+    def __init__(self) -> None:
+        self._checks: dict[tuple[str, int], RegisteredCheck] = {}
+        self._loaded = False
+
+    def add(self, registered: RegisteredCheck) -> None:
+        self._checks.setdefault(registered.order, registered)
+
+    def all(self) -> list[RegisteredCheck]:
+        if not self._loaded:
+            import topoc.checks as package
+
+            for name in sorted(info.name for info in pkgutil.iter_modules(package.__path__)):
+                if name not in ("registry", "common"):
+                    importlib.import_module(f"topoc.checks.{name}")
+            self._loaded = True
+        return [self._checks[key] for key in sorted(self._checks)]
+
+
+CHECKS = CheckRegistry()
 
 
 def check(code: Code) -> Callable[[CheckFn], CheckFn]:
-    """Register `fn` as the check that reports `code`."""
+    """Register `fn` as a check that reports `code`."""
 
     def register(fn: CheckFn) -> CheckFn:
-        CHECKS.append(RegisteredCheck(code, fn))
+        CHECKS.add(RegisteredCheck(code, fn))
         return fn
 
     return register
 
 
-def _load_check_modules() -> None:
-    """Import every module of this package, so each registers its checks."""
-    import topoc.checks as package
-
-    for info in pkgutil.iter_modules(package.__path__):
-        if info.name != "registry":
-            importlib.import_module(f"topoc.checks.{info.name}")
-
-
-def run_checks(lab: Lab) -> list[Diagnostic]:
-    _load_check_modules()
+def run_checks(analysis: Analysis) -> list[Diagnostic]:
     diagnostics = []
-    for registered in CHECKS:
-        for finding in registered.fn(lab):
+    for registered in CHECKS.all():
+        for finding in registered.fn(analysis):
             diagnostics.append(Diagnostic(finding.severity or registered.code.severity,
                                           registered.code.name, finding.message, finding.span,
                                           finding.hint))

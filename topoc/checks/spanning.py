@@ -14,24 +14,21 @@ from collections.abc import Iterator
 
 from topoc.checks.common import at
 from topoc.checks.registry import Finding, check
-from topoc.diagnostics import Severity, register
-from topoc.model.ir import Lab, Network
+from topoc.codes import NO_UNDERLAY, VNI_CONFLICT, VXLAN_MTU
+from topoc.model.analysis import Analysis
+from topoc.model.ir import Network
 from topoc.model.topology import underlay
-
-NO_UNDERLAY = register("no-underlay", Severity.ERROR,
-                       "the hosts of a network on several hosts share no external network to tunnel over")
-VNI_CONFLICT = register("vni-conflict", Severity.ERROR, "two networks on several hosts with one VXLAN id")
-VXLAN_MTU = register("vxlan-mtu", Severity.WARNING,
-                     "a network on several hosts whose MTU leaves no room for VXLAN's 50 bytes")
 
 VXLAN_OVERHEAD = 50
 UNDERLAY_MTU = 1500
 
 
 @check(NO_UNDERLAY)
-def no_underlay(lab: Lab) -> Iterator[Finding]:
+def no_underlay(an: Analysis) -> Iterator[Finding]:
+    lab = an.lab
     for net in lab.networks:
-        if net.spanning and all(lab.node(h) is not None for h in net.hosts) and underlay(lab, net) is None:
+        if net.spanning and an.sound(net.name, *net.hosts) and all(lab.node(h) is not None for h in net.hosts) \
+                and underlay(lab, net) is None:
             yield Finding(net.span,
                           f"network `{net.name}` is on hosts {', '.join(net.hosts)}, which have no "
                           "external network in common to carry its VXLAN tunnel",
@@ -40,7 +37,8 @@ def no_underlay(lab: Lab) -> Iterator[Finding]:
 
 
 @check(VNI_CONFLICT)
-def vni_conflict(lab: Lab) -> Iterator[Finding]:
+def vni_conflict(an: Analysis) -> Iterator[Finding]:
+    lab = an.lab
     seen: dict[int, Network] = {}
     for net in sorted((n for n in lab.networks if n.spanning), key=lambda n: n.span.line):
         assert net.vni is not None
@@ -53,7 +51,8 @@ def vni_conflict(lab: Lab) -> Iterator[Finding]:
 
 
 @check(VXLAN_MTU)
-def vxlan_mtu(lab: Lab) -> Iterator[Finding]:
+def vxlan_mtu(an: Analysis) -> Iterator[Finding]:
+    lab = an.lab
     for net in lab.networks:
         if not net.spanning or net.mtu is None:
             continue

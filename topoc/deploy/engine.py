@@ -27,16 +27,12 @@ from topoc.deploy import testhost
 from topoc.deploy.transport import HostCommandError
 from topoc.deploy.records import (FileRecords, Owned, Record, RecordError, RecordStore, default_state_dir,
                                   is_private_test_uri, records_for)
-from topoc.diagnostics import Diagnostic, Severity, diagnostic, register
+from topoc.codes import FOREIGN_OBJECT, HOST_BRIDGE_CLASH, HOST_SUBNET_CLASH
+from topoc.diagnostics import Diagnostic, diagnostic
 from topoc.model.ir import Lab
+from topoc.model.platform import DEFAULT_PROFILE
 from topoc.front.span import UNKNOWN, Span
 
-FOREIGN_OBJECT = register("foreign-object", Severity.ERROR,
-                          "the host has a libvirt object of that name that this lab did not create")
-HOST_BRIDGE_CLASH = register("host-bridge-clash", Severity.ERROR,
-                             "a bridge another libvirt network or a host interface already uses")
-HOST_SUBNET_CLASH = register("host-subnet-clash", Severity.ERROR,
-                             "a subnet that overlaps one of another libvirt network or host interface")
 
 NETWORK, DOMAIN = "network", "domain"
 CREATE, UPDATE, RECREATE, REMOVE, NOTHING = "create", "update", "recreate", "remove", "nothing"
@@ -290,7 +286,7 @@ def wanted(lab: Lab, host: str | None, *, domain_type: str = DEFAULT_DOMAIN_TYPE
                               _known(network.address_span, network.span)))
     for vm in sorted(lab.vms, key=lambda v: v.name):
         if vm.host == host:
-            xml = domain_xml(lab, vm, domain_type=domain_type, pool=pool)
+            xml = domain_xml(lab, vm, replace(DEFAULT_PROFILE, domain_type=domain_type), pool=pool)
             out.append(Wanted(DOMAIN, naming.libvirt_name(lab.name, vm.name, vm.exact_name), xml,
                               dx.uuid_of(xml) or naming.object_uuid(lab.name, DOMAIN, vm.name),
                               vm.span, vm.span, vm.span))

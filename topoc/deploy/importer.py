@@ -21,7 +21,7 @@ from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from typing import Any
 
 from topoc.deploy import facts as dx
-from topoc.front.lower import MODEL_RE, NAME_RE
+from topoc.front.values import MODEL_RE, NAME_RE
 from topoc.model import naming
 
 # What `mode` each libvirt forward mode is in the language; the others (passthrough,

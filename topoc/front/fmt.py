@@ -144,8 +144,9 @@ def _shape(tree: SyntaxTree) -> list[tuple]:
 def format_source(source: str, file: str) -> tuple[str | None, list]:
     """The formatted text, or None and the diagnostics when the file does not parse."""
     original = compile_source(source, file, checks=False)
-    if original.tree is None:
-        return None, original.diagnostics
+    if original.tree is None or original.tree.recovered:
+        # Only the syntax errors: what lowering says of a half-read file is beside the point.
+        return None, [d for d in original.diagnostics if d.code in ("syntax-error", "too-many-errors")]
     formatted = format_tree(original.tree)
     again = compile_source(formatted, file, checks=False)
     same_comments = again.tree is not None and \

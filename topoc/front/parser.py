@@ -28,58 +28,13 @@ from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput
 
 from topoc.diagnostics import SYNTAX_ERROR, TOO_MANY_ERRORS, Diagnostic, diagnostic
 from topoc.front.span import Span
+from topoc.front.statements import BLOCKS, STATEMENT_HOME, TOP_LEVEL_KEYWORDS, USAGE
 from topoc.front.syntax import Block, Comment, Item, Statement, SyntaxTree, Token
 
 MAX_ERRORS = 50
 
-BLOCK_KEYWORDS = ("network", "host", "vm", "external")
-TOP_LEVEL_KEYWORDS = ("lab", "network", "host", "vm", "external", "forward", "expect")
-
-# What each statement looks like, for hints when one is malformed.
-USAGE = {
-    "lab": "lab NAME",
-    "network": "network NAME [on HOST[, HOST...]] { ... }",
-    "host": "host NAME { ... }",
-    "vm": "vm NAME on HOST { ... }",
-    "external": "external NAME { ... }",
-    "mode": "mode isolated | routed [via IFACE] | nat [via IFACE] | bridged to IFACE | open [via IFACE] | external",
-    "bridge": "bridge IFNAME",
-    "address": "address IP/PREFIX",
-    "subnet": "subnet CIDR",
-    "dhcp": "dhcp FIRST-IP - LAST-IP",
-    "dns": "dns on|off",
-    "domain": "domain NAME",
-    "mtu": "mtu N",
-    "stp": "stp on|off",
-    "vni": "vni N   (1-16777215: the VXLAN id of a network on several hosts)",
-    "name": "name LIBVIRT-NAME   (the network's or VM's libvirt name as is, without the lab prefix)",
-    "nic": "nic [IFACE] on NETWORK [address IP[/PREFIX]] [mac MAC] [model NAME] [gateway IP]",
-    "route": "route CIDR via IP   (or: route default via IP)",
-    "connect": "connect URI   (a libvirt URI: qemu:///system, qemu+ssh://root@HOST/system)",
-    "memory": "memory SIZE   (512MiB, 1GiB, 2G)",
-    "vcpus": "vcpus N",
-    "disk": 'disk PATH   (or: disk "a path with spaces")',
-    "image": "image PATH   (a base image, qcow2 or raw: topoc boots a copy-on-write overlay of it)",
-    "kernel": "kernel PATH   (direct kernel boot)",
-    "initrd": "initrd PATH   (with `kernel`)",
-    "cmdline": 'cmdline "TEXT"   (with `kernel`, e.g. cmdline "console=ttyS0")',
-    "user": "user NAME   (a login user cloud-init creates in the guest)",
-    "ssh-key": 'ssh-key "ssh-ed25519 AAAA... comment"',
-    "ssh-key-file": "ssh-key-file PATH   (e.g. ~/.ssh/id_ed25519.pub)",
-    "forward": "forward tcp|udp PORT to VM:PORT",
-    "expect": "expect A -> B   (or: expect A !-> B)",
-}
-
-# Where each statement of a block belongs, for a statement written in the wrong place.
-STATEMENT_HOME = {
-    **dict.fromkeys(("mode", "bridge", "address", "subnet", "dhcp", "dns", "domain", "mtu", "stp", "vni"),
-                    "a `network`"),
-    **dict.fromkeys(("memory", "vcpus", "disk", "image", "kernel", "initrd", "cmdline", "user",
-                     "ssh-key", "ssh-key-file"), "a `vm`"),
-    "name": "a `network` or `vm`",
-    **dict.fromkeys(("nic", "route"), "a `host`, `vm` or `external`"),
-    "connect": "a `host`",
-}
+# What each statement looks like and where it belongs: the one table in topoc.front.statements.
+BLOCK_KEYWORDS = BLOCKS
 STATEMENT_KEYWORDS = frozenset(TOP_LEVEL_KEYWORDS) | frozenset(STATEMENT_HOME)
 
 _TERMINAL_WORDS = {
@@ -103,7 +58,6 @@ def _lark() -> Lark:
         propagate_positions=False,
         keep_all_tokens=True,
         maybe_placeholders=False,
-        lexer_callbacks={"_NL": _collect_newline},
     )
 
 
@@ -403,47 +357,53 @@ def _token(file: str, t: LarkToken) -> Token:
     return Token(t.value, kind, Span(file, t.line, t.column, t.end_line, t.end_column))
 
 
-def _code_tokens(file: str, children: list) -> list[Token]:
-    """The children that are tokens of code (not newlines), as syntax tokens. Hot: one
-    call per statement, so it avoids helper calls per token."""
+def _code_tokens(file: str, children: list, newlines: list[LarkToken]) -> list[Token]:
+    """The children that are tokens of code, as syntax tokens; the newline tokens (which
+    carry the comments) go to `newlines`. Hot: one call per statement, so it avoids
+    helper calls per token."""
     tokens = []
     for t in children:
-        if type(t) is LarkToken and t.type[0] != "_":
-            value = t.value
-            tokens.append(Token(value, t.type if t.type in _VALUE_KINDS else value,
-                                Span(file, t.line, t.column, t.end_line, t.end_column)))
+        if type(t) is LarkToken:
+            if t.type[0] != "_":
+                value = t.value
+                tokens.append(Token(value, t.type if t.type in _VALUE_KINDS else value,
+                                    Span(file, t.line, t.column, t.end_line, t.end_column)))
+            elif t.type == "_NL":
+                newlines.append(t)
     return tokens
 
 
-def _statement(file: str, tree: Tree) -> Statement:
-    tokens = _code_tokens(file, tree.children)
+def _statement(file: str, tree: Tree, newlines: list[LarkToken]) -> Statement:
+    tokens = _code_tokens(file, tree.children, newlines)
     first, last = tokens[0].span, tokens[-1].span
     return Statement(tokens[0].text, tuple(tokens),
                      Span(file, first.line, first.column, last.end_line, last.end_column))
 
 
-def _block(file: str, tree: Tree) -> Block:
+def _block(file: str, tree: Tree, newlines: list[LarkToken]) -> Block:
     header: list[Token] = []
     body: list[Statement] = []
     close: Span | None = None
     for child in tree.children:
         if type(child) is Tree:
             if child.data == "on_clause":
-                header.extend(_code_tokens(file, child.children))
+                header.extend(_code_tokens(file, child.children, newlines))
             else:
-                body.append(_statement(file, child))
+                body.append(_statement(file, child, newlines))
         elif child.type == "RBRACE":
             close = _token(file, child).span
+        elif child.type == "_NL":
+            newlines.append(child)
         elif child.type != "LBRACE" and child.type[0] != "_":
             header.append(_token(file, child))
     assert close is not None
     return Block(header[0].text, tuple(header), tuple(body), header[0].span.until(close), close)
 
 
-def _item(file: str, tree: Tree) -> Item:
+def _item(file: str, tree: Tree, newlines: list[LarkToken]) -> Item:
     if tree.data in ("network_decl", "host_decl", "vm_decl", "external_decl"):
-        return _block(file, tree)
-    return _statement(file, tree)
+        return _block(file, tree, newlines)
+    return _statement(file, tree, newlines)
 
 
 _COMMENT_IN_NL = re.compile(r"#[^\n]*")
@@ -469,7 +429,9 @@ def _line_of(line_starts: list[int], offset: int) -> int:
 
 
 def parse(text: str, file: str) -> tuple[SyntaxTree | None, list[Diagnostic]]:
-    """Parse a whole file. The tree is None when there were syntax errors."""
+    """Parse a whole file: the tree and the syntax errors. After errors the tree holds
+    every statement that survived recovery (SyntaxTree.recovered); it is None only when
+    the text could not be repaired into something parseable at all."""
     source = text.replace("\r\n", "\n")
     if not source.endswith("\n"):
         source += "\n"
@@ -477,10 +439,9 @@ def parse(text: str, file: str) -> tuple[SyntaxTree | None, list[Diagnostic]]:
     diagnostics: list[Diagnostic] = []
     seen: set[tuple[int, int]] = set()
     while True:
-        newline_tokens: list[LarkToken] = []
         working = "\n".join(lines)
         try:
-            tree = _parse_collecting(working, newline_tokens)
+            tree = _parse_text(working)
         except UnexpectedInput as e:
             diag, repaired = _recover(e, file, lines)
             where = (diag.span.line, diag.span.column)
@@ -494,20 +455,55 @@ def parse(text: str, file: str) -> tuple[SyntaxTree | None, list[Diagnostic]]:
                                               f"stopping after {MAX_ERRORS} syntax errors"))
                 break
             continue
-        if diagnostics:
-            return None, diagnostics
-        items = tuple(_item(file, child) for child in tree.children if isinstance(child, Tree))
-        return SyntaxTree(file, items, _comments(file, source, newline_tokens)), []
+        newlines: list[LarkToken] = []  # in source order, as the tree holds them
+        items = []
+        for child in tree.children:
+            if isinstance(child, Tree):
+                items.append(_item(file, child, newlines))
+            elif child.type == "_NL":
+                newlines.append(child)
+        comments = _comments(file, source, newlines)
+        if not diagnostics:
+            return SyntaxTree(file, tuple(items), comments), []
+        lost_lines, lost_names, lost_keywords = _losses(source.split("\n"), lines)
+        return SyntaxTree(file, tuple(items), comments, True, lost_lines, lost_names, lost_keywords), diagnostics
     return None, diagnostics
 
 
-# lark calls this for every newline token (they carry the comments); parse() resets it.
-_newline_tokens: list[LarkToken] = []
+_HEADER = re.compile(r"\s*(network|host|vm|external|lab)\s+([A-Za-z_][A-Za-z0-9_-]*)")
 
 
-def _collect_newline(token: LarkToken) -> LarkToken:
-    _newline_tokens.append(token)
-    return token
+def _losses(original: list[str], repaired: list[str]
+            ) -> tuple[frozenset[int], frozenset[str], frozenset[str]]:
+    """The lines whose code recovery removed (1-based; not those it only added a brace
+    to, nor a lone brace), the names the removed block headers and `lab` lines would
+    have declared (a misspelt keyword counts: `netwrok lan {` meant `lan`), and the
+    first words of the removed top-level lines."""
+    lost: set[int] = set()
+    names: set[str] = set()
+    keywords: set[str] = set()
+    depth = 0  # blocks open before the line, as the original text has them
+    for number, (before, after) in enumerate(zip(original, repaired), 1):
+        top_level = depth <= 0
+        if "{" in before or "}" in before:
+            depth = max(0, depth + _brace_balance(before))
+        code = _code_part(before).rstrip()
+        if before == after or not code.strip() or _code_part(after).startswith(code):
+            continue
+        if not code.replace("{", "").replace("}", "").strip():
+            continue
+        lost.add(number)
+        if not top_level or after.strip():
+            continue  # inside a block, or a header recovery only trimmed
+        words = code.split()
+        keywords.add(words[0])
+        header = _HEADER.match(code)
+        if header:
+            names.add(header.group(2))
+        elif len(words) >= 2 and ("{" in words[-1] or words[0] == "lab") \
+                and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_-]*", words[1]):
+            names.add(words[1])
+    return frozenset(lost), frozenset(names), frozenset(keywords)
 
 
 class _FastPathMiss(Exception):
@@ -580,7 +576,6 @@ class _FastLexer(Lexer):
                 last = value.rfind("\n")
                 token = LarkToken(kind, value, start, line, column, end_line,
                                   len(value) - last if newlines else column + len(value), end)
-                _newline_tokens.append(token)
                 line, line_start = end_line, (start + last + 1 if newlines else line_start)
             else:
                 token = LarkToken(kind, value, start, line, column, line, column + len(value), end)
@@ -594,17 +589,12 @@ def _fast_lark() -> Lark:
                 keep_all_tokens=True, maybe_placeholders=False)
 
 
-def _parse_collecting(text: str, newline_tokens: list[LarkToken]) -> Tree:
-    """Parse, collecting the newline tokens (which carry the comments) on the way: the
-    fast lexer first, lark's contextual lexer when the fast one steps aside or the text
-    has an error (so every diagnostic comes from one place)."""
-    _newline_tokens.clear()
+def _parse_text(text: str) -> Tree:
+    """Parse: the fast lexer first, lark's contextual lexer when the fast one steps aside
+    or the text has an error (so every diagnostic comes from one place). No state lives
+    between calls: the newline tokens that carry the comments are read off the tree."""
     try:
-        try:
-            return _fast_lark().parse(text)
-        except (_FastPathMiss, UnexpectedInput):
-            _newline_tokens.clear()
-        return _lark().parse(text)
-    finally:
-        newline_tokens.extend(_newline_tokens)
-        _newline_tokens.clear()
+        return _fast_lark().parse(text)
+    except (_FastPathMiss, UnexpectedInput):
+        pass  # lark's own lexer decides, and describes any error
+    return _lark().parse(text)

@@ -37,6 +37,33 @@ class Statement:
     def args(self) -> tuple[Token, ...]:
         return self.tokens[1:]
 
+    @property
+    def value(self) -> Token:
+        """The token after the statement's keyword (`bridge br0`: `br0`)."""
+        return self.tokens[1]
+
+    @property
+    def values(self) -> tuple[Token, ...]:
+        """The values written before any option keyword (`dhcp A - B`: A, B)."""
+        found = []
+        for t in self.tokens[1:]:
+            if t.is_value:
+                found.append(t)
+            elif t.kind != "-":
+                break
+        return tuple(found)
+
+    def options(self) -> list[tuple[Token, Token]]:
+        """Every option keyword with the value after it, in order (`nic on lan address
+        10.0.0.2`: (on, lan), (address, 10.0.0.2)); a keyword may appear twice."""
+        tokens = self.tokens
+        return [(t, tokens[i + 1]) for i, t in enumerate(tokens[1:-1], 1)
+                if not t.is_value and t.kind != "-" and tokens[i + 1].is_value]
+
+    def after(self, keyword: str) -> Token | None:
+        """The value after the option keyword `keyword`, if it is written."""
+        return next((value for option, value in self.options() if option.kind == keyword), None)
+
 
 @dataclass(frozen=True, slots=True)
 class Block:
@@ -82,6 +109,16 @@ Item = Block | Statement
 
 @dataclass(frozen=True, slots=True)
 class SyntaxTree:
+    """A whole file. After syntax errors it is the tree of what was left once the parser
+    skipped the broken statements (`recovered`): `lost_lines` are the lines whose code
+    it skipped, `lost_names` the names that skipped block headers or `lab` lines
+    declared and `lost_keywords` the first words of the skipped top-level lines, so
+    lowering reports nothing that only follows from what was skipped."""
+
     file: str
     items: tuple[Item, ...]
     comments: tuple[Comment, ...]
+    recovered: bool = False
+    lost_lines: frozenset[int] = frozenset()
+    lost_names: frozenset[str] = frozenset()
+    lost_keywords: frozenset[str] = frozenset()

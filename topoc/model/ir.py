@@ -105,6 +105,7 @@ class Network:
     domain: str | None = None
     mtu: int | None = None
     stp: bool = False
+    masquerade: bool = False  # a routed or open network's own source NAT through `via`
     span: Span = _span()
     mode_span: Span = _span()
     address_span: Span = _span()

@@ -12,6 +12,8 @@ import hashlib
 import re
 import uuid
 
+from topoc.model.platform import DEFAULT_PROFILE
+
 # Linux interface names hold at most 15 characters (IFNAMSIZ 16 with the NUL).
 IFNAMSIZ = 15
 
@@ -22,8 +24,9 @@ MAC_PREFIX = "52:54:00"
 # A fixed namespace for topoc's name-based UUIDs (uuid5), so UUIDs are stable forever.
 TOPOC_NAMESPACE = uuid.UUID("6f0c6a4e-3b1d-5c2e-9a57-70706f63746f")
 
-# Prefixes libvirt gives its own interfaces; a lab's bridges and taps must not use them.
-LIBVIRT_RESERVED_PREFIXES = ("vnet", "macvtap", "macvlan", "vif", "virbr")
+# Prefixes libvirt gives its own interfaces; a lab's bridges and taps must not use them
+# (a fact of the platform: topoc.model.platform).
+LIBVIRT_RESERVED_PREFIXES = DEFAULT_PROFILE.reserved_prefixes
 
 
 def _digest(*parts: str) -> bytes:

@@ -8,19 +8,24 @@ It follows one packet hop by hop the way a Linux kernel would, then its reply ba
   longest prefix wins. A node delivers a packet for any of its addresses whatever the
   interface it came in on (weak host model; rp_filter=0 on a stock Debian host) and
   forwards others only with ip_forward on (topoc.model.topology.forwards).
-- libvirt 9's firewall on every host that forwards, exactly as libvirt installs it
-  (https://libvirt.org/formatnetwork.html#connectivity; libvirt's golden files
-  tests/networkxml2firewalldata/*-linux.iptables): FORWARD runs LIBVIRT_FWX, then
-  LIBVIRT_FWI, then LIBVIRT_FWO; whatever no rule accepts into or out of an isolated,
-  nat or routed network's bridge is rejected. NAT networks masquerade what leaves them
-  (LIBVIRT_PRT), conntrack de-NATs the replies, and inbound only ESTABLISHED,RELATED
-  traffic is let in. A reply through a host that never saw the request is INVALID.
-- `forward` rules: DNAT on the VM's host for connections to one of the host's nic
-  addresses, accepted ahead of libvirt's rejects; the VM's answer is de-DNATed on the
-  way back (so a client on the VM's own subnet gets the answer from the wrong address).
+- The firewall of every host, as topoc.model.firewall's table holds it (the one the host
+  backend renders to topoc.nft): libvirt 9's rules exactly as libvirt installs them
+  (https://libvirt.org/firewall.html; libvirt's src/network/network_iptables.c):
+  FORWARD runs LIBVIRT_FWX, then LIBVIRT_FWI, then LIBVIRT_FWO; whatever no rule accepts
+  into or out of an isolated, nat or routed network's bridge is rejected. NAT networks
+  masquerade what leaves them (LIBVIRT_PRT), and so do routed and open networks that
+  say `masquerade` (the lab's rule); conntrack de-NATs the replies, and into a NAT
+  network only ESTABLISHED,RELATED traffic is let in. A reply through a host that never
+  saw the request is INVALID. Each packet is matched against the table's rules in
+  order (firewall.decide); the first final verdict wins.
+- `forward` rules, from the same table: the DNAT in prerouting for connections to one of
+  the host's own addresses (not from the VM's own bridge), and its accept ahead of
+  libvirt's rejects; the VM's answer is de-DNATed on the way back.
 
 `predict` enumerates all ordered pairs (only `topoc reach` does that); checks ask single
 questions (`reach_address`), so a lab of 10,000 VMs is checked without enumerating.
+The questions take the compilation's topoc.model.analysis.Analysis, which builds the
+Engine once (a bare Lab gets a fresh Analysis: fine for one question, not for many).
 """
 
 from __future__ import annotations
@@ -29,12 +34,10 @@ from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address, IPv4Network
 from typing import Iterator
 
-from topoc.model.topology import (FIREWALLED_MODES, Interface, Topology, dnat_target, macvtap_links,
-                         topology)
+from topoc.model import firewall as fw
+from topoc.model.analysis import Analysis, analysis_of
+from topoc.model.topology import Interface, Topology, dnat_target, macvtap_links
 from topoc.model.ir import Forward, Host, Lab, Mode, Network, Vm
-
-REJECT = "-j REJECT --reject-with icmp-port-unreachable"
-
 
 @dataclass(frozen=True, slots=True)
 class PairResult:
@@ -93,6 +96,7 @@ class Flow:
     seen: set[str] = field(default_factory=set)  # hosts that forwarded the request
     snat: dict[str, tuple[IPv4Address, IPv4Address]] = field(default_factory=dict)  # host -> (to, from)
     dnat: dict[str, tuple[IPv4Address, IPv4Address]] = field(default_factory=dict)  # host -> (vm ip, target)
+    dnat_port: int | None = None  # the destination port a DNAT rewrote the connection to
 
 
 @dataclass
@@ -134,7 +138,8 @@ class Engine:
         self.local: dict[str, frozenset[IPv4Address]] = {
             name: frozenset(a) for name, a in topo.addresses.items()}
         self._tables: dict[str, list[RouteChoice]] = {}
-        self._bridges: dict[str, dict[str, Network]] = {}
+        self._firewalls: dict[str, fw.HostFirewall] = {}
+        self._rules_on: dict[tuple[str, fw.Hook, str | None, str | None], tuple[fw.Rule, ...]] = {}
         # Host and macvtap guest pairs that cannot hear each other on a segment.
         self.deaf: frozenset[tuple[str, str, str]] = frozenset(
             pair for host, vm, segment in macvtap_links(self.lab)
@@ -188,47 +193,72 @@ class Engine:
                 best = best or iface
         return best
 
-    # -- libvirt's firewall --
+    # -- the firewall: topoc.model.firewall's table of each host, evaluated --
 
-    def bridges(self, host: str) -> dict[str, Network]:
-        """Bridge name -> network, for the host's networks that libvirt firewalls."""
-        found = self._bridges.get(host)
-        if found is None:
-            found = {n.bridge: n for n in self.lab.networks_on(host)
-                     if n.mode in FIREWALLED_MODES and n.bridge is not None}
-            self._bridges[host] = found
-        return found
+    def rules(self, host: str) -> fw.HostFirewall:
+        """The host's firewall table: libvirt's rules and the lab's own, in order."""
+        table = self._firewalls.get(host)
+        if table is None:
+            table = fw.host_firewall(self.lab, host)
+            self._firewalls[host] = table
+        return table
+
+    def _on(self, host: str, hook: fw.Hook, iif: str | None, oif: str | None) -> tuple[fw.Rule, ...]:
+        """The host's rules of `hook` that can match between these interfaces (cached)."""
+        key = (host, hook, iif, oif)
+        rules = self._rules_on.get(key)
+        if rules is None:
+            rules = fw.on_interfaces(self.rules(host).hook(hook), iif, oif)
+            self._rules_on[key] = rules
+        return rules
+
+    def _fw_packet(self, host: str, inbound: str | None, outbound: str | None, packet: Packet,
+                   state: str, flow: Flow) -> fw.Packet:
+        """The packet as the host's rules see it: a ping is ICMP; a `forward`'s
+        connection is its protocol, to the VM's port once this host has DNATed it."""
+        fwd = flow.forward
+        proto, dport = "icmp", None
+        if fwd is not None:
+            proto = fwd.protocol
+            if not flow.reply:
+                dport = flow.dnat_port if host in flow.dnat else fwd.port
+        # No forward or postrouting rule asks whether the destination is local (only
+        # the prerouting DNAT does, and _prerouting models that one).
+        return fw.Packet(packet.src, packet.dst, inbound, outbound, proto, dport, state,
+                         dnat=host in flow.dnat)
 
     def firewall(self, host: str, inbound: str, outbound: str, packet: Packet,
                  state: str, flow: Flow) -> tuple[bool, str, str]:
-        """libvirt's FORWARD verdict: (accepted, the rule that decided, fix when rejected)."""
-        bridges = self.bridges(host)
-        if inbound == outbound and inbound in bridges:
-            return True, f"LIBVIRT_FWX: -i {inbound} -o {outbound} -j ACCEPT", ""
-        if outbound in bridges:
-            net = bridges[outbound]
-            if host in flow.dnat and flow.dnat[host][0] == packet.dst and not flow.reply:
-                return True, "topoc's forward rule accepts the DNAT-ed connection", ""
-            verdict = _fwi(net, inbound, packet, state)
-            if verdict is not None:
-                return verdict
-        if inbound in bridges:
-            verdict = _fwo(bridges[inbound], outbound, packet)
-            if verdict is not None:
-                return verdict
-        return True, "no libvirt rule applies (FORWARD policy ACCEPT)", ""
+        """The FORWARD verdict: (accepted, the rule that decided, fix when rejected)."""
+        rules = self._on(host, fw.Hook.FORWARD, inbound, outbound)
+        rule = fw.decide(rules, self._fw_packet(host, inbound, outbound, packet, state, flow)
+                         ) if rules else None
+        if rule is None:
+            return True, "no libvirt rule applies (FORWARD policy ACCEPT)", ""
+        if rule.chain is fw.Chain.FORWARD_ACCEPT:
+            return True, "topoc's forward rule accepts the DNAT-ed connection", ""
+        if rule.verdict is fw.Verdict.ACCEPT:
+            return True, fw.explain(rule), ""
+        net = self.lab.network(rule.network)
+        assert net is not None  # every rule serves one of the lab's networks
+        fix = (_fwi_fix(net, inbound, packet, state) if rule.chain is fw.Chain.FWI
+               else _fwo_fix(net, outbound, packet))
+        return False, fw.explain(rule), fix
 
-    def masquerade(self, host: str, out: Interface, packet: Packet) -> tuple[IPv4Address, str] | None:
-        """LIBVIRT_PRT: the NAT network whose subnet the packet leaves, if it leaves
-        through the network's `via` (any device without one), masquerades it."""
-        for net in self.lab.networks_on(host):
-            subnet = net.subnet
-            if net.mode is not Mode.NAT or subnet is None or out.ip is None:
-                continue
-            if packet.src in subnet and packet.dst not in subnet and net.via in (None, out.name):
-                via = f" -o {net.via}" if net.via else ""
-                return out.ip, f"LIBVIRT_PRT: -s {subnet} ! -d {subnet}{via} -j MASQUERADE"
-        return None
+    def masquerade(self, host: str, out: Interface, packet: Packet,
+                   flow: Flow | None = None) -> tuple[IPv4Address, str] | None:
+        """POSTROUTING: whether a masquerade rule (libvirt's LIBVIRT_PRT for a nat
+        network, the lab's `masquerade` for a routed or open one) rewrites the source to
+        the address of the interface the packet leaves through."""
+        if out.ip is None:
+            return None
+        rules = self._on(host, fw.Hook.POSTROUTING, None, out.name)
+        if not rules:
+            return None
+        rule = fw.decide(rules, self._fw_packet(host, None, out.name, packet, "NEW", flow or Flow()))
+        if rule is None or rule.verdict is not fw.Verdict.MASQUERADE:
+            return None
+        return out.ip, fw.explain(rule)
 
     # -- the walk --
 
@@ -243,8 +273,12 @@ class Engine:
             visited.add((node, packet))
             leg.path.append(node)
             if not originated:
-                packet = self._prerouting(node, packet, flow, leg)
+                packet = self._prerouting(node, inbound, packet, flow, leg)  # type: ignore[arg-type]
                 if packet.dst in self.local[node]:
+                    if flow.forward is not None and not flow.reply and not flow.dnat:
+                        return leg.fail(node, self._closed(node, inbound, flow.forward),  # type: ignore[arg-type]
+                                        f"connect from outside `{flow.forward.vm}`'s network, or to "
+                                        f"{flow.forward.vm}'s own address")
                     leg.note(node, f"in {inbound}: {packet.dst} is its own address: delivered")
                     leg.ok, leg.packet, leg.node = True, packet, node
                     return leg
@@ -291,7 +325,7 @@ class Engine:
         text += f"; {rule}"
         if not flow.reply:
             flow.seen.add(node)
-            masq = self.masquerade(node, out, packet)
+            masq = self.masquerade(node, out, packet, flow)
             if masq is not None:
                 flow.snat[node] = (masq[0], packet.src)
                 text += f"; {masq[1]}: source {packet.src} becomes {masq[0]}"
@@ -303,22 +337,39 @@ class Engine:
         leg.note(node, text)
         return packet
 
-    def _prerouting(self, node: str, packet: Packet, flow: Flow, leg: Leg) -> Packet:
-        """conntrack reverses a masquerade on the reply; a `forward` DNATs the request."""
+    def _prerouting(self, node: str, inbound: str, packet: Packet, flow: Flow, leg: Leg) -> Packet:
+        """conntrack reverses a masquerade on the reply; the host's prerouting rules (a
+        `forward`'s DNAT, from the firewall table) rewrite the request."""
         if flow.reply and node in flow.snat and packet.dst == flow.snat[node][0]:
             original = flow.snat[node][1]
             leg.note(node, f"conntrack reverses the masquerade: destination {packet.dst} becomes {original}")
             return replace(packet, dst=original)
         fwd = flow.forward
-        if (fwd is not None and not flow.reply and packet.dst in self.local[node]
-                and _forward_host(self.lab, fwd) == node and node not in flow.dnat):
-            vm_ip = forward_vm_address(self.lab, fwd)
-            if vm_ip is not None:
-                flow.dnat[node] = (vm_ip, packet.dst)
-                leg.note(node, f"{fwd.protocol} port {fwd.port} on {packet.dst}: `forward` DNATs it "
-                         f"to {fwd.vm} {vm_ip}:{fwd.vm_port}")
-                return replace(packet, dst=vm_ip)
-        return packet
+        if fwd is None or flow.reply or node in flow.dnat:
+            return packet
+        rules = self._on(node, fw.Hook.PREROUTING, inbound, None)
+        if not rules:
+            return packet
+        seen = fw.Packet(packet.src, packet.dst, inbound, None, fwd.protocol, fwd.port,
+                         local_dst=packet.dst in self.local[node])
+        rule = fw.decide(rules, seen)
+        if rule is None or rule.verdict is not fw.Verdict.DNAT or rule.to_addr is None:
+            return packet
+        flow.dnat[node] = (rule.to_addr, packet.dst)
+        flow.dnat_port = rule.to_port
+        leg.note(node, f"{fwd.protocol} port {fwd.port} on {packet.dst}: `forward` DNATs it "
+                 f"to {fwd.vm} {rule.to_addr}:{rule.to_port}")
+        return replace(packet, dst=rule.to_addr)
+
+    def _closed(self, node: str, inbound: str, fwd: Forward) -> str:
+        """Why a `forward`'s connection reached `node` itself, where nothing listens."""
+        target = f"{fwd.protocol} port {fwd.port} on {node} is closed"
+        bridges = {r.not_iif for r in self.rules(node).prerouting if r.dport == fwd.port}
+        if inbound in bridges:
+            return (f"{target}: the connection comes in on {inbound}, the bridge of "
+                    f"{fwd.vm}'s own network, which the DNAT rule leaves out (its answer would "
+                    "bypass the un-DNAT)")
+        return f"{target}: no `forward` rule DNATs it here"
 
     # -- fixes --
 
@@ -382,23 +433,7 @@ class Engine:
         return f"no node has {ip}: check the address, or the `route`/`gateway` that leads to it"
 
 
-# --- libvirt's FORWARD rules, one network at a time -----------------------------------
-
-
-def _fwi(net: Network, inbound: str, packet: Packet, state: str) -> tuple[bool, str, str] | None:
-    """LIBVIRT_FWI for traffic going out onto `net`'s bridge: accept or REJECT."""
-    bridge, subnet = net.bridge, net.subnet
-    dev = f" -i {net.via}" if net.via else ""
-    from_via = net.via in (None, inbound)
-    if net.mode is Mode.NAT and subnet is not None:
-        rule = f"-d {subnet}{dev} -o {bridge} -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT"
-        if packet.dst in subnet and from_via and state == "ESTABLISHED":
-            return True, f"LIBVIRT_FWI: {rule}", ""
-    if net.mode is Mode.ROUTED and subnet is not None:
-        rule = f"-d {subnet}{dev} -o {bridge} -j ACCEPT"
-        if packet.dst in subnet and from_via:
-            return True, f"LIBVIRT_FWI: {rule}", ""
-    return False, f"LIBVIRT_FWI: -o {bridge} {REJECT}", _fwi_fix(net, inbound, packet, state)
+# --- why libvirt's FORWARD rules reject a packet, one network at a time --------------
 
 
 def _fwi_fix(net: Network, inbound: str, packet: Packet, state: str) -> str:
@@ -415,16 +450,6 @@ def _fwi_fix(net: Network, inbound: str, packet: Packet, state: str) -> str:
                 "the path back go through the same host")
     return (f"`{net.name}` is NAT: from outside, only replies to its VMs' own connections get in; "
             f"declare a `forward` for a service, or use `mode routed` with a route back")
-
-
-def _fwo(net: Network, outbound: str, packet: Packet) -> tuple[bool, str, str] | None:
-    """LIBVIRT_FWO for traffic coming in from `net`'s bridge: accept or REJECT."""
-    bridge, subnet = net.bridge, net.subnet
-    if net.mode in (Mode.NAT, Mode.ROUTED) and subnet is not None:
-        dev = f" -o {net.via}" if net.via else ""
-        if packet.src in subnet and net.via in (None, outbound):
-            return True, f"LIBVIRT_FWO: -s {subnet} -i {bridge}{dev} -j ACCEPT", ""
-    return False, f"LIBVIRT_FWO: -i {bridge} {REJECT}", _fwo_fix(net, outbound, packet)
 
 
 def _fwo_fix(net: Network, outbound: str, packet: Packet) -> str:
@@ -486,25 +511,10 @@ def forward_target(lab: Lab, fwd: Forward, src: str) -> IPv4Address | None:
 # --- probes ---------------------------------------------------------------------------
 
 
-_ENGINES: dict[int, tuple[Topology, Engine]] = {}
-
-
-def engine(lab: Lab) -> Engine:
-    topo = topology(lab)
-    entry = _ENGINES.get(id(topo))
-    if entry is not None and entry[0] is topo:
-        return entry[1]
-    if len(_ENGINES) >= 8:
-        _ENGINES.pop(next(iter(_ENGINES)))
-    result = Engine(topo)
-    _ENGINES[id(topo)] = (topo, result)
-    return result
-
-
-def probe(lab: Lab, src: str, target: IPv4Address, forward: Forward | None = None) -> Probe:
+def probe(lab: Lab | Analysis, src: str, target: IPv4Address, forward: Forward | None = None) -> Probe:
     """Send one echo request (or a forwarded connection) from `src` to `target`, then
     its reply back."""
-    eng = engine(lab)
+    eng = analysis_of(lab).engine
     result = Probe(src, target, Leg())
     if target in eng.local.get(src, ()):
         result.request.note(src, f"{target} is its own address")
@@ -543,23 +553,23 @@ def probe(lab: Lab, src: str, target: IPv4Address, forward: Forward | None = Non
     return result
 
 
-def reach_address(lab: Lab, src: str, ip: IPv4Address | str) -> PairResult:
+def reach_address(lab: Lab | Analysis, src: str, ip: IPv4Address | str) -> PairResult:
     """Whether `src` gets an echo reply from the single address `ip`."""
     ip = IPv4Address(ip)
     p = probe(lab, src, ip)
     return PairResult(src, str(ip), p.ok, p.path, _reason(p))
 
 
-def pair(lab: Lab, src: str, dst: str) -> tuple[PairResult, list[Probe]]:
+def pair(lab: Lab | Analysis, src: str, dst: str) -> tuple[PairResult, list[Probe]]:
     """`src` reaches node `dst` when every address of `dst` answers."""
-    eng = engine(lab)
-    addresses = eng.topo.addresses.get(dst, ())
+    an = analysis_of(lab)
+    addresses = an.topology.addresses.get(dst, ())
     if not addresses:
         return PairResult(src, dst, False, (src,), f"{dst} has no address to reach"), []
     probes = []
     for ip in addresses:
-        p = probe(lab, src, ip)
-        if p.ok and ip in eng.local.get(src, ()):
+        p = probe(an, src, ip)
+        if p.ok and ip in an.engine.local.get(src, ()):
             # The source holds the address too (on a segment of its own, which the checks
             # allow): the echo never leaves it, so it is no reply from `dst`.
             p.ok = False
@@ -607,30 +617,34 @@ class Matrix:
         return len(self.results)
 
 
-def predict(lab: Lab) -> Matrix:
+def predict(lab: Lab | Analysis) -> Matrix:
     """Every ordered pair of distinct nodes (hosts, VMs, externals, in lab.nodes order)."""
-    names = tuple(node.name for node in lab.nodes)
+    an = analysis_of(lab)
+    names = tuple(node.name for node in an.lab.nodes)
     results = {}
     for src in names:
         for dst in names:
             if src != dst:
-                results[(src, dst)] = pair(lab, src, dst)[0]
+                results[(src, dst)] = pair(an, src, dst)[0]
     return Matrix(names, results)
 
 
-def forward_reach(lab: Lab) -> list[tuple[Forward, str, bool]]:
+def forward_reach(lab: Lab | Analysis) -> list[tuple[Forward, str, bool]]:
     """For every `forward` and every node but its VM: whether a connection from that node
     to the host's address (forward_target) and the forwarded port gets its answer."""
+    an = analysis_of(lab)
     results = []
-    for fwd in lab.forwards:
-        for node in lab.nodes:
+    for fwd in an.lab.forwards:
+        for node in an.lab.nodes:
             if node.name == fwd.vm:
                 continue
-            results.append((fwd, node.name, forward_probe(lab, fwd, node.name).ok))
+            results.append((fwd, node.name, forward_probe(an, fwd, node.name).ok))
     return results
 
 
-def forward_probe(lab: Lab, fwd: Forward, src: str) -> Probe:
+def forward_probe(subject: Lab | Analysis, fwd: Forward, src: str) -> Probe:
+    an = analysis_of(subject)
+    lab = an.lab
     target = forward_target(lab, fwd, src)
     if target is None:
         p = Probe(src, IPv4Address(0), Leg())
@@ -649,7 +663,7 @@ def forward_probe(lab: Lab, fwd: Forward, src: str) -> Probe:
         p.request.fail(src, f"{src}'s own connections to {target} skip PREROUTING, where the DNAT is",
                        f"connect to {fwd.vm}'s address directly from the host")
         return p
-    return probe(lab, src, target, forward=fwd)
+    return probe(an, src, target, forward=fwd)
 
 
 # --- explanations ---------------------------------------------------------------------
@@ -675,19 +689,20 @@ def _render_probe(lines: list[str], p: Probe) -> None:
             lines.append(f"  fix: {p.fix}")
 
 
-def explain(lab: Lab, src: str, dst: str) -> str:
+def explain(lab: Lab | Analysis, src: str, dst: str) -> str:
     """Hop by hop, for every address of `dst` (or the single address `dst`): each node
     crossed, the route and libvirt rule used, or where it breaks, why, and the fix."""
+    an = analysis_of(lab)
     try:
         ip = IPv4Address(dst)
     except ValueError:
         ip = None
     if ip is not None:
-        p = probe(lab, src, ip)
+        p = probe(an, src, ip)
         lines = [f"{src} -> {ip}: {'reachable' if p.ok else 'unreachable'}"]
         _render_probe(lines, p)
         return "\n".join(lines) + "\n"
-    result, probes = pair(lab, src, dst)
+    result, probes = pair(an, src, dst)
     lines = [f"{src} -> {dst}: {'reachable' if result.reachable else 'unreachable'}"]
     if not probes:
         lines.append(f"  why: {result.reason}")

@@ -1,41 +1,35 @@
-"""The model graph: the lab as L2 segments, nodes and the interfaces joining them.
+"""The model's topology: the lab as L2 segments, nodes and the interfaces joining them.
 
 A pure function of the IR. It answers the questions every later stage asks about the
 wiring: which L2 segment a network is (a bridged network joins the segment of the host
 NIC it enslaves), which interfaces a node has (a host also has one bridge per managed
 network, carrying the network's address), which addresses a node answers on, which
 routes it has (including the default route DHCP would give a VM), and whether it
-forwards packets (ip_forward). `build_graph` renders the same facts as a networkx
-multigraph: one vertex per node and per segment, one edge per interface.
+forwards packets (ip_forward).
 
-The facts are computed once per Lab (a Topology, cached by the lab's identity), so the
-checks and the reachability engine stay linear on labs of 10,000 VMs.
+The facts are computed once per lab (a Topology, held by the compilation's
+topoc.model.analysis.Analysis), so the checks and the reachability engine stay linear
+on labs of 10,000 VMs. The functions below take the Analysis (or a bare Lab, which gets
+a fresh one).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
-from typing import TYPE_CHECKING
 
+from topoc.model.analysis import Analysis, analysis_of
 from topoc.model.ir import Forward, Host, Lab, Mode, Network, Node, Route, Vm
+from topoc.model.platform import DEFAULT_PROFILE
 from topoc.front.span import Span
-
-if TYPE_CHECKING:  # networkx takes 0.2 s to import: only build_graph needs it
-    import networkx as nx
 
 DEFAULT_ROUTE = IPv4Network("0.0.0.0/0")
 
-# Networks whose bridge gets libvirt's FWX/FWI/FWO rules (docs/formatnetwork.rst,
-# "Connectivity"; tests/networkxml2firewalldata/*-linux.iptables in libvirt 9).
-FIREWALLED_MODES = (Mode.ISOLATED, Mode.NAT, Mode.ROUTED)
-# Networks for which libvirt turns on net.ipv4.ip_forward when it starts them.
-FORWARDING_MODES = (Mode.NAT, Mode.ROUTED, Mode.OPEN)
-# Networks whose dnsmasq hands out the bridge address as the router (DHCP option 3).
-# Not isolated (host-only) ones: for a network without <forward>, libvirt writes an empty
-# `dhcp-option=3` into dnsmasq's configuration, so guests get no default route there and
-# reach only the host's address on that bridge, not its other addresses.
-DHCP_ROUTER_MODES = (Mode.NAT, Mode.ROUTED, Mode.OPEN)
+# libvirt's facts about network modes are the platform profile's (topoc.model.platform):
+# which get its firewall, which turn on ip_forward, whose DHCP offers a router.
+FIREWALLED_MODES = DEFAULT_PROFILE.firewalled_modes
+FORWARDING_MODES = DEFAULT_PROFILE.forwarding_modes
+DHCP_ROUTER_MODES = DEFAULT_PROFILE.dhcp_router_modes
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,73 +142,27 @@ def _default_gateway(lab: Lab, node: Node) -> tuple[IPv4Address, Span] | None:
     return None
 
 
-_CACHE: dict[int, tuple[Lab, Topology]] = {}
-_CACHE_SIZE = 8
+def interfaces(lab: Lab | Analysis, name: str) -> tuple[Interface, ...]:
+    return analysis_of(lab).topology.interfaces.get(name, ())
 
 
-def topology(lab: Lab) -> Topology:
-    """The lab's Topology, built once per Lab object (the Lab is immutable)."""
-    entry = _CACHE.get(id(lab))
-    if entry is not None and entry[0] is lab:
-        return entry[1]
-    if len(_CACHE) >= _CACHE_SIZE:
-        _CACHE.pop(next(iter(_CACHE)))
-    result = Topology(lab)
-    _CACHE[id(lab)] = (lab, result)  # holding the lab keeps its id from being reused
-    return result
-
-
-def segment_key(segment: str) -> str:
-    """The graph vertex of an L2 segment (node names never contain a colon)."""
-    return f"segment:{segment}"
-
-
-def build_graph(lab: Lab) -> nx.MultiGraph:
-    """Vertices: every node (keyed by name; kind, forwarding) and every L2 segment
-    (`segment:<network>`; the networks on it, their modes and subnets). Edges: one per
-    interface, node -- segment, keyed by the interface name, with its address."""
-    import networkx as nx
-
-    topo = topology(lab)
-    graph = nx.MultiGraph(lab=lab.name)
-    for node in lab.nodes:
-        graph.add_node(node.name, kind=node.kind.value, forwarding=topo.forwarding[node.name])
-    for net in lab.networks:
-        key = segment_key(topo.segment_of[net.name])
-        if key not in graph:
-            graph.add_node(key, kind="segment", networks=(), modes=(), subnets=())
-        data = graph.nodes[key]
-        data["networks"] += (net.name,)
-        data["modes"] += (net.model,)
-        data["subnets"] += (net.subnet,) if net.subnet is not None else ()
-    for name, ifaces in topo.interfaces.items():
-        for iface in ifaces:
-            graph.add_edge(name, segment_key(iface.segment), key=iface.name, network=iface.network,
-                           address=iface.address, kind=iface.kind)
-    return graph
-
-
-def interfaces(lab: Lab, name: str) -> tuple[Interface, ...]:
-    return topology(lab).interfaces.get(name, ())
-
-
-def node_addresses(lab: Lab, name: str) -> tuple[IPv4Address, ...]:
+def node_addresses(lab: Lab | Analysis, name: str) -> tuple[IPv4Address, ...]:
     """Every address the node answers on: a host's nic addresses and the address of each
     of its managed networks; a VM's or external's nic addresses. Source order."""
-    return topology(lab).addresses.get(name, ())
+    return analysis_of(lab).topology.addresses.get(name, ())
 
 
-def effective_routes(lab: Lab, name: str) -> tuple[Route, ...]:
+def effective_routes(lab: Lab | Analysis, name: str) -> tuple[Route, ...]:
     """The node's `route`s plus its default route: a nic `gateway`, or for a VM on a
     nat/routed/open network without one, the network's address, as libvirt's
     dnsmasq hands it out. Connected routes (a nic's own subnet) are implied."""
-    return topology(lab).routes.get(name, ())
+    return analysis_of(lab).topology.routes.get(name, ())
 
 
-def forwards(lab: Lab, name: str) -> bool:
+def forwards(lab: Lab | Analysis, name: str) -> bool:
     """ip_forward: on for a host with a nat, routed or open network (libvirt turns it
     on), for an external that some other node routes through; never for a VM."""
-    return topology(lab).forwarding.get(name, False)
+    return analysis_of(lab).topology.forwarding.get(name, False)
 
 
 def macvtap_links(lab: Lab) -> frozenset[tuple[str, str, str]]:
@@ -231,8 +179,8 @@ def macvtap_links(lab: Lab) -> frozenset[tuple[str, str, str]]:
     return frozenset(links)
 
 
-# Networks a `forward` may DNAT into: those the host routes into.
-DNAT_MODES = (Mode.NAT, Mode.ROUTED, Mode.OPEN)
+# Networks a `forward` may DNAT into: those the host routes into (ip_forward on).
+DNAT_MODES = DEFAULT_PROFILE.forwarding_modes
 
 
 def dnat_target(lab: Lab, fwd: Forward) -> tuple[IPv4Address, Network] | None:

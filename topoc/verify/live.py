@@ -42,6 +42,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from topoc.model import naming
+from topoc.model.analysis import Analysis
 from topoc.model.ir import Forward, Lab, Vm
 from topoc.verify.report import ForwardObservation, Observation, Report, VerifyError
 
@@ -276,9 +277,10 @@ def _ping_matrix(lab: Lab, cover: Coverage) -> tuple[list[Observation], list[tup
     from topoc.model.reach import predict
     from topoc.model.topology import node_addresses
 
-    matrix = predict(lab)
+    an = Analysis(lab)  # one topology and engine for every question below
+    matrix = predict(an)
     names = [node.name for node in lab.nodes]
-    addresses = {name: [str(a) for a in node_addresses(lab, name)] for name in names}
+    addresses = {name: [str(a) for a in node_addresses(an, name)] for name in names}
     vm_names = {vm.name for vm in lab.vms}
 
     def targets(src: str) -> list[str]:
@@ -313,7 +315,7 @@ def _forward_checks(lab: Lab, cover: Coverage
     from topoc.model.reach import forward_reach, forward_target
 
     observations, not_probed = [], []
-    for forward, src, predicted in forward_reach(lab):
+    for forward, src, predicted in forward_reach(Analysis(lab)):
         address = forward_target(lab, forward, src)
         if address is None:
             continue

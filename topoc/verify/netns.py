@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Iterator, Mapping
 
 from topoc.model import naming
+from topoc.model.analysis import Analysis, analysis_of
 from topoc.model.ir import External, Forward, Host, Lab, Mode, Nic, Vm
 # The report and its text and JSON are shared with `verify --live` (topoc.verify.live).
 from topoc.verify.report import (  # noqa: F401  (re-exported: callers use netns.render_*)
@@ -96,6 +97,16 @@ class Rig:
     hosts_up: list[str] = field(default_factory=list)
     ports: dict[tuple[str, str], list[str]] = field(default_factory=dict)  # (node, LAN) -> ports
     log: list[str] = field(default_factory=list)
+    analysis: Analysis | None = None  # the lab's (built here when not handed over)
+
+    def __post_init__(self) -> None:
+        if self.analysis is None:
+            self.analysis = Analysis(self.lab)
+
+    @property
+    def facts(self) -> Analysis:
+        assert self.analysis is not None
+        return self.analysis
 
     def ns(self, kind: str, name: str) -> str:
         return f"{self.prefix}-{kind}-{name}"
@@ -210,7 +221,7 @@ class Rig:
                         "dev", nic.name)
             return
         connected = [nic.address.network for nic in node.nics if nic.address is not None]
-        for route in effective_routes(self.lab, node.name):
+        for route in effective_routes(self.facts, node.name):
             if not any(route.via in subnet for subnet in connected):
                 # A nic left to DHCP has no address here (verify runs no DHCP server), so
                 # its gateway is not on any connected subnet; the kernel would refuse it.
@@ -232,7 +243,7 @@ class Rig:
             if isinstance(other, Host):
                 vias = {r.via for r in other.routes} | {n.gateway for n in other.nics if n.gateway}
             else:
-                vias = {r.via for r in effective_routes(self.lab, other.name)}
+                vias = {r.via for r in effective_routes(self.facts, other.name)}
             if vias & mine:
                 return True
         return False
@@ -382,16 +393,16 @@ def _who_answers(rig: Rig, src: str, address: str, holders: list[str]) -> tuple[
     return alive, [node for node in holders if after[node] > before[node]]
 
 
-def _ping_matrix(rig: Rig, lab: Lab) -> list[Observation]:
+def _ping_matrix(rig: Rig, an: Analysis) -> list[Observation]:
     """A ping counts for DST only when DST answered it (the README's definition of
     reaching): an address the source holds itself is answered by the source, and one
     that another node also holds may be answered by that node instead."""
     from topoc.model.topology import node_addresses
     from topoc.model.reach import predict
 
-    matrix = predict(lab)
-    names = [node.name for node in lab.nodes]
-    addresses = {name: [str(a) for a in node_addresses(lab, name)] for name in names}
+    matrix = predict(an)
+    names = [node.name for node in an.lab.nodes]
+    addresses = {name: [str(a) for a in node_addresses(an, name)] for name in names}
     holders: dict[str, list[str]] = {}
     for name in names:
         for address in addresses[name]:
@@ -438,12 +449,12 @@ def _ping_matrix(rig: Rig, lab: Lab) -> list[Observation]:
     return rows
 
 
-def _forward_checks(rig: Rig, lab: Lab) -> list[ForwardObservation]:
+def _forward_checks(rig: Rig, an: Analysis) -> list[ForwardObservation]:
     from topoc.model.reach import forward_reach, forward_target
 
     observations = []
-    for forward, src, predicted in forward_reach(lab):
-        address = forward_target(lab, forward, src)
+    for forward, src, predicted in forward_reach(an):
+        address = forward_target(an.lab, forward, src)
         if address is None:
             continue
         target = str(address)
@@ -545,6 +556,7 @@ class Session:
     scripts: Mapping[str, Mapping[str, str]] | None = None
     keep: bool = False
     rig: Rig | None = None
+    analysis: Analysis | None = None
     neighbours: NeighbourRoom | None = None
     teardown_problems: list[str] = field(default_factory=list)
 
@@ -554,7 +566,7 @@ class Session:
         prefix = os.environ.get("TOPOC_VERIFY_PREFIX", "tv") + secrets.token_hex(3)
         workdir = Path(tempfile.mkdtemp(prefix=f"topoc-verify-{prefix}-"))
         scripts = self.scripts if self.scripts is not None else default_scripts(self.lab)
-        self.rig = Rig(self.lab, prefix, workdir, scripts)
+        self.rig = Rig(self.lab, prefix, workdir, scripts, analysis=self.analysis)
         self._old_term = signal.signal(signal.SIGTERM, _raise_interrupt)
         self.neighbours = NeighbourRoom(neighbour_entries_needed(self.lab))
         self.neighbours.__enter__()
@@ -577,13 +589,17 @@ def _raise_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def verify(lab: Lab, scripts: Mapping[str, Mapping[str, str]] | None = None,
+def verify(subject: Lab | Analysis, scripts: Mapping[str, Mapping[str, str]] | None = None,
            keep: bool = False) -> tuple[Report, Session]:
+    """Build the lab in namespaces and compare what the kernel does with the prediction
+    (asked of `subject`'s Analysis: the compilation's, or a fresh one for a bare Lab)."""
     started = time.monotonic()
-    session = Session(lab, scripts, keep)
+    an = analysis_of(subject)
+    lab = an.lab
+    session = Session(lab, scripts, keep, analysis=an)
     with session as rig:
-        pairs = _ping_matrix(rig, lab)
-        forwards = _forward_checks(rig, lab)
+        pairs = _ping_matrix(rig, an)
+        forwards = _forward_checks(rig, an)
     report = Report(lab.name, pairs, forwards)
     report.notes.append("bridge-nf-call-{arp,ip,ip6}tables=0 in every namespace "
                         "(a stock KVM host has no br_netfilter)")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import textwrap
 from dataclasses import dataclass, field
 
+from topoc.model.analysis import Analysis, analysis_of
 from topoc.model.ir import Forward, Lab
 
 
@@ -83,9 +84,11 @@ def _failed_text(o: Observation) -> str:
     return f" ({'; '.join(parts)})" if parts else ""
 
 
-def render_text(report: Report, lab: Lab) -> str:
+def render_text(report: Report, subject: Lab | Analysis) -> str:
     from topoc.model.reach import explain
 
+    an = analysis_of(subject)
+    lab = an.lab
     names = [node.name for node in lab.nodes]
     by_pair = {(o.src, o.dst): o for o in report.pairs}
     unprobed = set(report.not_probed)
@@ -118,7 +121,7 @@ def render_text(report: Report, lab: Lab) -> str:
                      f"{'reachable' if o.predicted else 'unreachable'}, observed "
                      f"{'reachable' if o.observed else 'unreachable'}"
                      + _failed_text(o))
-        lines.append(textwrap.indent(explain(lab, o.src, o.dst).rstrip(), "    "))
+        lines.append(textwrap.indent(explain(an, o.src, o.dst).rstrip(), "    "))
     lines.append("")
     for note in report.notes:
         lines.append(f"note: {note}")

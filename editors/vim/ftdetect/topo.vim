@@ -1,0 +1,2 @@
+" .topo files are topoc lab topologies.
+autocmd BufRead,BufNewFile *.topo setfiletype topo
