@@ -13,8 +13,8 @@ import re
 import subprocess
 
 import pytest
-
 from conftest import ROOT, example_files, require_tool
+
 from topoc.model.ir import Mode
 
 EDITORS = ROOT / "editors"

@@ -13,10 +13,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
+from conftest import GOLDEN, ROOT, example_files
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from lsprotocol import types
 
-from conftest import GOLDEN, ROOT, example_files
 from topoc.lsp import features
 from topoc.lsp.analysis import UTF8, UTF16, UTF32, analyse
 from topoc.lsp.completion import completions

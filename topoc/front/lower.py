@@ -42,9 +42,9 @@ from topoc.front.statements import SINGLE, STATEMENTS
 from topoc.front.syntax import Block, Statement, SyntaxTree, Token
 from topoc.front.values import Invalid
 from topoc.model import naming
-from topoc.model.platform import DEFAULT_PROFILE
 from topoc.model.ir import (DhcpRange, Expect, External, Forward, Host, Lab, Mode, Network, Nic, Route,
                             Vm)
+from topoc.model.platform import DEFAULT_PROFILE
 
 T = TypeVar("T")
 

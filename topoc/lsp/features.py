@@ -9,8 +9,8 @@ none of these functions talks to a client, so the tests call them directly.
 from __future__ import annotations
 
 import bisect
+from collections.abc import Iterable
 from ipaddress import IPv4Address
-from typing import Iterable
 
 from lsprotocol import types
 

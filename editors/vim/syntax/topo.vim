@@ -17,7 +17,7 @@ syn iskeyword @,48-57,_,-
 " A block or declaration keyword starts its line (so `mode external` is a mode).
 syn match   topoBlock      "^\s*\zs\(network\|host\|vm\|external\|lab\)\>" nextgroup=topoName skipwhite
 syn keyword topoStatement  forward expect mode bridge address subnet dhcp dns domain mtu stp
-syn keyword topoStatement  nic route memory vcpus disk vni name connect
+syn keyword topoStatement  nic route memory vcpus disk vni name connect masquerade
 syn keyword topoStatement  image kernel initrd cmdline user ssh-key ssh-key-file
 syn keyword topoOption     on via to mac model gateway
 syn match   topoModeValue  "\(\<mode\s\+\)\@<=\(isolated\|routed\|nat\|bridged\|open\|external\)\>"
