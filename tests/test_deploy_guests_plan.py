@@ -99,3 +99,12 @@ def test_a_remembered_test_host_is_still_no_host_with_a_firewall(tmp_path):
     plan = deploy.make_plan(_lab(ROOT / "examples/nat.topo"), target)
     assert not any(c.kind in ("table", "iptables-rule") for c in plan.changes)
     assert any("forward tcp 2222 to vm0:22 not applied" in note for note in plan.notes)
+
+
+def test_masquerade_is_a_host_table_step_too(tmp_path):
+    lab = _lab(ROOT / "examples/routed-masquerade.topo")
+    target = deploy.connect(private_test_host(tmp_path))
+    plan = deploy.make_plan(lab, target)
+    masqueraded = [n.name for n in lab.networks if n.masquerade]
+    assert masqueraded
+    assert any(f"masquerade of network {masqueraded[0]}" in note for note in plan.notes)

@@ -492,7 +492,8 @@ def _table_key(lab: Lab) -> str:
 
 def needs_host_table(lab: Lab, host: str | None) -> list[str]:
     """What in the lab only the host's own nft table can do (libvirt has no element for
-    it), as phrases for the plan: the port forwards to VMs on this host. (Anything else
+    it), as phrases for the plan: the port forwards to VMs on this host, and the
+    masquerade of routed and open networks. (Anything else
     the host backend puts in topoc.nft that libvirt does not do itself belongs here too,
     so that deploy loads the table for it; the rest of the table mirrors libvirt's own
     rules, which libvirt installs anyway.)"""
@@ -501,6 +502,9 @@ def needs_host_table(lab: Lab, host: str | None) -> list[str]:
         vm = lab.node(fwd.vm)
         if isinstance(vm, Vm) and vm.host == host:
             found.append(f"forward {fwd.protocol} {fwd.port} to {fwd.vm}:{fwd.vm_port}")
+    # `masquerade` on a routed or open network: libvirt NATs only its nat networks.
+    found += [f"masquerade of network {n.name}" for n in lab.networks
+              if getattr(n, "masquerade", False) and n.host == host]
     return found
 
 
