@@ -25,6 +25,9 @@ from topoc.codes import CODES, DisableError, disabled_codes
 from topoc.diagnostics import Diagnostic, has_errors, render_json, render_one, summary_line
 
 if TYPE_CHECKING:  # deploy imports libvirt lazily; the CLI names its types only
+    from collections.abc import Callable
+    from typing import Any
+
     from topoc.deploy.engine import Plan, Target
     from topoc.deploy.multi import HostTarget
     from topoc.model.ir import Lab
@@ -39,7 +42,7 @@ def _console(stderr: bool = False) -> Console:
     # (https://no-color.org) users get no escape codes at all.
     plain = bool(os.environ.get("NO_COLOR"))
     return Console(stderr=stderr, highlight=False, soft_wrap=True,
-                   **({"color_system": None} if plain else {}))
+                   color_system=None if plain else "auto")  # "auto" is rich's default
 
 
 def fail_usage(message: str) -> NoReturn:
@@ -470,7 +473,7 @@ def _deploy_session(file: str, connects: tuple[str, ...], host: str | None, *,
     return _Session(result, target, single_host, [])
 
 
-def _connect_or_exit(uri: str, read_only: bool = False):  # type: ignore[no-untyped-def]
+def _connect_or_exit(uri: str, read_only: bool = False) -> Target:
     """A deploy connection; test:///default is the test host topoc keeps between commands."""
     from topoc.deploy import engine as deploy
     from topoc.deploy.report import private_host_note, saved_test_host_note
@@ -486,7 +489,7 @@ def _connect_or_exit(uri: str, read_only: bool = False):  # type: ignore[no-unty
     return target
 
 
-def _deploy_step(result: Compilation, step, target=None):  # type: ignore[no-untyped-def]
+def _deploy_step(result: Compilation, step: Callable[[], Any], target: Target | None = None) -> Any:
     """Run one deploy call: a clash with the host is a diagnostic (exit 1), libvirt or
     the host failing is a message (exit 2); never a traceback. On the test host topoc
     keeps, the host is saved for the next command after a call that went through."""

@@ -92,7 +92,8 @@ def link_line(link: Link, ids: dict[tuple[str, str], str]) -> str:
         # would move the network left of its host), so: both heads when both ways
         # reach in full, crosses when neither does; the label says the rest.
         ends = (link.reach_out, link.reach_in)
-        arrow = {("all", "all"): "<==>", ("none", "none"): "x==x"}.get(ends, arrow)
+        both: dict[tuple[str | None, str | None], str] = {("all", "all"): "<==>", ("none", "none"): "x==x"}
+        arrow = both.get(ends, arrow)
     text = ""
     if link.lines and link.kind != "layout":
         text = f"|{label(link.lines, bold_first=False)}|"

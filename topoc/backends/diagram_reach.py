@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address
 
 from topoc.model.analysis import Analysis, analysis_of
-from topoc.model.ir import Lab, Nic
+from topoc.model.ir import External, Lab, Nic, Vm
 
 MAX_NODES = 40
 TABLE_MAX_NODES = 16
@@ -63,7 +63,8 @@ Machine = tuple[str, tuple[Nic, ...]]
 def _machines(lab: Lab) -> list[Machine]:
     """VMs and externals with their nics (hosts carry the networks; their own reach is
     in the table)."""
-    return [(node.name, node.nics) for node in (*lab.vms, *lab.externals)]
+    nodes: tuple[Vm | External, ...] = (*lab.vms, *lab.externals)
+    return [(node.name, node.nics) for node in nodes]
 
 
 def _share(an: Analysis, sources: list[Machine], targets: list[Machine],

@@ -15,6 +15,7 @@ and https://libvirt.org/html/libvirt-libvirt-domain.html.
 from __future__ import annotations
 
 import contextlib
+import functools
 from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Network
 from pathlib import Path
@@ -179,12 +180,12 @@ def _network_config(net: Any) -> str:
     """The network's persistent configuration (what a restart would run)."""
     lv = _libvirt()
     try:
-        return net.XMLDesc(lv.VIR_NETWORK_XML_INACTIVE)  # type: ignore[no-any-return]
+        return net.XMLDesc(lv.VIR_NETWORK_XML_INACTIVE)
     except lv.libvirtError as e:
         # The test driver knows no flags ("unsupported flags"); its live XML is its config.
         if e.get_error_code() not in (lv.VIR_ERR_INVALID_ARG, lv.VIR_ERR_NO_SUPPORT):
             raise
-        return net.XMLDesc(0)  # type: ignore[no-any-return]
+        return net.XMLDesc(0)
 
 
 def _shows_inactive_config(net: Any) -> bool:
@@ -404,6 +405,7 @@ class Plan:
 def _define_network(xml: str) -> Callable[[Any, Journal], Any]:
     def run(conn: Any, journal: Journal) -> Any:
         name = dx.parse(xml).findtext("name")
+        assert name is not None  # a wanted network's XML always has its <name> (libvirt requires one)
         net = journal.run(f"define network {name}", lambda: conn.networkDefineXML(xml),
                           lambda: _undefine_network(conn, name))
         journal.run(f"autostart network {name}", lambda: net.setAutostart(1), lambda: net.setAutostart(0))
@@ -449,8 +451,10 @@ def _update_network_live(live: Live, edits: list[dx.DhcpHostChange]) -> Callable
             undo_xml = getattr(edit, undo_side)
             journal.run(
                 f"update network {live.name}: DHCP host {edit.describe()}",
-                lambda c=commands[edit.command], x=xml, i=edit.ip_index: net.update(c, section, i, x, flags),
-                lambda c=commands[undo_command], x=undo_xml, i=edit.ip_index: net.update(c, section, i, x, flags))
+                # partial binds this edit's values now, as default arguments of a lambda would
+                # (mypy cannot type a lambda with defaults as the Callable[[], ...] run takes).
+                functools.partial(net.update, commands[edit.command], section, edit.ip_index, xml, flags),
+                functools.partial(net.update, commands[undo_command], section, edit.ip_index, undo_xml, flags))
         _ensure_running(live, journal)
     return run
 
@@ -754,8 +758,8 @@ def _preflight(plan: Plan, creating: list[Wanted], others: list[dx.NetworkFacts]
                     f"bridge {facts.bridge} of {w.name} is already used by {user} on {target.uri}",
                     hint="name another bridge with `bridge NAME`"))
         for subnet in facts.subnets:
-            users = _subnet_users(subnet, others, interfaces)
-            for user, theirs in users:
+            overlaps = _subnet_users(subnet, others, interfaces)
+            for user, theirs in overlaps:
                 plan.conflicts.append(diagnostic(
                     HOST_SUBNET_CLASH, w.address_span,
                     f"subnet {subnet} of {w.name} overlaps {theirs} of {user} on {target.uri}",

@@ -19,7 +19,7 @@ import difflib
 import functools
 import re
 import unicodedata
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 from importlib import resources
 
 from lark import Lark, Token as LarkToken, Tree
@@ -36,6 +36,23 @@ MAX_ERRORS = 50
 # What each statement looks like and where it belongs: the one table in topoc.front.statements.
 BLOCK_KEYWORDS = BLOCKS
 STATEMENT_KEYWORDS = frozenset(TOP_LEVEL_KEYWORDS) | frozenset(STATEMENT_HOME)
+
+if TYPE_CHECKING:
+    class _LexedToken(LarkToken):
+        """A lark token as both lexers of this module make it: every position is set.
+        lark types them Optional (a token made by hand may lack them); ours never do,
+        and test_parser.py checks the two lexers' tokens are the same. Type-only: at
+        run time it is lark's Token itself, so the hot loops pay nothing for it. A token
+        in a lark error is typed LarkToken and its positions are asserted where used."""
+
+        line: int
+        column: int
+        end_line: int
+        end_column: int
+        start_pos: int
+else:
+    _LexedToken = LarkToken
+
 
 _TERMINAL_WORDS = {
     "WORD": "a name or value",
@@ -193,6 +210,7 @@ def _show_char(char: str) -> str:
 def _unexpected_token_hint(token: LarkToken, expected: set[str], lines: list[str], index: int,
                            at_line_start: bool) -> str | None:
     """The most useful hint for a token the grammar did not expect here."""
+    assert token.column is not None  # the lexer gave the token its position
     word = str(token.value)
     keywords = sorted(v for n, v in _literal_terminals().items() if n in expected and _is_keyword(v))
     guess = difflib.get_close_matches(word, keywords, n=1, cutoff=0.6) if token.type == "WORD" else []
@@ -221,6 +239,7 @@ def _repair_block_header(lines: list[str], index: int, token: LarkToken) -> bool
     from the bad one to the `{`, so the block's body is still parsed (and its errors
     reported). A header with a misspelt keyword is not repaired: its body would be read
     as the wrong kind of block."""
+    assert token.column is not None  # the lexer gave the token its position
     code = _code_part(lines[index])
     start = token.column - 1
     brace = code.find("{", start)
@@ -254,6 +273,7 @@ def _cut_short_by_brace(file: str, lines: list[str], index: int, token: LarkToke
                         expected: set[str]) -> Diagnostic:
     """A `}` that ends a block in the middle of a statement (`{ mode nat via }`): the
     statement is incomplete. Blank the statement, keep the braces."""
+    assert token.line is not None and token.column is not None  # the lexer gave the token its position
     before = lines[index][: token.column - 1]
     start = before.rfind("{") + 1
     words = before[start:].split()
@@ -270,12 +290,13 @@ def _recover(e: UnexpectedInput, file: str, lines: list[str]) -> tuple[Diagnosti
         index = e.line - 1
         char = lines[index][e.column - 1] if e.column - 1 < len(lines[index]) else "?"
         span = Span(file, e.line, e.column, e.line, e.column + 1)
+        hint: str | None
         if char == '"':
             message, hint = "this string is not closed before the end of the line", 'end it with `"`'
         else:
             message = f"unexpected character {_show_char(char)}"
-            expected = getattr(e, "allowed", None) or set()
-            hint = f"expected {_join_alternatives(set(expected))}" if expected else _usage_hint(lines, index)
+            allowed = getattr(e, "allowed", None) or set()
+            hint = f"expected {_join_alternatives(set(allowed))}" if allowed else _usage_hint(lines, index)
             if char == "\r":
                 hint = "a carriage return without a line feed: save the file with LF (or CRLF) line endings"
             elif not char.isascii() or not char.isprintable():
@@ -300,6 +321,8 @@ def _recover(e: UnexpectedInput, file: str, lines: list[str]) -> tuple[Diagnosti
         span = _header_span(file, lines, last)
         return _error(span, f"unexpected end of file; expected {_join_alternatives(expected)}", None), False
 
+    # Past end of file, every token the lexer made has its position.
+    assert token.line is not None and token.column is not None
     index = token.line - 1
     if token.type == "_NL" and "LBRACE" in expected:
         brace = _next_code_line(lines, index + 1)
@@ -352,18 +375,18 @@ def _recover(e: UnexpectedInput, file: str, lines: list[str]) -> tuple[Diagnosti
 _VALUE_KINDS = frozenset(("WORD", "STRING", "URI"))
 
 
-def _token(file: str, t: LarkToken) -> Token:
+def _token(file: str, t: _LexedToken) -> Token:
     kind = t.type if t.type in _VALUE_KINDS else t.value
     return Token(t.value, kind, Span(file, t.line, t.column, t.end_line, t.end_column))
 
 
-def _code_tokens(file: str, children: list, newlines: list[LarkToken]) -> list[Token]:
+def _code_tokens(file: str, children: list[Any], newlines: list[_LexedToken]) -> list[Token]:
     """The children that are tokens of code, as syntax tokens; the newline tokens (which
     carry the comments) go to `newlines`. Hot: one call per statement, so it avoids
     helper calls per token."""
     tokens = []
     for t in children:
-        if type(t) is LarkToken:
+        if type(t) is _LexedToken:
             if t.type[0] != "_":
                 value = t.value
                 tokens.append(Token(value, t.type if t.type in _VALUE_KINDS else value,
@@ -373,19 +396,19 @@ def _code_tokens(file: str, children: list, newlines: list[LarkToken]) -> list[T
     return tokens
 
 
-def _statement(file: str, tree: Tree, newlines: list[LarkToken]) -> Statement:
+def _statement(file: str, tree: Tree, newlines: list[_LexedToken]) -> Statement:
     tokens = _code_tokens(file, tree.children, newlines)
     first, last = tokens[0].span, tokens[-1].span
     return Statement(tokens[0].text, tuple(tokens),
                      Span(file, first.line, first.column, last.end_line, last.end_column))
 
 
-def _block(file: str, tree: Tree, newlines: list[LarkToken]) -> Block:
+def _block(file: str, tree: Tree, newlines: list[_LexedToken]) -> Block:
     header: list[Token] = []
     body: list[Statement] = []
     close: Span | None = None
     for child in tree.children:
-        if type(child) is Tree:
+        if isinstance(child, Tree):  # lark makes plain Trees: the same test as `type(child) is Tree`
             if child.data == "on_clause":
                 header.extend(_code_tokens(file, child.children, newlines))
             else:
@@ -400,7 +423,7 @@ def _block(file: str, tree: Tree, newlines: list[LarkToken]) -> Block:
     return Block(header[0].text, tuple(header), tuple(body), header[0].span.until(close), close)
 
 
-def _item(file: str, tree: Tree, newlines: list[LarkToken]) -> Item:
+def _item(file: str, tree: Tree, newlines: list[_LexedToken]) -> Item:
     if tree.data in ("network_decl", "host_decl", "vm_decl", "external_decl"):
         return _block(file, tree, newlines)
     return _statement(file, tree, newlines)
@@ -409,7 +432,7 @@ def _item(file: str, tree: Tree, newlines: list[LarkToken]) -> Item:
 _COMMENT_IN_NL = re.compile(r"#[^\n]*")
 
 
-def _comments(file: str, text: str, newline_tokens: list[LarkToken]) -> tuple[Comment, ...]:
+def _comments(file: str, text: str, newline_tokens: list[_LexedToken]) -> tuple[Comment, ...]:
     comments = []
     line_starts = [0] + [m.end() for m in re.finditer("\n", text)]
     for t in newline_tokens:
@@ -455,7 +478,7 @@ def parse(text: str, file: str) -> tuple[SyntaxTree | None, list[Diagnostic]]:
                                               f"stopping after {MAX_ERRORS} syntax errors"))
                 break
             continue
-        newlines: list[LarkToken] = []  # in source order, as the tree holds them
+        newlines: list[_LexedToken] = []  # in source order, as the tree holds them
         items = []
         for child in tree.children:
             if isinstance(child, Tree):
@@ -551,6 +574,7 @@ class _FastLexer(Lexer):
         line, line_start = 1, 0
         for m in _FAST_TOKENS.finditer(text):
             kind = m.lastgroup
+            assert kind is not None  # every alternative of _FAST_TOKENS is a named group
             if kind == "WS":
                 continue
             value = m.group()

@@ -19,7 +19,7 @@ from topoc.front.span import UNKNOWN, Span
 
 
 def _span() -> Span:
-    return field(default=UNKNOWN, compare=False, repr=False)  # type: ignore[return-value]
+    return field(default=UNKNOWN, compare=False, repr=False)
 
 
 class Mode(enum.StrEnum):

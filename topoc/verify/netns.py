@@ -606,7 +606,7 @@ def verify(subject: Lab | Analysis, scripts: Mapping[str, Mapping[str, str]] | N
     neighbours = session.neighbours.note() if session.neighbours is not None else None
     if neighbours:
         report.notes.append(neighbours)
-    report.notes.append(f"{len(session.rig.namespaces) if keep else 'all'} namespaces "
+    report.notes.append(f"{len(rig.namespaces) if keep else 'all'} namespaces "
                         f"{'kept' if keep else 'removed'}; {time.monotonic() - started:.1f} s")
     report.notes.extend(session.teardown_problems)
     return report, session
