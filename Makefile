@@ -14,13 +14,15 @@ BIN := $(VENV)/bin
 # virt-xml-validate and virsh (libvirt-clients), libvirt-python's build needs
 # (libvirt-dev, pkg-config), a real libvirtd with dnsmasq for the deploy tests,
 # nft, shellcheck, dot (graphviz), ip (iproute2), xmllint (libxml2-utils);
-# qemu-system-x86: qemu:///system defines no domain without an emulator to probe.
+# qemu-system-x86: qemu:///system defines no domain without an emulator to probe;
+# qemu-utils: libvirt's storage driver runs qemu-img to make the VMs' qcow2 overlays;
+# netplan.io: its parser (`netplan generate`) checks every generated network-config.
 # openssh-server (sshd) and openssh-client: the multi-host tests reach two sandboxed
 # libvirtds through qemu+ssh:// and run host-level steps over the same ssh.
 # vim: tests/test_editors.py loads editors/vim/syntax/topo.vim in a headless Vim.
 SYSTEM_PACKAGES := libvirt-clients libvirt-dev pkg-config libvirt-daemon-system \
 	dnsmasq-base nftables shellcheck graphviz iproute2 libxml2-utils procps \
-	iputils-ping fping netcat-openbsd gcc python3-dev qemu-system-x86 \
+	iputils-ping fping netcat-openbsd gcc python3-dev qemu-system-x86 qemu-utils netplan.io \
 	openssh-server openssh-client vim
 
 SYSTEM_STAMP := $(VENV)/.system-packages

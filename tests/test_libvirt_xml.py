@@ -199,6 +199,58 @@ def test_domain_memory_vcpus_os_console_disk_and_interfaces():
     assert interface.find("model").attrib == {"type": "virtio"}
 
 
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_every_domain_has_a_serial_console_and_the_guest_agent_channel(case):
+    for path, text in xml_artifacts(case).items():
+        if "/domains/" not in path:
+            continue
+        dom = parse(text)
+        assert dom.find("devices/serial").get("type") == "pty"
+        assert dom.find("devices/console/target").attrib == {"type": "serial", "port": "0"}
+        (channel,) = dom.findall("devices/channel")
+        assert channel.get("type") == "unix"
+        assert channel.find("target").attrib == {"type": "virtio", "name": "org.qemu.guest_agent.0"}
+
+
+def test_image_boots_its_overlay_volume_and_every_booted_vm_has_its_seed_cdrom():
+    from topoc.backends import cloudinit
+
+    lab = compiled("guests")
+    web = domain("guests", "web")
+    disk, cdrom = web.findall("devices/disk")
+    assert disk.attrib == {"type": "volume", "device": "disk"}
+    assert disk.find("driver").attrib == {"name": "qemu", "type": "qcow2"}
+    assert disk.find("source").attrib == {"pool": "guestlab-images", "volume": "guestlab-web.qcow2"}
+    assert cdrom.attrib == {"type": "volume", "device": "cdrom"}
+    assert cdrom.find("readonly") is not None
+    assert cdrom.find("source").attrib == {"pool": "guestlab-images",
+                                           "volume": cloudinit.seed_volume(lab, lab.node("web"))}
+    assert web.find("os/boot").get("dev") == "hd" and web.find("os/kernel") is None
+    tiny = domain("guests", "tiny")  # a kernel and no image: the seed only
+    assert [d.get("device") for d in tiny.findall("devices/disk")] == ["cdrom"]
+    assert domain("nat", "vm0").find("devices/disk[@device='cdrom']") is None  # `disk`: as it was
+
+
+def test_direct_kernel_boot_has_kernel_initrd_and_cmdline_in_os_and_no_boot_device():
+    app = domain("guests", "app_1")
+    assert app.findtext("os/kernel") == "/srv/boot/vmlinuz"
+    assert app.findtext("os/initrd") == "/srv/boot/initrd.img"
+    assert app.findtext("os/cmdline") == "root=LABEL=root rw console=ttyS0"
+    assert app.find("os/boot") is None
+    # The image path with a space reaches the README's shell line as one word.
+    readme = artifacts("guests")["libvirt/README.txt"]
+    assert "--backing-vol '/srv/images/appliance v2.raw' --backing-vol-format raw" in readme
+
+
+def test_domain_type_and_pool_come_from_the_caller():
+    from topoc.model.platform import TCG_PROFILE
+
+    lab = compiled("guests")
+    dom = parse(backend.domain_xml(lab, lab.node("web"), TCG_PROFILE, pool="default"))
+    assert dom.get("type") == "qemu"
+    assert {d.find("source").get("pool") for d in dom.findall("devices/disk")} == {"default"}
+
+
 def test_domain_without_disk_has_none_and_raw_disk_by_extension():
     assert domain("bridged", "files").find("devices/disk") is None
     assert domain("models", "router_1").find("devices/disk/driver").get("type") == "raw"

@@ -119,7 +119,8 @@ def _grammar_statements(rule: str) -> set[str]:
     grammar's text (not from the server): `_vm_stmt: memory_stmt | ...` -> {memory, ...}."""
     body = re.search(rf"^{rule}:(.*?)(?=^\S)", GRAMMAR, re.S | re.M)
     assert body is not None, rule
-    return {name.removesuffix("_stmt") for name in re.findall(r"(\w+_stmt)", body.group(1))}
+    # A keyword with a `-` (`ssh-key`) has a rule with `_` (ssh_key_stmt): keywords hold no `_`.
+    return {name.removesuffix("_stmt").replace("_", "-") for name in re.findall(r"(\w+_stmt)", body.group(1))}
 
 
 @pytest.mark.parametrize("block, rule", [("network n on h", "_network_stmt"), ("host h", "_host_stmt"),

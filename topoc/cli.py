@@ -239,7 +239,7 @@ def _chosen_targets(values: tuple[str, ...]) -> list[str]:
 @click.option("-o", "--output", "out_dir", type=click.Path(file_okay=False),
               help="the output directory (default: output/LAB)")
 @click.option("--target", "targets", multiple=True, metavar="T[,T...]",
-              help="libvirt, host, diagram (default: every available one)")
+              help="libvirt, host, cloud-init, diagram (default: every available one)")
 @_disable_option
 def build(file: str, out_dir: str | None, targets: tuple[str, ...], disable: tuple[str, ...]) -> None:
     """Check FILE, then write its artifacts to output/LAB/ atomically."""
@@ -571,6 +571,12 @@ def _deploy_step(result: Compilation, step: Callable[[], Any], target: Target | 
         fail_usage(str(e))
 
 
+# The storage pool for the VMs' overlays and seeds (VMs with an `image` or `kernel`).
+_pool_option = click.option("--pool", metavar="POOL", default=None,
+                            help="an existing storage pool for the VMs' overlay and seed volumes "
+                                 "(default: topoc creates the dir pool LAB-images)")
+
+
 def _plan_json(plan: Plan) -> dict:
     document = plan.to_json()
     document["conflicts"] = [d.to_json() for d in plan.conflicts]
@@ -581,11 +587,12 @@ def _plan_json(plan: Plan) -> dict:
 @click.argument("file")
 @_connect_option
 @_host_option
+@_pool_option
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text")
 @click.option("--adopt", is_flag=True, help="plan to take existing objects of the file's names into the lab")
 @_disable_option
-def plan_command(file: str, connects: tuple[str, ...], host: str | None, fmt: str, adopt: bool,
-                 disable: tuple[str, ...]) -> None:
+def plan_command(file: str, connects: tuple[str, ...], host: str | None, pool: str | None, fmt: str,
+                 adopt: bool, disable: tuple[str, ...]) -> None:
     """Show what `deploy` would change on each host's libvirt connection (changes nothing)."""
     from topoc.deploy import engine as deploy
     from topoc.deploy import multi
@@ -598,7 +605,8 @@ def plan_command(file: str, connects: tuple[str, ...], host: str | None, fmt: st
         plans = _deploy_step(result, lambda: multi.plan_all(lab, session.hosts))
     else:
         plans = [_deploy_step(result, lambda: deploy.make_plan(lab, session.single,
-                                                               host=session.single_host, adopt=adopt))]
+                                                               host=session.single_host, adopt=adopt,
+                                                               pool=pool))]
     conflicts = [d for plan in plans for d in plan.conflicts]
     if fmt == "json":
         if session.hosts:
@@ -618,13 +626,14 @@ def plan_command(file: str, connects: tuple[str, ...], host: str | None, fmt: st
 @click.argument("file")
 @_connect_option
 @_host_option
+@_pool_option
 @click.option("--start-vms", is_flag=True, help="also start the lab's VMs")
 @click.option("--status", "show_status", is_flag=True, help="print the status afterwards, same connection")
 @click.option("--adopt", is_flag=True,
               help="take existing networks and VMs of the file's names (that no topoc lab owns) into "
                    "the lab, changing only what differs; without it they are refused")
 @_disable_option
-def deploy_command(file: str, connects: tuple[str, ...], host: str | None, start_vms: bool,
+def deploy_command(file: str, connects: tuple[str, ...], host: str | None, pool: str | None, start_vms: bool,
                    show_status: bool, adopt: bool, disable: tuple[str, ...]) -> None:
     """Check FILE, then define, autostart and start its networks and define its VMs on
     each of its hosts. All or nothing: a failed step puts every host back as it was."""
@@ -644,7 +653,7 @@ def deploy_command(file: str, connects: tuple[str, ...], host: str | None, start
         return
     target = session.single
     plan = _deploy_step(result, lambda: deploy.apply(lab, target, host=session.single_host,
-                                                     start_vms=start_vms, adopt=adopt), target)
+                                                     start_vms=start_vms, adopt=adopt, pool=pool), target)
     click.echo(render_applied(plan), nl=False)
     if show_status:
         rows = _deploy_step(result, lambda: deploy.status(lab, target, host=session.single_host))

@@ -328,7 +328,14 @@ _ALL = (
           unreachable="{said} does not hold: {failure}",
           reachable="{said} does not hold: {src} gets replies from {dst} ({path})",
           reachable_hint="it is reachable, hop by hop:\n{story}"),
+    _code("conflicting-statements", E, Category.STRUCTURE,
+          "two statements of a block that cannot go together"),
     # -- deploy's pre-flight --
+    _code("image-missing", E, Category.DEPLOY,
+          "a VM's image, kernel or initrd is not a file topoc can read"),
+    _code("remote-host-firewall", E, Category.DEPLOY,
+          "rules for a remote host's firewall that deploy cannot apply there"),
+    _code("no-such-pool", E, Category.DEPLOY, "a storage pool that the connection does not have"),
     _code("foreign-object", E, Category.DEPLOY,
           "the host has a libvirt object of that name that this lab did not create"),
     _code("host-bridge-clash", E, Category.DEPLOY,
@@ -389,6 +396,7 @@ NO_UNDERLAY = CODES["no-underlay"]
 VNI_CONFLICT = CODES["vni-conflict"]
 VXLAN_MTU = CODES["vxlan-mtu"]
 UNKNOWN_URI_PARAMETER = CODES["unknown-uri-parameter"]
+CONFLICTING_STATEMENTS = CODES["conflicting-statements"]
 
 
 def register(name: str, severity: Severity, summary: str) -> Code:

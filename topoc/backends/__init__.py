@@ -25,6 +25,7 @@ class ToolMissing(Exception):
 TARGETS: dict[str, str] = {
     "libvirt": "topoc.backends.libvirt",
     "host": "topoc.backends.host",
+    "cloud-init": "topoc.backends.cloudinit",
     "diagram": "topoc.backends.diagram",
 }
 

@@ -18,12 +18,14 @@ import os
 import re
 import shlex
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cache
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, Template
 from markupsafe import Markup, escape
 
+from topoc.backends import cloudinit
 from topoc.model import naming
 from topoc.model.ir import Host, Lab, Mode, Network, Nic, Vm
 from topoc.model.platform import DEFAULT_PROFILE, Profile
@@ -33,6 +35,16 @@ from topoc.model.platform import DEFAULT_PROFILE, Profile
 # https://libvirt.org/formatdomain.html#general-metadata
 METADATA_NAMESPACE = "https://topoc.dev/xmlns/libvirt/1"
 METADATA_PREFIX = "topoc"
+
+# <domain type>: KVM unless the caller knows the host lacks it (deploy asks the
+# connection's domain capabilities and passes "qemu", plain TCG emulation, there).
+# https://libvirt.org/formatdomain.html#element-and-attribute-overview
+DEFAULT_DOMAIN_TYPE = DEFAULT_PROFILE.domain_type
+
+# The QEMU guest agent's channel: a virtio serial port of this name is where
+# qemu-guest-agent listens in the guest, and libvirt connects its side to a UNIX socket
+# it picks itself. https://libvirt.org/formatdomain.html#channel
+GUEST_AGENT_CHANNEL = "org.qemu.guest_agent.0"
 
 NETWORKS_DIR = "libvirt/networks"
 DOMAINS_DIR = "libvirt/domains"
@@ -222,6 +234,26 @@ class DomainView:
     disk_path: Markup | None
     disk_format: str | None
     interfaces: tuple[InterfaceView, ...]
+    # The guest's boot: the overlay of its image and its NoCloud seed, as volumes of a
+    # storage pool (deploy creates them), and a kernel booted directly.
+    pool: str | None
+    overlay_volume: str | None
+    seed_volume: str | None
+    kernel: Markup | None
+    initrd: Markup | None
+    cmdline: Markup | None
+    agent_channel: str = GUEST_AGENT_CHANNEL
+
+
+def default_pool(lab: Lab) -> str:
+    """The storage pool deploy creates for the lab's overlays and seeds (unless told to
+    use an existing one): `<lab>-images`."""
+    return f"{lab.name}-images"
+
+
+def overlay_volume(lab: Lab, vm: Vm) -> str:
+    """The VM's copy-on-write overlay of its image: `<lab>-<vm>.qcow2` in the pool."""
+    return f"{naming.libvirt_name(lab.name, vm.name)}.qcow2"
 
 
 def _interface_view(lab: Lab, vm: Vm, nic: Nic) -> InterfaceView:
@@ -248,7 +280,12 @@ def _host_nic_on(lab: Lab, vm: Vm, network: str) -> str:
                      f"host `{vm.host}` has no nic there to attach it to")
 
 
-def _domain_view(lab: Lab, vm: Vm, domain_type: str) -> DomainView:
+def _domain_view(lab: Lab, vm: Vm, domain_type: str, pool: str | None,
+                 seed: str | None = None) -> DomainView:
+    def text(value: str | None) -> Markup | None:
+        return _exact_attribute(value) if value is not None else None
+
+    pool = pool or default_pool(lab)
     return DomainView(
         name=naming.libvirt_name(lab.name, vm.name, vm.exact_name),
         uuid=naming.object_uuid(lab.name, "domain", vm.name),
@@ -258,6 +295,12 @@ def _domain_view(lab: Lab, vm: Vm, domain_type: str) -> DomainView:
         disk_path=_exact_attribute(disk_source(lab, vm.disk)) if vm.disk else None,
         disk_format=_disk_format(vm.disk) if vm.disk else None,
         interfaces=tuple(_interface_view(lab, vm, nic) for nic in vm.nics),
+        pool=pool if vm.booted else None,
+        overlay_volume=overlay_volume(lab, vm) if vm.image else None,
+        seed_volume=(seed or cloudinit.seed_volume(lab, vm)) if vm.booted else None,
+        kernel=text(vm.kernel),
+        initrd=text(vm.initrd),
+        cmdline=text(vm.cmdline),
     )
 
 
@@ -307,11 +350,14 @@ def carried_network_xml(lab: Lab, network: Network, host: str) -> str:
         file=network_path(network).removeprefix("libvirt/"))
 
 
-def domain_xml(lab: Lab, vm: Vm, profile: Profile = DEFAULT_PROFILE) -> str:
+def domain_xml(lab: Lab, vm: Vm, profile: Profile = DEFAULT_PROFILE, *, pool: str | None = None,
+               seed: str | None = None) -> str:
     """The XML of one VM, ready for `virsh define`; its domain type comes from the
-    platform profile (KVM by default, QEMU/TCG where the host has no usable KVM)."""
+    platform profile (KVM by default, QEMU/TCG where the host has no usable KVM). A VM
+    with an image or a kernel names its overlay and seed as volumes of `pool` (default:
+    `default_pool(lab)`); `seed`, the seed's volume name when the caller has it already."""
     return _template("domain.xml.j2").render(
-        **_common(lab), dom=_domain_view(lab, vm, profile.domain_type), topo_name=vm.name,
+        **_common(lab), dom=_domain_view(lab, vm, profile.domain_type, pool, seed), topo_name=vm.name,
         file=domain_path(vm).removeprefix("libvirt/"))
 
 
@@ -319,7 +365,7 @@ def managed_networks(lab: Lab) -> list[Network]:
     return sorted((n for n in lab.networks if n.managed), key=lambda n: n.name)
 
 
-def readme(lab: Lab) -> str:
+def readme(lab: Lab, seeds: dict[str, str] | None = None) -> str:
     networks = [(network_path(n).removeprefix("libvirt/"), naming.libvirt_name(lab.name, n.name, n.exact_name))
                 for n in managed_networks(lab)]
     domains = [(domain_path(v).removeprefix("libvirt/"), naming.libvirt_name(lab.name, v.name, v.exact_name))
@@ -329,14 +375,25 @@ def readme(lab: Lab) -> str:
     masquerades = [n.name for n in managed_networks(lab) if n.masquerade]
     return _template("README.txt.j2").render(
         lab=lab.name, source=lab.file, networks=networks, domains=domains, exact=exact,
-        on_host="", connect_note="", virsh="virsh", masquerades=masquerades)
+        on_host="", connect_note="", virsh="virsh", masquerades=masquerades,
+        volumes=_volumes(lab, lab.vms, seeds), pool=default_pool(lab))
+
+
+def _volumes(lab: Lab, vms: Iterable[Vm], seeds: dict[str, str] | None) -> list[dict[str, str | None]]:
+    """The pool volumes of the booted VMs, for the README's by-hand commands."""
+    return [{"name": v.name, "overlay": overlay_volume(lab, v) if v.image else None,
+             # A shell word: the README's commands are meant to be pasted.
+             "image": shlex.quote(v.image) if v.image else None,
+             "image_format": _disk_format(v.image) if v.image else None,
+             "seed": (seeds or {}).get(v.name) or cloudinit.seed_volume(lab, v)}
+            for v in sorted(vms, key=lambda v: v.name) if v.booted]
 
 
 # When no `connect` names a host's daemon, its README's commands run on the host itself.
 LOCAL_URI = "qemu:///system"
 
 
-def host_readme(lab: Lab, host: Host) -> str:
+def host_readme(lab: Lab, host: Host, seeds: dict[str, str] | None = None) -> str:
     """One host's README.txt of a lab on several hosts: its own objects, and `virsh -c`
     with its connection, so no command lands on another host's daemon."""
     mine = [n for n in managed_networks(lab) if host.name in n.hosts]
@@ -366,7 +423,7 @@ def host_readme(lab: Lab, host: Host) -> str:
     return _template("README.txt.j2").render(
         lab=lab.name, source=lab.file, networks=networks, domains=domains, exact=exact,
         on_host=f" on host {host.name}", connect_note=note, virsh=f"virsh -c {shlex.quote(uri)}",
-        masquerades=masquerades)
+        masquerades=masquerades, volumes=_volumes(lab, my_vms, seeds), pool=default_pool(lab))
 
 
 def generate(lab: Lab, profile: Profile = DEFAULT_PROFILE) -> dict[str, str]:
@@ -377,10 +434,12 @@ def generate(lab: Lab, profile: Profile = DEFAULT_PROFILE) -> dict[str, str]:
     hosts = _static_hosts(lab.vms)  # indexed once: a lab may have thousands of VMs
     artifacts = {network_path(n): _render_network(lab, n, hosts.get(n.name, []))
                  for n in managed_networks(lab)}
+    # Each seed's name hashes its contents: made once per VM, for its domain and the README.
+    seeds = {vm.name: cloudinit.seed_volume(lab, vm) for vm in lab.vms if vm.booted}
     for vm in sorted(lab.vms, key=lambda v: v.name):
-        artifacts[domain_path(vm)] = domain_xml(lab, vm, profile)
+        artifacts[domain_path(vm)] = domain_xml(lab, vm, profile, seed=seeds.get(vm.name))
     if len(lab.hosts) <= 1:
-        artifacts[README_PATH] = readme(lab)
+        artifacts[README_PATH] = readme(lab, seeds)
         return artifacts
     host_of = {network_path(n): n.host for n in managed_networks(lab)}
     host_of.update({domain_path(v): v.host for v in lab.vms})
@@ -391,5 +450,5 @@ def generate(lab: Lab, profile: Profile = DEFAULT_PROFILE) -> dict[str, str]:
             per_host[f"libvirt/{other}/{network_path(net).removeprefix('libvirt/')}"] = \
                 carried_network_xml(lab, net, other)
     for host in sorted(lab.hosts, key=lambda h: h.name):
-        per_host[f"libvirt/{host.name}/README.txt"] = host_readme(lab, host)
+        per_host[f"libvirt/{host.name}/README.txt"] = host_readme(lab, host, seeds)
     return per_host

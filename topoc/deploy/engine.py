@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterator
 
 from topoc.deploy import facts as dx
 from topoc.model import naming
-from topoc.backends.libvirt import carried_network_xml, domain_xml, network_xml
+from topoc.backends.libvirt import DEFAULT_DOMAIN_TYPE, carried_network_xml, domain_xml, network_xml
 from topoc.deploy import testhost
 from topoc.deploy.transport import HostCommandError
 from topoc.deploy.records import (FileRecords, Owned, Record, RecordError, RecordStore, default_state_dir,
@@ -31,6 +31,7 @@ from topoc.deploy.records import (FileRecords, Owned, Record, RecordError, Recor
 from topoc.codes import FOREIGN_OBJECT, HOST_BRIDGE_CLASH, HOST_BRIDGE_MISSING, HOST_SUBNET_CLASH
 from topoc.diagnostics import Diagnostic, diagnostic
 from topoc.model.ir import Lab, Mode
+from topoc.model.platform import DEFAULT_PROFILE
 from topoc.front.span import UNKNOWN, Span
 
 
@@ -95,6 +96,9 @@ class Target:
     uri: str
     records: RecordStore
     saved_in: Path | None = None  # the state folder test:///default is kept in (topoc.deploy.testhost)
+    # How to run a command on the hypervisor of a local URI (nft for the lab's table):
+    # nothing for this machine; e.g. nsenter into the namespaces of a sandboxed daemon.
+    host_prefix: tuple[str, ...] = ()
 
     @property
     def private(self) -> bool:
@@ -147,7 +151,7 @@ def _libvirt_errors(target: Target, doing: str) -> Iterator[None]:
         yield
     except lv.libvirtError as e:
         raise DeployError(explain(e, target.uri, doing)) from None
-    except RecordError as e:
+    except (RecordError, HostCommandError) as e:
         raise DeployError(str(e)) from None
 
 
@@ -262,8 +266,10 @@ def hypervisor(lab: Lab, host: str | None) -> str | None:
     return used[0] if used else None
 
 
-def wanted(lab: Lab, host: str | None) -> list[Wanted]:
-    """The lab's networks, then its domains, on one host, as libvirt should have them."""
+def wanted(lab: Lab, host: str | None, *, domain_type: str = DEFAULT_DOMAIN_TYPE,
+           pool: str | None = None) -> list[Wanted]:
+    """The lab's networks, then its domains, on one host, as libvirt should have them
+    (domains of `domain_type`, their volumes in `pool`, default: the lab's own)."""
     out = []
     for network in sorted(lab.networks, key=lambda n: n.name):
         if network.managed and host is not None and host in network.extra_hosts:
@@ -283,7 +289,7 @@ def wanted(lab: Lab, host: str | None) -> list[Wanted]:
                               network.via if network.mode is Mode.BRIDGED else None))
     for vm in sorted(lab.vms, key=lambda v: v.name):
         if vm.host == host:
-            xml = domain_xml(lab, vm)
+            xml = domain_xml(lab, vm, replace(DEFAULT_PROFILE, domain_type=domain_type), pool=pool)
             out.append(Wanted(DOMAIN, naming.libvirt_name(lab.name, vm.name, vm.exact_name), xml,
                               dx.uuid_of(xml) or naming.object_uuid(lab.name, DOMAIN, vm.name),
                               vm.span, vm.span, vm.span))
@@ -363,7 +369,9 @@ class Action:
     """One change of the plan and how to make it."""
 
     change: Change
-    order: int  # 0 domain removals, 1 network removals, 2 networks, 3 domains
+    # 0 domain removals, 1 network (and nft table) removals, 2 networks, then the pool,
+    # volumes and nft table (topoc.deploy.guests), 3 domains, 4 volume removals, 5 pool removal
+    order: int
     run: Callable[[Any, Journal], None]
 
 
@@ -795,17 +803,21 @@ def _subnet_users(subnet: IPv4Network, others: list[dx.NetworkFacts],
 
 
 def make_plan(lab: Lab, target: Target, *, host: str | None = None, start_vms: bool = False,
-              adopt: bool = False) -> Plan:
+              pool: str | None = None, adopt: bool = False) -> Plan:
     """What deploying the lab would change on the target, and what stands in the way.
+    `pool`: an existing storage pool for the guests' volumes (default: the lab's own).
     With `adopt`, an existing object of a name the file gives that no topoc lab owns is
     taken into this lab instead of refused (see _plan_adopt_network/_plan_adopt_domain)."""
+    from topoc.deploy import guests
+
     host = hypervisor(lab, host)
     with _libvirt_errors(target, "read the host's networks and domains"):
         record = target.records.load(lab.name)
         networks, domains = _live_networks(target.conn), _live_domains(target.conn)
         interfaces, note = _host_interfaces(target.conn)
+        domain_type = guests.domain_type(target) if lab.vms else DEFAULT_DOMAIN_TYPE
     plan = Plan(lab.name, target.uri, host, record=record, notes=[note] if note else [])
-    objects = wanted(lab, host)
+    objects = wanted(lab, host, domain_type=domain_type, pool=pool)
     creating: list[Wanted] = []
     adopted: set[str] = set()  # networks
     for i, w in enumerate(objects):
@@ -833,6 +845,10 @@ def make_plan(lab: Lab, target: Target, *, host: str | None = None, start_vms: b
     _preflight(plan, creating, others, [i for i in interfaces if i.name not in lab_bridges], target,
                None if note else {i.name for i in interfaces})
     plan.final = _final_record(record, objects, _all_lab_names(lab))
+    with _libvirt_errors(target, "read the host's storage"):
+        made = guests.plan_guests(plan, lab, target, record, host, pool)
+    # The same dicts: a pool's UUID, known once it is defined, lands in the final record.
+    plan.final.pools, plan.final.volumes, plan.final.tables = made.pools, made.volumes, made.tables
     return plan
 
 
@@ -868,7 +884,7 @@ def _pending_record(record: Record, plan: Plan) -> Record:
     XML yet) so that, were topoc killed half-way, the next run knows they are its own."""
     pending = record.copy()
     assert plan.final is not None
-    for kind in (NETWORK, DOMAIN):
+    for kind in (NETWORK, DOMAIN, "pool", "volume", "table"):
         for name, owned in plan.final.of_kind(kind).items():
             pending.of_kind(kind).setdefault(name, Owned(owned.uuid, None))
     return pending
@@ -878,11 +894,11 @@ def _pending_record(record: Record, plan: Plan) -> Record:
 
 
 def apply(lab: Lab, target: Target, *, host: str | None = None, start_vms: bool = False,
-          adopt: bool = False) -> Plan:
+          pool: str | None = None, adopt: bool = False) -> Plan:
     """Make the target hold the lab; raise Refused (nothing changed) or DeployError
     (after putting back everything this run changed)."""
     with _libvirt_errors(target, "lock the lab"), target.records.lock(lab.name):
-        plan = make_plan(lab, target, host=host, start_vms=start_vms, adopt=adopt)
+        plan = make_plan(lab, target, host=host, start_vms=start_vms, pool=pool, adopt=adopt)
         if plan.conflicts:
             raise Refused(plan.conflicts)
         assert plan.record is not None and plan.final is not None
@@ -999,6 +1015,9 @@ def status(lab: Lab, target: Target, *, host: str | None = None) -> list[ObjectS
                     note = ("on another host of the lab" if name in _all_lab_names(lab)
                             else "no longer in the file: the next deploy or destroy removes it")
                     result.append(_object_status(kind, name, found, True, note))
+        from topoc.deploy import guests
+
+        result += guests.status_rows(record, target)
     return result
 
 
@@ -1021,6 +1040,10 @@ def destroy(lab_name: str, target: Target, journal: Journal | None = None) -> tu
                     continue
                 actions.append(Action(Change(REMOVE, kind, name, "running" if live.active else "defined"),
                                       order, remove(live)))
+        from topoc.deploy import guests
+
+        actions += guests.destroy_actions(record, target, left_alone)
+        actions.sort(key=lambda a: a.order)
         if actions or not record.empty:
             _run(target, record, record, Record(lab_name, target.uri), actions, journal)
         return [a.change for a in actions], left_alone

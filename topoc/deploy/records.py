@@ -49,24 +49,40 @@ class Record:
     uri: str
     networks: dict[str, Owned] = field(default_factory=dict)
     domains: dict[str, Owned] = field(default_factory=dict)
+    # What deploy made for the guests and the host besides networks and domains: the
+    # storage pool it created (name -> UUID and XML), the volumes ("pool/volume" -> its
+    # role: overlay, seed or base, and what it holds) and the nft table ("family name" ->
+    # a digest and the ruleset it loaded). Absent from records written before they existed.
+    pools: dict[str, Owned] = field(default_factory=dict)
+    volumes: dict[str, Owned] = field(default_factory=dict)
+    tables: dict[str, Owned] = field(default_factory=dict)
+
+    KINDS = ("networks", "domains", "pools", "volumes", "tables")
 
     def of_kind(self, kind: str) -> dict[str, Owned]:
-        return self.networks if kind == "network" else self.domains
+        """The objects of one kind: "network", "domain", "pool", "volume" or "table"."""
+        found: dict[str, Owned] = getattr(self, f"{kind}s")
+        return found
 
     def copy(self) -> Record:
-        return Record(self.lab, self.uri, dict(self.networks), dict(self.domains))
+        return Record(self.lab, self.uri, *(dict(getattr(self, kind)) for kind in self.KINDS))
 
     @property
     def empty(self) -> bool:
-        return not self.networks and not self.domains
+        return not any(getattr(self, kind) for kind in self.KINDS)
 
     def to_json(self) -> str:
         def objects(kind: dict[str, Owned]) -> dict:
             return {name: {"uuid": o.uuid, "xml": o.xml} for name, o in sorted(kind.items())}
 
-        return json.dumps({"version": RECORD_VERSION, "lab": self.lab, "uri": self.uri,
-                           "networks": objects(self.networks), "domains": objects(self.domains)},
-                          indent=2) + "\n"
+        data = {"version": RECORD_VERSION, "lab": self.lab, "uri": self.uri,
+                "networks": objects(self.networks), "domains": objects(self.domains)}
+        # Written only when there are some, so records of labs without guests' storage
+        # or host tables read exactly as before.
+        for kind in self.KINDS[2:]:
+            if getattr(self, kind):
+                data[kind] = objects(getattr(self, kind))
+        return json.dumps(data, indent=2) + "\n"
 
     @classmethod
     def from_json(cls, text: str, where: str) -> Record:
@@ -79,7 +95,11 @@ class Record:
             def objects(kind: str) -> dict[str, Owned]:
                 return {name: Owned(str(o["uuid"]), o.get("xml")) for name, o in data[kind].items()}
 
-            return cls(str(data["lab"]), str(data["uri"]), objects("networks"), objects("domains"))
+            def optional(kind: str) -> dict[str, Owned]:
+                return objects(kind) if kind in data else {}
+
+            return cls(str(data["lab"]), str(data["uri"]), objects("networks"), objects("domains"),
+                       optional("pools"), optional("volumes"), optional("tables"))
         except (ValueError, KeyError, TypeError, AttributeError) as e:
             raise RecordError(f"{where}: not a topoc ownership record ({e}); "
                               "move it aside to start over") from None

@@ -24,12 +24,16 @@ live in topoc.checks.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import os
 import re
+import struct
 from dataclasses import dataclass, field, replace
 from ipaddress import AddressValueError, IPv4Address, IPv4Interface, IPv4Network
 from typing import Callable, Iterable, NamedTuple, TypeVar
 
-from topoc.codes import UNKNOWN_URI_PARAMETER
+from topoc.codes import CONFLICTING_STATEMENTS, UNKNOWN_URI_PARAMETER
 from topoc.diagnostics import (DUPLICATE_NAME, DUPLICATE_STATEMENT, INVALID_VALUE, MISSING_STATEMENT,
                                UNDEFINED_NAME, Code, Diagnostic, Severity, diagnostic)
 from topoc.front import values as v
@@ -127,6 +131,14 @@ class NodeDraft:
     memory: int = DEFAULT_MEMORY
     vcpus: int = 1
     disk: str | None = None
+    # The guest's boot and login (vm blocks): see topoc.model.ir.Vm.
+    image: str | None = None
+    kernel: str | None = None
+    initrd: str | None = None
+    cmdline: str | None = None
+    user: str | None = None
+    ssh_keys: list[str] = field(default_factory=list)
+    boot_spans: dict[str, Span] = field(default_factory=dict)  # image/kernel/initrd/cmdline/disk
     exact_name: str | None = None
     connect: str | None = None
     incomplete: bool = False  # a nic, route or gateway was left out
@@ -291,6 +303,124 @@ def _disk(lw: _Lowerer, d: NodeDraft, stmt: Statement) -> None:
         lw.report(INVALID_VALUE, stmt.value.span, INVALID_VALUE.message("disk_tilde", path=path),
                   INVALID_VALUE.hint("disk_tilde"), Severity.WARNING)
     d.disk = path
+    d.boot_spans["disk"] = stmt.span
+
+
+# --- the guest's boot and login (vm blocks) -------------------------------------------
+
+# A login name as useradd(8) takes it by default (Debian's NAME_REGEX): a lower-case
+# letter or `_`, then lower-case letters, digits, `_` and `-`, at most 32 characters.
+USER_RE = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
+# The public key types OpenSSH accepts in authorized_keys (sshd(8), "AUTHORIZED_KEYS
+# FILE FORMAT": https://man.openbsd.org/sshd.8#AUTHORIZED_KEYS_FILE_FORMAT).
+SSH_KEY_TYPES = ("ssh-ed25519", "ssh-rsa", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384",
+                 "ecdsa-sha2-nistp521", "sk-ssh-ed25519@openssh.com",
+                 "sk-ecdsa-sha2-nistp256@openssh.com", "ssh-dss")
+_BOOT_EXAMPLES = {"image": "/var/lib/libvirt/images/debian-12.qcow2",
+                  "kernel": "/var/lib/libvirt/boot/vmlinuz", "initrd": "/var/lib/libvirt/boot/initrd.img"}
+
+
+def _absolute_path(tok: Token, what: str) -> str:
+    """A hypervisor path (image, kernel, initrd): absolute, and text XML can hold."""
+    example = f"{what} {_BOOT_EXAMPLES[what]}"
+    path = v.string(tok)
+    if not path:
+        raise Invalid(tok.span, f"the {what} path is empty", f"write its path, e.g. `{example}`")
+    if any(ord(c) < 32 and c != "\t" for c in path):
+        # XML 1.0 cannot hold control characters other than tab, CR and LF.
+        raise Invalid(tok.span, f"the {what} path contains a control character", "remove it from the path")
+    if not path.startswith("/"):
+        # libvirt resolves nothing against the .topo file: a backing store or a kernel
+        # is opened by the hypervisor by its absolute path.
+        raise Invalid(tok.span, f"the {what} path `{path}` is not absolute",
+                      f"write its absolute path on the hypervisor, e.g. `{example}`")
+    return path
+
+
+def _ssh_key(text: str, span: Span) -> str:
+    """One authorized_keys line: TYPE BASE64 [COMMENT], no options. The key blob is
+    checked as RFC 4253 section 6.6 frames it: a length-prefixed string naming the type."""
+    fields = text.strip().split(None, 2)
+    example = 'ssh-key "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAA... you@host"'
+    if len(fields) < 2 or fields[0] not in SSH_KEY_TYPES:
+        raise Invalid(span, "not an SSH public key (TYPE BASE64 [COMMENT])",
+                      f"paste the line of your .pub file, e.g. `{example}`; key types: "
+                      + ", ".join(SSH_KEY_TYPES[:3]) + ", ...")
+    try:
+        blob = base64.b64decode(fields[1], validate=True)
+        (length,) = struct.unpack(">I", blob[:4])
+        named = blob[4:4 + length].decode("ascii")
+    except (binascii.Error, struct.error, UnicodeDecodeError):
+        raise Invalid(span, f"the {fields[0]} key's base64 part is damaged",
+                      "copy the whole line of the .pub file again") from None
+    if named != fields[0]:
+        raise Invalid(span, f"the key says `{fields[0]}` but its data is a `{named}` key",
+                      f"write `{named}` as its type")
+    return " ".join(fields)
+
+
+def _boot_path(keyword: str) -> Callable[[_Lowerer, NodeDraft, Statement], None]:
+    def lower(lw: _Lowerer, d: NodeDraft, stmt: Statement) -> None:
+        setattr(d, keyword, _absolute_path(stmt.value, keyword))
+        d.boot_spans[keyword] = stmt.span
+    return lower
+
+
+for _keyword in ("image", "kernel", "initrd"):
+    statement(_keyword)(_boot_path(_keyword))
+
+
+@statement("cmdline")
+def _cmdline(lw: _Lowerer, d: NodeDraft, stmt: Statement) -> None:
+    text = v.string(stmt.value)
+    if any(ord(c) < 32 for c in text):
+        raise Invalid(stmt.value.span, "the kernel command line contains a control character", "remove it")
+    d.cmdline = text
+    d.boot_spans["cmdline"] = stmt.span
+
+
+@statement("user")
+def _user(lw: _Lowerer, d: NodeDraft, stmt: Statement) -> None:
+    tok = stmt.value
+    if tok.text == "root":
+        raise Invalid(tok.span, "`root` is not a user name topoc can create",
+                      "`root` is the image's own account; cloud-init creates a new one here")
+    if not USER_RE.fullmatch(tok.text):
+        raise Invalid(tok.span, f"`{tok.text}` is not a user name topoc can create",
+                      "user names are lower-case letters, digits, `_` and `-`, starting with a letter "
+                      "or `_`, at most 32 characters (useradd(8))")
+    d.user = tok.text
+
+
+@statement("ssh-key")
+def _ssh_key_statement(lw: _Lowerer, d: NodeDraft, stmt: Statement) -> None:
+    key = _ssh_key(v.string(stmt.value), stmt.value.span)
+    if key not in d.ssh_keys:
+        d.ssh_keys.append(key)
+
+
+@statement("ssh-key-file")
+def _ssh_key_file(lw: _Lowerer, d: NodeDraft, stmt: Statement) -> None:
+    """The key in a .pub file. Read here, like the .topo itself, so that the IR holds the
+    key and every backend stays pure; a relative path is the .topo file's."""
+    tok = stmt.value
+    written = v.string(tok)
+    path = os.path.expanduser(written)
+    if not os.path.isabs(path):
+        path = os.path.join(os.path.dirname(lw.tree.file), path)
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = [line for line in f.read().splitlines() if line.strip() and not line.startswith("#")]
+    except (OSError, UnicodeDecodeError) as e:
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else "not UTF-8 text"
+        raise Invalid(tok.span, f"cannot read the SSH key file `{written}`: {reason}",
+                      "give the path of a public key (.pub), or paste it with `ssh-key \"...\"`") from None
+    if len(lines) != 1:
+        raise Invalid(tok.span, f"`{written}` holds {len(lines)} keys; `ssh-key-file` takes a file with one",
+                      "give one .pub file per `ssh-key-file` line")
+    key = _ssh_key(lines[0], tok.span)
+    if key not in d.ssh_keys:
+        d.ssh_keys.append(key)
 
 
 @statement("connect")
@@ -542,6 +672,8 @@ class _Lowerer:
             return
         d = NodeDraft(block.kind, block, block.name.text)
         self.statements(block, d)
+        if block.kind == "vm":
+            self.vm_boot_combinations(d)
         if block.kind == "vm" and block.on is not None:
             if len(block.header) > 4 or "," in block.on.text:
                 self.say(INVALID_VALUE, "vm_on_hosts", block.on.span, vm=d.name)
@@ -564,6 +696,23 @@ class _Lowerer:
         if "nic" in d.failed or "route" in d.failed or None in d.nics or self.damaged(block):
             d.incomplete = True
         self.nodes.append(d)
+
+    def vm_boot_combinations(self, d: NodeDraft) -> None:
+        """`image` with `disk`; `initrd` or `cmdline` without `kernel`
+        (https://libvirt.org/formatdomain.html#direct-kernel-boot)."""
+        spans = d.boot_spans
+        if "image" in spans and "disk" in spans:
+            first, second = sorted((spans["image"], spans["disk"]))
+            self.report(CONFLICTING_STATEMENTS, second,
+                        f"vm `{d.name}` has both `image` and `disk` (line {first.line})",
+                        "keep `image` for a base image topoc overlays (never written), or `disk` "
+                        "for a disk you manage yourself that the VM writes to")
+        for key in ("initrd", "cmdline"):
+            if key in spans and "kernel" not in spans and "kernel" not in d.failed:
+                self.report(MISSING_STATEMENT, spans[key],
+                            f"`{key}` is for a direct kernel boot, and vm `{d.name}` has no `kernel`",
+                            f"add `kernel PATH` (the kernel to boot{' with this initrd' if key == 'initrd' else ''}), "
+                            f"or remove `{key}`")
 
     def unique_nic_names(self, d: NodeDraft) -> None:
         """Two nics of one node cannot share an interface name (written or eth<N>)."""
@@ -707,7 +856,13 @@ class _Lowerer:
                 continue
             name_stmt = next((s for s in d.block.body if s.kind == "name"), None)
             vms.append(Vm(d.name, host, d.memory, d.vcpus, d.disk, nics, tuple(d.routes), d.block.span,
-                          d.exact_name, name_stmt.value.span if name_stmt and d.exact_name else UNKNOWN))
+                          exact_name=d.exact_name,
+                          exact_name_span=name_stmt.value.span if name_stmt and d.exact_name else UNKNOWN,
+                          image=d.image, kernel=d.kernel, initrd=d.initrd, cmdline=d.cmdline, user=d.user,
+                          ssh_keys=tuple(d.ssh_keys),
+                          image_span=d.boot_spans.get("image", UNKNOWN),
+                          kernel_span=d.boot_spans.get("kernel", UNKNOWN),
+                          initrd_span=d.boot_spans.get("initrd", UNKNOWN)))
         for d in self.nodes:
             if d.incomplete:
                 self.poisoned.add(d.name)

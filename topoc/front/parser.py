@@ -89,9 +89,14 @@ def _literal_terminals() -> dict[str, str]:
     }
 
 
+def _is_keyword(text: str) -> bool:
+    """A keyword is letters, possibly joined by `-` (`ssh-key`); `->` and `{` are not."""
+    return text.replace("-", "").isalpha() and text[0] != "-" and text[-1] != "-"
+
+
 @functools.cache
 def _keyword_texts() -> frozenset[str]:
-    return frozenset(v for v in _literal_terminals().values() if v.isalpha())
+    return frozenset(v for v in _literal_terminals().values() if _is_keyword(v))
 
 
 def _describe_terminal(name: str) -> str:
@@ -227,7 +232,7 @@ def _unexpected_token_hint(token: LarkToken, expected: set[str], lines: list[str
     """The most useful hint for a token the grammar did not expect here."""
     assert token.column is not None  # the lexer gave the token its position
     word = str(token.value)
-    keywords = sorted(v for n, v in _literal_terminals().items() if n in expected and v.isalpha())
+    keywords = sorted(v for n, v in _literal_terminals().items() if n in expected and _is_keyword(v))
     applicable = _applicable(keywords, lines, index)
     guess = difflib.get_close_matches(word, applicable, n=1, cutoff=0.6) if token.type == "WORD" else []
     if guess:
@@ -598,8 +603,8 @@ class _FastLexer(Lexer):
 
     def __init__(self, lexer_conf: Any) -> None:
         literals = {t.pattern.value: t.name for t in lexer_conf.terminals if t.pattern.type == "str"}
-        self.keywords = {text: name for text, name in literals.items() if text.isalpha()}
-        self.punctuation = {text: name for text, name in literals.items() if not text.isalpha()}
+        self.keywords = {text: name for text, name in literals.items() if _is_keyword(text)}
+        self.punctuation = {text: name for text, name in literals.items() if not _is_keyword(text)}
 
     def lex(self, lexer_state: Any, parser_state: Any) -> Iterator[LarkToken]:
         text = lexer_state.text

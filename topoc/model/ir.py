@@ -173,14 +173,34 @@ class Vm:
     host: str
     memory: int = 512 * 1024 * 1024  # bytes
     vcpus: int = 1
-    disk: str | None = None
+    disk: str | None = None  # a disk the user manages, attached as it is
     nics: tuple[Nic, ...] = ()
     routes: tuple[Route, ...] = ()
     span: Span = _span()
+    # The guest's boot. `image`: a base image (qcow2 or raw) that deploy never writes;
+    # the VM boots a copy-on-write overlay of it. `kernel` (+ `initrd`, `cmdline`): a
+    # direct kernel boot, of the overlay's root when there is an image. Hypervisor paths.
+    image: str | None = None
+    kernel: str | None = None
+    initrd: str | None = None
+    cmdline: str | None = None
+    # What cloud-init sets up: a login user (None: only the image's default user) and the
+    # SSH public keys it accepts (the default user's when there is no `user`).
+    user: str | None = None
+    ssh_keys: tuple[str, ...] = ()
+    image_span: Span = _span()
+    kernel_span: Span = _span()
+    initrd_span: Span = _span()
     exact_name: str | None = None  # `name NAME`: the libvirt name as is (no lab prefix)
     exact_name_span: Span = _span()
 
     kind = NodeKind.VM
+
+    @property
+    def booted(self) -> bool:
+        """Whether topoc boots the guest (an image or a kernel): such a VM gets the
+        cloud-init seed, and with an image a disk overlay, from deploy."""
+        return self.image is not None or self.kernel is not None
 
 
 @dataclass(frozen=True, slots=True)

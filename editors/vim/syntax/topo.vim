@@ -18,6 +18,7 @@ syn iskeyword @,48-57,_,-
 syn match   topoBlock      "^\s*\zs\(network\|host\|vm\|external\|lab\)\>" nextgroup=topoName skipwhite
 syn keyword topoStatement  forward expect mode bridge address subnet dhcp dns domain mtu stp
 syn keyword topoStatement  nic route memory vcpus disk vni name connect masquerade
+syn keyword topoStatement  image kernel initrd cmdline user ssh-key ssh-key-file
 syn keyword topoOption     on via to mac model gateway
 syn match   topoModeValue  "\(\<mode\s\+\)\@<=\(isolated\|routed\|nat\|bridged\|open\|external\)\>"
 syn match   topoName       "[A-Za-z_][A-Za-z0-9_-]*" contained

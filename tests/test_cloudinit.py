@@ -1,0 +1,214 @@
+"""The cloud-init backend: golden seeds for every case, and every network-config read by
+netplan's own parser (`netplan generate`, Debian's netplan.io), whose systemd-networkd
+files must carry exactly the addresses, routes and nameservers the .topo states."""
+
+from __future__ import annotations
+
+import configparser
+import subprocess
+from ipaddress import IPv4Network
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import require_tool
+from test_libvirt_cases import CASES, compiled
+from topoc.backends import cloudinit
+from topoc.compiler import compile_source
+from topoc.model.ir import Lab, Mode, Vm
+from topoc.model.topology import DHCP_ROUTER_MODES, effective_routes
+
+CASE_NAMES = sorted(CASES)
+
+
+def vm_cases() -> list[tuple[str, str]]:
+    return [(case, vm.name) for case in CASE_NAMES for vm in sorted(compiled(case).vms, key=lambda v: v.name)]
+
+
+@pytest.mark.parametrize("case", CASE_NAMES)
+def test_golden(case: str, golden) -> None:
+    for path, text in sorted(cloudinit.generate(compiled(case)).items()):
+        golden.check(Path("cloud-init") / case / Path(path).relative_to(cloudinit.SEED_DIR), text)
+
+
+@pytest.mark.parametrize("case,vm", vm_cases())
+def test_every_file_is_the_yaml_cloud_init_reads(case: str, vm: str) -> None:
+    lab = compiled(case)
+    files = cloudinit.seed(lab, _vm(lab, vm))
+    assert files["user-data"].startswith("#cloud-config\n")  # the header cloud-init requires
+    user = yaml.safe_load(files["user-data"])
+    assert user["runcmd"] == [["systemctl", "enable", "--now", "qemu-guest-agent.service"]]
+    meta = yaml.safe_load(files["meta-data"])
+    assert meta["local-hostname"] == cloudinit.hostname(_vm(lab, vm))
+    assert meta["instance-id"].startswith(f"{lab.name}-{vm}-")
+    network = yaml.safe_load(files["network-config"])
+    assert network["version"] == 2 and "network" not in network  # NoCloud: no top-level key
+    for nic in _vm(lab, vm).nics:
+        entry = network["ethernets"][nic.name]
+        assert entry["match"] == {"macaddress": nic.mac} and entry["set-name"] == nic.name
+
+
+def test_user_and_keys_reach_user_data() -> None:
+    lab = compiled("guests")
+    web = yaml.safe_load(cloudinit.user_data(lab, _vm(lab, "web")))
+    assert web["users"][0] == "default"
+    alice = web["users"][1]
+    assert alice["name"] == "alice" and alice["lock_passwd"] is True
+    assert alice["ssh_authorized_keys"] == [_vm(lab, "web").ssh_keys[0]]
+    app = yaml.safe_load(cloudinit.user_data(lab, _vm(lab, "app_1")))
+    assert "users" not in app and app["ssh_authorized_keys"] == list(_vm(lab, "app_1").ssh_keys)
+
+
+KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDpVGRDU4L1zfKtIlMU5VPmHLrd5QNawDYN9UytxMOCO"
+SMALL = """lab small
+host h {{
+}}
+network n on h {{
+    mode nat
+    address 10.0.0.1/24
+}}
+vm v on h {{
+    image /images/base.qcow2
+    {extra}
+    nic eth0 on n address {address}
+}}
+"""
+
+
+def _compile(text: str, file: str = "small.topo") -> Lab:
+    result = compile_source(text, file)
+    assert result.ok and result.lab is not None, [d.message for d in result.diagnostics]
+    return result.lab
+
+
+def test_ssh_key_file_is_read_relative_to_the_topo_file(tmp_path: Path) -> None:
+    (tmp_path / "keys").mkdir()
+    (tmp_path / "keys" / "me.pub").write_text(f"# my key\n{KEY}   me@laptop\n")
+    lab = _compile(SMALL.format(extra="ssh-key-file keys/me.pub", address="10.0.0.2"),
+                   str(tmp_path / "small.topo"))
+    assert lab.vms[0].ssh_keys == (f"{KEY} me@laptop",)
+    assert f'"{KEY} me@laptop"' in cloudinit.user_data(lab, lab.vms[0])
+
+
+def test_a_changed_seed_has_a_new_instance_id_and_volume() -> None:
+    one = _compile(SMALL.format(extra="", address="10.0.0.2"))
+    two = _compile(SMALL.format(extra="", address="10.0.0.3"))
+    same = _compile(SMALL.format(extra="", address="10.0.0.2"))
+    ids = [yaml.safe_load(cloudinit.seed(lab, lab.vms[0])["meta-data"])["instance-id"] for lab in (one, two, same)]
+    assert ids[0] != ids[1] and ids[0] == ids[2]
+    volumes = [cloudinit.seed_volume(lab, lab.vms[0]) for lab in (one, two, same)]
+    assert volumes[0] != volumes[1] and volumes[0] == volumes[2]
+    assert volumes[0].startswith("small-v-seed-") and volumes[0].endswith(".iso")
+
+
+# --- netplan's own parser ---------------------------------------------------------------
+
+
+def _netplan(network_config: str, root: Path) -> dict[str, configparser.ConfigParser]:
+    """Run `netplan generate` on the file as cloud-init would install it (the NoCloud
+    file under the `network:` key, /etc/netplan/50-cloud-init.yaml); the .network files
+    it writes for systemd-networkd, by the interface name they match."""
+    netplan_dir = root / "etc" / "netplan"
+    netplan_dir.mkdir(parents=True)
+    target = netplan_dir / "50-cloud-init.yaml"
+    target.write_text("network:\n" + "".join(f"  {line}\n" if line else "\n"
+                                             for line in network_config.splitlines()))
+    target.chmod(0o600)  # netplan warns about world-readable configuration
+    run = subprocess.run([require_tool("netplan"), "generate", "--root-dir", str(root)],
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    found = {}
+    for path in sorted((root / "run" / "systemd" / "network").glob("*.network")):
+        parser = configparser.ConfigParser(strict=False, interpolation=None)
+        parser.optionxform = str  # type: ignore[assignment,method-assign]  # keys are case-sensitive
+        # networkd repeats [Route] sections and keys: read them as numbered sections.
+        parser.read_string(_number_sections(path.read_text()))
+        found[parser["Match"]["Name"]] = parser
+    return found
+
+
+def _number_sections(text: str) -> str:
+    out, seen = [], 0
+    for line in text.splitlines():
+        if line.strip() == "[Route]":
+            seen += 1
+            line = f"[Route{seen}]"
+        out.append(line)
+    return "\n".join(out) + "\n"
+
+
+def _values(section: configparser.SectionProxy | None, key: str) -> list[str]:
+    if section is None or key not in section:
+        return []
+    return section[key].split()
+
+
+def _vm(lab: Lab, name: str) -> Vm:
+    return next(v for v in lab.vms if v.name == name)
+
+
+@pytest.mark.parametrize("case,vm", vm_cases())
+def test_netplan_reads_it_as_the_topo_says(case: str, vm: str, tmp_path: Path) -> None:
+    require_tool("netplan")
+    lab = compiled(case)
+    guest = _vm(lab, vm)
+    networkd = _netplan(cloudinit.network_config(lab, guest), tmp_path)
+    assert set(networkd) == {nic.name for nic in guest.nics}
+    routes = effective_routes(lab, vm)
+    for nic in guest.nics:
+        unit = networkd[nic.name]
+        assert unit["Match"]["PermanentMACAddress"] == nic.mac
+        network_section = unit["Network"] if "Network" in unit else None
+        net = lab.network(nic.network)
+        if nic.address is not None:
+            assert _values(network_section, "Address") == [str(nic.address)]
+            assert "DHCP" not in (network_section or {})
+        else:
+            assert _values(network_section, "DHCP") == ["ipv4"]
+        subnet = nic.address.network if nic.address is not None else (net.subnet if net else None)
+        expected = set()
+        for route in routes:
+            if subnet is None or route.via not in subnet:
+                continue
+            if nic.address is None and route.is_default and net is not None \
+                    and net.mode in DHCP_ROUTER_MODES and net.gateway == route.via:
+                continue  # the DHCP lease brings that one
+            expected.add((str(route.destination), str(route.via)))
+        got = {(unit[s]["Destination"], unit[s]["Gateway"]) for s in unit.sections() if s.startswith("Route")}
+        # A route whose gateway two nics could reach goes on the first of them only.
+        first = next((n for n in guest.nics if subnet is not None
+                      and (n.address.network if n.address else None) == subnet), nic)
+        if first is nic:
+            assert got == expected, (nic.name, got, expected)
+        else:
+            assert got <= expected
+        dns = (nic.address is not None and net is not None and net.dns and net.gateway is not None
+               and net.mode is not Mode.BRIDGED)
+        assert _values(network_section, "DNS") == ([str(net.gateway)] if dns and net is not None else [])
+        if dns and net is not None and net.domain:
+            assert _values(network_section, "Domains") == [net.domain]
+
+
+def test_isolated_and_host_only_nics_get_no_default_route() -> None:
+    for case in CASE_NAMES:
+        lab = compiled(case)
+        for vm in lab.vms:
+            config = yaml.safe_load(cloudinit.network_config(lab, vm))
+            for nic in vm.nics:
+                net = lab.network(nic.network)
+                if net is not None and net.mode is Mode.ISOLATED and nic.gateway is None \
+                        and not any(r.is_default for r in vm.routes):
+                    defaults = [r for r in config["ethernets"][nic.name].get("routes", [])
+                                if IPv4Network(r["to"]).prefixlen == 0]
+                    assert defaults == [], (case, vm.name, nic.name)
+
+
+def test_the_seed_iso_is_labelled_cidata_and_holds_the_three_files() -> None:
+    pytest.importorskip("pycdlib")
+    from topoc.deploy.seed import iso_image, read_iso
+
+    lab = compiled("guests")
+    files = cloudinit.seed(lab, _vm(lab, "web"))
+    label, read = read_iso(iso_image(files))
+    assert label == "cidata" and read == files
