@@ -57,7 +57,10 @@ $(MERMAID_STAMP): tests/mermaid/package-lock.json
 	npm ci --prefix tests/mermaid --no-audit --no-fund --loglevel=error
 	@touch $@
 
+# ruff and mypy first: topoc/ must be clean under both (configured in pyproject.toml).
 test: setup $(MERMAID_STAMP)
+	$(BIN)/ruff check topoc
+	$(BIN)/mypy
 	$(BIN)/python -m pytest
 
 e2e: setup

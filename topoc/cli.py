@@ -24,10 +24,10 @@ import click
 from rich.console import Console
 
 from topoc import __version__
-from topoc.compiler import Compilation, InputError, compile_file, read_source
-from topoc.interrupts import Interrupted, raise_on_signals
 from topoc.codes import CODES, DisableError, disabled_codes
+from topoc.compiler import Compilation, InputError, compile_file, read_source
 from topoc.diagnostics import Diagnostic, has_errors, render_json, render_one, summary_line
+from topoc.interrupts import Interrupted, raise_on_signals
 
 if TYPE_CHECKING:  # deploy imports libvirt lazily; the CLI names its types only
     from collections.abc import Callable

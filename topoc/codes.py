@@ -13,9 +13,9 @@ pre-flight uses the same table. Only a warning may be switched off, per run
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Mapping
 
 
 class Severity(enum.StrEnum):

@@ -18,17 +18,17 @@ import gc
 import os
 import re
 import stat
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Iterator
 
 from topoc.checks import run_checks
 from topoc.codes import BAD_PRAGMA, CODES, Severity
 from topoc.diagnostics import Diagnostic, diagnostic, has_errors, sort_diagnostics
-from topoc.model.analysis import Analysis
-from topoc.model.ir import Lab
 from topoc.front.lower import lower
 from topoc.front.parser import parse, within
 from topoc.front.syntax import SyntaxTree
+from topoc.model.analysis import Analysis
+from topoc.model.ir import Lab
 
 
 class InputError(Exception):

@@ -17,22 +17,50 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Iterable, Mapping
 
 from rich.text import Text
 
-from topoc.codes import (CODES, DUPLICATE_NAME, DUPLICATE_STATEMENT, INVALID_VALUE, MAC_INVALID,
-                         MISSING_STATEMENT, SYNTAX_ERROR, TOO_MANY_ERRORS, UNDEFINED_NAME, Code, Severity,
-                         register)
+from topoc.codes import (
+    CODES,
+    DUPLICATE_NAME,
+    DUPLICATE_STATEMENT,
+    INVALID_VALUE,
+    MAC_INVALID,
+    MISSING_STATEMENT,
+    SYNTAX_ERROR,
+    TOO_MANY_ERRORS,
+    UNDEFINED_NAME,
+    Code,
+    Severity,
+    register,
+)
 from topoc.front.span import Span
 
-
 # The codes live in one table, topoc.codes; these names are re-exported for the stages.
-__all__ = ["CODES", "Code", "Severity", "Diagnostic", "diagnostic", "sort_diagnostics", "has_errors",
-           "render_one", "render_text", "render_json", "summary_line", "SYNTAX_ERROR", "TOO_MANY_ERRORS",
-           "INVALID_VALUE", "MAC_INVALID", "UNDEFINED_NAME", "DUPLICATE_NAME", "DUPLICATE_STATEMENT",
-           "MISSING_STATEMENT", "register"]
+__all__ = [
+    "CODES",
+    "DUPLICATE_NAME",
+    "DUPLICATE_STATEMENT",
+    "INVALID_VALUE",
+    "MAC_INVALID",
+    "MISSING_STATEMENT",
+    "SYNTAX_ERROR",
+    "TOO_MANY_ERRORS",
+    "UNDEFINED_NAME",
+    "Code",
+    "Diagnostic",
+    "Severity",
+    "diagnostic",
+    "has_errors",
+    "register",
+    "render_json",
+    "render_one",
+    "render_text",
+    "sort_diagnostics",
+    "summary_line",
+]
 
 
 @dataclass(frozen=True, slots=True)

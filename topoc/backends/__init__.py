@@ -9,7 +9,7 @@ assumes a lab that checked clean. The writer (topoc.backends.writer) puts artifa
 from __future__ import annotations
 
 import importlib
-from typing import Callable
+from collections.abc import Callable
 
 from topoc.model.ir import Lab
 

@@ -93,14 +93,14 @@ def _nic_configs(lab: Lab, vm: Vm) -> list[_NicConfig]:
     # with no such nic is left out: the gateway-unreachable check reports it.
     placed: dict[int, list[Route]] = {i: [] for i in range(len(vm.nics))}
     for route in effective_routes(lab, vm.name):
-        for i, (nic, network) in enumerate(zip(vm.nics, networks)):
+        for i, (nic, network) in enumerate(zip(vm.nics, networks, strict=True)):
             subnet = _subnet_of(nic, network)
             if subnet is not None and route.via in subnet:
                 if not (nic.address is None and _dhcp_gives(route, network)):
                     placed[i].append(route)
                 break
     configs = []
-    for i, (nic, network) in enumerate(zip(vm.nics, networks)):
+    for i, (nic, network) in enumerate(zip(vm.nics, networks, strict=True)):
         # A static nic learns no DNS server from DHCP: the network's dnsmasq (`dns on`)
         # is its nameserver, at the network's address, with the network's domain.
         dns = (nic.address is not None and network is not None and network.dns

@@ -53,7 +53,7 @@ def esc(text: str) -> str:
     invisible (checked with mermaid-cli 11)."""
     shown = visible(text)
     out = []
-    for ch, after in zip(shown, shown[1:] + " "):
+    for ch, after in zip(shown, shown[1:] + " ", strict=True):
         out.append(ch if ord(ch) > 0x7F or _SAFE.fullmatch(ch) else f"#{ord(ch)};")
         if ch == "\\" and after == "n":
             out.append(WORD_JOINER)

@@ -2,9 +2,10 @@
 
 It turns the IR into boxes (networks, hosts, VMs, externals), host clusters, links
 (nics, uplinks, port forwards) and the legend's list of models, each label as plain-text
-lines; with --reach, the uplinks also carry topoc.model.reach's facts (diagram_reach). The DOT and Mermaid writers (topoc.backends.diagram_dot, diagram_mermaid) only
-translate a Scene into their syntax, so both show the same labels and the same
-structure. Nothing here escapes text: each writer escapes for its own syntax.
+lines; with --reach, the uplinks also carry topoc.model.reach's facts (diagram_reach).
+The DOT and Mermaid writers (topoc.backends.diagram_dot, diagram_mermaid) only translate
+a Scene into their syntax, so both show the same labels and the same structure. Nothing
+here escapes text: each writer escapes for its own syntax.
 
 Large labs are collapsed here too (see `collapse_vms`): VMs that sit on the same host
 and the same networks become one box with a count, so a picture of a 1,000-VM lab
@@ -17,9 +18,17 @@ import ipaddress
 from dataclasses import dataclass, replace
 from pathlib import PurePath
 
-from topoc.backends.diagram_reach import (MAX_NODES, TABLE_MAX_NODES, ReachTable, Share,
-                                          UplinkReach, overlay_allowed, reach_table,
-                                          table_allowed, uplink_reach)
+from topoc.backends.diagram_reach import (
+    MAX_NODES,
+    TABLE_MAX_NODES,
+    ReachTable,
+    Share,
+    UplinkReach,
+    overlay_allowed,
+    reach_table,
+    table_allowed,
+    uplink_reach,
+)
 from topoc.model.analysis import Analysis, analysis_of
 from topoc.model.ir import External, Forward, Host, Lab, Network, Nic, Route, Vm
 

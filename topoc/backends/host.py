@@ -31,9 +31,9 @@ import jinja2
 # reachability engine, which evaluates the same table, cannot disagree.
 from topoc.model import firewall as fw
 from topoc.model import naming
-from topoc.model.topology import underlay
 from topoc.model.ir import Host, Lab, Mode, Network, Vm
 from topoc.model.platform import DEFAULT_PROFILE
+from topoc.model.topology import underlay
 
 SCRIPT_NAMES = ("up.sh", "down.sh", "topoc.nft")
 

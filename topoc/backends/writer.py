@@ -31,8 +31,8 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
-from typing import Mapping
 
 from topoc import __version__
 from topoc.interrupts import deferred

@@ -7,18 +7,25 @@ its hint says how to fix it, with a free address where one is wanted.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from ipaddress import IPv4Address, IPv4Network
-from typing import Iterator, NamedTuple
+from typing import NamedTuple
 
-from topoc.codes import (ADDRESS_CONFLICT, ADDRESS_OUTSIDE_SUBNET, ADDRESS_RESERVED, DHCP_RANGE,
-                         GATEWAY_UNREACHABLE, NO_ADDRESS, SUBNET_OVERLAP)
 from topoc.checks.common import at, nic_where, suggest_free, usable
 from topoc.checks.registry import Finding, check
+from topoc.codes import (
+    ADDRESS_CONFLICT,
+    ADDRESS_OUTSIDE_SUBNET,
+    ADDRESS_RESERVED,
+    DHCP_RANGE,
+    GATEWAY_UNREACHABLE,
+    NO_ADDRESS,
+    SUBNET_OVERLAP,
+)
 from topoc.diagnostics import Severity
+from topoc.front.span import Span
 from topoc.model.analysis import Analysis
 from topoc.model.ir import Host, Lab, Mode, Network, Nic, Node, Vm
-from topoc.front.span import Span
-
 
 # Segments behind NAT or cut off (isolated) are address domains of their own: the same
 # address may be reused in two of them. Everything routed shares one domain.

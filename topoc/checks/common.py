@@ -5,11 +5,11 @@ No checks live here; every check is one function in its family's module.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from ipaddress import IPv4Address, IPv4Network
-from typing import Iterable
 
-from topoc.model.ir import Lab, Network, Nic
 from topoc.front.span import UNKNOWN, Span
+from topoc.model.ir import Lab, Network, Nic
 
 
 def at(specific: Span, whole: Span) -> Span:

@@ -5,15 +5,14 @@ topoc.front.values.ifname.)"""
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
-from topoc.codes import BRIDGE_NAME, LIBVIRT_NAME_CONFLICT, MAC_CONFLICT
-from topoc.model import naming
 from topoc.checks.common import at
 from topoc.checks.registry import Finding, check
+from topoc.codes import BRIDGE_NAME, LIBVIRT_NAME_CONFLICT, MAC_CONFLICT
 from topoc.diagnostics import MAC_INVALID
+from topoc.model import naming
 from topoc.model.analysis import Analysis
-
 
 
 @check(BRIDGE_NAME)

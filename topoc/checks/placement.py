@@ -10,13 +10,12 @@ topoc.model.reach and topoc.backends.host share); without one no rule is generat
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
-from topoc.codes import FORWARD_TARGET, NIC_PLACEMENT
 from topoc.checks.registry import Finding, check
+from topoc.codes import FORWARD_TARGET, NIC_PLACEMENT
 from topoc.model.analysis import Analysis
 from topoc.model.ir import Host, Vm
-
 
 
 @check(NIC_PLACEMENT)

@@ -8,17 +8,16 @@ and one per `expect`, so a lab of 10,000 VMs is checked in linear time.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from ipaddress import IPv4Address
-from typing import Iterator
 
-from topoc.codes import EXPECT_FAILED, UNREACHABLE_SEGMENT
 from topoc.checks.common import plural
-from topoc.model.platform import DEFAULT_PROFILE
 from topoc.checks.registry import Finding, check
+from topoc.codes import EXPECT_FAILED, UNREACHABLE_SEGMENT
 from topoc.model.analysis import Analysis
 from topoc.model.ir import Expect, External, Host, Mode, Network
+from topoc.model.platform import DEFAULT_PROFILE
 from topoc.model.reach import Probe, confirmed_fix, explain_probe, pair, probe
-
 
 
 def _members(an: Analysis) -> dict[str, list[tuple[str, IPv4Address | None]]]:

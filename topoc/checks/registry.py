@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterator
 
 from topoc.diagnostics import Code, Diagnostic, Severity
-from topoc.model.analysis import Analysis
 from topoc.front.span import Span
+from topoc.model.analysis import Analysis
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,24 +16,32 @@ from __future__ import annotations
 
 import contextlib
 import functools
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Network
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
-from topoc.deploy import facts as dx
-from topoc.model import naming
 from topoc.backends.libvirt import DEFAULT_DOMAIN_TYPE, carried_network_xml, domain_xml, network_xml
-from topoc.deploy import testhost
-from topoc.deploy.transport import HostCommandError
-from topoc.deploy.records import (FileRecords, Owned, Record, RecordError, RecordStore, default_state_dir,
-                                  is_private_test_uri, records_for)
 from topoc.codes import FOREIGN_OBJECT, HOST_BRIDGE_CLASH, HOST_BRIDGE_MISSING, HOST_SUBNET_CLASH
+from topoc.deploy import facts as dx
+from topoc.deploy import testhost
+from topoc.deploy.records import (
+    FileRecords,
+    Owned,
+    Record,
+    RecordError,
+    RecordStore,
+    default_state_dir,
+    is_private_test_uri,
+    records_for,
+)
+from topoc.deploy.transport import HostCommandError
 from topoc.diagnostics import Diagnostic, diagnostic
+from topoc.front.span import UNKNOWN, Span
+from topoc.model import naming
 from topoc.model.ir import Lab, Mode
 from topoc.model.platform import DEFAULT_PROFILE
-from topoc.front.span import UNKNOWN, Span
-
 
 NETWORK, DOMAIN = "network", "domain"
 CREATE, UPDATE, RECREATE, REMOVE, NOTHING = "create", "update", "recreate", "remove", "nothing"
@@ -1036,7 +1044,8 @@ def destroy(lab_name: str, target: Target, journal: Journal | None = None) -> tu
                 if live is None:
                     continue
                 if not _owns(record, live, lab_name):
-                    left_alone.append(f"{kind} {name}: not the one this lab created (another UUID, or no topoc metadata for this lab)")
+                    left_alone.append(f"{kind} {name}: not the one this lab created "
+                              "(another UUID, or no topoc metadata for this lab)")
                     continue
                 actions.append(Action(Change(REMOVE, kind, name, "running" if live.active else "defined"),
                                       order, remove(live)))

@@ -341,7 +341,8 @@ def describe_network(xml: str) -> NetworkDescription:
                 extra.append(f"<nat {attribute}='{value}'>")
         for part in forward:
             # libvirt writes <forward dev='X'> out as <interface dev='X'/> too: that is `via`.
-            if isinstance(part.tag, str) and part.tag != "nat" and not (part.tag == "interface" and part.get("dev") == dev):
+            via_again = part.tag == "interface" and part.get("dev") == dev
+            if isinstance(part.tag, str) and part.tag != "nat" and not via_again:
                 extra.append(f"<forward><{part.tag}> (the devices of the forward)")
     bridge = root.find("bridge")
     bridge_name = bridge.get("name") if bridge is not None else None

@@ -53,7 +53,6 @@ from topoc.deploy.engine import (
 )
 from topoc.deploy.records import Owned, Record, is_private_test_uri
 from topoc.deploy.seed import SeedError, iso_image
-from topoc.deploy.transport import HostCommandError
 from topoc.diagnostics import Severity, diagnostic, register
 from topoc.front.span import UNKNOWN, Span
 from topoc.model.ir import Lab, Vm

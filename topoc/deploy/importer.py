@@ -232,11 +232,11 @@ def describe(host: HostObjects, lab: str, source: str = "imported.topo") -> Impo
     dhcp_hosts: dict[str, dict[str, dx.DhcpHost]] = {}  # libvirt network -> MAC -> entry
     for obj, d in networks:
         problem = naming.exact_name_problem(obj.name)
-        mode = _MODES.get(d.forward_mode, None) if d.forward_mode in _MODES else None
+        mode = _MODES.get(d.forward_mode) if d.forward_mode in _MODES else None
         if problem is not None or mode is None or (mode == "bridged" and not d.bridge):
+            pool = " without a bridge (a macvtap pool)" if d.forward_mode == "bridge" else " (a pool of host devices)"
             why = (f"its name cannot be written in a .topo file ({problem})" if problem else
-                   f"<forward mode='{d.forward_mode}'>" + (" without a bridge (a macvtap pool)" if d.forward_mode == "bridge" else
-                                                           " (a pool of host devices)"))
+                   f"<forward mode='{d.forward_mode}'>" + pool)
             out.append(w.provenance("network", obj, d.uuid))
             out.append(w.cannot(f"network {obj.name}", why, "the network is left out of this file"))
             out.append("")
@@ -319,7 +319,7 @@ def describe(host: HostObjects, lab: str, source: str = "imported.topo") -> Impo
     for _, dom in domains:
         for vnic in dom.nics:
             if vnic.type == "bridge" and vnic.source and vnic.source not in on_bridge \
-                    and naming.IFNAMSIZ >= len(vnic.source):
+                    and len(vnic.source) <= naming.IFNAMSIZ:
                 name = _topo_name(vnic.source, w.network_names)
                 on_bridge[vnic.source] = name
                 slaves = [x for x in enslaved.get(vnic.source, []) if x]

@@ -206,7 +206,7 @@ def plan_all(lab: Lab, targets: Sequence[HostTarget], *, start_vms: bool = False
     outcomes, interruption = _on_each_host(targets, plan_one)
     if interruption is not None:
         raise interruption
-    for t, (plan, error) in zip(targets, outcomes):
+    for t, (plan, error) in zip(targets, outcomes, strict=True):
         if isinstance(error, (DeployError, HostCommandError)):
             raise DeployError(f"host {t.host}: {error}") from None
         if error is not None:
@@ -254,7 +254,7 @@ def spanning_steps(lab: Lab, host: str) -> list[tuple[str, HostStep]]:
               shlex.join(["ip", "link", "set", "dev", v.name, "up"])]
         do += [f"{check} || " + shlex.join(["bridge", "fdb", "append", "00:00:00:00:00:00", "dev",
                                             v.name, "dst", r])
-               for check, r in zip(has_fdb, v.remotes)]
+               for check, r in zip(has_fdb, v.remotes, strict=True)]
         attached = (f"ip -o link show dev {shlex.quote(v.name)} | grep -F {shlex.quote(f' master {v.bridge} ')} "
                     "| grep -E '<([^>]*,)?UP[,>]' >/dev/null")
         done = [attached, *has_fdb]
@@ -372,7 +372,7 @@ def apply_all(lab: Lab, targets: Sequence[HostTarget], *, start_vms: bool = Fals
         conflicts = [d for plan in plans for d in plan.conflicts]
         if conflicts:
             raise Refused(conflicts)
-        by_host = {t.host: plan for t, plan in zip(targets, plans)}
+        by_host = {t.host: plan for t, plan in zip(targets, plans, strict=True)}
 
         def deploy_one(t: HostTarget) -> _Done:
             plan = by_host[t.host]
@@ -389,7 +389,7 @@ def apply_all(lab: Lab, targets: Sequence[HostTarget], *, start_vms: bool = Fals
 
         outcomes, interruption = _on_each_host(targets, deploy_one)
         done = [step for step, error in outcomes if step is not None]
-        failed = [(t.host, error) for t, (_, error) in zip(targets, outcomes) if error is not None]
+        failed = [(t.host, error) for t, (_, error) in zip(targets, outcomes, strict=True) if error is not None]
         if interruption is not None:
             _put_back(done)
             raise interruption  # every host was put back all the same

@@ -22,9 +22,10 @@ import fcntl
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Protocol
+from typing import Protocol
 from urllib.parse import quote
 
 STATE_DIR_ENV = "TOPOC_STATE_DIR"
@@ -192,7 +193,7 @@ class FileRecords:
         """One topoc at a time per lab and connection: a second one is told, not queued."""
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
-            handle = open(self.directory / f".{lab}.lock", "w")
+            handle = open(self.directory / f".{lab}.lock", "w")  # noqa: SIM115  (held open: the lock lives as long as it)
         except OSError as e:
             raise RecordError(f"cannot lock {self.directory}: {e.strerror}") from None
         with handle:

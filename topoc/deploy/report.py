@@ -7,7 +7,7 @@ JSON forms are the objects' own to_json. No libvirt, no I/O.
 from __future__ import annotations
 
 from collections import Counter
-from typing import Iterable
+from collections.abc import Iterable
 
 from topoc.deploy.engine import ADOPT, CREATE, RECREATE, REMOVE, UPDATE, Change, ObjectStatus, Plan
 
@@ -86,7 +86,7 @@ def render_status(lab: str, uri: str, rows: list[ObjectStatus]) -> str:
         table.append((row.kind, row.name, _yes(row.defined), _yes(row.active), _yes(row.autostart),
                       row.bridge or "-", detail))
     widths = [max(len(r[i]) for r in table) for i in range(len(header) - 1)]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r[:-1], widths)) + "  " + r[-1] for r in table]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r[:-1], widths, strict=True)) + "  " + r[-1] for r in table]
     return f"lab {lab} on {uri}:\n" + "".join(line.rstrip() + "\n" for line in lines)
 
 

@@ -29,21 +29,31 @@ import binascii
 import os
 import re
 import struct
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
+from functools import partial
 from ipaddress import AddressValueError, IPv4Address, IPv4Interface, IPv4Network
-from typing import Callable, Iterable, NamedTuple, TypeVar
+from typing import NamedTuple, TypeVar
 
 from topoc.codes import CONFLICTING_STATEMENTS, UNKNOWN_URI_PARAMETER
-from topoc.diagnostics import (DUPLICATE_NAME, DUPLICATE_STATEMENT, INVALID_VALUE, MISSING_STATEMENT,
-                               UNDEFINED_NAME, Code, Diagnostic, Severity, diagnostic)
+from topoc.diagnostics import (
+    DUPLICATE_NAME,
+    DUPLICATE_STATEMENT,
+    INVALID_VALUE,
+    MISSING_STATEMENT,
+    UNDEFINED_NAME,
+    Code,
+    Diagnostic,
+    Severity,
+    diagnostic,
+)
 from topoc.front import values as v
 from topoc.front.span import UNKNOWN, Span
 from topoc.front.statements import SINGLE, STATEMENTS
 from topoc.front.syntax import Block, Statement, SyntaxTree, Token
 from topoc.front.values import Invalid
 from topoc.model import naming
-from topoc.model.ir import (DhcpRange, Expect, External, Forward, Host, Lab, Mode, Network, Nic, Route,
-                            Vm)
+from topoc.model.ir import DhcpRange, Expect, External, Forward, Host, Lab, Mode, Network, Nic, Route, Vm
 from topoc.model.platform import DEFAULT_PROFILE
 
 T = TypeVar("T")
@@ -762,7 +772,7 @@ class _Lowerer:
             if self.lab_name is not None and self.lab_span is not None:
                 self.say(DUPLICATE_STATEMENT, "lab", stmt.span, name=self.lab_name, line=self.lab_span.line)
                 continue
-            name = self.attempt(lambda: v.name(stmt.value, "lab"))
+            name = self.attempt(partial(v.name, stmt.value, "lab"))
             if name is not None:
                 self.lab_name, self.lab_span = name, stmt.span
         if self.lab_name is None and not labs and "lab" not in tree.lost_keywords:

@@ -15,17 +15,19 @@ and column, so every error is reported where it really is, all at once.
 from __future__ import annotations
 
 import bisect
-from dataclasses import replace
 import difflib
 import functools
 import re
 import unicodedata
-from typing import TYPE_CHECKING, Any, Iterator
+from collections.abc import Iterator
+from dataclasses import replace
 from importlib import resources
+from typing import TYPE_CHECKING, Any
 
-from lark import Lark, Token as LarkToken, Tree
-from lark.lexer import Lexer
+from lark import Lark, Tree
+from lark import Token as LarkToken
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
+from lark.lexer import Lexer
 
 from topoc.diagnostics import SYNTAX_ERROR, TOO_MANY_ERRORS, Diagnostic, diagnostic
 from topoc.front.span import Span
@@ -343,7 +345,7 @@ def _recover(e: UnexpectedInput, file: str, lines: list[str]) -> tuple[Diagnosti
             repaired = _close_block_before(lines, len(lines))
             return _error(span, f"this `{keyword}` block is never closed",
                           "add `}` on a line of its own where the block ends"), repaired
-        last = max((i for i, l in enumerate(lines) if l.strip()), default=0)
+        last = max((i for i, text in enumerate(lines) if text.strip()), default=0)
         span = _header_span(file, lines, last)
         return _error(span, f"unexpected end of file; expected {_join_alternatives(expected)}", None), False
 
@@ -547,7 +549,7 @@ def _losses(original: list[str], repaired: list[str]
     names: set[str] = set()
     keywords: set[str] = set()
     depth = 0  # blocks open before the line, as the original text has them
-    for number, (before, after) in enumerate(zip(original, repaired), 1):
+    for number, (before, after) in enumerate(zip(original, repaired, strict=False), 1):
         top_level = depth <= 0
         if "{" in before or "}" in before:
             depth = max(0, depth + _brace_balance(before))

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import difflib
 import re
+from collections.abc import Iterable
 from ipaddress import AddressValueError, IPv4Address, IPv4Interface, IPv4Network, ip_address
-from typing import Iterable
 
 from topoc.diagnostics import INVALID_VALUE, MAC_INVALID, Code
 from topoc.front.span import Span

@@ -14,7 +14,8 @@ it would say could only follow from the error already reported.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable, Iterable, TypeVar
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, TypeVar
 
 from topoc.model.ir import Lab
 
@@ -26,7 +27,7 @@ T = TypeVar("T")
 
 
 class Analysis:
-    __slots__ = ("lab", "poisoned", "_topology", "_engine", "_memo")
+    __slots__ = ("_engine", "_memo", "_topology", "lab", "poisoned")
 
     def __init__(self, lab: Lab, poisoned: Iterable[str] = ()) -> None:
         self.lab = lab

@@ -10,10 +10,10 @@ so checks and backends read facts, never defaults.
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from types import MappingProxyType
-from typing import Mapping
 
 from topoc.front.span import UNKNOWN, Span
 

@@ -31,14 +31,16 @@ Engine once (a bare Lab gets a fresh Analysis: fine for one question, not for ma
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address, IPv4Network
-from typing import Iterator, TypeVar
+from typing import TypeVar
 
 from topoc.model import firewall as fw
 from topoc.model.analysis import Analysis, analysis_of
-from topoc.model.topology import Interface, Topology, dnat_target, macvtap_links
 from topoc.model.ir import External, Forward, Host, Lab, Mode, Network, Route, Vm
+from topoc.model.topology import Interface, Topology, dnat_target, macvtap_links
+
 
 @dataclass(frozen=True, slots=True)
 class PairResult:

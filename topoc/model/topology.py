@@ -18,10 +18,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 
+from topoc.front.span import Span
 from topoc.model.analysis import Analysis, analysis_of
 from topoc.model.ir import Forward, Host, Lab, Mode, Network, Node, Route, Vm
 from topoc.model.platform import DEFAULT_PROFILE
-from topoc.front.span import Span
 
 DEFAULT_ROUTE = IPv4Network("0.0.0.0/0")
 

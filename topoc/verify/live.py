@@ -157,7 +157,7 @@ def wait_until_ready(guests: list[Guest], timeout: float) -> float:
     reasons: dict[str, str] = {}
     with ThreadPoolExecutor(max_workers=max(1, min(16, len(guests)))) as pool:
         while pending:
-            results = dict(zip(pending, pool.map(_not_ready, pending.values())))
+            results = dict(zip(pending, pool.map(_not_ready, pending.values()), strict=True))
             reasons = {name: why for name, why in results.items() if why is not None}
             pending = {name: pending[name] for name in reasons}
             if not pending:
@@ -294,7 +294,7 @@ def _ping_matrix(lab: Lab, cover: Coverage) -> tuple[list[Observation], list[tup
 
     sources = [n for n in names if n in cover.guests or n == cover.host]
     with ThreadPoolExecutor(max_workers=max(1, min(8, len(sources)))) as pool:
-        alive = dict(zip(sources, pool.map(probe, sources)))
+        alive = dict(zip(sources, pool.map(probe, sources), strict=True))
     observations, not_probed = [], []
     for src in names:
         for dst in names:

@@ -31,19 +31,19 @@ import sys
 import tempfile
 import textwrap
 import time
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 from pathlib import Path
-from typing import Iterator, Mapping
 
 from topoc.interrupts import Interrupted
 from topoc.model import naming
 from topoc.model.analysis import Analysis, analysis_of
 from topoc.model.ir import External, Forward, Host, Lab, Mode, Nic, Vm
+
 # The report and its text and JSON are shared with `verify --live` (topoc.verify.live).
-from topoc.verify.report import (  # noqa: F401  (re-exported: callers use netns.render_*)
-    ForwardObservation, Observation, Report, VerifyError, render_json, render_text)
+from topoc.verify.report import ForwardObservation, Observation, Report, VerifyError, render_json, render_text  # noqa: F401  (re-exported: callers use netns.render_*)
 
 BRIDGE_NF_SYSCTLS = ("net.bridge.bridge-nf-call-arptables", "net.bridge.bridge-nf-call-iptables",
                      "net.bridge.bridge-nf-call-ip6tables")
@@ -398,8 +398,8 @@ def _ping_matrix(rig: Rig, an: Analysis) -> list[Observation]:
     """A ping counts for DST only when DST answered it (the README's definition of
     reaching): an address the source holds itself is answered by the source, and one
     that another node also holds may be answered by that node instead."""
-    from topoc.model.topology import node_addresses
     from topoc.model.reach import predict
+    from topoc.model.topology import node_addresses
 
     matrix = predict(an)
     names = [node.name for node in an.lab.nodes]
@@ -418,7 +418,7 @@ def _ping_matrix(rig: Rig, an: Analysis) -> list[Observation]:
         return _alive(rig.node_ns(src), targets)
 
     with ThreadPoolExecutor(max_workers=8) as pool:
-        alive = dict(zip(names, pool.map(probe, names)))
+        alive = dict(zip(names, pool.map(probe, names), strict=True))
     # Shared addresses, one probe at a time: (src, address) -> (answered, by whom).
     shared: dict[tuple[str, str], tuple[bool, list[str]]] = {}
     for src in names:
@@ -503,7 +503,7 @@ class NeighbourRoom:
     entries: int
     changed: dict[str, tuple[int, int]] = field(default_factory=dict)  # name -> (old, new)
 
-    def __enter__(self) -> "NeighbourRoom":
+    def __enter__(self) -> NeighbourRoom:
         try:
             hard_limit = int((NEIGH_LIMITS / "gc_thresh3").read_text())
         except OSError:
