@@ -39,7 +39,7 @@ E2E_PACKAGES := mmdebstrap e2fsprogs qemu-utils
 
 setup: $(PYTHON_STAMP)
 
-$(SYSTEM_STAMP):
+$(SYSTEM_STAMP): Makefile
 	@bash scripts/install-system-packages.sh $(SYSTEM_PACKAGES)
 	@mkdir -p $(VENV) && touch $@
 
