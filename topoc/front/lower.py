@@ -365,7 +365,7 @@ def _ssh_key(text: str, span: Span) -> str:
                       "copy the whole line of the .pub file again") from None
     if named != fields[0]:
         raise Invalid(span, f"the key says `{fields[0]}` but its data is a `{named}` key",
-                      f"write `{named}` as its type")
+                      "write `\"" + " ".join([named, *fields[1:]]) + "\"`")
     return " ".join(fields)
 
 
