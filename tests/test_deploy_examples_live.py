@@ -22,9 +22,9 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT, require_tool
 from libvirtd_fixture import Libvirtd, libvirtd_tcg  # noqa: F401  (fixture)
+
 from topoc.backends.host import table_name
 from topoc.compiler import compile_file
 
@@ -79,11 +79,15 @@ def _host_as_the_file_says(daemon: Libvirtd, lab, stack: contextlib.ExitStack) -
             bridges[network] = f"xb{len(bridges)}"
             daemon.run("ip", "link", "add", bridges[network], "type", "bridge")
             daemon.run("ip", "link", "set", bridges[network], "up")
+            stack.callback(daemon.run, "ip", "link", "del", bridges[network])
         return bridges[network]
 
     for host in lab.hosts:
         for nic in host.nics:
             daemon.run("ip", "link", "add", nic.name, "type", "veth", "peer", "name", f"{nic.name}p")
+            # The daemon outlives the test (one per module): the next example's host
+            # has nics of the same names.
+            stack.callback(daemon.run, "ip", "link", "del", nic.name)
             daemon.run("ip", "link", "set", f"{nic.name}p", "master", bridge(nic.network), "up")
             if nic.address is not None:
                 daemon.run("ip", "addr", "add", str(nic.address), "dev", nic.name)
@@ -134,9 +138,9 @@ def _machine_tables() -> str:
     return subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout
 
 
-@pytest.mark.parametrize("example", ["nat.topo"])
+@pytest.mark.parametrize("example", ["nat.topo", "isolated.topo", "routed-masquerade.topo",
+                                     "hostonly.topo", "mixed.topo"])
 def test_deploy_boot_verify_destroy(example, libvirtd_tcg, tiny_guest, tmp_path):  # noqa: F811
-    import libvirt
 
     daemon = libvirtd_tcg
     started = time.monotonic()
