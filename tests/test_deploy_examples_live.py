@@ -115,9 +115,13 @@ def _host_as_the_file_says(daemon: Libvirtd, lab, stack: contextlib.ExitStack) -
             _in_net(ns, "ip", "addr", "add", str(nic.address), "dev", inside)
             _in_net(ns, "ip", "link", "set", inside, "up")
             if nic.gateway is not None:
-                # The host's own address on the network answers for the gateway too, so
-                # replies to the NATed traffic find their way (on-link anyway).
+                # Off the network is on-link here (no router stands at the gateway's
+                # address): replies to the host's NATed address go straight to it.
                 _in_net(ns, "ip", "route", "add", "default", "dev", inside)
+        for route in external.routes:
+            # The external's own routes as the file states them (e.g. back to a routed
+            # network through the host).
+            _in_net(ns, "ip", "route", "replace", str(route.destination), "via", str(route.via))
 
 
 def _topoc(daemon: Libvirtd, state: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -163,6 +167,19 @@ def _deploy_verify_destroy(example: str, daemon: Libvirtd, lab, topo: Path, tmp_
     deploy = _topoc(daemon, state, "deploy", str(topo), "--connect", daemon.uri, "--start-vms")
     assert deploy.returncode == 0, deploy.stdout + deploy.stderr + _consoles(daemon)
     deployed = time.monotonic()
+    # What destroy must remove is there: the lab's pool with each VM's seed volume, and
+    # (a lab with forwards) its nft table, in the daemon's namespace, not this machine's.
+    conn = libvirt.open(daemon.uri)
+    try:
+        pool = conn.storagePoolLookupByName(f"{lab.name}-images")
+        pool.refresh(0)
+        assert len(pool.listAllVolumes(0)) >= len(lab.vms)
+        assert len(conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE)) == len(lab.vms)
+    finally:
+        conn.close()
+    if lab.forwards:
+        assert table_name(lab) in daemon.run("nft", "list", "tables")
+    assert table_name(lab) not in _machine_tables()
     try:
         live = _topoc(daemon, state, "verify", "--live", "--connect", daemon.uri, "--format", "json",
                       "--timeout", str(BOOT_TIMEOUT_S), str(topo))
