@@ -145,7 +145,6 @@ def _machine_tables() -> str:
 @pytest.mark.parametrize("example", ["nat.topo", "isolated.topo", "routed-masquerade.topo",
                                      "hostonly.topo", "mixed.topo"])
 def test_deploy_boot_verify_destroy(example, libvirtd_tcg, tiny_guest, tmp_path):  # noqa: F811
-
     daemon = libvirtd_tcg
     started = time.monotonic()
     topo = bootable_copy(ROOT / "examples" / example, tmp_path, tiny_guest)
@@ -159,14 +158,24 @@ def test_deploy_boot_verify_destroy(example, libvirtd_tcg, tiny_guest, tmp_path)
 
 def _deploy_verify_destroy(example: str, daemon: Libvirtd, lab, topo: Path, tmp_path: Path,
                            started: float) -> None:
-    import libvirt
-
     state = tmp_path / "state"
     machine_before = _machine_tables()
 
     deploy = _topoc(daemon, state, "deploy", str(topo), "--connect", daemon.uri, "--start-vms")
     assert deploy.returncode == 0, deploy.stdout + deploy.stderr + _consoles(daemon)
     deployed = time.monotonic()
+    try:
+        _running_then_verified(example, daemon, lab, topo, state, started, deployed, machine_before)
+    finally:
+        destroy = _topoc(daemon, state, "destroy", str(topo), "--connect", daemon.uri)
+    assert destroy.returncode == 0, destroy.stdout + destroy.stderr
+    _nothing_left(daemon, lab, machine_before)
+
+
+def _running_then_verified(example: str, daemon: Libvirtd, lab, topo: Path, state: Path, started: float,
+                           deployed: float, machine_before: str) -> None:
+    import libvirt
+
     # What destroy must remove is there: the lab's pool with each VM's seed volume, and
     # (a lab with forwards) its nft table, in the daemon's namespace, not this machine's.
     conn = libvirt.open(daemon.uri)
@@ -180,51 +189,53 @@ def _deploy_verify_destroy(example: str, daemon: Libvirtd, lab, topo: Path, tmp_
     if lab.forwards:
         assert table_name(lab) in daemon.run("nft", "list", "tables")
     assert table_name(lab) not in _machine_tables()
-    try:
-        live = _topoc(daemon, state, "verify", "--live", "--connect", daemon.uri, "--format", "json",
-                      "--timeout", str(BOOT_TIMEOUT_S), str(topo))
-        assert live.returncode == 0, live.stdout + live.stderr + _consoles(daemon)
-        verified = time.monotonic()
-        report = json.loads(live.stdout)
-        reach = json.loads(subprocess.run([sys.executable, "-m", "topoc", "reach", "--format", "json",
-                                           str(topo)], capture_output=True, text=True, check=True).stdout)
-        predicted = {(p["src"], p["dst"]): p["reachable"] for p in reach["pairs"]}
-        observed = {(p["src"], p["dst"]): p["observed"] for p in report["pairs"]}
-        assert report["mismatches"] == 0
-        assert observed, "verify --live probed nothing"
-        assert {k: predicted[k] for k in observed} == observed
-        # Every pair between the lab's VMs and host is probed (externals are not there).
-        vm_names = {vm.name for vm in lab.vms}
-        assert {k for k in predicted if k[0] in vm_names and k[1] in vm_names} <= set(observed)
+    live = _topoc(daemon, state, "verify", "--live", "--connect", daemon.uri, "--format", "json",
+                  "--timeout", str(BOOT_TIMEOUT_S), str(topo))
+    assert live.returncode == 0, live.stdout + live.stderr + _consoles(daemon)
+    verified = time.monotonic()
+    report = json.loads(live.stdout)
+    reach = json.loads(subprocess.run([sys.executable, "-m", "topoc", "reach", "--format", "json",
+                                       str(topo)], capture_output=True, text=True, check=True).stdout)
+    predicted = {(p["src"], p["dst"]): p["reachable"] for p in reach["pairs"]}
+    observed = {(p["src"], p["dst"]): p["observed"] for p in report["pairs"]}
+    assert report["mismatches"] == 0
+    assert observed, "verify --live probed nothing"
+    assert {k: predicted[k] for k in observed} == observed
+    # Every pair between the lab's VMs and its host is probed (only the pairs from an
+    # external machine are not: nothing runs commands there).
+    inside = {vm.name for vm in lab.vms} | {host.name for host in lab.hosts}
+    assert {k for k in predicted if k[0] in inside and k[1] in inside} <= set(observed)
 
-        # Each guest has the file's addresses, as its agent reports them.
-        from topoc.verify import live as livemod
-        conn = libvirt.open(daemon.uri)
-        try:
-            guests, left_out = livemod.find_guests(lab, conn)
-            assert left_out == []
-            livemod.wait_until_ready(guests, BOOT_TIMEOUT_S)
-            for guest in guests:
-                for nic in guest.vm.nics:
-                    if nic.address is None:
-                        continue
-                    code, out = guest.run(["ip", "-4", "-o", "addr", "show", "dev", nic.name])
-                    assert code == 0 and str(nic.address) in out, (guest.vm.name, nic.name, out)
-        finally:
-            conn.close()
-        assert _machine_tables() == machine_before
-        print(f"{example}: deployed in {deployed - started:.1f} s, guests booted and verified "
-              f"{verified - deployed:.1f} s later")
+    # Each guest has the file's addresses, as its agent reports them.
+    from topoc.verify import live as livemod
+    conn = libvirt.open(daemon.uri)
+    try:
+        guests, left_out = livemod.find_guests(lab, conn)
+        assert left_out == []
+        livemod.wait_until_ready(guests, BOOT_TIMEOUT_S)
+        for guest in guests:
+            for nic in guest.vm.nics:
+                if nic.address is None:
+                    continue
+                code, out = guest.run(["ip", "-4", "-o", "addr", "show", "dev", nic.name])
+                assert code == 0 and str(nic.address) in out, (guest.vm.name, nic.name, out)
     finally:
-        destroy = _topoc(daemon, state, "destroy", str(topo), "--connect", daemon.uri)
-    assert destroy.returncode == 0, destroy.stdout + destroy.stderr
+        conn.close()
+    assert _machine_tables() == machine_before
+    print(f"{example}: deployed in {deployed - started:.1f} s, guests booted and verified "
+          f"{verified - deployed:.1f} s later")
+
+
+def _nothing_left(daemon: Libvirtd, lab, machine_before: str) -> None:
+    """After destroy: no domain, no network (but libvirt's own `default`), not the lab's
+    pool (so none of its volumes), no nft table; this machine's tables as they were."""
+    import libvirt
 
     conn = libvirt.open(daemon.uri)
     try:
         assert conn.listAllDomains(0) == []
-        prefix = f"{lab.name}-"
         assert [n.name() for n in conn.listAllNetworks(0) if n.name() != "default"] == []
-        assert [p.name() for p in conn.listAllStoragePools(0) if p.name().startswith(prefix)] == []
+        assert [p.name() for p in conn.listAllStoragePools(0) if p.name().startswith(f"{lab.name}-")] == []
     finally:
         conn.close()
     tables = daemon.run("nft", "list", "tables")
