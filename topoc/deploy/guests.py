@@ -55,8 +55,9 @@ from topoc.deploy.records import Owned, Record, is_private_test_uri
 from topoc.deploy.seed import SeedError, iso_image
 from topoc.diagnostics import Severity, diagnostic, register
 from topoc.front.span import UNKNOWN, Span
+from topoc.model import firewall as fw
 from topoc.model.ir import Lab, Vm
-from topoc.model.topology import FIREWALLED_MODES, dnat_target
+from topoc.model.topology import FIREWALLED_MODES
 
 POOL, VOLUME, TABLE = "pool", "volume", "table"
 
@@ -537,21 +538,16 @@ IPTABLES_KEY = "iptables FORWARD "
 
 def forward_accepts(lab: Lab, host: str | None) -> list[list[str]]:
     """The iptables FORWARD rule specs (without -I/-D) for the lab's forwards on `host`
-    into networks libvirt firewalls."""
+    into networks libvirt firewalls (their DNAT targets from topoc.model.firewall)."""
     specs: list[list[str]] = []
-    for fwd in sorted(lab.forwards, key=lambda f: (f.protocol, f.port, f.vm, f.vm_port)):
-        vm = lab.node(fwd.vm)
-        if not isinstance(vm, Vm) or vm.host != host:
-            continue
-        target = dnat_target(lab, fwd)
-        if target is None:
-            continue
-        address, network = target
-        bridge = network.bridge
-        if network.mode not in FIREWALLED_MODES or bridge is None:
+    if host is None:
+        return specs
+    for pf in fw.host_forwards(lab, host)[0]:
+        fwd, bridge = pf.forward, pf.network.bridge
+        if pf.network.mode not in FIREWALLED_MODES or bridge is None:
             continue
         comment = f"topoc {lab.name}: forward {fwd.protocol} {fwd.port} to {fwd.vm}:{fwd.vm_port}"
-        specs.append(["-o", bridge, "-d", str(address), "-p", fwd.protocol,
+        specs.append(["-o", bridge, "-d", str(pf.address), "-p", fwd.protocol,
                       "--dport", str(fwd.vm_port), "-m", "conntrack", "--ctstate", "DNAT",
                       "-m", "comment", "--comment", comment, "-j", "ACCEPT"])
     return specs
