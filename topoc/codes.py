@@ -397,6 +397,9 @@ VNI_CONFLICT = CODES["vni-conflict"]
 VXLAN_MTU = CODES["vxlan-mtu"]
 UNKNOWN_URI_PARAMETER = CODES["unknown-uri-parameter"]
 CONFLICTING_STATEMENTS = CODES["conflicting-statements"]
+IMAGE_MISSING = CODES["image-missing"]
+REMOTE_HOST_FIREWALL = CODES["remote-host-firewall"]
+NO_SUCH_POOL = CODES["no-such-pool"]
 
 
 def register(name: str, severity: Severity, summary: str) -> Code:

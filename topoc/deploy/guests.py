@@ -38,6 +38,7 @@ from xml.sax.saxutils import escape, quoteattr
 from topoc.backends import cloudinit
 from topoc.backends.host import host_artifacts, table_name
 from topoc.backends.libvirt import DEFAULT_DOMAIN_TYPE, default_pool, overlay_volume
+from topoc.codes import IMAGE_MISSING, NO_SUCH_POOL, REMOTE_HOST_FIREWALL
 from topoc.deploy import engine
 from topoc.deploy.engine import (
     CREATE,
@@ -53,7 +54,7 @@ from topoc.deploy.engine import (
 )
 from topoc.deploy.records import Owned, Record, is_private_test_uri
 from topoc.deploy.seed import SeedError, iso_image
-from topoc.diagnostics import Severity, diagnostic, register
+from topoc.diagnostics import diagnostic
 from topoc.front.span import UNKNOWN, Span
 from topoc.model import firewall as fw
 from topoc.model.ir import Lab, Vm
@@ -61,11 +62,6 @@ from topoc.model.topology import FIREWALLED_MODES
 
 POOL, VOLUME, TABLE = "pool", "volume", "table"
 
-IMAGE_MISSING = register("image-missing", Severity.ERROR,
-                         "a VM's image, kernel or initrd is not a file topoc can read")
-REMOTE_HOST_FIREWALL = register("remote-host-firewall", Severity.ERROR,
-                                "rules for a remote host's firewall that deploy cannot apply there")
-NO_SUCH_POOL = register("no-such-pool", Severity.ERROR, "a storage pool that the connection does not have")
 
 # Where a pool topoc creates keeps its files on the hypervisor: libvirt's usual place.
 POOL_ROOT = "/var/lib/libvirt/images"
