@@ -305,10 +305,20 @@ _ALL = (
           no_target_hint="give {vm} a static `address` on such a network"),
     # -- checks: networks on several hosts --
     _code("no-underlay", E, Category.PLACEMENT,
-          "the hosts of a network on several hosts share no external network to tunnel over"),
-    _code("vni-conflict", E, Category.NAME, "two networks on several hosts with one VXLAN id"),
+          "the hosts of a network on several hosts share no external network to tunnel over",
+          network="network `{network}` is on hosts {hosts}, which have no external network in common "
+                  "to carry its VXLAN tunnel",
+          network_hint="give every one of them a nic with an address on one external network "
+                       "(`nic eth0 on lan address ...`)"),
+    _code("vni-conflict", E, Category.NAME, "two networks on several hosts with one VXLAN id",
+          taken="network `{network}` has VXLAN id {vni}, already that of `{first}` (line {line})",
+          taken_hint="give one of them another `vni N` (1-16777215)"),
     _code("vxlan-mtu", W, Category.VALUE,
-          "a network on several hosts whose MTU leaves no room for VXLAN's 50 bytes"),
+          "a network on several hosts whose MTU leaves no room for VXLAN's 50 bytes",
+          no_room="network `{network}` has MTU {mtu}; with VXLAN's {overhead} bytes its frames need an "
+                  "underlay MTU of {needed}, more than {what}",
+          no_room_hint="set `mtu {fits}`, or give the hosts' LAN a larger MTU (`mtu N` on the external "
+                       "network, if it carries jumbo frames)"),
     # -- checks: reachability --
     _code("unreachable-segment", W, Category.REACH,
           "a network nobody can reach, or whose LAN peers get no replies",

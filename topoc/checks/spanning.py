@@ -29,11 +29,8 @@ def no_underlay(an: Analysis) -> Iterator[Finding]:
     for net in lab.networks:
         if net.spanning and an.sound(net.name, *net.hosts) and all(lab.node(h) is not None for h in net.hosts) \
                 and underlay(lab, net) is None:
-            yield Finding(net.span,
-                          f"network `{net.name}` is on hosts {', '.join(net.hosts)}, which have no "
-                          "external network in common to carry its VXLAN tunnel",
-                          "give every one of them a nic with an address on one external network "
-                          "(`nic eth0 on lan address ...`)")
+            yield Finding(net.span, NO_UNDERLAY.message("network", network=net.name, hosts=", ".join(net.hosts)),
+                          NO_UNDERLAY.hint("network"))
 
 
 @check(VNI_CONFLICT)
@@ -45,9 +42,9 @@ def vni_conflict(an: Analysis) -> Iterator[Finding]:
         first = seen.setdefault(net.vni, net)
         if first is not net:
             yield Finding(at(net.vni_span, net.span),
-                          f"network `{net.name}` has VXLAN id {net.vni}, already that of "
-                          f"`{first.name}` (line {first.span.line})",
-                          "give one of them another `vni N` (1-16777215)")
+                          VNI_CONFLICT.message("taken", network=net.name, vni=net.vni, first=first.name,
+                                               line=first.span.line),
+                          VNI_CONFLICT.hint("taken"))
 
 
 @check(VXLAN_MTU)
@@ -62,8 +59,7 @@ def vxlan_mtu(an: Analysis) -> Iterator[Finding]:
         what = f"{lan.name}'s MTU {room}" if lan is not None and lan.mtu is not None \
             else f"Ethernet's {UNDERLAY_MTU}"
         if net.mtu + VXLAN_OVERHEAD > room:
-            yield Finding(net.span, f"network `{net.name}` has MTU {net.mtu}; with VXLAN's "
-                          f"{VXLAN_OVERHEAD} bytes its frames need an underlay MTU of "
-                          f"{net.mtu + VXLAN_OVERHEAD}, more than {what}",
-                          f"set `mtu {room - VXLAN_OVERHEAD}`, or give the hosts' LAN a larger MTU "
-                          "(`mtu N` on the external network, if it carries jumbo frames)")
+            yield Finding(net.span,
+                          VXLAN_MTU.message("no_room", network=net.name, mtu=net.mtu, overhead=VXLAN_OVERHEAD,
+                                            needed=net.mtu + VXLAN_OVERHEAD, what=what),
+                          VXLAN_MTU.hint("no_room", fits=room - VXLAN_OVERHEAD))
