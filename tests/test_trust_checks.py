@@ -117,3 +117,16 @@ def test_a_tilde_disk_warns_that_it_is_not_expanded(disk: str) -> None:
     assert (d.code, d.severity.value) == ("invalid-value", "warning")
     assert "which topoc does not expand" in d.message and "absolute path" in (d.hint or "")
     assert compile_source(source.replace(f"disk {disk}", "disk a~b.qcow2"), "t.topo").diagnostics == []
+
+
+def test_an_exact_libvirt_name_is_the_one_measured_not_the_lab_prefixed_one() -> None:
+    """`name NAME` replaces `<lab>-<vm>`: a long lab name no longer makes that VM's
+    domain name too long, while a VM without `name` in the same lab still is."""
+    from topoc.compiler import compile_source
+
+    lab = "l" * 240
+    source = (f"lab {lab}\nhost kvm1 {{\n}}\nnetwork net on kvm1 {{\n    mode isolated\n}}\n"
+              f"vm {'v' * 20} on kvm1 {{\n    name short\n    nic on net\n}}\n"
+              f"vm {'w' * 20} on kvm1 {{\n    nic on net\n}}\n")
+    too_long = [d for d in compile_source(source, "case.topo").diagnostics if d.code == "name-too-long"]
+    assert [d.span.line for d in too_long] == [11], too_long

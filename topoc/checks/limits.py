@@ -73,14 +73,14 @@ def derived_names(an: Analysis) -> Iterator[Finding]:
                                               NAME_MAX, "file names"),
                           f"{shorten} or the host's: `<lab>-<host>` must fit {NAME_MAX} bytes")
     for net in lab.networks:
-        name = naming.libvirt_name(lab.name, net.name)
+        name = naming.libvirt_name(lab.name, net.name, net.exact_name)
         if net.managed and len(name.encode()) > LIBVIRT_NETWORK_NAME_MAX:
             yield Finding(_header(net), _too_long("the libvirt network name", name, LIBVIRT_NETWORK_NAME_MAX,
                                                   "libvirt's file names for it (NAME.hostsfile)"),
                           f"{shorten} or the network's: `<lab>-<network>` must fit "
                           f"{LIBVIRT_NETWORK_NAME_MAX} bytes")
     for vm in lab.vms:
-        name = naming.libvirt_name(lab.name, vm.name)
+        name = naming.libvirt_name(lab.name, vm.name, vm.exact_name)
         if len(name.encode()) > LIBVIRT_DOMAIN_NAME_MAX:
             yield Finding(vm.span.sub(0, len("vm")),
                           _too_long("the libvirt domain name", name, LIBVIRT_DOMAIN_NAME_MAX,
