@@ -17,6 +17,7 @@ from conftest import EXAMPLES
 from topoc.backends import host as host_backend
 from topoc.compiler import compile_file
 from topoc.model import firewall as fw
+from topoc.model.family import IPV4, Family
 from topoc.model.ir import Lab, Mode, Network
 from topoc.model.reach import explain, predict
 
@@ -43,10 +44,10 @@ def test_mutating_one_rule_moves_both_the_nft_and_the_prediction(monkeypatch: py
 
     original = fw.forward_rules
 
-    def mutated(net: Network) -> tuple[fw.Rule, ...]:
+    def mutated(net: Network, family: Family = IPV4) -> tuple[fw.Rule, ...]:
         return tuple(replace(r, verdict=fw.Verdict.REJECT)
                      if r.chain is fw.Chain.FWI and r.verdict is fw.Verdict.ACCEPT else r
-                     for r in original(net))
+                     for r in original(net, family))
 
     monkeypatch.setattr(fw, "forward_rules", mutated)
     lab = _lab("routed.topo")  # a new Lab: nothing computed before the change is reused

@@ -15,6 +15,7 @@ from topoc.checks.common import plural
 from topoc.checks.registry import Finding, check
 from topoc.codes import EXPECT_FAILED, UNREACHABLE_SEGMENT
 from topoc.model.analysis import Analysis
+from topoc.model.family import family_of, parse_address
 from topoc.model.ir import Expect, External, Host, Mode, Network
 from topoc.model.platform import DEFAULT_PROFILE
 from topoc.model.reach import Probe, confirmed_fix, explain_probe, pair, probe
@@ -119,10 +120,10 @@ def _source(an: Analysis, text: str) -> str | None:
     lab = an.lab
     if lab.node(text) is not None:
         return text
-    try:
-        owners = an.engine.owners.get(IPv4Address(text), [])
-    except ValueError:
+    address = parse_address(text)
+    if address is None:
         return None
+    owners = an.engine_in(family_of(address)).owners.get(address, [])
     return owners[0] if owners else None
 
 
@@ -150,9 +151,14 @@ def _check_expect(an: Analysis, exp: Expect) -> Finding | None:
     if not an.sound(src):
         return None
     if lab.node(exp.dst) is not None:
-        result, probes = pair(an, src, exp.dst)
+        # A node is reached at every address of both families; from a source given as an
+        # address, at its addresses of that address's family.
+        source = parse_address(exp.src)
+        result, probes = pair(an, src, exp.dst, family_of(source) if source is not None else None)
     else:
-        p = probe(an, src, IPv4Address(exp.dst))
+        target = parse_address(exp.dst)
+        assert target is not None  # the front end keeps only nodes and addresses
+        p = probe(an, src, target)
         result, probes = None, [p]
     reachable = result.reachable if result is not None else probes[0].ok
     if reachable == exp.reachable:

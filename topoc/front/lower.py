@@ -32,7 +32,7 @@ import struct
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from functools import partial
-from ipaddress import AddressValueError, IPv4Address, IPv4Interface, IPv4Network
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network, IPv6Address, IPv6Interface, IPv6Network, ip_interface
 from typing import NamedTuple, TypeVar
 
 from topoc.codes import CONFLICTING_STATEMENTS, UNKNOWN_URI_PARAMETER
@@ -49,10 +49,22 @@ from topoc.diagnostics import (
 )
 from topoc.front import values as v
 from topoc.front.span import UNKNOWN, Span
-from topoc.front.statements import SINGLE, STATEMENTS
+from topoc.front.statements import NIC_OPTIONS_PER_FAMILY, PER_FAMILY, SINGLE, STATEMENTS
 from topoc.front.syntax import Block, Statement, SyntaxTree, Token
 from topoc.front.values import Invalid
 from topoc.model import naming
+from topoc.model.family import (
+    FAMILIES,
+    IPV4,
+    IPV6,
+    Family,
+    IPAddress,
+    IPInterface,
+    IPNetwork,
+    family_of,
+    family_of_text,
+    parse_address,
+)
 from topoc.model.ir import DhcpRange, Expect, External, Forward, Host, Lab, Mode, Network, Nic, Route, Vm
 from topoc.model.platform import DEFAULT_PROFILE
 
@@ -103,6 +115,10 @@ class NetworkDraft:
     address: IPv4Interface | None = None
     subnet: IPv4Network | None = None
     dhcp: DhcpRange | None = None
+    address6: IPv6Interface | None = None
+    subnet6: IPv6Network | None = None
+    dhcp6: DhcpRange | None = None
+    nat6: bool = False
     dns: bool = False
     domain: str | None = None
     mtu: int | None = None
@@ -123,11 +139,15 @@ class NicDraft:
     iface: str | None
     network: Token
     address: Token | None
-    written: IPv4Address | IPv4Interface | None  # the address as written (its prefix may be left out)
+    written: IPAddress | IPInterface | None  # the IPv4 address as written (its prefix may be left out)
     mac: str | None
     model: str | None
-    gateway: IPv4Address | None
+    gateway: IPAddress | None
     options: dict[str, Token] = field(default_factory=dict)  # for the values' spans
+    # The IPv6 `address` / `gateway`, when given too (the options' keys: address6, gateway6).
+    address6: Token | None = None
+    written6: IPAddress | IPInterface | None = None
+    gateway6: IPAddress | None = None
 
 
 @dataclass
@@ -190,17 +210,34 @@ def _bridge(lw: _Lowerer, d: NetworkDraft, stmt: Statement) -> None:
 
 @statement("address")
 def _network_address(lw: _Lowerer, d: NetworkDraft, stmt: Statement) -> None:
-    d.address = v.interface(stmt.value)
+    address = v.interface(stmt.value)
+    if isinstance(address, IPv4Interface):
+        d.address = address
+    else:
+        d.address6 = address
 
 
 @statement("subnet")
 def _subnet(lw: _Lowerer, d: NetworkDraft, stmt: Statement) -> None:
-    d.subnet = v.network_cidr(stmt.value)
+    subnet = v.network_cidr(stmt.value)
+    if isinstance(subnet, IPv4Network):
+        d.subnet = subnet
+    else:
+        d.subnet6 = subnet
 
 
 @statement("dhcp")
 def _dhcp(lw: _Lowerer, d: NetworkDraft, stmt: Statement) -> None:
-    d.dhcp = v.dhcp_range(stmt.values, stmt.span)
+    dhcp = v.dhcp_range(stmt.values, stmt.span)
+    if dhcp.family is IPV4:
+        d.dhcp = dhcp
+    else:
+        d.dhcp6 = dhcp
+
+
+@statement("nat6")
+def _nat6(lw: _Lowerer, d: NetworkDraft, stmt: Statement) -> None:
+    d.nat6 = v.switch(stmt.value, "nat6")
 
 
 @statement("dns")
@@ -242,7 +279,13 @@ def _exact_name(lw: _Lowerer, d: Draft, stmt: Statement) -> None:
 
 # Values only the network itself uses: when one is bad, the network is kept without it.
 # Without any other (mode, address, subnet, dhcp, name) it cannot be modelled: it is left out.
-_NETWORK_LEAF_VALUES = frozenset(("bridge", "dns", "domain", "mtu", "stp", "masquerade", "vni"))
+_NETWORK_LEAF_VALUES = frozenset(("bridge", "dns", "domain", "mtu", "stp", "masquerade", "nat6", "vni"))
+
+
+def _both(keyword: str) -> tuple[str, str]:
+    """A per-family statement's keys among a block's single statements: its IPv4 and
+    its IPv6 one (see _Lowerer.statements)."""
+    return keyword, f"{keyword}6"
 
 
 # --- node statements (host, vm, external) ---------------------------------------------
@@ -257,35 +300,54 @@ def _nic(lw: _Lowerer, d: NodeDraft, stmt: Statement) -> None:
     options: dict[str, Token] = {}
     duplicated = False
     for keyword, value in rest:
-        if keyword.text in options:
-            lw.say(DUPLICATE_STATEMENT, "on_nic", keyword.span, keyword=keyword.text)
+        # `address` and `gateway` once per family: the IPv6 one is kept as address6/gateway6.
+        key = keyword.text
+        if key in NIC_OPTIONS_PER_FAMILY and family_of_text(value.text) is IPV6:
+            key += "6"
+        if key in options:
+            if keyword.text in NIC_OPTIONS_PER_FAMILY:
+                lw.say(DUPLICATE_STATEMENT, "family_on_nic", keyword.span, keyword=keyword.text,
+                       family=family_of_text(value.text).title)
+            else:
+                lw.say(DUPLICATE_STATEMENT, "on_nic", keyword.span, keyword=keyword.text)
             duplicated = True
-        options[keyword.text] = value
+        options[key] = value
     # A bad MAC or model is left out (a MAC is then derived, the model is virtio); a bad
     # gateway leaves the node's routing incomplete.
     mac = lw.attempt(lambda: v.mac(options["mac"])) if "mac" in options else None
     model = lw.attempt(lambda: v.model(options["model"])) if "model" in options else None
-    gateway = lw.attempt(lambda: v.address(options["gateway"])) if "gateway" in options else None
-    if "gateway" in options and gateway is None:
-        d.incomplete = True
-    # The address's form is checked here; its prefix may come from the network, later.
-    address = options.get("address")
-    written = lw.attempt(lambda: v.nic_address_form(options["address"])) if address is not None else None
-    if address is not None and written is None:
-        # Reported: the nic stays, without its address (not "missing" one).
-        d.incomplete = True
-        lw.poisoned.add(network.text)  # its members are not all known
+    gateways = {}
+    for key in ("gateway", "gateway6"):
+        if key in options:
+            gateways[key] = lw.attempt(partial(v.address, options[key]))
+            if gateways[key] is None:
+                d.incomplete = True
+    # The addresses' form is checked here; their prefix may come from the network, later.
+    written: dict[str, IPAddress | IPInterface | None] = {}
+    for key in ("address", "address6"):
+        if key in options:
+            written[key] = lw.attempt(partial(v.nic_address_form, options[key]))
+            if written[key] is None:
+                # Reported: the nic stays, without its address (not "missing" one).
+                d.incomplete = True
+                lw.poisoned.add(network.text)  # its members are not all known
     if duplicated:
         raise _Reported()
-    d.nics[index] = NicDraft(d.name, index, stmt, iface, network, address, written, mac, model, gateway,
-                             options)
+    d.nics[index] = NicDraft(d.name, index, stmt, iface, network, options.get("address"), written.get("address"),
+                             mac, model, gateways.get("gateway"), options, options.get("address6"),
+                             written.get("address6"), gateways.get("gateway6"))
 
 
 @statement("route")
 def _route(lw: _Lowerer, d: NodeDraft, stmt: Statement) -> None:
     via = stmt.after("via")
     assert via is not None  # the grammar requires it
-    d.routes.append(Route(v.destination(stmt.value), v.address(via), stmt.span))
+    gateway = v.address(via)
+    destination = v.destination(stmt.value, gateway)
+    if destination.version != gateway.version:
+        raise Invalid.of(stmt.span, "route_families", destination=destination, via=gateway,
+                         family=family_of(destination).title)
+    d.routes.append(Route(destination, gateway, stmt.span))
 
 
 @statement("memory")
@@ -525,11 +587,19 @@ class _Lowerer:
         seen: dict[str, Statement] = {}
         for stmt in block.body:
             if stmt.kind in SINGLE:
-                if stmt.kind in seen:
-                    self.say(DUPLICATE_STATEMENT, "in_block", stmt.span, keyword=stmt.kind, kind=block.kind,
-                             name=block.name.text, line=seen[stmt.kind].span.line)
+                # Once per family for address/subnet/dhcp: the IPv6 one is seen as `address6`...
+                family = family_of_text(stmt.tokens[1].text) if stmt.kind in PER_FAMILY else None
+                key = stmt.kind + ("6" if family is IPV6 else "")
+                if key in seen:
+                    if family is None:
+                        self.say(DUPLICATE_STATEMENT, "in_block", stmt.span, keyword=stmt.kind, kind=block.kind,
+                                 name=block.name.text, line=seen[key].span.line)
+                    else:
+                        self.say(DUPLICATE_STATEMENT, "family_in_block", stmt.span, keyword=stmt.kind,
+                                 family=family.title, kind=block.kind, name=block.name.text,
+                                 line=seen[key].span.line)
                     continue
-                seen[stmt.kind] = stmt
+                seen[key] = stmt
             try:
                 _STATEMENT_FNS[stmt.kind](self, draft, stmt)
             except Invalid as e:
@@ -582,13 +652,14 @@ class _Lowerer:
             return None
         written = {k for k in one if k not in d.failed}
         ok = True
-        address = d.address
+        address, address6 = d.address, d.address6
         if mode is Mode.EXTERNAL:
-            for keyword in ("bridge", "address", "dhcp", "dns", "domain", "stp", "name"):
+            for keyword in ("bridge", *_both("address"), *_both("dhcp"), "dns", "domain", "stp", "name", "nat6"):
                 if keyword in written:
-                    self.say(INVALID_VALUE, "not_for_external", one[keyword].span, keyword=keyword, network=name)
+                    self.say(INVALID_VALUE, "not_for_external", one[keyword].span, keyword=one[keyword].kind,
+                             network=name)
                     ok = False
-            if "subnet" not in one:
+            if "subnet" not in one and "subnet6" not in one:
                 if not quiet:
                     self.say(MISSING_STATEMENT, "no_subnet", block.name.span, network=name)
                 ok = False
@@ -596,21 +667,26 @@ class _Lowerer:
             # libvirt's <forward mode='bridge'/> network is the LAN's segment: no <ip>, no
             # dnsmasq, and the host bridge's own settings are the host's business
             # (https://libvirt.org/formatnetwork.html#using-an-existing-host-bridge).
-            for keyword in ("address", "subnet", "dhcp", "dns", "domain", "mtu", "stp"):
+            for keyword in (*_both("address"), *_both("subnet"), *_both("dhcp"), "dns", "domain", "mtu", "stp",
+                            "nat6"):
                 if keyword in written:
-                    self.say(INVALID_VALUE, "not_for_bridged", one[keyword].span, keyword=keyword, network=name)
+                    self.say(INVALID_VALUE, "not_for_bridged", one[keyword].span, keyword=one[keyword].kind,
+                             network=name)
                     ok = False
-        elif mode in v.ROUTING_MODES and address is None:
+        elif mode in v.ROUTING_MODES and address is None and address6 is None:
             if not quiet:
                 self.say(MISSING_STATEMENT, "no_address", block.name.span, mode=mode.value, network=name)
             ok = False
-        if "subnet" in one and address is not None and d.subnet != address.network:
-            self.say(INVALID_VALUE, "subnet_disagrees", one["subnet"].value.span, subnet=d.subnet,
-                     address=address, network=address.network)
-            ok = False
+        for family in FAMILIES:
+            subnet_key, given = ("subnet", address) if family is IPV4 else ("subnet6", address6)
+            subnet = d.subnet if family is IPV4 else d.subnet6
+            if subnet_key in one and given is not None and subnet != given.network:
+                self.say(INVALID_VALUE, "subnet_disagrees", one[subnet_key].value.span, subnet=subnet,
+                         address=given, network=given.network)
+                ok = False
         for keyword in ("dns", "domain"):
             asked = keyword in written and (keyword != "dns" or d.dns)
-            if asked and address is None and mode not in (Mode.EXTERNAL, Mode.BRIDGED):
+            if asked and address is None and address6 is None and mode not in (Mode.EXTERNAL, Mode.BRIDGED):
                 if quiet:
                     return None
                 self.say(INVALID_VALUE, "dns_without_address", one[keyword].span, network=name, keyword=keyword)
@@ -618,8 +694,25 @@ class _Lowerer:
         if d.dhcp is not None and address is None and mode is not Mode.BRIDGED:
             if quiet:
                 return None
-            self.say(INVALID_VALUE, "dhcp_without_address", one["dhcp"].span, network=name)
+            if address6 is None:
+                self.say(INVALID_VALUE, "dhcp_without_address", one["dhcp"].span, network=name)
+            else:
+                self.say(INVALID_VALUE, "family_without_address", one["dhcp"].span, network=name,
+                         family=IPV4.title, keyword="dhcp", example="10.0.0.1/24")
             ok = False
+        if d.dhcp6 is not None and address6 is None and mode is not Mode.BRIDGED:
+            if quiet:
+                return None
+            self.say(INVALID_VALUE, "family_without_address", one["dhcp6"].span, network=name,
+                     family=IPV6.title, keyword="dhcp", example="fd00::1/64")
+            ok = False
+        nat6 = d.nat6
+        if nat6 and mode is not Mode.NAT:
+            self.say(INVALID_VALUE, "nat6_mode", one["nat6"].span, network=name, mode=mode.value)
+            nat6 = False
+        elif nat6 and address6 is None:
+            self.say(INVALID_VALUE, "nat6_without_ipv6", one["nat6"].span, network=name)
+            nat6 = False
         masquerade = d.masquerade
         if masquerade and "masquerade" in written and mode not in DEFAULT_PROFILE.routed_modes:
             # libvirt masquerades a nat network itself; other modes route no subnet out.
@@ -653,6 +746,9 @@ class _Lowerer:
             bridge_span=one["bridge"].value.span if "bridge" in one else block.name.span,
             subnet_span=one["subnet"].value.span if "subnet" in one else block.name.span,
             extra_hosts=extra_hosts, vni=vni,
+            address6=address6, declared_subnet6=d.subnet6, dhcp6=d.dhcp6, nat6=nat6,
+            address6_span=one["address6"].value.span if "address6" in one else block.name.span,
+            subnet6_span=one["subnet6"].value.span if "subnet6" in one else block.name.span,
             vni_span=one["vni"].value.span if "vni" in one else block.name.span,
             exact_name=d.exact_name, exact_name_span=one["name"].value.span if "name" in one else UNKNOWN,
         )
@@ -891,7 +987,7 @@ class _Lowerer:
         self.say(MISSING_STATEMENT, "vm_host", block.name.span, hint, vm=vm)
         return None
 
-    def bridged_lan_subnet(self, network: Network) -> IPv4Network | None:
+    def bridged_lan_subnet(self, network: Network, family: Family) -> IPNetwork | None:
         """A bridged network's VMs are on the LAN its host's nic (`bridged to NIC`) is on:
         that LAN's subnet, for addresses written without a prefix."""
         if network.mode is not Mode.BRIDGED or network.host is None or network.via is None:
@@ -902,7 +998,7 @@ class _Lowerer:
             for p in d.nics:
                 if p is not None and p.iface == network.via:
                     lan = self.networks.get(p.network.text)
-                    return lan.subnet if lan is not None else None
+                    return lan.subnet_in(family) if lan is not None else None
         return None
 
     def finish_nic(self, p: NicDraft, d: NodeDraft) -> Nic | None:
@@ -916,23 +1012,39 @@ class _Lowerer:
                          _name_hint(p.network.text, self.network_names, "networks",
                                     "define it with `network NAME { ... }`"), name=p.network.text)
             return None
-        written = p.written  # None when no address is written, or a bad one was reported
-        address = written if isinstance(written, IPv4Interface) else None
-        if written is not None and address is None and p.address is not None:
-            # No prefix written: the network's (a bridged network's: its LAN's).
-            subnet = network.subnet or self.bridged_lan_subnet(network)
-            if subnet is None:
-                self.say(INVALID_VALUE, "no_prefix_bridged" if network.mode is Mode.BRIDGED
-                         else "no_prefix_to_take", p.address.span, address=written,
-                         network=network.name, host=network.host, nic=network.via)
-                d.incomplete = True
-                self.poisoned.add(network.name)
-            else:
-                address = IPv4Interface((written, subnet.prefixlen))
-        return Nic(p.owner, p.index, p.iface or f"eth{p.index}", network.name, address,
-                   p.mac, False, p.model, p.gateway, p.stmt.span,
-                   *(p.options[k].span if k in p.options else UNKNOWN
-                     for k in ("address", "mac", "gateway")))
+        address = self.nic_address(p.address, p.written, network, d)
+        address6 = self.nic_address(p.address6, p.written6, network, d)
+        def span(key: str) -> Span:
+            return p.options[key].span if key in p.options else UNKNOWN
+
+        return Nic(p.owner, p.index, p.iface or f"eth{p.index}", network.name,
+                   address if isinstance(address, IPv4Interface) else None,
+                   p.mac, False, p.model, p.gateway if isinstance(p.gateway, IPv4Address) else None,
+                   p.stmt.span, address_span=span("address"), mac_span=span("mac"),
+                   gateway_span=span("gateway"),
+                   address6=address6 if isinstance(address6, IPv6Interface) else None,
+                   gateway6=p.gateway6 if isinstance(p.gateway6, IPv6Address) else None,
+                   address6_span=span("address6"), gateway6_span=span("gateway6"))
+
+    def nic_address(self, token: Token | None, written: IPAddress | IPInterface | None, network: Network,
+                    d: NodeDraft) -> IPInterface | None:
+        """A nic's address of one family with its prefix: as written, or the network's (a
+        bridged network's: its LAN's). None when none is written, or it was reported."""
+        if written is None or token is None:
+            return None
+        if isinstance(written, IPv4Interface | IPv6Interface):
+            return written
+        family = family_of(written)
+        subnet = network.subnet_in(family) or self.bridged_lan_subnet(network, family)
+        if subnet is None:
+            self.say(INVALID_VALUE, "no_prefix_bridged" if network.mode is Mode.BRIDGED
+                     else "no_prefix_to_take", token.span, address=written,
+                     network=network.name, host=network.host, nic=network.via,
+                     family=family.title, example=f"{written}/{64 if family is IPV6 else 24}")
+            d.incomplete = True
+            self.poisoned.add(network.name)
+            return None
+        return ip_interface((written, subnet.prefixlen))
 
     def resolve_forwards(self, built_vms: set[str]) -> list[Forward]:
         # Every VM declared, even one that failed (reported already), so a forward to it
@@ -965,21 +1077,21 @@ class _Lowerer:
                 if name in node_names:
                     ok = ok and name in built
                     continue
-                try:
-                    IPv4Address(name)
+                if parse_address(name) is not None:
                     continue
-                except AddressValueError:
-                    ok = False
+                ok = False
                 if name in self.unusable:
                     continue
                 if re.fullmatch(r"[0-9.]+", name):
                     self.say(INVALID_VALUE, "expect_not_ipv4", span, text=name)
+                elif re.fullmatch(r"[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*", name):
+                    self.say(INVALID_VALUE, "expect_not_ipv6", span, text=name)
                 elif name in self.network_names:
                     self.say(UNDEFINED_NAME, "network_in_expect", span, name=name)
                 else:
                     self.say(UNDEFINED_NAME, "no_node", span,
                              _name_hint(name, node_names, "nodes",
-                                        "give an IPv4 address, or define a host, VM or external"), name=name)
+                                        "give an IP address, or define a host, VM or external"), name=name)
             if ok:
                 kept.append(exp)
         return kept

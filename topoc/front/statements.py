@@ -24,6 +24,9 @@ class Shape:
     single: bool  # at most once in its block
     usage: str
     values: tuple[str, ...] = ()  # the kinds of value it takes, in order
+    # Once per address family (an IPv4 and an IPv6 one may stand side by side): `single`
+    # then holds per family, told apart by the value's form (topoc.model.family).
+    per_family: bool = False
 
     @property
     def opens_block(self) -> bool:
@@ -42,14 +45,19 @@ STATEMENTS: dict[str, Shape] = {s.keyword: s for s in (
           "mode isolated | routed [via IFACE] | nat [via IFACE] | bridged to IFACE | open [via IFACE] | external",
           ("mode", "interface")),
     Shape("bridge", ("network",), True, "bridge IFNAME", ("interface",)),
-    Shape("address", ("network",), True, "address IP/PREFIX", ("interface-address",)),
-    Shape("subnet", ("network",), True, "subnet CIDR", ("cidr",)),
-    Shape("dhcp", ("network",), True, "dhcp FIRST-IP - LAST-IP", ("address", "address")),
+    Shape("address", ("network",), True, "address IP/PREFIX   (one IPv4, one IPv6)", ("interface-address",),
+          per_family=True),
+    Shape("subnet", ("network",), True, "subnet CIDR   (one IPv4, one IPv6)", ("cidr",), per_family=True),
+    Shape("dhcp", ("network",), True, "dhcp FIRST-IP - LAST-IP   (one IPv4, one IPv6)", ("address", "address"),
+          per_family=True),
     Shape("dns", ("network",), True, "dns on|off", ("switch",)),
     Shape("domain", ("network",), True, "domain NAME", ("domain",)),
     Shape("mtu", ("network",), True, "mtu N", ("integer",)),
     Shape("stp", ("network",), True, "stp on|off", ("switch",)),
     Shape("masquerade", ("network",), True, "masquerade [on|off]   (routed or open networks)",
+          ("switch",)),
+    Shape("nat6", ("network",), True,
+          "nat6 on|off   (a nat network's IPv6: masqueraded when on, routed when off, the default)",
           ("switch",)),
     Shape("vni", ("network",), True, "vni N   (1-16777215: the VXLAN id of a network on several hosts)",
           ("integer",)),
@@ -59,7 +67,8 @@ STATEMENTS: dict[str, Shape] = {s.keyword: s for s in (
     Shape("connect", ("host",), True,
           "connect URI   (a libvirt URI: qemu:///system, qemu+ssh://root@HOST/system)", ("uri",)),
     Shape("nic", _NODE_BLOCKS, False,
-          "nic [IFACE] on NETWORK [address IP[/PREFIX]] [mac MAC] [model NAME] [gateway IP]",
+          "nic [IFACE] on NETWORK [address IP[/PREFIX]] [mac MAC] [model NAME] [gateway IP]   "
+          "(address and gateway: one IPv4, one IPv6)",
           ("interface", "network", "address", "mac", "model", "address")),
     Shape("route", _NODE_BLOCKS, False, "route CIDR via IP   (or: route default via IP)",
           ("cidr", "address")),
@@ -90,6 +99,9 @@ TOP_LEVEL_KEYWORDS = tuple(k for k, s in STATEMENTS.items() if TOP in s.homes)
 # Where each statement of a block belongs, for a statement written in the wrong place.
 STATEMENT_HOME: dict[str, str] = {k: _where(s.homes) for k, s in STATEMENTS.items() if TOP not in s.homes}
 SINGLE = frozenset(k for k, s in STATEMENTS.items() if s.single and TOP not in s.homes)
+PER_FAMILY = frozenset(k for k, s in STATEMENTS.items() if s.per_family)
+# The nic options that a nic takes once per family (the others once).
+NIC_OPTIONS_PER_FAMILY = frozenset(("address", "gateway"))
 
 
 def allowed_in(block: str) -> frozenset[str]:

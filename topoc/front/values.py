@@ -1,7 +1,7 @@
 """Value parsers: one token's text -> one typed value, or `Invalid` saying what is wrong.
 
-Each parser knows one kind of value (a name, an interface name, an IPv4 address, a
-CIDR, a size, a MAC, a switch, a port...) and nothing about the lab: resolving names
+Each parser knows one kind of value (a name, an interface name, an IP address of either
+family, a CIDR, a size, a MAC, a switch, a port...) and nothing about the lab: resolving names
 against what the file defines is topoc.front.lower's job. An `Invalid` becomes one
 diagnostic pointing at the token (or the part of it) at fault.
 """
@@ -11,12 +11,13 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Iterable
-from ipaddress import AddressValueError, IPv4Address, IPv4Interface, IPv4Network, ip_address
+from ipaddress import ip_interface
 
 from topoc.diagnostics import INVALID_VALUE, MAC_INVALID, Code
 from topoc.front.span import Span
 from topoc.front.syntax import Token
 from topoc.model import naming
+from topoc.model.family import IPAddress, IPInterface, IPNetwork, family_of, family_of_text, parse_address
 from topoc.model.ir import DhcpRange, Mode
 
 NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(-[A-Za-z0-9_]+)*")
@@ -78,51 +79,55 @@ def ifname(tok: Token, what: str = "interface") -> str:
     return tok.text
 
 
-def address(tok: Token) -> IPv4Address:
-    try:
-        return IPv4Address(tok.text)
-    except AddressValueError:
-        raise Invalid.of(tok.span, why_not_ipv4(tok.text), text=tok.text,
+def address(tok: Token) -> IPAddress:
+    """An IPv4 or IPv6 address (no prefix, no IPv6 zone)."""
+    found = parse_address(tok.text)
+    if found is None:
+        raise Invalid.of(tok.span, why_not_address(tok.text), text=tok.text,
                          address=tok.text.split("/")[0]) from None
+    return found
 
 
-def why_not_ipv4(text: str) -> str:
-    """The message key that says why `text` is not an IPv4 address."""
-    try:
-        if ip_address(text.split("/")[0]).version == 6:
-            return "ipv6"
-    except ValueError:
-        pass  # not an address of any version: the messages below say what it is
-    return "prefix_on_address" if "/" in text else "not_ipv4"
+def why_not_address(text: str) -> str:
+    """The message key that says why `text` is not an address."""
+    bare = text.split("/")[0]
+    if "/" in text and parse_address(bare) is not None:
+        return "prefix_on_address"
+    if "%" in text and parse_address(bare.partition("%")[0]) is not None:
+        return "ipv6_zone"
+    return "not_ipv6" if family_of_text(text).facts.version == 6 else "not_ipv4"
 
 
-def interface(tok: Token) -> IPv4Interface:
-    """`IP/PREFIX` (the prefix is required here)."""
+def interface(tok: Token) -> IPInterface:
+    """`IP/PREFIX` of either family (the prefix is required here)."""
     text = tok.text
     if "/" not in text:
-        raise Invalid.of(tok.span, "no_prefix", text=text)
+        raise Invalid.of(tok.span, "no_prefix", text=text,
+                         example=f"{text}/{64 if family_of_text(text).facts.version == 6 else 24}")
     ip_text, _, prefix = text.partition("/")
-    address(Token(ip_text, "WORD", tok.span))
-    if digits(prefix, 32) is None:
-        raise Invalid.of(tok.span.sub(len(ip_text), len(prefix) + 1), "bad_prefix", prefix=shown(prefix))
-    return IPv4Interface(text)
+    ip = address(Token(ip_text, "WORD", tok.span))
+    longest = family_of(ip).facts.max_prefix
+    if digits(prefix, longest) is None:
+        raise Invalid.of(tok.span.sub(len(ip_text), len(prefix) + 1), "bad_prefix", prefix=shown(prefix),
+                         longest=longest)
+    return ip_interface(f"{ip}/{int(prefix)}")
 
 
-def nic_address_form(tok: Token) -> IPv4Address | IPv4Interface:
+def nic_address_form(tok: Token) -> IPAddress | IPInterface:
     """A nic's `address`: IP or IP/PREFIX (the prefix, when left out, is the network's)."""
     return interface(tok) if "/" in tok.text else address(tok)
 
 
-def network_cidr(tok: Token) -> IPv4Network:
+def network_cidr(tok: Token) -> IPNetwork:
     iface = interface(tok)
     if iface.ip != iface.network.network_address:
         raise Invalid.of(tok.span, "host_bits", text=tok.text, network=iface.network)
     return iface.network
 
 
-def destination(tok: Token) -> IPv4Network:
-    """A route's destination: a CIDR, or `default`."""
-    return IPv4Network("0.0.0.0/0") if tok.text == "default" else network_cidr(tok)
+def destination(tok: Token, via: IPAddress) -> IPNetwork:
+    """A route's destination: a CIDR, or `default` (in the family of its `via`)."""
+    return family_of(via).default_route if tok.text == "default" else network_cidr(tok)
 
 
 def digits(text: str, limit: int) -> int | None:
@@ -247,4 +252,7 @@ def dhcp_range(words: tuple[Token, ...], span: Span) -> DhcpRange:
         end_tok = Token(last, "WORD", words[0].span.sub(len(first) + 1, len(last)))
     else:
         start_tok, end_tok = words
-    return DhcpRange(address(start_tok), address(end_tok), span)
+    start, end = address(start_tok), address(end_tok)
+    if start.version != end.version:
+        raise Invalid.of(span, "dhcp_mixed", first=family_of(start).title, last=family_of(end).title)
+    return DhcpRange(start, end, span)

@@ -1,6 +1,9 @@
 """The analysis of one lab: the lab, the names whose lowering failed, and the facts
 derived from it (its topology, its reachability engine), each computed at most once.
 
+The topology and the engine are per address family (topoc.model.family): `topology`
+and `engine` are IPv4's, `topology_in(family)` / `engine_in(family)` either's.
+
 One Analysis is built per compilation and handed to every stage that asks questions
 about the lab: the checks, the reach command, the diagram's reach overlay, verify. It
 replaces per-process caches keyed on object identity: two labs analysed in one process
@@ -17,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, TypeVar
 
+from topoc.model.family import IPV4, Family
 from topoc.model.ir import Lab
 
 if TYPE_CHECKING:
@@ -27,32 +31,50 @@ T = TypeVar("T")
 
 
 class Analysis:
-    __slots__ = ("_engine", "_memo", "_topology", "lab", "poisoned")
+    __slots__ = ("_engines", "_families", "_memo", "_topologies", "lab", "poisoned")
 
     def __init__(self, lab: Lab, poisoned: Iterable[str] = ()) -> None:
         self.lab = lab
         self.poisoned: frozenset[str] = frozenset(poisoned)
-        self._topology: Topology | None = None
-        self._engine: Engine | None = None
+        self._topologies: dict[Family, Topology] = {}
+        self._engines: dict[Family, Engine] = {}
+        self._families: tuple[Family, ...] | None = None
         self._memo: dict[str, object] = {}
 
     @property
-    def topology(self) -> Topology:
-        """The lab's wiring facts (topoc.model.topology), built on first use."""
-        if self._topology is None:
+    def families(self) -> tuple[Family, ...]:
+        """The address families the lab uses (IPv4 first), computed once."""
+        if self._families is None:
+            self._families = self.lab.families
+        return self._families
+
+    def topology_in(self, family: Family) -> Topology:
+        """The lab's wiring facts in one family (topoc.model.topology), built on first use."""
+        topology = self._topologies.get(family)
+        if topology is None:
             from topoc.model.topology import Topology
 
-            self._topology = Topology(self.lab)
-        return self._topology
+            topology = self._topologies[family] = Topology(self.lab, family)
+        return topology
+
+    def engine_in(self, family: Family) -> Engine:
+        """The reachability engine of one family (topoc.model.reach), built on first use."""
+        engine = self._engines.get(family)
+        if engine is None:
+            from topoc.model.reach import Engine
+
+            engine = self._engines[family] = Engine(self.topology_in(family))
+        return engine
+
+    @property
+    def topology(self) -> Topology:
+        """IPv4's wiring facts."""
+        return self.topology_in(IPV4)
 
     @property
     def engine(self) -> Engine:
-        """The reachability engine (topoc.model.reach), built on first use."""
-        if self._engine is None:
-            from topoc.model.reach import Engine
-
-            self._engine = Engine(self.topology)
-        return self._engine
+        """IPv4's reachability engine."""
+        return self.engine_in(IPV4)
 
     def memo(self, key: str, build: Callable[[], T]) -> T:
         """A fact a check derives from the lab, computed once per analysis (`key` names

@@ -48,14 +48,17 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Network, IPv6Network
 
+from topoc.model.family import IPV4, IPV6, Family, IPAddress, IPNetwork
 from topoc.model.ir import Forward, Lab, Mode, Network, Vm
 from topoc.model.platform import DEFAULT_PROFILE, Profile
 from topoc.model.topology import dnat_target
 
 LOCAL_MULTICAST = IPv4Network("224.0.0.0/24")
 LOCAL_BROADCAST = IPv4Network("255.255.255.255/32")
+# IPv6 has no broadcast; its link-local multicast scope is ff02::/16 (RFC 4291 2.7).
+LOCAL_MULTICAST6 = IPv6Network("ff02::/16")
 
 
 class Hook(enum.StrEnum):
@@ -114,8 +117,8 @@ class Rule:
     iif: str | None = None
     oif: str | None = None
     not_iif: str | None = None  # iifname != ...
-    saddr: IPv4Network | None = None
-    daddr: IPv4Network | None = None
+    saddr: IPNetwork | None = None
+    daddr: IPNetwork | None = None
     not_daddr: bool = False  # match a daddr outside `daddr`
     local_daddr: bool = False  # the destination is one of this host's addresses
     proto: str | None = None  # "tcp", "udp"
@@ -123,8 +126,9 @@ class Rule:
     ct_state: tuple[str, ...] = ()  # ("established", "related"): conntrack states accepted
     ct_dnat: bool = False  # only connections that a DNAT rewrote
     to_ports: tuple[int, int] | None = None  # masquerade: source port range
-    to_addr: IPv4Address | None = None  # dnat: new destination
+    to_addr: IPAddress | None = None  # dnat: new destination
     to_port: int | None = None
+    family: Family = IPV4  # iptables' rule or ip6tables'
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,8 +137,8 @@ class Packet:
     entry. `state` is conntrack's: NEW, ESTABLISHED (a reply, or a later packet of a
     connection) or INVALID (a reply whose request this host never saw)."""
 
-    src: IPv4Address
-    dst: IPv4Address
+    src: IPAddress  # both of the table's family
+    dst: IPAddress
     iif: str | None = None  # None: the host itself sent it
     oif: str | None = None  # None: not routed yet (prerouting)
     proto: str = "icmp"
@@ -197,16 +201,25 @@ def _label(net: Network) -> str:
     return f"{net.name} ({net.model})"
 
 
-def general_rules(net: Network) -> tuple[Rule, ...]:
-    """iptablesAddGeneralIPv4FirewallRules: DHCP and DNS to the host, the catch-all
-    rejects and the hairpin accept, for every firewalled network."""
+def general_rules(net: Network, family: Family = IPV4) -> tuple[Rule, ...]:
+    """The general rules of a firewalled network: DHCP and DNS to the host, the
+    catch-all rejects and the hairpin accept. IPv4: iptablesAddGeneralIPv4FirewallRules,
+    for every firewalled network. IPv6: networkAddGeneralIPv6FirewallRules, only for a
+    network with an IPv6 address (without one libvirt adds no ip6tables rule for it, so
+    its bridge forwards IPv6 freely), with DHCPv6's ports 547 in and 546 out."""
     bridge, label = net.bridge, _label(net)
+    if family is IPV6 and net.address6 is None:
+        return ()
+    server, client = (67, 68) if family is IPV4 else (547, 546)
+    dhcp = "DHCP" if family is IPV4 else "DHCPv6"
     rules = [Rule(Chain.INP, Verdict.ACCEPT, net.name, f"{label}: INP {what}", iif=bridge,
                   proto=proto, dport=port)
-             for port, what in ((67, "DHCP"), (53, "DNS")) for proto in ("tcp", "udp")]
+             for port, what in ((server, dhcp), (53, "DNS")) for proto in ("tcp", "udp")
+             if family is IPV4 or port == 53 or proto == "udp"]
     rules += [Rule(Chain.OUT, Verdict.ACCEPT, net.name, f"{label}: OUT {what}", oif=bridge,
                    proto=proto, dport=port)
-              for port, what in ((68, "DHCP"), (53, "DNS")) for proto in ("tcp", "udp")]
+              for port, what in ((client, dhcp), (53, "DNS")) for proto in ("tcp", "udp")
+              if family is IPV4 or port == 53 or proto == "udp"]
     return (*rules,
             Rule(Chain.FWX, Verdict.ACCEPT, net.name, f"{label}: FWX within the bridge",
                  iif=bridge, oif=bridge),
@@ -214,18 +227,22 @@ def general_rules(net: Network) -> tuple[Rule, ...]:
             Rule(Chain.FWO, Verdict.REJECT, net.name, f"{label}: FWO reject the rest out", iif=bridge))
 
 
-def forward_rules(net: Network) -> tuple[Rule, ...]:
+def forward_rules(net: Network, family: Family = IPV4) -> tuple[Rule, ...]:
     """The accepts that a nat or routed network adds ahead of its catch-alls (FWI's,
-    then FWO's)."""
-    subnet, label = net.subnet, _label(net)
+    then FWO's). A nat network's IPv6 is routed (networkAddRoutingFirewallRules) unless
+    it has `nat6` (<nat ipv6='yes'/>), when it is masqueraded like IPv4
+    (networkAddIPSpecificFirewallRules)."""
+    subnet, label = net.subnet_in(family), _label(net)
     if subnet is None:
         return ()
+    masqueraded = net.mode is Mode.NAT and net.masquerades(family)
+    routed = net.mode is Mode.ROUTED or (net.mode is Mode.NAT and not masqueraded)
     rules = []
-    if net.mode is Mode.NAT:  # iptablesForwardAllowRelatedIn
+    if masqueraded:  # iptablesForwardAllowRelatedIn
         rules.append(Rule(Chain.FWI, Verdict.ACCEPT, net.name, f"{label}: FWI replies back in",
                           daddr=subnet, iif=net.via, oif=net.bridge,
                           ct_state=("established", "related")))
-    elif net.mode is Mode.ROUTED:  # iptablesForwardAllowIn
+    elif routed:  # iptablesForwardAllowIn
         rules.append(Rule(Chain.FWI, Verdict.ACCEPT, net.name, f"{label}: FWI routed in",
                           daddr=subnet, iif=net.via, oif=net.bridge))
     if net.mode in (Mode.NAT, Mode.ROUTED):  # iptablesForwardAllowOut
@@ -234,14 +251,15 @@ def forward_rules(net: Network) -> tuple[Rule, ...]:
     return tuple(rules)
 
 
-def masquerade_rules(net: Network, chain: Chain, profile: Profile = DEFAULT_PROFILE
-                     ) -> tuple[Rule, ...]:
+def masquerade_rules(net: Network, chain: Chain, profile: Profile = DEFAULT_PROFILE,
+                     family: Family = IPV4) -> tuple[Rule, ...]:
     """iptablesAddMasqueradingFirewallRules: never NAT local multicast or broadcast
-    (strict DHCP clients refuse a reply from a changed port); TCP and UDP get a source
-    port of 1024 or above (NFS trusts ports below); then everything else leaving the
-    subnet through `via` (any device without one). A routed or open network's
-    `masquerade` (Chain.MASQUERADE) gets the same rules as libvirt's for a nat one."""
-    s, out = net.subnet, net.via
+    (strict DHCP clients refuse a reply from a changed port; IPv6 has no broadcast, so
+    only ff02::/16); TCP and UDP get a source port of 1024 or above (NFS trusts ports
+    below); then everything else leaving the subnet through `via` (any device without
+    one). A routed or open network's `masquerade` (Chain.MASQUERADE) gets the same rules
+    as libvirt's for a nat one."""
+    s, out = net.subnet_in(family), net.via
     label = f"{_label(net)}: {chain.short} " if chain.short else f"{_label(net)}: "
     if s is None:
         return ()
@@ -249,11 +267,15 @@ def masquerade_rules(net: Network, chain: Chain, profile: Profile = DEFAULT_PROF
     base = Rule(chain, Verdict.MASQUERADE, net.name, "", saddr=s, oif=out)
     ports = profile.masquerade_ports
     masq = replace(base, daddr=s, not_daddr=True)
+    exceptions = ((replace(base, verdict=Verdict.RETURN, note=f"{label}no NAT for multicast",
+                           daddr=LOCAL_MULTICAST),
+                   replace(base, verdict=Verdict.RETURN, note=f"{label}no NAT for broadcast",
+                           daddr=LOCAL_BROADCAST))
+                  if family is IPV4 else
+                  (replace(base, verdict=Verdict.RETURN, note=f"{label}no NAT for multicast",
+                           daddr=LOCAL_MULTICAST6),))
     return (
-        replace(base, verdict=Verdict.RETURN, note=f"{label}no NAT for multicast",
-                daddr=LOCAL_MULTICAST),
-        replace(base, verdict=Verdict.RETURN, note=f"{label}no NAT for broadcast",
-                daddr=LOCAL_BROADCAST),
+        *exceptions,
         replace(masq, note=f"{label}masquerade tcp", proto="tcp", to_ports=ports),
         replace(masq, note=f"{label}masquerade udp", proto="udp", to_ports=ports),
         replace(masq, note=f"{label}masquerade"),
@@ -268,7 +290,7 @@ class PortForward:
     """A `forward` of a VM on this host, with where it DNATs to."""
 
     forward: Forward
-    address: IPv4Address
+    address: IPAddress
     network: Network
 
     @property
@@ -291,7 +313,8 @@ def dnat_accept_rules(forwards: Iterable[PortForward]) -> tuple[Rule, ...]:
     """Forward, ahead of libvirt's FWI, so a NAT network's reject does not drop the
     DNATed connection; `ct status dnat` admits only what the prerouting rule rewrote."""
     return tuple(Rule(Chain.FORWARD_ACCEPT, Verdict.ACCEPT, pf.network.name, pf.note,
-                      daddr=IPv4Network(pf.address), oif=pf.network.bridge,
+                      daddr=IPv4Network(pf.address) if pf.address.version == 4 else IPv6Network(pf.address),
+                      oif=pf.network.bridge,
                       proto=pf.forward.protocol, dport=pf.forward.vm_port, ct_dnat=True)
                  for pf in forwards)
 
@@ -340,33 +363,38 @@ def host_forwards(lab: Lab, host: str) -> tuple[list[PortForward], list[Forward]
     return found, skipped
 
 
-def host_firewall(lab: Lab, host: str, profile: Profile = DEFAULT_PROFILE) -> HostFirewall:
-    """The table of one host: libvirt's rules for its firewalled networks and the lab's
-    forwards and masquerades, networks in name order."""
+def host_firewall(lab: Lab, host: str, profile: Profile = DEFAULT_PROFILE,
+                  family: Family = IPV4) -> HostFirewall:
+    """The table of one host in one address family (iptables' or ip6tables'): libvirt's
+    rules for its firewalled networks and the lab's forwards and masquerades, networks
+    in name order. A `forward` DNATs IPv4 only."""
     networks = sorted((n for n in lab.networks_on(host) if n.managed and n.bridge),
                       key=lambda n: n.name)
     firewalled = [n for n in networks if n.mode in profile.firewalled_modes]
-    general = {n.name: general_rules(n) for n in firewalled}
-    accepts = {n.name: forward_rules(n) for n in firewalled}
+    general = {n.name: general_rules(n, family) for n in firewalled}
+    accepts = {n.name: forward_rules(n, family) for n in firewalled}
 
     def of(chain: Chain) -> list[Rule]:
         # Per network its accepts, then its reject (libvirt --insert-s the accepts last).
         return [r for n in firewalled for r in (*accepts[n.name], *general[n.name])
                 if r.chain is chain]
 
-    forwards, skipped = host_forwards(lab, host)
-    postrouting = [r for n in firewalled if n.mode in profile.masqueraded_modes
-                   for r in masquerade_rules(n, Chain.PRT, profile)]
+    forwards, skipped = host_forwards(lab, host) if family is IPV4 else ([], [])
+    postrouting = [r for n in firewalled if n.mode in profile.masqueraded_modes and n.masquerades(family)
+                   for r in masquerade_rules(n, Chain.PRT, profile, family)]
     # The lab's own: a routed or open network's `masquerade`, beside libvirt's (which has
     # no rule for them), in the lab's table. Its nat hook runs as libvirt's does.
     postrouting += [r for n in networks if n.masquerade and n.mode not in profile.masqueraded_modes
-                    for r in masquerade_rules(n, Chain.MASQUERADE, profile)]
+                    for r in masquerade_rules(n, Chain.MASQUERADE, profile, family)]
+    def tagged(rules: Iterable[Rule]) -> tuple[Rule, ...]:
+        return tuple(rules) if family is IPV4 else tuple(replace(r, family=family) for r in rules)
+
     return HostFirewall(
-        forward=(*dnat_accept_rules(forwards), *of(Chain.FWX), *of(Chain.FWI), *of(Chain.FWO)),
-        postrouting=tuple(postrouting),
+        forward=tagged((*dnat_accept_rules(forwards), *of(Chain.FWX), *of(Chain.FWI), *of(Chain.FWO))),
+        postrouting=tagged(postrouting),
         prerouting=dnat_rules(forwards),
-        input=tuple(of(Chain.INP)),
-        output=tuple(of(Chain.OUT)),
+        input=tagged(of(Chain.INP)),
+        output=tagged(of(Chain.OUT)),
         forwards=tuple(forwards),
         skipped_forwards=tuple(skipped),
     )
@@ -375,8 +403,8 @@ def host_firewall(lab: Lab, host: str, profile: Profile = DEFAULT_PROFILE) -> Ho
 # --- libvirt's dialect: a rule as `iptables -S` shows it -------------------------------
 
 
-def _addr(net: IPv4Network) -> str:
-    return str(net) if net.prefixlen < 32 else f"{net.network_address}/32"
+def _addr(net: IPNetwork) -> str:
+    return str(net) if net.prefixlen < net.max_prefixlen else f"{net.network_address}/{net.max_prefixlen}"
 
 
 def iptables(rule: Rule) -> str:
@@ -403,7 +431,8 @@ def iptables(rule: Rule) -> str:
     if rule.ct_dnat:
         parts.append("-m conntrack --ctstate DNAT")
     if rule.verdict is Verdict.REJECT:
-        parts.append("-j REJECT --reject-with icmp-port-unreachable")
+        # iptables' and ip6tables' default reject (iptables-extensions(8), REJECT)
+        parts.append(f"-j REJECT --reject-with {'icmp6' if rule.family is IPV6 else 'icmp'}-port-unreachable")
     elif rule.verdict is Verdict.DNAT:
         parts.append(f"-j DNAT --to-destination {rule.to_addr}:{rule.to_port}")
     else:
@@ -414,5 +443,7 @@ def iptables(rule: Rule) -> str:
 
 
 def explain(rule: Rule) -> str:
-    """The rule for an explanation: `LIBVIRT_FWI: -o br0 -j REJECT ...`."""
-    return f"{rule.chain.title}: {iptables(rule)}"
+    """The rule for an explanation: `LIBVIRT_FWI: -o br0 -j REJECT ...` (`ip6tables
+    LIBVIRT_FWI: ...` for an IPv6 rule)."""
+    command = "ip6tables " if rule.family is IPV6 else ""
+    return f"{command}{rule.chain.title}: {iptables(rule)}"

@@ -1,7 +1,9 @@
 """The typed IR: the one contract between the front end and every later stage.
 
-Frozen dataclasses with slots and tuples, `ipaddress` types for addresses, sizes in
-bytes, and a source span on every node that equality ignores (so a file and its
+Frozen dataclasses with slots and tuples, `ipaddress` types for addresses (a network
+and a nic hold at most one of each family: `address` is IPv4, `address6` IPv6, and
+`address_in(family)` reads either; see topoc.model.family), sizes in bytes, and a
+source span on every node that equality ignores (so a file and its
 `topoc fmt`-ed twin lower to equal IRs). `topoc.front.lower` builds it from the syntax tree
 and fills in everything derived (nic prefixes from their network, MACs, bridge names),
 so checks and backends read facts, never defaults.
@@ -12,10 +14,11 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network, IPv6Address, IPv6Interface, IPv6Network
 from types import MappingProxyType
 
 from topoc.front.span import UNKNOWN, Span
+from topoc.model.family import FAMILIES, IPV4, Family, IPAddress, IPInterface, IPNetwork, family_of
 
 
 def _span() -> Span:
@@ -48,13 +51,17 @@ class NodeKind(enum.StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Route:
-    destination: IPv4Network  # 0.0.0.0/0 for `route default via ...`
-    via: IPv4Address
+    destination: IPNetwork  # 0.0.0.0/0 (or ::/0) for `route default via ...`
+    via: IPAddress  # of the destination's family
     span: Span = _span()
 
     @property
     def is_default(self) -> bool:
         return self.destination.prefixlen == 0
+
+    @property
+    def family(self) -> Family:
+        return family_of(self.via)
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,20 +81,51 @@ class Nic:
     address_span: Span = _span()
     mac_span: Span = _span()
     gateway_span: Span = _span()
+    # Its IPv6 address and gateway, written as a second `address` / `gateway` option.
+    address6: IPv6Interface | None = None
+    gateway6: IPv6Address | None = None
+    address6_span: Span = _span()
+    gateway6_span: Span = _span()
 
     @property
     def ip(self) -> IPv4Address | None:
         return self.address.ip if self.address is not None else None
 
+    @property
+    def ip6(self) -> IPv6Address | None:
+        return self.address6.ip if self.address6 is not None else None
+
+    def address_in(self, family: Family) -> IPInterface | None:
+        return self.address if family is IPV4 else self.address6
+
+    def gateway_in(self, family: Family) -> IPAddress | None:
+        return self.gateway if family is IPV4 else self.gateway6
+
+    def address_span_in(self, family: Family) -> Span:
+        return self.address_span if family is IPV4 else self.address6_span
+
+    def gateway_span_in(self, family: Family) -> Span:
+        return self.gateway_span if family is IPV4 else self.gateway6_span
+
+    @property
+    def addresses(self) -> tuple[IPInterface, ...]:
+        """Its addresses, IPv4 first."""
+        return tuple(a for a in (self.address, self.address6) if a is not None)
+
 
 @dataclass(frozen=True, slots=True)
 class DhcpRange:
-    start: IPv4Address
-    end: IPv4Address
+    start: IPAddress  # both of one family
+    end: IPAddress
     span: Span = _span()
 
     def __contains__(self, address: object) -> bool:
-        return isinstance(address, IPv4Address) and self.start <= address <= self.end
+        return (isinstance(address, type(self.start))
+                and self.start <= address <= self.end)  # type: ignore[operator]  # same family
+
+    @property
+    def family(self) -> Family:
+        return family_of(self.start)
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +155,15 @@ class Network:
     extra_hosts: tuple[str, ...] = ()
     vni: int | None = None
     vni_span: Span = _span()
+    # IPv6, written as a second `address` / `subnet` / `dhcp` statement of that family.
+    address6: IPv6Interface | None = None
+    declared_subnet6: IPv6Network | None = None
+    dhcp6: DhcpRange | None = None
+    # A nat network's IPv6: routed like mode routed (libvirt's default), or masqueraded
+    # with `nat6 on` (<nat ipv6='yes'/>, https://libvirt.org/formatnetwork.html#addressing).
+    nat6: bool = False
+    address6_span: Span = _span()
+    subnet6_span: Span = _span()
 
     @property
     def hosts(self) -> tuple[str, ...]:
@@ -139,6 +186,43 @@ class Network:
     @property
     def gateway(self) -> IPv4Address | None:
         return self.address.ip if self.address is not None else None
+
+    @property
+    def subnet6(self) -> IPv6Network | None:
+        if self.address6 is not None:
+            return self.address6.network
+        return self.declared_subnet6
+
+    def address_in(self, family: Family) -> IPInterface | None:
+        return self.address if family is IPV4 else self.address6
+
+    def subnet_in(self, family: Family) -> IPNetwork | None:
+        return self.subnet if family is IPV4 else self.subnet6
+
+    def gateway_in(self, family: Family) -> IPAddress | None:
+        address = self.address_in(family)
+        return address.ip if address is not None else None
+
+    def dhcp_in(self, family: Family) -> DhcpRange | None:
+        return self.dhcp if family is IPV4 else self.dhcp6
+
+    def address_span_in(self, family: Family) -> Span:
+        return self.address_span if family is IPV4 else self.address6_span
+
+    def subnet_span_in(self, family: Family) -> Span:
+        return self.subnet_span if family is IPV4 else self.subnet6_span
+
+    @property
+    def families(self) -> tuple[Family, ...]:
+        """The families it has a subnet in (IPv4 first)."""
+        return tuple(f for f in FAMILIES if self.subnet_in(f) is not None)
+
+    def masquerades(self, family: Family) -> bool:
+        """Whether libvirt (a nat network) or the lab (`masquerade`) source-NATs this
+        family's traffic leaving through `via`: a nat network's IPv6 only with `nat6`."""
+        if self.mode is Mode.NAT:
+            return family is IPV4 or self.nat6
+        return self.masquerade
 
     @property
     def managed(self) -> bool:
@@ -229,7 +313,7 @@ class Forward:
 
 @dataclass(frozen=True, slots=True)
 class Expect:
-    """`expect A -> B` / `expect A !-> B`: A and B are node names or IPv4 addresses."""
+    """`expect A -> B` / `expect A !-> B`: A and B are node names or IP addresses."""
 
     src: str
     dst: str
@@ -283,3 +367,10 @@ class Lab:
 
     def vms_on(self, host: str) -> tuple[Vm, ...]:
         return tuple(v for v in self.vms if v.host == host)
+
+    @property
+    def families(self) -> tuple[Family, ...]:
+        """The families any network or nic of the lab has an address in (IPv4 first)."""
+        found = {f for n in self.networks for f in n.families}
+        found |= {family_of(a) for node in self.nodes for nic in node.nics for a in nic.addresses}
+        return tuple(f for f in FAMILIES if f in found)

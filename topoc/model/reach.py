@@ -1,9 +1,13 @@
 """The reachability engine: who gets an ICMP echo reply from whom, and why (not).
 
 It follows one packet hop by hop the way a Linux kernel would, then its reply back:
+- IPv4 and IPv6 alike, one Engine per family (topoc.model.family), over that family's
+  topology and firewall table; a node name means every address of both families.
 - L2: a node sends straight to an address only when a connected route covers it, and
-  then only a node plugged into that segment can answer ARP for it. Any node answers
-  ARP for any of its addresses on any interface (arp_ignore=0, the kernel default).
+  then only a node plugged into that segment can answer ARP (IPv6: NDP) for it. Any
+  node answers ARP for any of its addresses on any interface (arp_ignore=0, the kernel
+  default); NDP's neighbour solicitation is answered only on the interface that holds
+  the address (ndisc_recv_ns looks the target up on the receiving device, RFC 4861 7.2.3).
 - Routing: connected routes, `route`s, the default route (topoc.model.topology.effective_routes);
   longest prefix wins. A node delivers a packet for any of its addresses whatever the
   interface it came in on (weak host model; rp_filter=0 on a stock Debian host) and
@@ -33,13 +37,14 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, ip_network
 from typing import TypeVar
 
 from topoc.model import firewall as fw
 from topoc.model.analysis import Analysis, analysis_of
+from topoc.model.family import IPV4, IPV6, Family, IPAddress, IPNetwork, family_of, parse_address
 from topoc.model.ir import External, Forward, Host, Lab, Mode, Network, Route, Vm
-from topoc.model.topology import Interface, Topology, dnat_target, macvtap_links
+from topoc.model.topology import Interface, Topology, dnat_target, macvtap_links, node_addresses
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,18 +58,18 @@ class PairResult:
 
 @dataclass(frozen=True, slots=True)
 class Packet:
-    src: IPv4Address
-    dst: IPv4Address
+    src: IPAddress
+    dst: IPAddress
 
 
 @dataclass(frozen=True, slots=True)
 class RouteChoice:
-    destination: IPv4Network
+    destination: IPNetwork
     iface: Interface
-    gateway: IPv4Address | None  # None: connected, the destination itself is the next hop
+    gateway: IPAddress | None  # None: connected, the destination itself is the next hop
     why: str  # "connected", "route 10.0.0.0/8 via ...", "default route via ..."
 
-    def next_hop(self, dst: IPv4Address) -> IPv4Address:
+    def next_hop(self, dst: IPAddress) -> IPAddress:
         return self.gateway if self.gateway is not None else dst
 
 
@@ -97,8 +102,8 @@ class Flow:
     forward: Forward | None = None
     reply: bool = False
     seen: set[str] = field(default_factory=set)  # hosts that forwarded the request
-    snat: dict[str, tuple[IPv4Address, IPv4Address]] = field(default_factory=dict)  # host -> (to, from)
-    dnat: dict[str, tuple[IPv4Address, IPv4Address]] = field(default_factory=dict)  # host -> (vm ip, target)
+    snat: dict[str, tuple[IPAddress, IPAddress]] = field(default_factory=dict)  # host -> (to, from)
+    dnat: dict[str, tuple[IPAddress, IPAddress]] = field(default_factory=dict)  # host -> (vm ip, target)
     dnat_port: int | None = None  # the destination port a DNAT rewrote the connection to
 
 
@@ -107,7 +112,7 @@ class Probe:
     """A request and its reply: the whole story of one ping (or one forwarded connection)."""
 
     src: str
-    target: IPv4Address
+    target: IPAddress
     request: Leg
     reply: Leg | None = None
     ok: bool = False
@@ -132,16 +137,19 @@ class Probe:
 
 
 class Engine:
-    """Routing tables, ARP owners and firewalls of one lab, and the packet walk."""
+    """Routing tables, neighbour (ARP/NDP) owners and firewalls of one lab in one
+    address family, and the packet walk."""
 
     def __init__(self, topo: Topology) -> None:
         self.topo = topo
         self.lab = topo.lab
-        self.owners: dict[IPv4Address, list[str]] = {}
+        self.family = topo.family
+        self.neighbour = topo.family.facts.neighbour  # "ARP" or "NDP", for explanations
+        self.owners: dict[IPAddress, list[str]] = {}
         for name, addresses in topo.addresses.items():
             for ip in addresses:
                 self.owners.setdefault(ip, []).append(name)
-        self.local: dict[str, frozenset[IPv4Address]] = {
+        self.local: dict[str, frozenset[IPAddress]] = {
             name: frozenset(a) for name, a in topo.addresses.items()}
         self._tables: dict[str, list[RouteChoice]] = {}
         self._firewalls: dict[str, fw.HostFirewall] = {}
@@ -177,16 +185,18 @@ class Engine:
         # Longest prefix first; on a tie the connected route (metric 0, proto kernel) wins.
         return sorted(connected + static, key=lambda c: -c.destination.prefixlen)
 
-    def lookup(self, node: str, dst: IPv4Address) -> RouteChoice | None:
+    def lookup(self, node: str, dst: IPAddress) -> RouteChoice | None:
         for choice in self.table(node):
             if dst in choice.destination:
                 return choice
         return None
 
-    def arp(self, segment: str, ip: IPv4Address, sender: str) -> Interface | None:
-        """The interface that answers ARP for `ip` on `segment`: its owner's interface
-        there (arp_ignore=0: the owner answers even when `ip` sits on another of its
-        interfaces); the owner whose interface carries `ip` itself wins."""
+    def arp(self, segment: str, ip: IPAddress, sender: str) -> Interface | None:
+        """The interface that answers ARP (IPv6: NDP) for `ip` on `segment`: its owner's
+        interface there (arp_ignore=0: the owner answers even when `ip` sits on another of
+        its interfaces; NDP only on the interface that holds `ip`); the owner whose
+        interface carries `ip` itself wins."""
+        strict = self.family is IPV6
         best = None
         for owner in self.owners.get(ip, ()):
             if owner == sender or (sender, owner, segment) in self.deaf:
@@ -196,7 +206,8 @@ class Engine:
                     continue
                 if iface.ip == ip:
                     return iface
-                best = best or iface
+                if not strict:
+                    best = best or iface
         return best
 
     # -- the firewall: topoc.model.firewall's table of each host, evaluated --
@@ -205,7 +216,7 @@ class Engine:
         """The host's firewall table: libvirt's rules and the lab's own, in order."""
         table = self._firewalls.get(host)
         if table is None:
-            table = fw.host_firewall(self.lab, host)
+            table = fw.host_firewall(self.lab, host, family=self.family)
             self._firewalls[host] = table
         return table
 
@@ -223,7 +234,7 @@ class Engine:
         """The packet as the host's rules see it: a ping is ICMP; a `forward`'s
         connection is its protocol, to the VM's port once this host has DNATed it."""
         fwd = flow.forward
-        proto, dport = "icmp", None
+        proto, dport = self.family.facts.icmp, None
         if fwd is not None:
             proto = fwd.protocol
             if not flow.reply:
@@ -252,7 +263,7 @@ class Engine:
         return False, fw.explain(rule), fix
 
     def masquerade(self, host: str, out: Interface, packet: Packet,
-                   flow: Flow | None = None) -> tuple[IPv4Address, str] | None:
+                   flow: Flow | None = None) -> tuple[IPAddress, str] | None:
         """POSTROUTING: whether a masquerade rule (libvirt's LIBVIRT_PRT for a nat
         network, the lab's `masquerade` for a routed or open one) rewrites the source to
         the address of the interface the packet leaves through."""
@@ -290,7 +301,8 @@ class Engine:
                     return leg
                 if not self.topo.forwarding[node]:
                     return leg.fail(node, f"{node} got a packet for {packet.dst} but does not forward "
-                                    f"(ip_forward is off)", _no_forward_fix(self.lab, node))
+                                    f"({_FORWARDING[self.family]} is off)",
+                                    _no_forward_fix(self.lab, node, self.family))
             choice = self.lookup(node, packet.dst)
             if choice is None:
                 return leg.fail(node, f"{node} has no route to {packet.dst}",
@@ -311,7 +323,7 @@ class Engine:
                 fix = ("put the VM on a `mode bridged` network instead of the LAN itself: a host "
                        "bridge lets the host and its guests talk" if deaf
                        else self._arp_fix(node, hop, out.segment, packet.dst))
-                return leg.fail(node, f"nobody on {_segment_label(out.segment)} answers ARP "
+                return leg.fail(node, f"nobody on {_segment_label(out.segment)} answers {self.neighbour} "
                                 f"for {hop}{self._lives_elsewhere(hop, out.segment, node)}", fix)
             node, inbound, originated = answer.node, answer.name, False
 
@@ -379,18 +391,21 @@ class Engine:
 
     # -- fixes --
 
-    def _route_fix(self, node: str, dst: IPv4Address) -> str:
+    def _route_fix(self, node: str, dst: IPAddress) -> str:
         net = self._network_of(dst)
-        if net is not None and net.mode in (Mode.ROUTED, Mode.OPEN) and net.host is not None:
+        routed = net is not None and (net.mode in (Mode.ROUTED, Mode.OPEN)
+                                      or (net.mode is Mode.NAT and not net.masquerades(self.family)))
+        if net is not None and routed and net.host is not None:
             gateway = self._host_address_near(net.host, node)
             if gateway is not None:
-                return f"add `route {net.subnet} via {gateway}` to {_kind(self.lab, node)} `{node}`"
+                return (f"add `route {net.subnet_in(self.family)} via {gateway}` to "
+                        f"{_kind(self.lab, node)} `{node}`")
         if net is not None and net.mode is Mode.NAT:
-            return (f"{net.subnet} is NAT network `{net.name}` on {net.host}: nothing outside reaches "
-                    "it except through a `forward`")
+            return (f"{net.subnet_in(self.family)} is NAT network `{net.name}` on {net.host}: nothing "
+                    "outside reaches it except through a `forward`")
         return f"give `{node}` a `route` (or a nic `gateway`) towards {dst}"
 
-    def _host_address_near(self, host: str, node: str) -> IPv4Address | None:
+    def _host_address_near(self, host: str, node: str) -> IPAddress | None:
         """The host's address on a subnet `node` is directly connected to."""
         mine = [c.destination for c in self.table(node) if c.gateway is None]
         for iface in self.topo.interfaces[host]:
@@ -398,7 +413,7 @@ class Engine:
                 return iface.ip
         return None
 
-    def _network_of(self, ip: IPv4Address) -> Network | None:
+    def _network_of(self, ip: IPAddress) -> Network | None:
         """The managed network whose subnet holds `ip` (the first one, in source order)."""
         for owner in self.owners.get(ip, ()):
             for iface in self.topo.interfaces[owner]:
@@ -407,11 +422,12 @@ class Engine:
                     if net is not None and net.mode is not Mode.EXTERNAL:
                         return net
         for net in self.lab.networks:
-            if net.managed and net.subnet is not None and ip in net.subnet:
+            subnet = net.subnet_in(self.family)
+            if net.managed and subnet is not None and ip in subnet:
                 return net
         return None
 
-    def _lives_elsewhere(self, ip: IPv4Address, segment: str, sender: str | None = None) -> str:
+    def _lives_elsewhere(self, ip: IPAddress, segment: str, sender: str | None = None) -> str:
         for owner in self.owners.get(ip, ()):
             if (sender, owner, segment) in self.deaf:
                 guest, host = (owner, sender) if isinstance(self.lab.node(owner), Vm) else (sender, owner)
@@ -423,16 +439,22 @@ class Engine:
                             f"{_segment_label(iface.segment)}, another L2 segment)")
         return ""
 
-    def _arp_fix(self, node: str, ip: IPv4Address, segment: str, dst: IPv4Address) -> str:
+    def _arp_fix(self, node: str, ip: IPAddress, segment: str, dst: IPAddress) -> str:
         if ip != dst:  # the gateway is missing: a route straight to a routed network helps
             fix = self._route_fix(node, dst)
             if fix.startswith("add `route"):
                 return f"{ip} is nobody's address; {fix}"
             return f"{ip}, {node}'s gateway towards {dst}, is nobody's address: fix the gateway or route"
         net = self._network_of(ip)
-        if net is not None and net.mode is Mode.ISOLATED and net.address is None:
-            return (f"isolated network `{net.name}` has no address, so its host is not on it: give "
-                    "it an `address` (host-only) or reach its VMs from another VM on it")
+        if net is not None and net.mode is Mode.ISOLATED and net.address_in(self.family) is None:
+            which = "IPv6 address" if self.family is IPV6 else "address"
+            return (f"isolated network `{net.name}` has no {which}, so its host is not on it: give it an "
+                    "`address` (host-only) or reach its VMs from another VM on it")
+        if self.family is IPV6 and ip in self.owners and any(
+                i.segment == segment for o in self.owners[ip] for i in self.topo.interfaces[o]):
+            return (f"{ip} is on another interface of its node than the one on {_segment_label(segment)}, "
+                    "and NDP answers only on the interface that holds the address: route it through "
+                    "that node's address on this segment")
         if ip in self.owners:
             return (f"{ip} is on another segment than {node}'s {_segment_label(segment)}: "
                     "route it through a node on both")
@@ -446,14 +468,18 @@ def _fwi_fix(net: Network, inbound: str, packet: Packet, state: str) -> str:
     if net.mode is Mode.ISOLATED:
         return (f"`{net.name}` is isolated: libvirt forwards nothing into it; its VMs reach only "
                 "each other and the host (use mode nat or routed to connect it)")
-    if net.subnet is not None and packet.dst not in net.subnet:
-        return f"{packet.dst} is not in {net.name}'s subnet {net.subnet}"
+    subnet = net.subnet_in(family_of(packet.dst))
+    if subnet is not None and packet.dst not in subnet:
+        return f"{packet.dst} is not in {net.name}'s subnet {subnet}"
     if net.via not in (None, inbound):
         return (f"`{net.name}` accepts forwarded traffic only from `{net.via}` (its `via`), and this "
                 f"comes in on {inbound}: drop `via {net.via}` from its mode to accept every interface")
     if state == "INVALID":
         return ("the reply crosses a host that never saw the request (conntrack state INVALID): make "
                 "the path back go through the same host")
+    if family_of(packet.dst) is IPV6:
+        return (f"`{net.name}` masquerades IPv6 (`nat6 on`): from outside, only replies to its VMs' own "
+                "connections get in; drop `nat6` to route its IPv6 (libvirt's default)")
     return (f"`{net.name}` is NAT: from outside, only replies to its VMs' own connections get in; "
             f"declare a `forward` for a service, or use `mode routed` with a route back")
 
@@ -462,8 +488,9 @@ def _fwo_fix(net: Network, outbound: str, packet: Packet) -> str:
     if net.mode is Mode.ISOLATED:
         return (f"`{net.name}` is isolated: libvirt forwards nothing out of it (use mode nat or "
                 "routed to let its VMs out)")
-    if net.subnet is not None and packet.src not in net.subnet:
-        return f"the source {packet.src} is not in {net.name}'s subnet {net.subnet}"
+    subnet = net.subnet_in(family_of(packet.src))
+    if subnet is not None and packet.src not in subnet:
+        return f"the source {packet.src} is not in {net.name}'s subnet {subnet}"
     return (f"`{net.name}` forwards out only through `{net.via}` (its `via`), and this leaves "
             f"through {outbound}: drop `via {net.via}` to allow every interface")
 
@@ -480,9 +507,15 @@ def _kind(lab: Lab, name: str) -> str:
     return node.kind.value if node is not None else "node"
 
 
-def _no_forward_fix(lab: Lab, node: str) -> str:
+_FORWARDING = {IPV4: "ip_forward", IPV6: "IPv6 forwarding"}
+
+
+def _no_forward_fix(lab: Lab, node: str, family: Family = IPV4) -> str:
     n = lab.node(node)
     if isinstance(n, Host):
+        if family is IPV6 and any(net.mode in (Mode.NAT, Mode.ROUTED, Mode.OPEN) for net in lab.networks_on(node)):
+            return (f"{node}'s nat, routed and open networks have no IPv6 address, so libvirt leaves IPv6 "
+                    "forwarding off: give one of them an IPv6 `address`")
         return (f"{node} has no nat or routed network, so libvirt leaves ip_forward off; "
                 "packets cannot cross it")
     if isinstance(n, Vm):
@@ -495,12 +528,12 @@ def _forward_host(lab: Lab, fwd: Forward) -> str | None:
     return vm.host if isinstance(vm, Vm) else None
 
 
-def forward_vm_address(lab: Lab, fwd: Forward) -> IPv4Address | None:
+def forward_vm_address(lab: Lab, fwd: Forward) -> IPAddress | None:
     """Where a `forward` DNATs to (topoc.model.topology.dnat_target); None: no rule, port closed."""
     target = dnat_target(lab, fwd)
     return target[0] if target is not None else None
 
-def forward_target(lab: Lab, fwd: Forward, src: str) -> IPv4Address | None:
+def forward_target(lab: Lab, fwd: Forward, src: str) -> IPAddress | None:
     """The host address a client connects to for `fwd`: the host's address on a network
     the client has a nic on, else the host's first nic address (as `topoc verify` does)."""
     host = lab.node(_forward_host(lab, fwd) or "")
@@ -517,13 +550,13 @@ def forward_target(lab: Lab, fwd: Forward, src: str) -> IPv4Address | None:
 # --- probes ---------------------------------------------------------------------------
 
 
-def probe(lab: Lab | Analysis, src: str, target: IPv4Address, forward: Forward | None = None) -> Probe:
+def probe(lab: Lab | Analysis, src: str, target: IPAddress, forward: Forward | None = None) -> Probe:
     """Send one echo request (or a forwarded connection) from `src` to `target`, then
-    its reply back."""
-    return _probe_on(analysis_of(lab).engine, src, target, forward)
+    its reply back, in the target's family."""
+    return _probe_on(analysis_of(lab).engine_in(family_of(target)), src, target, forward)
 
 
-def _probe_on(eng: Engine, src: str, target: IPv4Address, forward: Forward | None) -> Probe:
+def _probe_on(eng: Engine, src: str, target: IPAddress, forward: Forward | None) -> Probe:
     result = Probe(src, target, Leg(), lab=eng.lab, forward=forward)
     if target in eng.local.get(src, ()):
         result.request.note(src, f"{target} is its own address")
@@ -562,23 +595,27 @@ def _probe_on(eng: Engine, src: str, target: IPv4Address, forward: Forward | Non
     return result
 
 
-def reach_address(lab: Lab | Analysis, src: str, ip: IPv4Address | str) -> PairResult:
-    """Whether `src` gets an echo reply from the single address `ip`."""
-    ip = IPv4Address(ip)
-    p = probe(lab, src, ip)
-    return PairResult(src, str(ip), p.ok, p.path, _reason(p))
+def reach_address(lab: Lab | Analysis, src: str, ip: IPAddress | str) -> PairResult:
+    """Whether `src` gets an echo reply from the single address `ip` (in its family)."""
+    address = parse_address(ip) if isinstance(ip, str) else ip
+    if address is None:
+        raise ValueError(f"{ip!r} is not an IP address")
+    p = probe(lab, src, address)
+    return PairResult(src, str(address), p.ok, p.path, _reason(p))
 
 
-def pair(lab: Lab | Analysis, src: str, dst: str) -> tuple[PairResult, list[Probe]]:
-    """`src` reaches node `dst` when every address of `dst` answers."""
+def pair(lab: Lab | Analysis, src: str, dst: str, family: Family | None = None
+         ) -> tuple[PairResult, list[Probe]]:
+    """`src` reaches node `dst` when every address of `dst` answers: of both families,
+    or of `family` alone."""
     an = analysis_of(lab)
-    addresses = an.topology.addresses.get(dst, ())
+    addresses = node_addresses(an, dst, family)
     if not addresses:
-        return PairResult(src, dst, False, (src,), f"{dst} has no address to reach"), []
+        return PairResult(src, dst, False, (src,), f"{dst} has no {_title(family)}address to reach"), []
     probes = []
     for ip in addresses:
         p = probe(an, src, ip)
-        if p.ok and ip in an.engine.local.get(src, ()):
+        if p.ok and ip in an.engine_in(family_of(ip)).local.get(src, ()):
             # The source holds the address too (on a segment of its own, which the checks
             # allow): the echo never leaves it, so it is no reply from `dst`.
             p.ok = False
@@ -608,10 +645,15 @@ def _reason(p: Probe) -> str:
     return f"{p.target}: replies {how}"
 
 
+def _title(family: Family | None) -> str:
+    return f"{family.title} " if family is not None else ""
+
+
 @dataclass(frozen=True)
 class Matrix:
     names: tuple[str, ...]
     results: dict[tuple[str, str], PairResult]
+    family: Family | None = None  # None: every address of both families
 
     def get(self, src: str, dst: str) -> PairResult:
         return self.results[(src, dst)]
@@ -626,16 +668,24 @@ class Matrix:
         return len(self.results)
 
 
-def predict(lab: Lab | Analysis) -> Matrix:
-    """Every ordered pair of distinct nodes (hosts, VMs, externals, in lab.nodes order)."""
+def predict(lab: Lab | Analysis, family: Family | None = None) -> Matrix:
+    """Every ordered pair of distinct nodes (hosts, VMs, externals, in lab.nodes order):
+    over every address of both families, or of `family` alone."""
     an = analysis_of(lab)
     names = tuple(node.name for node in an.lab.nodes)
     results = {}
     for src in names:
         for dst in names:
             if src != dst:
-                results[(src, dst)] = pair(an, src, dst)[0]
-    return Matrix(names, results)
+                results[(src, dst)] = pair(an, src, dst, family)[0]
+    return Matrix(names, results, family)
+
+
+def predict_by_family(lab: Lab | Analysis) -> list[Matrix]:
+    """One matrix per family the lab uses (IPv4 first): what `topoc reach` shows and
+    `topoc verify` compares for a dual-stack lab."""
+    an = analysis_of(lab)
+    return [predict(an, family) for family in an.families or (IPV4,)]
 
 
 def forward_reach(lab: Lab | Analysis) -> list[tuple[Forward, str, bool]]:
@@ -656,7 +706,7 @@ def forward_probe(subject: Lab | Analysis, fwd: Forward, src: str) -> Probe:
     lab = an.lab
     target = forward_target(lab, fwd, src)
     if target is None:
-        p = Probe(src, IPv4Address(0), Leg())
+        p = Probe(src, IPv4Address(0), Leg())  # no target: the request fails before one
         p.request.fail(src, f"host of {fwd.vm} has no address")
         return p
     if forward_vm_address(lab, fwd) is None:
@@ -682,7 +732,7 @@ def forward_probe(subject: Lab | Analysis, fwd: Forward, src: str) -> Probe:
 # ("route it through a node on both") names no edit and is passed on as it is.
 _DROP_VIA = re.compile(r"`(?P<net>[^`]+)` (?:accepts forwarded traffic only from|forwards out only "
                        r"through) `(?P<via>[^`]+)`.*drop `via (?P=via)`")
-_ADD_ROUTE = re.compile(r"add `route (?P<dst>\S+) via (?P<gw>[0-9.]+)` to \w+ `(?P<node>[^`]+)`")
+_ADD_ROUTE = re.compile(r"add `route (?P<dst>\S+) via (?P<gw>[0-9A-Fa-f.:]+)` to \w+ `(?P<node>[^`]+)`")
 
 
 def _remedy(lab: Lab, fix: str) -> tuple[str, Lab] | None:
@@ -698,7 +748,10 @@ def _remedy(lab: Lab, fix: str) -> tuple[str, Lab] | None:
         if node is None:
             return None
         try:
-            route = Route(IPv4Network(m["dst"]), IPv4Address(m["gw"]))
+            gateway = parse_address(m["gw"])
+            if gateway is None:
+                return None
+            route = Route(ip_network(m["dst"]), gateway)
         except ValueError:
             return None
         with_route = replace(lab, hosts=tuple(_routed(h, node.name, route) for h in lab.hosts),
@@ -726,7 +779,7 @@ def confirmed_fix(p: Probe) -> tuple[str, str]:
         return p.fix, ""
     what, fixed = remedy
     # A fresh engine, outside the caches: the lab being explained keeps its own.
-    again = _probe_on(Engine(Topology(fixed)), p.src, p.target, p.forward)
+    again = _probe_on(Engine(Topology(fixed, family_of(p.target))), p.src, p.target, p.forward)
     if again.ok:
         return p.fix, ""
     return "", f"{what} alone would not make it reachable (it would then fail: {again.failure})"
@@ -762,10 +815,7 @@ def explain(lab: Lab | Analysis, src: str, dst: str) -> str:
     """Hop by hop, for every address of `dst` (or the single address `dst`): each node
     crossed, the route and libvirt rule used, or where it breaks, why, and the fix."""
     an = analysis_of(lab)
-    try:
-        ip = IPv4Address(dst)
-    except ValueError:
-        ip = None
+    ip = parse_address(dst)
     if ip is not None:
         p = probe(an, src, ip)
         lines = [f"{src} -> {ip}: {'reachable' if p.ok else 'unreachable'}"]
@@ -826,8 +876,5 @@ def matrix_json(matrix: Matrix) -> dict:
 
 
 def is_address(text: str) -> bool:
-    try:
-        IPv4Address(text)
-    except ValueError:
-        return False
-    return True
+    """Whether `text` is an IP address of either family (else it names a node)."""
+    return parse_address(text) is not None

@@ -1,11 +1,14 @@
 """The model's topology: the lab as L2 segments, nodes and the interfaces joining them.
 
-A pure function of the IR. It answers the questions every later stage asks about the
-wiring: which L2 segment a network is (a bridged network joins the segment of the host
-NIC it enslaves), which interfaces a node has (a host also has one bridge per managed
-network, carrying the network's address), which addresses a node answers on, which
-routes it has (including the default route DHCP would give a VM), and whether it
-forwards packets (ip_forward).
+A pure function of the IR and an address family: one Topology per family, with the
+interfaces carrying that family's addresses and that family's routes, so the
+reachability engine walks IPv4 and IPv6 alike (topoc.model.family). It answers the
+questions every later stage asks about the wiring: which L2 segment a network is (a
+bridged network joins the segment of the host NIC it enslaves), which interfaces a
+node has (a host also has one bridge per managed network, carrying the network's
+address), which addresses a node answers on, which routes it has (including the
+default route DHCP, or an IPv6 router advertisement, would give a VM), and whether it
+forwards packets (ip_forward, or IPv6 forwarding).
 
 The facts are computed once per lab (a Topology, held by the compilation's
 topoc.model.analysis.Analysis), so the checks and the reachability engine stay linear
@@ -16,14 +19,13 @@ a fresh one).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+from ipaddress import IPv4Address
 
 from topoc.front.span import Span
 from topoc.model.analysis import Analysis, analysis_of
+from topoc.model.family import FAMILIES, IPV4, IPV6, Family, IPAddress, IPInterface
 from topoc.model.ir import Forward, Host, Lab, Mode, Network, Node, Route, Vm
 from topoc.model.platform import DEFAULT_PROFILE
-
-DEFAULT_ROUTE = IPv4Network("0.0.0.0/0")
 
 # libvirt's facts about network modes are the platform profile's (topoc.model.platform):
 # which get its firewall, which turn on ip_forward, whose DHCP offers a router.
@@ -40,26 +42,27 @@ class Interface:
     name: str  # the Linux name: a nic's, or a bridge's on a host
     segment: str  # the L2 segment it is plugged into (a network name)
     network: str  # the network it belongs to
-    address: IPv4Interface | None
+    address: IPInterface | None  # of the topology's family
     kind: str  # "nic" or "bridge"
     span: Span
 
     @property
-    def ip(self) -> IPv4Address | None:
+    def ip(self) -> IPAddress | None:
         return self.address.ip if self.address is not None else None
 
 
 class Topology:
-    """Every wiring fact of one lab, computed once."""
+    """Every wiring fact of one lab in one address family, computed once."""
 
-    def __init__(self, lab: Lab) -> None:
+    def __init__(self, lab: Lab, family: Family = IPV4) -> None:
         self.lab = lab
+        self.family = family
         self.segment_of: dict[str, str] = {n.name: _segment(lab, n) for n in lab.networks}
         self.interfaces: dict[str, tuple[Interface, ...]] = {
             node.name: self._interfaces(node) for node in lab.nodes}
         self.routes: dict[str, tuple[Route, ...]] = {
             node.name: self._effective_routes(node) for node in lab.nodes}
-        self.addresses: dict[str, tuple[IPv4Address, ...]] = {
+        self.addresses: dict[str, tuple[IPAddress, ...]] = {
             name: tuple(dict.fromkeys(i.ip for i in ifaces if i.ip is not None))
             for name, ifaces in self.interfaces.items()}
         # Which nodes others route through: externals used as a gateway forward.
@@ -85,7 +88,7 @@ class Topology:
                 # The host's address moves from the NIC to the bridge that enslaves it.
                 name = enslaved[nic.name].bridge  # type: ignore[assignment]
             result.append(Interface(node.name, name, self.segment_of.get(nic.network, nic.network),
-                                    nic.network, nic.address, "nic", nic.span))
+                                    nic.network, nic.address_in(self.family), "nic", nic.span))
         if isinstance(node, Host):
             uplinks = {nic.name for nic in node.nics}
             for net in lab.networks_on(node.name):
@@ -94,25 +97,29 @@ class Topology:
                 if net.bridge is None:
                     continue
                 result.append(Interface(node.name, net.bridge, self.segment_of[net.name],
-                                        net.name, net.address, "bridge", net.span))
+                                        net.name, net.address_in(self.family), "bridge", net.span))
         return tuple(result)
 
     def _effective_routes(self, node: Node) -> tuple[Route, ...]:
-        routes = list(node.routes)
+        routes = [r for r in node.routes if r.family is self.family]
         if any(r.is_default for r in routes):
             return tuple(routes)
-        gateway = _default_gateway(self.lab, node)
+        gateway = _default_gateway(self.lab, node, self.family)
         if gateway is not None:
             via, span = gateway
-            routes.append(Route(DEFAULT_ROUTE, via, span))
+            routes.append(Route(self.family.default_route, via, span))
         return tuple(routes)
 
-    def _forwards(self, node: Node, via_addresses: set[IPv4Address]) -> bool:
+    def _forwards(self, node: Node, via_addresses: set[IPAddress]) -> bool:
         if isinstance(node, Host):
-            return any(n.mode in FORWARDING_MODES for n in self.lab.networks_on(node.name))
+            # libvirt turns on forwarding for a nat, routed or open network; IPv6's only
+            # for one with an IPv6 address (networkEnableIPForwarding, bridge_driver.c).
+            return any(n.mode in FORWARDING_MODES and (self.family is IPV4 or n.address6 is not None)
+                       for n in self.lab.networks_on(node.name))
         if isinstance(node, Vm):
             return False  # a guest's kernel keeps ip_forward off unless told otherwise
-        return any(nic.ip in via_addresses for nic in node.nics if nic.ip is not None)
+        return any(ip in via_addresses for nic in node.nics
+                   if (ip := _ip(nic.address_in(self.family))) is not None)
 
 
 def _segment(lab: Lab, network: Network) -> str:
@@ -128,41 +135,65 @@ def _segment(lab: Lab, network: Network) -> str:
     return network.name
 
 
-def _default_gateway(lab: Lab, node: Node) -> tuple[IPv4Address, Span] | None:
-    """A nic's `gateway` (the first one written), else for a VM the address of the first
-    network whose DHCP server offers itself as the router."""
+def _ip(address: IPInterface | None) -> IPAddress | None:
+    return address.ip if address is not None else None
+
+
+def _default_gateway(lab: Lab, node: Node, family: Family) -> tuple[IPAddress, Span] | None:
+    """A nic's `gateway` of the family (the first one written), else for a VM the address
+    of the first network that offers itself as the router: IPv4, its DHCP server; IPv6,
+    libvirt's dnsmasq router advertisements. A VM with an IPv6 address on a nat, routed or
+    open network with one takes its default route from the RA (the kernel's accept_ra,
+    https://docs.kernel.org/networking/ip-sysctl.html); an isolated network's RA has a
+    router lifetime of 0 (libvirt writes `ra-param=*,0,0` for it), so it gives none.
+    The RA's route is via the router's link-local address: the model names the
+    network's own address, which is the same router on the same link."""
     for nic in node.nics:
-        if nic.gateway is not None:
-            return nic.gateway, nic.span
+        gateway = nic.gateway_in(family)
+        if gateway is not None:
+            return gateway, nic.span
     if isinstance(node, Vm):
         for nic in node.nics:
             net = lab.network(nic.network)
-            if net is not None and net.mode in DHCP_ROUTER_MODES and net.address is not None:
-                return net.address.ip, nic.span
+            if net is None or net.mode not in DHCP_ROUTER_MODES or nic.address_in(family) is None:
+                continue
+            router = net.gateway_in(family)
+            if router is not None:
+                return router, nic.span
     return None
 
 
-def interfaces(lab: Lab | Analysis, name: str) -> tuple[Interface, ...]:
-    return analysis_of(lab).topology.interfaces.get(name, ())
+def interfaces(lab: Lab | Analysis, name: str, family: Family = IPV4) -> tuple[Interface, ...]:
+    return analysis_of(lab).topology_in(family).interfaces.get(name, ())
 
 
-def node_addresses(lab: Lab | Analysis, name: str) -> tuple[IPv4Address, ...]:
-    """Every address the node answers on: a host's nic addresses and the address of each
-    of its managed networks; a VM's or external's nic addresses. Source order."""
-    return analysis_of(lab).topology.addresses.get(name, ())
+def node_addresses(lab: Lab | Analysis, name: str, family: Family | None = None) -> tuple[IPAddress, ...]:
+    """Every address the node answers on (of `family`, or of both: IPv4 first): a host's
+    nic addresses and the address of each of its managed networks; a VM's or external's
+    nic addresses. Source order."""
+    an = analysis_of(lab)
+    families = FAMILIES if family is None else (family,)
+    found: tuple[IPAddress, ...] = ()
+    for fam in families:
+        if fam is IPV6 and IPV6 not in an.families:
+            continue  # an IPv4-only lab: no IPv6 topology to build
+        found += an.topology_in(fam).addresses.get(name, ())
+    return found
 
 
-def effective_routes(lab: Lab | Analysis, name: str) -> tuple[Route, ...]:
-    """The node's `route`s plus its default route: a nic `gateway`, or for a VM on a
-    nat/routed/open network without one, the network's address, as libvirt's
-    dnsmasq hands it out. Connected routes (a nic's own subnet) are implied."""
-    return analysis_of(lab).topology.routes.get(name, ())
+def effective_routes(lab: Lab | Analysis, name: str, family: Family = IPV4) -> tuple[Route, ...]:
+    """The node's `route`s of the family plus its default route: a nic `gateway`, or for
+    a VM on a nat/routed/open network without one, the network's address, as libvirt's
+    dnsmasq hands it out (IPv4: DHCP's router option; IPv6: its router advertisement).
+    Connected routes (a nic's own subnet) are implied."""
+    return analysis_of(lab).topology_in(family).routes.get(name, ())
 
 
-def forwards(lab: Lab | Analysis, name: str) -> bool:
-    """ip_forward: on for a host with a nat, routed or open network (libvirt turns it
-    on), for an external that some other node routes through; never for a VM."""
-    return analysis_of(lab).topology.forwarding.get(name, False)
+def forwards(lab: Lab | Analysis, name: str, family: Family = IPV4) -> bool:
+    """Forwarding (ip_forward; IPv6: net.ipv6.conf.all.forwarding): on for a host with a
+    nat, routed or open network (libvirt turns it on), for an external that some other
+    node routes through; never for a VM."""
+    return analysis_of(lab).topology_in(family).forwarding.get(name, False)
 
 
 def macvtap_links(lab: Lab) -> frozenset[tuple[str, str, str]]:

@@ -1,0 +1,99 @@
+"""The two address families as one table: what differs between IPv4 and IPv6.
+
+Every stage that handles addresses asks this table instead of testing a version:
+the ipaddress types, the default route, the longest prefix, the neighbour protocol
+(ARP or NDP), the flags of `ip`, `nft`, `sysctl` and `fping`, libvirt's `family`
+attribute. A stage that works on one family takes a `Family` and reads its row; an
+IPv4-only lab only ever meets `IPV4`, so its outputs do not change.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from ipaddress import (
+    IPv4Address,
+    IPv4Interface,
+    IPv4Network,
+    IPv6Address,
+    IPv6Interface,
+    IPv6Network,
+    ip_address,
+)
+
+IPAddress = IPv4Address | IPv6Address
+IPNetwork = IPv4Network | IPv6Network
+IPInterface = IPv4Interface | IPv6Interface
+
+
+@dataclass(frozen=True, slots=True)
+class FamilyFacts:
+    version: int
+    title: str  # "IPv4", as messages name it
+    address: type[IPv4Address] | type[IPv6Address]
+    network: type[IPv4Network] | type[IPv6Network]
+    interface: type[IPv4Interface] | type[IPv6Interface]
+    max_prefix: int
+    neighbour: str  # how a node finds the link-layer address of a next hop
+    # libvirt: <ip family='ipv4|ipv6'> (https://libvirt.org/formatnetwork.html#addressing)
+    libvirt: str
+    nft: str  # the nft table family (https://wiki.nftables.org/wiki-nftables/index.php/Nftables_families)
+    ip_flag: str  # `ip -4 ...` / `ip -6 ...` (ip(8))
+    icmp: str  # the echo's protocol, as nft names it
+    # The sysctl a router turns on (https://docs.kernel.org/networking/ip-sysctl.html)
+    forwarding_sysctl: str
+    iptables: str  # the command libvirt 9 installs this family's rules with
+    example: str  # an address for hints
+    example_network: str
+
+
+class Family(enum.Enum):
+    """IPv4 or IPv6; `.facts` is the family's row of the table."""
+
+    V4 = FamilyFacts(
+        4, "IPv4", IPv4Address, IPv4Network, IPv4Interface, 32, "ARP", "ipv4", "ip", "-4", "icmp",
+        "net.ipv4.ip_forward", "iptables", "10.0.0.1", "10.0.0.0/24")
+    V6 = FamilyFacts(
+        6, "IPv6", IPv6Address, IPv6Network, IPv6Interface, 128, "NDP", "ipv6", "ip6", "-6", "icmpv6",
+        "net.ipv6.conf.all.forwarding", "ip6tables", "fd00::1", "fd00::/64")
+
+    @property
+    def facts(self) -> FamilyFacts:
+        return self.value
+
+    @property
+    def title(self) -> str:
+        return self.value.title
+
+    @property
+    def default_route(self) -> IPNetwork:
+        """0.0.0.0/0 or ::/0: what `route default` means in this family."""
+        return self.value.network((0, 0))
+
+    def __repr__(self) -> str:
+        return f"Family.{self.name}"
+
+
+IPV4, IPV6 = Family.V4, Family.V6
+FAMILIES = (IPV4, IPV6)  # in the order outputs list them: IPv4 first
+
+
+def family_of(value: IPAddress | IPNetwork | IPInterface) -> Family:
+    return IPV4 if value.version == 4 else IPV6
+
+
+def family_of_text(text: str) -> Family:
+    """The family a written address (or CIDR, or range) is meant to be in: IPv6 when it
+    holds a colon. Only for choosing which slot a statement fills; the value's own parser
+    says whether it is a valid address."""
+    return IPV6 if ":" in text else IPV4
+
+
+def parse_address(text: str) -> IPAddress | None:
+    """An address of either family, or None (ipaddress's rules; no IPv6 zone: `%eth0`)."""
+    if "%" in text:
+        return None
+    try:
+        return ip_address(text)
+    except ValueError:
+        return None
