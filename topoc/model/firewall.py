@@ -8,6 +8,14 @@ order the kernel meets them. The host backend renders them to nft text
 (topoc.model.reach, with `decide`), and `iptables` writes one the way `iptables -S`
 shows libvirt's, for explanations. A libvirt rule lives here and nowhere else.
 
+IPv6 (ip6tables, one table per family: `host_firewall(..., family)`): the same chains;
+the general rules only for a network with an IPv6 address (DNS, DHCPv6 on udp 547/546);
+a nat network's IPv6 is routed (the route accepts) unless `nat6` (<nat ipv6='yes'/>),
+which masquerades it like IPv4 but with ff02::/16 as the only exception (no broadcast).
+Source: libvirt 9.0's bridge_driver_linux.c networkAddGeneralIPv6FirewallRules and
+networkAddIPSpecificFirewallRules, and tests/networkxml2firewalldata/nat-ipv6-linux.args,
+nat-ipv6-masquerade-linux.args.
+
 Primary sources (libvirt 9.x, the iptables backend; libvirt 10.4 added an nftables
 backend with the same rules): https://libvirt.org/firewall.html ("The default
 network", the LIBVIRT_* chains), https://libvirt.org/formatnetwork.html#connectivity,
@@ -210,16 +218,19 @@ def general_rules(net: Network, family: Family = IPV4) -> tuple[Rule, ...]:
     bridge, label = net.bridge, _label(net)
     if family is IPV6 and net.address6 is None:
         return ()
-    server, client = (67, 68) if family is IPV4 else (547, 546)
-    dhcp = "DHCP" if family is IPV4 else "DHCPv6"
+    # libvirt's insertion order: IPv4 DHCP then DNS, both over tcp and udp; IPv6 DNS,
+    # then DHCPv6 over udp only (tests/networkxml2firewalldata/nat-ipv6-linux.args).
+    inbound = ((67, "DHCP", ("tcp", "udp")), (53, "DNS", ("tcp", "udp")))
+    outbound = ((68, "DHCP", ("tcp", "udp")), (53, "DNS", ("tcp", "udp")))
+    if family is IPV6:
+        inbound = ((53, "DNS", ("tcp", "udp")), (547, "DHCPv6", ("udp",)))
+        outbound = ((53, "DNS", ("tcp", "udp")), (546, "DHCPv6", ("udp",)))
     rules = [Rule(Chain.INP, Verdict.ACCEPT, net.name, f"{label}: INP {what}", iif=bridge,
                   proto=proto, dport=port)
-             for port, what in ((server, dhcp), (53, "DNS")) for proto in ("tcp", "udp")
-             if family is IPV4 or port == 53 or proto == "udp"]
+             for port, what, protos in inbound for proto in protos]
     rules += [Rule(Chain.OUT, Verdict.ACCEPT, net.name, f"{label}: OUT {what}", oif=bridge,
                    proto=proto, dport=port)
-              for port, what in ((client, dhcp), (53, "DNS")) for proto in ("tcp", "udp")
-              if family is IPV4 or port == 53 or proto == "udp"]
+              for port, what, protos in outbound for proto in protos]
     return (*rules,
             Rule(Chain.FWX, Verdict.ACCEPT, net.name, f"{label}: FWX within the bridge",
                  iif=bridge, oif=bridge),
