@@ -247,6 +247,9 @@ def assert_as_the_topology_says(ns: str, lab: Lab, host: Host, before: dict) -> 
             nic = next(n for n in host.nics if n.name == net.via)
             assert links[net.via]["master"] == net.bridge
             assert inet[net.bridge] == [str(nic.address)] and inet[net.via] == []
+            # its IPv6 address too (the link-local ones aside)
+            assert inet6.get(net.bridge, []) == ([str(nic.address6)] if nic.address6 else [])
+            assert inet6.get(net.via, []) == []
         else:
             assert inet[net.bridge] == ([str(net.address)] if net.address else [])
     for tap, net in taps.items():
