@@ -116,8 +116,9 @@ def _clean(target: deploy.Target, libvirtd: Libvirtd) -> None:
                     vol.delete(0)
                 pool.destroy()
             pool.undefine()
-    subprocess.run([*target.host_prefix, "nft", "delete", "table", "inet", f"topoc_{LAB}"],
-                   capture_output=True)
+    for family in ("inet", "ip6"):
+        subprocess.run([*target.host_prefix, "nft", "delete", "table", family, f"topoc_{LAB}"],
+                       capture_output=True)
 
 
 def _volumes(conn) -> dict[str, object]:
@@ -129,8 +130,8 @@ def _volumes(conn) -> dict[str, object]:
     return {v.name(): v for v in pool.listAllVolumes(0)}
 
 
-def _table(libvirtd: Libvirtd, lab) -> str | None:
-    run = subprocess.run(["nsenter", "-t", str(libvirtd.init_pid), "-n", "nft", "list", "table", "inet",
+def _table(libvirtd: Libvirtd, lab, family: str = "inet") -> str | None:
+    run = subprocess.run(["nsenter", "-t", str(libvirtd.init_pid), "-n", "nft", "list", "table", family,
                           table_name(lab)], capture_output=True, text=True)
     return run.stdout if run.returncode == 0 else None
 
@@ -311,3 +312,77 @@ def test_a_deployed_forward_reaches_the_guest_through_libvirts_firewall(libvirtd
     rules = subprocess.run(["nsenter", "-t", str(libvirtd.init_pid), "-n", "iptables", "-S", "FORWARD"],
                            capture_output=True, text=True, check=True).stdout
     assert f"topoc {LAB}" not in rules
+
+
+def dual_stack_text(kernel: Path, ipv6: bool = True) -> str:
+    """A nat network with an IPv6 address (routed IPv6, libvirt's default) and a forward:
+    deploy loads the inet table for the forward, and the ip6 table beside it."""
+    six = "    address fd00:62:1::1/64\n" if ipv6 else ""
+    vm_six = " address fd00:62:1::10" if ipv6 else ""
+    return f"""\
+lab {LAB}
+
+host kvm1 {{
+}}
+
+network nat on kvm1 {{
+    mode nat
+    bridge gn{RUN}
+    address 10.62.1.1/24
+{six}}}
+
+vm tiny on kvm1 {{
+    memory 128MiB
+    kernel {kernel}
+    nic eth0 on nat address 10.62.1.10{vm_six}
+}}
+
+forward tcp 2222 to tiny:22
+"""
+
+
+def test_the_ip6_table_follows_the_inet_one(libvirtd, target, files, tmp_path):
+    """A dual-stack lab: plan shows both tables, deploy loads both, a second plan has
+    nothing to do, status lists both, a lab without IPv6 any more removes the ip6 one,
+    destroy removes what is left."""
+    _, kernel = files
+    lab = compile_lab(tmp_path, dual_stack_text(kernel))
+    tables = {("create", "table", f"{family} topoc_{LAB}") for family in ("inet", "ip6")}
+    assert tables <= {(c.action, c.kind, c.name) for c in deploy.make_plan(lab, target).changes}
+
+    deploy.apply(lab, target)
+    inet, ip6 = _table(libvirtd, lab), _table(libvirtd, lab, "ip6")
+    assert inet is not None and "dnat ip to 10.62.1.10:22" in inet
+    assert ip6 is not None and f'oifname "gn{RUN}" reject' in ip6
+    assert 'ip6 daddr fd00:62:1::/64 oifname "gn' in ip6, "a nat network's IPv6 is routed"
+    assert deploy.make_plan(lab, target).changes == []
+    rows = {(r.kind, r.name): r for r in deploy.status(lab, target)}
+    assert rows[("table", f"ip6 topoc_{LAB}")].defined and rows[("table", f"inet topoc_{LAB}")].defined
+
+    four = compile_lab(tmp_path, dual_stack_text(kernel, ipv6=False), "four.topo")
+    changes = {(c.action, c.kind, c.name) for c in deploy.make_plan(four, target).changes}
+    assert {("remove", "table", f"ip6 topoc_{LAB}"), ("update", "table", f"inet topoc_{LAB}")} <= changes
+    deploy.apply(four, target)
+    assert _table(libvirtd, lab, "ip6") is None and _table(libvirtd, lab) is not None
+
+    deploy.apply(lab, target)
+    assert _table(libvirtd, lab, "ip6") is not None
+    removed, left_alone = deploy.destroy(LAB, target)
+    assert left_alone == []
+    assert {c.name for c in removed if c.kind == "table"} == {f"inet topoc_{LAB}", f"ip6 topoc_{LAB}"}
+    assert _table(libvirtd, lab) is None and _table(libvirtd, lab, "ip6") is None
+
+
+def test_a_failing_step_rolls_back_the_ip6_table_too(libvirtd, target, files, tmp_path, monkeypatch):
+    _, kernel = files
+    lab = compile_lab(tmp_path, dual_stack_text(kernel))
+    real = deploy.domain_xml
+
+    def broken_define(*args, **kwargs):  # the last step of the plan fails for real
+        return real(*args, **kwargs).replace("<vcpu>1</vcpu>", "<vcpu>0</vcpu>")
+
+    monkeypatch.setattr(deploy, "domain_xml", broken_define)
+    with pytest.raises(deploy.DeployError, match=r"(?s)^define domain .*the host is as it was before"):
+        deploy.apply(lab, target)
+    assert _table(libvirtd, lab) is None and _table(libvirtd, lab, "ip6") is None
+    assert target.records.load(LAB).empty

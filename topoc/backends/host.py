@@ -448,7 +448,23 @@ def host_artifacts(lab: Lab | Analysis, host_name: str) -> dict[str, str]:
         raise KeyError(f"lab {the_lab.name} has no host {host_name!r}")
     plan = host_plan(lab, host)
     env = _environment()
-    return {name: env.get_template(f"{name}.j2").render(plan=plan) for name in SCRIPT_NAMES}
+    return {name: env.get_template(f"{name}.j2").render(plan=plan, only=None) for name in SCRIPT_NAMES}
+
+
+def nft_tables(lab: Lab | Analysis, host_name: str) -> dict[str, str]:
+    """The lab's own nftables tables on one host, as deploy loads and records them, each
+    an nft script that replaces that table alone: {"inet topoc_<lab>": topoc.nft} for a
+    host without IPv6 (the whole file), else one script per table, the `ip6` one too."""
+    the_lab = lab.lab if isinstance(lab, Analysis) else lab
+    host = next((h for h in the_lab.hosts if h.name == host_name), None)
+    if host is None:
+        raise KeyError(f"lab {the_lab.name} has no host {host_name!r}")
+    plan = host_plan(lab, host)
+    template = _environment().get_template("topoc.nft.j2")
+    if plan.chains6 is None:
+        return {f"inet {plan.table}": template.render(plan=plan, only=None)}
+    return {f"{family} {plan.table}": template.render(plan=plan, only=family)
+            for family in ("inet", IPV6.facts.nft)}
 
 
 def generate(lab: Lab) -> dict[str, str]:

@@ -14,9 +14,11 @@ pool, each booted VM's overlay and seed volumes, and the lab's nft table on the 
   own, and the overlay is backed by that.
 - The host's nft table: the host backend's `topoc.nft`, which carries what libvirt has
   no element for (the port forwards), loaded with `nft -f` and undone with `nft delete
-  table`, on a local URI only (a remote host's firewall is refused with a diagnostic,
-  never silently skipped); and, for a forward into a network libvirt firewalls, an
-  accept in iptables' FORWARD chain ahead of libvirt's own rules (see below).
+  table` (a host with an IPv6 network has an `ip6` table beside the inet one: each is
+  planned, recorded, rolled back and removed on its own), on a local URI only (a
+  remote host's firewall is refused with a diagnostic, never silently skipped); and,
+  for a forward into a network libvirt firewalls, an accept in iptables' FORWARD chain
+  ahead of libvirt's own rules (see below).
 
 Every object made is recorded (topoc.deploy.records) and removed by destroy; a base
 image is never written nor removed. Each step runs in the engine's Journal with its undo.
@@ -36,7 +38,7 @@ from urllib.parse import urlsplit
 from xml.sax.saxutils import escape, quoteattr
 
 from topoc.backends import cloudinit
-from topoc.backends.host import host_artifacts, table_name
+from topoc.backends.host import nft_tables
 from topoc.backends.libvirt import DEFAULT_DOMAIN_TYPE, default_pool, overlay_volume
 from topoc.codes import IMAGE_MISSING, NO_SUCH_POOL, REMOTE_HOST_FIREWALL
 from topoc.deploy import engine
@@ -482,10 +484,6 @@ def _remove_pool(pool: Any) -> Callable[[Any, Journal], None]:
 # --- the host's nft table ------------------------------------------------------------------
 
 
-def _table_key(lab: Lab) -> str:
-    return f"inet {table_name(lab)}"
-
-
 def needs_host_table(lab: Lab, host: str | None) -> list[str]:
     """What in the lab only the host's own nft table can do (libvirt has no element for
     it), as phrases for the plan: the port forwards to VMs on this host, and the
@@ -603,7 +601,6 @@ def _plan_forward_accepts(plan: Plan, lab: Lab, target: Target, record: Record, 
 
 def _plan_table(plan: Plan, lab: Lab, target: Target, record: Record, host: str | None,
                 owned: Record) -> None:
-    key = _table_key(lab)
     needs = needs_host_table(lab, host) if host is not None and lab.node(host) is not None else []
     if needs and _test_driver(target):
         plan.notes.append(f"note: {', '.join(needs)} not applied: {target.uri} is libvirt's test driver, "
@@ -619,36 +616,45 @@ def _plan_table(plan: Plan, lab: Lab, target: Target, record: Record, host: str 
         return
     if needs:
         assert host is not None
-        text = host_artifacts(lab, host)["topoc.nft"]
-        digest = hashlib.sha256(text.encode()).hexdigest()[:16]
-        previous = record.tables.get(key)
-        exists = _table_exists(target, key)
-        owned.tables[key] = Owned(digest, text)
-        detail = f"load host/topoc.nft ({'; '.join(needs)}) with nft -f; undo: nft delete table {key}"
-        if exists and previous is None:
-            plan.conflicts.append(diagnostic(
-                engine.FOREIGN_OBJECT, lab.span, f"the host already has the nft table {key}, which this "
-                "deploy did not load (up.sh loads it on the shell path)",
-                hint=f"run host/down.sh, or `nft delete table {key}`, if it is a leftover"))
-        elif exists and previous is not None and previous.uuid == digest:
-            plan.in_sync.append(Change(NOTHING, TABLE, key, "in sync"))
-        elif exists and previous is not None:
-            old = previous.xml or ""
-            plan.actions.append(Action(Change(UPDATE, TABLE, key, "reload: " + detail), ORDER_MAKE,
-                                       lambda conn, journal: journal.run(
-                                           f"reload nft table {key}", lambda: _load_table(target, text),
-                                           lambda: _load_table(target, old))))
-        else:
-            plan.actions.append(Action(Change(CREATE, TABLE, key, detail), ORDER_MAKE,
-                                       lambda conn, journal: journal.run(
-                                           f"load nft table {key}", lambda: _load_table(target, text),
-                                           lambda: _delete_table(target, key))))
+        # The inet table, and for a host with an IPv6 network the ip6 one beside it
+        # (libvirt's ip6tables rules): each loaded, recorded and removed on its own.
+        for key, text in nft_tables(lab, host).items():
+            _plan_one_table(plan, lab, target, record, owned, key, text, needs)
         _plan_forward_accepts(plan, lab, target, record, host, owned)
     for old_key in sorted(record.tables):
         if old_key not in owned.tables and not _test_driver(target) and is_local(target.uri) \
                 and _owned_exists(target, old_key):
             plan.actions.append(Action(Change(REMOVE, *_shown(old_key), "the file no longer has it"),
                                        ORDER_TABLE_REMOVE, _remove_table(target, old_key, record.tables[old_key])))
+
+
+def _plan_one_table(plan: Plan, lab: Lab, target: Target, record: Record, owned: Record, key: str,
+                    text: str, needs: list[str]) -> None:
+    """Load one of the lab's nft tables (`key`: "FAMILY NAME"), reload it when its text
+    changed, or leave it in sync; refuse a table of that name deploy did not load."""
+    digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+    previous = record.tables.get(key)
+    exists = _table_exists(target, key)
+    owned.tables[key] = Owned(digest, text)
+    detail = f"load host/topoc.nft ({'; '.join(needs)}) with nft -f; undo: nft delete table {key}"
+    if exists and previous is None:
+        plan.conflicts.append(diagnostic(
+            engine.FOREIGN_OBJECT, lab.span, f"the host already has the nft table {key}, which this "
+            "deploy did not load (up.sh loads it on the shell path)",
+            hint=f"run host/down.sh, or `nft delete table {key}`, if it is a leftover"))
+    elif exists and previous is not None and previous.uuid == digest:
+        plan.in_sync.append(Change(NOTHING, TABLE, key, "in sync"))
+    elif exists and previous is not None:
+        old = previous.xml or ""
+        plan.actions.append(Action(Change(UPDATE, TABLE, key, "reload: " + detail), ORDER_MAKE,
+                                   lambda conn, journal: journal.run(
+                                       f"reload nft table {key}", lambda: _load_table(target, text),
+                                       lambda: _load_table(target, old))))
+    else:
+        plan.actions.append(Action(Change(CREATE, TABLE, key, detail), ORDER_MAKE,
+                                   lambda conn, journal: journal.run(
+                                       f"load nft table {key}", lambda: _load_table(target, text),
+                                       lambda: _delete_table(target, key))))
 
 
 def _shown(key: str) -> tuple[str, str]:
