@@ -220,8 +220,10 @@ def general_rules(net: Network, family: Family = IPV4) -> tuple[Rule, ...]:
         return ()
     # libvirt's insertion order: IPv4 DHCP then DNS, both over tcp and udp; IPv6 DNS,
     # then DHCPv6 over udp only (tests/networkxml2firewalldata/nat-ipv6-linux.args).
-    inbound = ((67, "DHCP", ("tcp", "udp")), (53, "DNS", ("tcp", "udp")))
-    outbound = ((68, "DHCP", ("tcp", "udp")), (53, "DNS", ("tcp", "udp")))
+    inbound: tuple[tuple[int, str, tuple[str, ...]], ...] = (
+        (67, "DHCP", ("tcp", "udp")), (53, "DNS", ("tcp", "udp")))
+    outbound: tuple[tuple[int, str, tuple[str, ...]], ...] = (
+        (68, "DHCP", ("tcp", "udp")), (53, "DNS", ("tcp", "udp")))
     if family is IPV6:
         inbound = ((53, "DNS", ("tcp", "udp")), (547, "DHCPv6", ("udp",)))
         outbound = ((53, "DNS", ("tcp", "udp")), (546, "DHCPv6", ("udp",)))

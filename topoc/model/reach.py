@@ -181,6 +181,8 @@ class Engine:
                 continue
             why = (f"default route via {route.via}" if route.is_default
                    else f"route {route.destination} via {route.via}")
+            if route.is_default and node in self.topo.advertised:
+                why += ", from the router advertisement"
             static.append(RouteChoice(route.destination, iface, route.via, why))
         # Longest prefix first; on a tie the connected route (metric 0, proto kernel) wins.
         return sorted(connected + static, key=lambda c: -c.destination.prefixlen)
@@ -866,13 +868,27 @@ def render_matrix(matrix: Matrix) -> str:
     return "\n".join(lines) + "\n"
 
 
+def render_matrices(matrices: list[Matrix]) -> str:
+    """One matrix as render_matrix draws it; a dual-stack lab's, one per family, each
+    under its family's name."""
+    if len(matrices) == 1:
+        return render_matrix(matrices[0])
+    return "\n".join(f"{_title(m.family).strip() or 'every address'}:\n{render_matrix(m)}" for m in matrices)
+
+
 def pair_json(result: PairResult) -> dict:
     return {"src": result.src, "dst": result.dst, "reachable": result.reachable,
             "path": list(result.path), "reason": result.reason}
 
 
-def matrix_json(matrix: Matrix) -> dict:
-    return {"pairs": [pair_json(r) for r in matrix]}
+def matrix_json(matrix: Matrix, by_family: list[Matrix] | None = None) -> dict:
+    """{"pairs": [...]}; for a dual-stack lab also each family's pairs, under
+    "families": {"IPv4": {"pairs": [...]}, "IPv6": {...}}."""
+    result: dict = {"pairs": [pair_json(r) for r in matrix]}
+    if by_family and len(by_family) > 1:
+        result["families"] = {m.family.title: {"pairs": [pair_json(r) for r in m]}
+                              for m in by_family if m.family is not None}
+    return result
 
 
 def is_address(text: str) -> bool:

@@ -58,6 +58,8 @@ class Topology:
         self.lab = lab
         self.family = family
         self.segment_of: dict[str, str] = {n.name: _segment(lab, n) for n in lab.networks}
+        # The nodes whose (IPv6) default route comes from a router advertisement.
+        self.advertised: set[str] = set()
         self.interfaces: dict[str, tuple[Interface, ...]] = {
             node.name: self._interfaces(node) for node in lab.nodes}
         self.routes: dict[str, tuple[Route, ...]] = {
@@ -108,6 +110,8 @@ class Topology:
         if gateway is not None:
             via, span = gateway
             routes.append(Route(self.family.default_route, via, span))
+            if self.family is IPV6 and not any(nic.gateway6 for nic in node.nics):
+                self.advertised.add(node.name)
         return tuple(routes)
 
     def _forwards(self, node: Node, via_addresses: set[IPAddress]) -> bool:
