@@ -323,6 +323,10 @@ def _nft_addr(net: IPNetwork) -> str:
 
 
 def _verdict_text(rule: fw.Rule) -> str:
+    if rule.verdict is fw.Verdict.DNAT and rule.family is IPV6:
+        # The ip6 table's own family: no `ip6` keyword, the address in brackets before
+        # its port (nft(8), NAT STATEMENTS; as `nft list` prints it back).
+        return f"dnat to [{rule.to_addr}]:{rule.to_port}"
     if rule.verdict is fw.Verdict.DNAT:
         return f"dnat ip to {rule.to_addr}:{rule.to_port}"
     if rule.verdict is fw.Verdict.MASQUERADE and rule.to_ports is not None:
@@ -394,8 +398,11 @@ def host_plan(lab: Lab | Analysis, host: Host) -> HostPlan:
     chains, skipped = _chains(lab, host, IPV4, name_family=ipv6)
     # The `ip6` table: for a host with a network that has IPv6 (ip6tables' rules, as
     # libvirt 9.0 installs them: topoc.model.firewall, family IPv6).
-    chains6 = (_chains(lab, host, IPV6)[0] if any(n.subnet6 is not None for n in networks)
-               else None)
+    chains6 = None
+    if any(n.subnet6 is not None for n in networks):
+        chains6, skipped6 = _chains(lab, host, IPV6)
+        # A forward goes without a rule only when neither family has a target for it.
+        skipped = [f for f in skipped if f in skipped6]
     return HostPlan(
         lab=lab.name,
         host=host.name,
