@@ -341,36 +341,54 @@ forward tcp 2222 to tiny:22
 """
 
 
+def _forward_rules(libvirtd: Libvirtd, command: str) -> str:
+    return subprocess.run(["nsenter", "-t", str(libvirtd.init_pid), "-n", command, "-w", "-S", "FORWARD"],
+                          capture_output=True, text=True, check=True).stdout
+
+
+RULE6 = (f"ip6tables FORWARD -o gn{RUN} -d fd00:62:1::10 -p tcp --dport 22 -m conntrack --ctstate DNAT "
+         "-j ACCEPT")
+
+
 def test_the_ip6_table_follows_the_inet_one(libvirtd, target, files, tmp_path):
-    """A dual-stack lab: plan shows both tables, deploy loads both, a second plan has
-    nothing to do, status lists both, a lab without IPv6 any more removes the ip6 one,
-    destroy removes what is left."""
+    """A dual-stack lab: plan shows both tables and the forward's accept in both
+    iptables and ip6tables, deploy makes them, a second plan has nothing to do, status
+    lists them, a lab without IPv6 any more removes the IPv6 ones, destroy the rest."""
     _, kernel = files
     lab = compile_lab(tmp_path, dual_stack_text(kernel))
     tables = {("create", "table", f"{family} topoc_{LAB}") for family in ("inet", "ip6")}
-    assert tables <= {(c.action, c.kind, c.name) for c in deploy.make_plan(lab, target).changes}
+    planned = {(c.action, c.kind, c.name) for c in deploy.make_plan(lab, target).changes}
+    assert tables | {("create", "iptables-rule", RULE6)} <= planned
 
     deploy.apply(lab, target)
     inet, ip6 = _table(libvirtd, lab), _table(libvirtd, lab, "ip6")
     assert inet is not None and "dnat ip to 10.62.1.10:22" in inet
     assert ip6 is not None and f'oifname "gn{RUN}" reject' in ip6
     assert 'ip6 daddr fd00:62:1::/64 oifname "gn' in ip6, "a nat network's IPv6 is routed"
+    assert "dnat to [fd00:62:1::10]:22" in ip6
+    accept = f"-d fd00:62:1::10/128 -o gn{RUN} -p tcp -m tcp --dport 22 -m conntrack --ctstate DNAT"
+    assert accept in _forward_rules(libvirtd, "ip6tables")
     assert deploy.make_plan(lab, target).changes == []
     rows = {(r.kind, r.name): r for r in deploy.status(lab, target)}
     assert rows[("table", f"ip6 topoc_{LAB}")].defined and rows[("table", f"inet topoc_{LAB}")].defined
+    assert rows[("iptables-rule", RULE6)].defined
 
     four = compile_lab(tmp_path, dual_stack_text(kernel, ipv6=False), "four.topo")
     changes = {(c.action, c.kind, c.name) for c in deploy.make_plan(four, target).changes}
-    assert {("remove", "table", f"ip6 topoc_{LAB}"), ("update", "table", f"inet topoc_{LAB}")} <= changes
+    assert {("remove", "table", f"ip6 topoc_{LAB}"), ("update", "table", f"inet topoc_{LAB}"),
+            ("remove", "iptables-rule", RULE6)} <= changes
     deploy.apply(four, target)
     assert _table(libvirtd, lab, "ip6") is None and _table(libvirtd, lab) is not None
+    assert accept not in _forward_rules(libvirtd, "ip6tables")
 
     deploy.apply(lab, target)
     assert _table(libvirtd, lab, "ip6") is not None
     removed, left_alone = deploy.destroy(LAB, target)
     assert left_alone == []
     assert {c.name for c in removed if c.kind == "table"} == {f"inet topoc_{LAB}", f"ip6 topoc_{LAB}"}
+    assert RULE6 in {c.name for c in removed}
     assert _table(libvirtd, lab) is None and _table(libvirtd, lab, "ip6") is None
+    assert accept not in _forward_rules(libvirtd, "ip6tables")
 
 
 def test_a_failing_step_rolls_back_the_ip6_table_too(libvirtd, target, files, tmp_path, monkeypatch):
@@ -385,4 +403,5 @@ def test_a_failing_step_rolls_back_the_ip6_table_too(libvirtd, target, files, tm
     with pytest.raises(deploy.DeployError, match=r"(?s)^define domain .*the host is as it was before"):
         deploy.apply(lab, target)
     assert _table(libvirtd, lab) is None and _table(libvirtd, lab, "ip6") is None
+    assert "fd00:62:1::10" not in _forward_rules(libvirtd, "ip6tables")
     assert target.records.load(LAB).empty
