@@ -127,6 +127,9 @@ def snapshot(ns: str) -> dict[str, object]:
         "ruleset": _strip(_json(ns, "nft", "-j", "list", "ruleset")["nftables"]),  # type: ignore[index]
         "ip_forward": ns_ok(ns, "sysctl", "-n", "net.ipv4.ip_forward").strip(),
         "ipv6_forwarding": ns_ok(ns, "sysctl", "-n", "net.ipv6.conf.all.forwarding").strip(),
+        # every link's IPv6 settings (all.forwarding writes each link's forwarding)
+        "ipv6_conf": sorted(ns_ok(ns, "sh", "-c", "cd /proc/sys/net/ipv6/conf && grep -H . "
+                                  "*/forwarding */disable_ipv6 */accept_ra */autoconf").splitlines()),
     }
 
 
