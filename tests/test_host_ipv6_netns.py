@@ -19,6 +19,7 @@ from test_host_netns import (  # noqa: F401
     assert_same,
     netns,
     ns_ok,
+    ns_run,
     ok_script,
     run_script,
     snapshot,
@@ -164,3 +165,61 @@ def test_ipv6_forwarding_is_refused_where_it_would_flush_ra_routes(netns, tmp_pa
     ok_script(ns, scripts, "up.sh", state)
     assert _ra_routes(ns), "the routes learnt from the advertisement are still there"
     ok_script(ns, scripts, "down.sh", state)
+
+
+def _ipv6_link(ns: str, link: str, address: str, *routes: tuple[str, str]) -> None:
+    """IPv6 on a link of a stand-in node, as a guest has it but without DAD's wait: a
+    fixed link-local address (neighbour discovery answers to one) and its address, both
+    nodad; and routes (destination, gateway)."""
+    ns_ok(ns, "ip", "link", "set", "dev", link, "addrgenmode", "none")
+    ns_ok(ns, "sysctl", "-q", "-w", f"net.ipv6.conf.{link}.disable_ipv6=0")
+    ns_ok(ns, "ip", "-6", "addr", "add", "fe80::ff/64", "dev", link, "nodad")
+    ns_ok(ns, "ip", "-6", "addr", "add", address, "dev", link, "nodad")
+    ns_ok(ns, "ip", "link", "set", "dev", link, "up")
+    for destination, gateway in routes:
+        ns_ok(ns, "ip", "-6", "route", "add", destination, "via", gateway)
+
+
+def _ping(ns: str, address: str) -> tuple[bool, str]:
+    run = ns_run(ns, "ping", "-6", "-c", "1", "-W", "2", address)
+    return run.returncode == 0, run.stdout
+
+
+def _pings(ns: str, address: str) -> bool:
+    return _ping(ns, address)[0]
+
+
+def test_routed_ipv6_passes_the_inet_table_and_the_ip6_table_decides(netns, tmp_path: Path) -> None:  # noqa: F811
+    """Real IPv6 through the host namespace after up.sh: the LAN reaches web on the routed
+    network (ip6 FWI routed in), not on the host-only one (ip6 FWI reject). Without the
+    inet table's `meta nfproto ipv4`, its IPv4 rejects would stop the routed IPv6 too."""
+    lab = compile_case(DUAL)
+    host, lan, web = netns(), netns(), netns()
+    stand_in_for_host(host, lab, lab.hosts[0], adopt_first_tap=False)
+    # The LAN router at the other end of eth0, with routes to both of web's subnets.
+    ns_ok(host, "ip", "link", "set", "dev", "lan0", "netns", lan)
+    _ipv6_link(lan, "lan0", "2001:db8:101::1/64", ("2001:db8:1::/64", "2001:db8:101::11"),
+               ("fd00:102::/64", "2001:db8:101::11"))
+    # web's two nics: the host ends carry the taps' names (up.sh adopts them).
+    for index, (address, gateway) in enumerate((("2001:db8:1::10/64", "2001:db8:1::1"),
+                                                ("fd00:102::5/64", None))):
+        tap = f"tt-web-{index}"
+        ns_ok(host, "ip", "link", "add", "name", tap, "type", "veth", "peer", "name", f"eth{index}",
+              "netns", web)
+        _ipv6_link(web, f"eth{index}", address, *((("::/0", gateway),) if gateway else ()))
+    scripts, state = write_scripts(lab, "kvm1", tmp_path / "host"), tmp_path / "state"
+    ok_script(host, scripts, "up.sh", state)
+    assert _pings(lan, "2001:db8:1::10"), "routed IPv6 into routenet"
+    answered, said = _ping(lan, "fd00:102::5")
+    # libvirt's ip6tables REJECT into a host-only network: ICMPv6 port unreachable
+    assert not answered and "Destination unreachable: Port unreachable" in said, said
+
+    # The same file without the inet rules' family: their rejects now stop IPv6 as well.
+    nft = (scripts / "topoc.nft").read_text()
+    assert "meta nfproto ipv4 oifname \"br6rt\" reject" in nft
+    ns_ok(host, "nft", "-f", "-", input=nft.replace("meta nfproto ipv4 ", ""))
+    answered, said = _ping(lan, "2001:db8:1::10")
+    assert not answered and "Port unreachable" in said, said
+    ns_ok(host, "nft", "-f", str(scripts / "topoc.nft"))
+    assert _pings(lan, "2001:db8:1::10")
+    ok_script(host, scripts, "down.sh", state)
