@@ -181,7 +181,10 @@ def _ipv6_link(ns: str, link: str, address: str, *routes: tuple[str, str]) -> No
 
 
 def _ping(ns: str, address: str) -> tuple[bool, str]:
-    run = ns_run(ns, "ping", "-6", "-c", "1", "-W", "2", address)
+    """Whether any of a few pings in 5 s is answered (the host's first neighbour
+    solicitation on a fresh bridge may wait for its link-local address's DAD), and
+    what ping said."""
+    run = ns_run(ns, "ping", "-6", "-c", "3", "-i", "0.5", "-w", "5", address)
     return run.returncode == 0, run.stdout
 
 
