@@ -226,3 +226,29 @@ def test_routed_ipv6_passes_the_inet_table_and_the_ip6_table_decides(netns, tmp_
     ns_ok(host, "nft", "-f", str(scripts / "topoc.nft"))
     assert _pings(lan, "2001:db8:1::10")
     ok_script(host, scripts, "down.sh", state)
+
+
+def test_ipv6_masquerade_of_nat6_and_of_a_routed_network_brings_replies_back(netns, tmp_path: Path) -> None:  # noqa: F811
+    """dualstack-nat6: a WAN peer with no route back to the lab's ULA subnets answers
+    files (nat with `nat6 on`: libvirt's PRT masquerade in the ip6 table) and web (routed
+    with `masquerade`: the lab's own), because both leave as the host's eth1 address."""
+    lab = compile_case(next(p for p in case_files() if case_name(p) == "dualstack-nat6"))
+    host, wan, files, web = netns(), netns(), netns(), netns()
+    stand_in_for_host(host, lab, lab.hosts[0], adopt_first_tap=False)
+    ns_ok(host, "ip", "link", "set", "dev", "lan1", "netns", wan)  # eth1's far end
+    _ipv6_link(wan, "lan1", "2001:db8:113::99/64")
+    for tap, ns, address, gateway in (("tt-files-1", files, "fd00:64::2/64", "fd00:64::1"),
+                                      ("tt-web-0", web, "fd00:101::10/64", "fd00:101::1")):
+        ns_ok(host, "ip", "link", "add", "name", tap, "type", "veth", "peer", "name", "eth0", "netns", ns)
+        _ipv6_link(ns, "eth0", address, ("::/0", gateway))
+    scripts, state = write_scripts(lab, "kvm1", tmp_path / "host"), tmp_path / "state"
+    ok_script(host, scripts, "up.sh", state)
+    for ns in (files, web):
+        answered, said = _ping(ns, "2001:db8:113::99")
+        assert answered, said
+    # Without the ip6 table's nat chain the replies have no way back (a new ping is a
+    # new conntrack entry, decided without NAT).
+    ns_ok(host, "nft", "delete", "chain", "ip6", table_name(lab), "postrouting")
+    answered, said = _ping(files, "2001:db8:113::99")
+    assert not answered, said
+    ok_script(host, scripts, "down.sh", state)
