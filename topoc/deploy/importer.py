@@ -268,6 +268,8 @@ def describe(host: HostObjects, lab: str, source: str = "imported.topo") -> Impo
             out.append(f"    stp {'on' if d.stp else 'off'}")
         if d.mtu is not None and mode != "bridged":
             out.append(f"    mtu {d.mtu}")
+        if d.nat6 and mode == "nat":
+            out.append("    nat6 on")  # <nat ipv6='yes'/>
         if d.address is not None and mode != "bridged":
             out.append(f"    address {d.address}")
             if d.dhcp_ranges:
@@ -279,6 +281,15 @@ def describe(host: HostObjects, lab: str, source: str = "imported.topo") -> Impo
             elif d.dhcp_hosts:
                 out.append(w.cannot(f"network {obj.name}", "DHCP host entries without a DHCP range",
                                     "topoc writes host entries only with a `dhcp` range; they are dropped"))
+        # The first <ip family='ipv6'>: the network's second `address`, its range the
+        # second `dhcp` (one address and one range per family, as in the language).
+        if d.address6 is not None and mode != "bridged":
+            out.append(f"    address {d.address6}")
+            for index, (start, end) in enumerate(d.dhcp6_ranges):
+                out.append(f"    dhcp {start} - {end}" if index == 0 else
+                           w.cannot(f"network {obj.name}", f"a second DHCPv6 range {start} - {end}",
+                                    "topoc writes one range"))
+        if (d.address is not None or d.address6 is not None) and mode != "bridged":
             out.append(f"    dns {'on' if d.dns else 'off'}")
             if d.domain:
                 out.append(f"    domain {d.domain}")
