@@ -211,3 +211,40 @@ def test_a_second_ipv6_address_and_dhcpv6_hosts_are_comments_and_warnings() -> N
     assert "<host id='0:1:0:1:18:aa:62:fe:0:16:3e:44:55:66' ip='fd00:1::5'> (a DHCPv6 host entry)" in warnings
     assert "<ip family='ipv6' address='fd00:2::1'> (a second IPv6 address on the bridge)" in warnings
     assert "    address fd00:1::1/64\n    dhcp fd00:1::10 - fd00:1::20\n    dns on\n" in imported.text
+
+
+def test_a_host_interfaces_ipv6_address_and_gateway_become_its_nics_second_ones() -> None:
+    """<protocol family='ipv6'> of a host interface: its global address (not the
+    link-local one) is the nic's IPv6 `address`, its gateway on that subnet the IPv6
+    `gateway`, and the LAN gets the IPv6 `subnet`; an interface with only a link-local
+    address has no IPv6 in the file."""
+    from topoc.deploy import importer
+
+    interfaces = [
+        "<interface type='ethernet' name='eth0'>"
+        "<protocol family='ipv4'><ip address='192.168.101.11' prefix='24'/><route gateway='192.168.101.1'/></protocol>"
+        "<protocol family='ipv6'><ip address='fe80::5054:ff:fe00:1' prefix='64'/>"
+        "<ip address='2001:db8:101::11' prefix='64'/><route gateway='2001:db8:101::1'/></protocol></interface>",
+        "<interface type='ethernet' name='eth1'>"
+        "<protocol family='ipv4'><ip address='10.20.0.5' prefix='16'/></protocol>"
+        "<protocol family='ipv6'><ip address='fe80::5054:ff:fe00:2' prefix='64'/></protocol></interface>",
+    ]
+    host = importer.HostObjects("qemu:///system", "kvm1", [], [], interfaces)
+    imported = importer.describe(host, "lan")
+    result = compile_source_ok(imported.text)
+    kvm1 = result.node("kvm1")
+    assert [(n.name, str(n.address), str(n.address6) if n.address6 else None, str(n.gateway6) if n.gateway6 else None)
+            for n in kvm1.nics] == [("eth0", "192.168.101.11/24", "2001:db8:101::11/64", "2001:db8:101::1"),
+                                    ("eth1", "10.20.0.5/16", None, None)]
+    lan = result.network(kvm1.nics[0].network)
+    assert (str(lan.subnet), str(lan.subnet6)) == ("192.168.101.0/24", "2001:db8:101::/64")
+    assert result.network(kvm1.nics[1].network).subnet6 is None
+
+
+def compile_source_ok(text: str):
+    from topoc.compiler import compile_source
+
+    result = compile_source(text, "imported.topo")
+    assert result.ok, (text, [d.message for d in result.diagnostics])
+    assert result.lab is not None
+    return result.lab
