@@ -314,10 +314,12 @@ def test_a_deployed_forward_reaches_the_guest_through_libvirts_firewall(libvirtd
     assert f"topoc {LAB}" not in rules
 
 
-def dual_stack_text(kernel: Path, ipv6: bool = True) -> str:
-    """A nat network with an IPv6 address (routed IPv6, libvirt's default) and a forward:
-    deploy loads the inet table for the forward, and the ip6 table beside it."""
+def dual_stack_text(kernel: Path, ipv6: bool = True, nat6: bool = False) -> str:
+    """A nat network with an IPv6 address (routed IPv6, libvirt's default, or NATed with
+    `nat6`) and a forward: deploy loads the inet table for the forward, and the ip6
+    table beside it."""
     six = "    address fd00:62:1::1/64\n" if ipv6 else ""
+    six += "    nat6 on\n" if nat6 else ""
     vm_six = " address fd00:62:1::10" if ipv6 else ""
     return f"""\
 lab {LAB}
@@ -405,3 +407,68 @@ def test_a_failing_step_rolls_back_the_ip6_table_too(libvirtd, target, files, tm
     assert _table(libvirtd, lab) is None and _table(libvirtd, lab, "ip6") is None
     assert "fd00:62:1::10" not in _forward_rules(libvirtd, "ip6tables")
     assert target.records.load(LAB).empty
+
+
+def test_a_deployed_ipv6_forward_reaches_the_guest_through_libvirts_ip6tables(libvirtd, target, files, tmp_path):
+    """As the IPv4 test above, in IPv6: with `nat6 on` libvirt's ip6tables LIBVIRT_FWI
+    accepts only replies into the network and rejects the rest, so a client's connection
+    to the host's [address]:2222 reaches the guest's port 22 only through the accept
+    deploy inserts at the top of ip6tables' FORWARD (and the ip6 table's DNAT)."""
+    for tool in ("ip", "nc", "ip6tables"):
+        require_tool(tool)
+    _, kernel = files
+    lab = compile_lab(tmp_path, dual_stack_text(kernel, nat6=True))
+    deploy.apply(lab, target)
+    rules = _forward_rules(libvirtd, "ip6tables")
+    assert f"topoc {LAB}: forward tcp 2222 to tiny:22" in rules.splitlines()[1], "first in FORWARD"
+    fwi = subprocess.run(["nsenter", "-t", str(libvirtd.init_pid), "-n", "ip6tables", "-w", "-S", "LIBVIRT_FWI"],
+                         capture_output=True, text=True, check=True).stdout
+    assert f"-d fd00:62:1::/64 -o gn{RUN} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT" in fwi, fwi
+    host = ["nsenter", "-t", str(libvirtd.init_pid), "-n"]
+    guest, client = f"th{RUN}", f"td{RUN}"
+
+    def run(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(list(argv), capture_output=True, text=True, check=check, timeout=30)
+
+    try:
+        run("ip", "netns", "add", guest)
+        run("ip", "netns", "add", client)
+        run(*host, "ip", "link", "add", f"vh{RUN}", "type", "veth", "peer", "name", "eth0")
+        run(*host, "ip", "link", "set", f"vh{RUN}", "master", f"gn{RUN}", "up")
+        run(*host, "ip", "link", "set", "eth0", "netns", guest)
+        run("ip", "netns", "exec", guest, "sysctl", "-q", "-w", "net.ipv6.conf.eth0.disable_ipv6=0",
+            "net.ipv6.conf.eth0.accept_ra=0")
+        run("ip", "-n", guest, "-6", "addr", "add", "fd00:62:1::10/64", "dev", "eth0", "nodad")
+        run("ip", "-n", guest, "link", "set", "eth0", "up")
+        run("ip", "-n", guest, "-6", "route", "add", "default", "via", "fd00:62:1::1")
+        run(*host, "ip", "link", "add", f"vd{RUN}", "type", "veth", "peer", "name", "eth0")
+        run(*host, "sysctl", "-q", "-w", f"net.ipv6.conf.vd{RUN}.disable_ipv6=0")
+        run(*host, "ip", "-6", "addr", "add", "2001:db8:2::1/64", "dev", f"vd{RUN}", "nodad")
+        run(*host, "ip", "link", "set", f"vd{RUN}", "up")
+        run(*host, "ip", "link", "set", "eth0", "netns", client)
+        run("ip", "netns", "exec", client, "sysctl", "-q", "-w", "net.ipv6.conf.eth0.disable_ipv6=0")
+        run("ip", "-n", client, "-6", "addr", "add", "2001:db8:2::2/64", "dev", "eth0", "nodad")
+        run("ip", "-n", client, "link", "set", "eth0", "up")
+        listener = subprocess.Popen(["ip", "netns", "exec", guest, "timeout", "30", "nc", "-6", "-k", "-l", "-p", "22"],
+                                    stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        try:
+            connected = False
+            for _ in range(40):  # the bridge's own IPv6 address may still be in DAD
+                if run("ip", "netns", "exec", client, "nc", "-6", "-z", "-w", "2", "2001:db8:2::1", "2222",
+                       check=False).returncode == 0:
+                    connected = True
+                    break
+                time.sleep(0.25)
+            assert connected, "the IPv6 forward did not reach the guest's port 22"
+            # Without deploy's accept, libvirt's LIBVIRT_FWI rejects the new connection.
+            run(*host, "ip6tables", "-w", "-D", "FORWARD", "1")
+            assert run("ip", "netns", "exec", client, "nc", "-6", "-z", "-w", "2", "2001:db8:2::1", "2222",
+                       check=False).returncode != 0
+        finally:
+            listener.kill()
+            listener.wait()
+    finally:
+        for ns in (guest, client):
+            run("ip", "netns", "del", ns, check=False)
+    deploy.destroy(LAB, target)
+    assert f"topoc {LAB}" not in _forward_rules(libvirtd, "ip6tables")
