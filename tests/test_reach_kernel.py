@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import host_scripts_write_ipv6
 from topoc.compiler import compile_file
 
 HERE = Path(__file__).resolve().parent
@@ -47,18 +48,6 @@ def test_every_model_has_a_dual_stack_lab() -> None:
     assert {n.nat6 for n in networks if n.mode is Mode.NAT} == {True, False}
 
 
-def _host_scripts_write_ipv6(lab) -> bool:
-    """Whether every host's up.sh gives its networks' bridges their IPv6 addresses."""
-    from topoc.backends.host import host_artifacts
-
-    for host in lab.hosts:
-        up = host_artifacts(lab, host.name)["up.sh"]
-        for network in lab.networks_on(host.name):
-            if network.address6 is not None and network.address6.with_prefixlen not in up:
-                return False
-    return True
-
-
 @pytest.mark.parametrize("path", DUAL_STACK_LABS, ids=lambda p: p.stem)
 def test_dual_stack_prediction_holds_on_a_real_kernel_in_both_families(
         path: Path, verify_environment) -> None:
@@ -73,7 +62,7 @@ def test_dual_stack_prediction_holds_on_a_real_kernel_in_both_families(
     report, _ = verify(analysis)
     wrong = [(o.family, o.src, o.dst, o.predicted, o.observed) for o in report.pairs if not o.agrees]
     wrong += [(f.src, f.forward.vm, f.predicted, f.observed) for f in report.forwards if not f.agrees]
-    if wrong and not _host_scripts_write_ipv6(lab):
+    if wrong and not host_scripts_write_ipv6(lab):
         # Until the host backend writes the IPv6 side (bridge addresses, IPv6 forwarding,
         # the ip6 rules), IPv6 through a host cannot agree; IPv4 must, already.
         assert [w for w in wrong if w[0] is not IPV6] == []
