@@ -28,6 +28,7 @@ from topoc.codes import CODES, DisableError, disabled_codes
 from topoc.compiler import Compilation, InputError, compile_file, read_source
 from topoc.diagnostics import Diagnostic, has_errors, render_json, render_one, summary_line
 from topoc.interrupts import Interrupted, raise_on_signals
+from topoc.model.family import FAMILIES, Family
 
 if TYPE_CHECKING:  # deploy imports libvirt lazily; the CLI names its types only
     from collections.abc import Callable
@@ -35,6 +36,7 @@ if TYPE_CHECKING:  # deploy imports libvirt lazily; the CLI names its types only
 
     from topoc.deploy.engine import Plan, Target
     from topoc.deploy.multi import HostTarget
+    from topoc.model.analysis import Analysis
     from topoc.model.ir import Lab
     from topoc.verify.report import Report
 
@@ -396,10 +398,13 @@ def _verify_live(lab: Lab, uri: str, timeout: float) -> Report:
 @click.argument("dst", required=False)
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text",
               help="json: {\"pairs\": [{src, dst, reachable, path, reason}]}")
+@click.option("--family", type=click.Choice(["ipv4", "ipv6"]), default=None,
+              help="only this address family (default: each family the lab uses)")
 @_disable_option
-def reach_command(file: str, src: str | None, dst: str | None, fmt: str, disable: tuple[str, ...]) -> None:
-    """Predict who reaches whom (the whole matrix), or explain SRC -> DST hop by hop
-    (DST may be a node or an IPv4 address)."""
+def reach_command(file: str, src: str | None, dst: str | None, fmt: str, family: str | None,
+                  disable: tuple[str, ...]) -> None:
+    """Predict who reaches whom (the whole matrix, one per address family), or explain
+    SRC -> DST hop by hop (DST may be a node or an IPv4 or IPv6 address)."""
     from topoc.model import reach
     result = _compilation_for_reach(file, disable)
     lab, analysis = result.lab, result.analysis
@@ -410,21 +415,29 @@ def reach_command(file: str, src: str | None, dst: str | None, fmt: str, disable
             fail_usage(f"{file} has {len(lab.nodes)} nodes, {pairs:,} pairs: too many to print; "
                        "ask about one pair with `topoc reach FILE SRC DST` (`topoc check` proves "
                        "the `expect` lines without the matrix)")
-        matrix = reach.predict(analysis)
-        if fmt == "json":
-            click.echo(json.dumps(reach.matrix_json(matrix), indent=2))
+        chosen = _family_or_exit(family, analysis)
+        if chosen is not None:
+            matrices = [reach.predict(analysis, chosen)]
         else:
-            click.echo(reach.render_matrix(matrix), nl=False)
+            # A dual-stack lab: each family on its own (a node name means every address of
+            # both, which the JSON's "pairs" keep).
+            matrices = reach.predict_by_family(analysis)
+        if fmt == "json":
+            combined = (matrices[0] if chosen is not None or len(matrices) == 1
+                        else reach.predict(analysis))
+            click.echo(json.dumps(reach.matrix_json(combined, matrices), indent=2))
+        else:
+            click.echo(reach.render_matrices(matrices), nl=False)
         return
     if dst is None:
         fail_usage("reach needs both SRC and DST, or neither")
     if lab.node(src) is None:
         fail_usage(f"no node is named `{src}` in {file}")
     if lab.node(dst) is None and not reach.is_address(dst):
-        fail_usage(f"`{dst}` is neither a node of {file} nor an IPv4 address")
+        fail_usage(f"`{dst}` is neither a node of {file} nor an IP address")
     if fmt == "json":
         pair = (reach.reach_address(analysis, src, dst) if lab.node(dst) is None
-                else reach.pair(analysis, src, dst)[0])
+                else reach.pair(analysis, src, dst, _family_or_exit(family, analysis))[0])
         click.echo(json.dumps({"pairs": [reach.pair_json(pair)],
                                "explanation": reach.explain(analysis, src, dst)}, indent=2))
     else:
@@ -442,6 +455,17 @@ def lsp_command(stdio: bool) -> None:
             raise
         fail_usage(f"the language server needs pygls and lsprotocol: pip install 'topoc[lsp]' ({e})")
     serve()
+
+
+def _family_or_exit(name: str | None, analysis: Analysis) -> Family | None:
+    """`--family ipv4|ipv6` as a Family (None: not given); a family the lab does not use
+    is a usage error."""
+    if name is None:
+        return None
+    family = next(f for f in FAMILIES if f.facts.libvirt == name)
+    if family not in analysis.families:
+        fail_usage(f"the lab has no {family.title} address")
+    return family
 
 
 def _compilation_for_reach(path: str, disable: tuple[str, ...]) -> Compilation:
