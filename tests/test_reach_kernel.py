@@ -61,7 +61,8 @@ def test_dual_stack_prediction_holds_on_a_real_kernel_in_both_families(
     assert [d.message for d in result.diagnostics if d.code == "expect-failed"] == []
     report, _ = verify(analysis)
     wrong = [(o.family, o.src, o.dst, o.predicted, o.observed) for o in report.pairs if not o.agrees]
-    wrong += [(f.src, f.forward.vm, f.predicted, f.observed) for f in report.forwards if not f.agrees]
+    wrong += [(f.family, f.src, f.forward.vm, f.predicted, f.observed)
+              for f in report.forwards if not f.agrees]
     if wrong and not host_scripts_write_ipv6(lab):
         # Until the host backend writes the IPv6 side (bridge addresses, IPv6 forwarding,
         # the ip6 rules), IPv6 through a host cannot agree; IPv4 must, already.

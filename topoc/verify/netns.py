@@ -366,10 +366,11 @@ def _address_order(address: str) -> tuple[int, int]:
 _LISTENER = textwrap.dedent("""
     import socket, sys
     proto, port, seconds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+    ipv6 = sys.argv[4] == "6"
     kind = socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM
-    s = socket.socket(socket.AF_INET, kind)
+    s = socket.socket(socket.AF_INET6 if ipv6 else socket.AF_INET, kind)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind(("0.0.0.0", port))
+    s.bind(("::" if ipv6 else "0.0.0.0", port))
     s.settimeout(seconds)
     if proto == "tcp":
         s.listen(16)
@@ -391,7 +392,7 @@ _CLIENT = textwrap.dedent("""
     import socket, sys
     proto, host, port, seconds = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
     kind = socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM
-    s = socket.socket(socket.AF_INET, kind)
+    s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, kind)
     s.settimeout(seconds)
     try:
         if proto == "tcp":
@@ -406,10 +407,11 @@ _CLIENT = textwrap.dedent("""
 """)
 
 
-def _probe_forward(rig: Rig, forward: Forward, src: str, target: str) -> bool:
+def _probe_forward(rig: Rig, forward: Forward, src: str, target: str, family: Family = IPV4) -> bool:
     listener = subprocess.Popen(
         ["ip", "netns", "exec", rig.node_ns(forward.vm), sys.executable, "-c", _LISTENER,
-         forward.protocol, str(forward.vm_port), str(CONNECT_TIMEOUT_S * 3)],
+         forward.protocol, str(forward.vm_port), str(CONNECT_TIMEOUT_S * 3),
+         str(family.facts.version)],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         assert listener.stdout is not None
@@ -522,17 +524,23 @@ def _ping_matrix(rig: Rig, an: Analysis) -> list[Observation]:
 
 
 def _forward_checks(rig: Rig, an: Analysis) -> list[ForwardObservation]:
+    """Every forward from every node, in each family the lab uses (a forward DNATs in
+    each family its VM has an address in: topoc.model.reach.forward_reach)."""
     from topoc.model.reach import forward_reach, forward_target
 
+    dual = rig.families != (IPV4,)
     observations = []
-    for forward, src, predicted in forward_reach(an):
-        address = forward_target(an.lab, forward, src)
-        if address is None:
-            continue
-        target = str(address)
-        observed = _probe_forward(rig, forward, src, target)
-        observations.append(ForwardObservation(forward, src, f"{target}:{forward.port}",
-                                               predicted, observed))
+    for family in rig.families:
+        for forward, src, predicted in forward_reach(an, family):
+            address = forward_target(an.lab, forward, src, family)
+            if address is None:
+                continue
+            target = str(address)
+            observed = _probe_forward(rig, forward, src, target, family)
+            shown = f"[{target}]" if family is IPV6 else target
+            observations.append(ForwardObservation(forward, src, f"{shown}:{forward.port}",
+                                                   predicted, observed,
+                                                   family=family if dual else None))
     return observations
 
 

@@ -44,9 +44,10 @@ class Observation:
 class ForwardObservation:
     forward: Forward
     src: str
-    target: str  # host address:port the source connected to
+    target: str  # host address:port the source connected to ([address]:port in IPv6)
     predicted: bool
     observed: bool
+    family: Family | None = None  # as Observation's: None in an IPv4-only lab's report
 
     @property
     def agrees(self) -> bool:
@@ -137,7 +138,7 @@ def render_text(report: Report, subject: Lab | Analysis) -> str:
     if families:
         # One matrix per family, each under its title.
         for family in families:
-            lines.append(family.title)
+            lines.append(f"{family.title}:")
             lines += _matrix_lines([o for o in report.pairs if o.family is family], names, unprobed)
             lines.append("")
     else:
@@ -183,8 +184,9 @@ def render_json(report: Report) -> dict:
                    **({"answered_by": dict(o.answered_by)} if o.answered_by else {})}
                   for o in report.pairs],
         "forwards": [{"protocol": f.forward.protocol, "port": f.forward.port, "vm": f.forward.vm,
-                      "vm_port": f.forward.vm_port, "src": f.src, "predicted": f.predicted,
-                      "observed": f.observed} for f in report.forwards],
+                      "vm_port": f.forward.vm_port, "src": f.src,
+                      **({"family": f.family.title} if f.family is not None else {}),
+                      "predicted": f.predicted, "observed": f.observed} for f in report.forwards],
         "mismatches": report.mismatches,
         **({"not_probed": {
             "pairs": [{"src": src, "dst": dst} for src, dst in report.not_probed],
