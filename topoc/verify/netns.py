@@ -49,7 +49,15 @@ from topoc.model.family import IPV4, IPV6, Family
 from topoc.model.ir import External, Forward, Host, Lab, Mode, Nic, Vm
 
 # The report and its text and JSON are shared with `verify --live` (topoc.verify.live).
-from topoc.verify.report import ForwardObservation, Observation, Report, VerifyError, render_json, render_text  # noqa: F401  (re-exported: callers use netns.render_*)
+from topoc.verify.report import (  # noqa: F401  (re-exported: callers use netns.render_*)
+    ForwardObservation,
+    Observation,
+    Report,
+    VerifyError,
+    address_order,
+    render_json,
+    render_text,
+)
 
 BRIDGE_NF_SYSCTLS = ("net.bridge.bridge-nf-call-arptables", "net.bridge.bridge-nf-call-iptables",
                      "net.bridge.bridge-nf-call-ip6tables")
@@ -357,12 +365,6 @@ def _alive(namespace: str, addresses: list[str]) -> set[str]:
     return set(result.stdout.split())
 
 
-def _address_order(address: str) -> tuple[int, int]:
-    """IPv4 first, then IPv6, each in numeric order."""
-    ip = ip_address(address)
-    return ip.version, int(ip)
-
-
 _LISTENER = textwrap.dedent("""
     import socket, sys
     proto, port, seconds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
@@ -484,7 +486,7 @@ def _ping_matrix(rig: Rig, an: Analysis) -> list[Observation]:
         # Addresses only one other node holds: a reply can only come from that node.
         targets = sorted({a for dst in names if dst != src for a in addresses[dst]
                           if len(holders[a]) == 1},
-                         key=_address_order)
+                         key=address_order)
         return _alive(rig.node_ns(src), targets)
 
     with ThreadPoolExecutor(max_workers=8) as pool:
@@ -494,7 +496,7 @@ def _ping_matrix(rig: Rig, an: Analysis) -> list[Observation]:
     for src in names:
         for address in sorted({a for dst in names if dst != src for a in addresses[dst]
                                if len(holders[a]) > 1 and src not in holders[a]},
-                              key=_address_order):
+                              key=address_order):
             shared[(src, address)] = _who_answers(rig, src, address, holders[address])
 
     rows = []

@@ -10,10 +10,17 @@ from __future__ import annotations
 
 import textwrap
 from dataclasses import dataclass, field
+from ipaddress import ip_address
 
 from topoc.model.analysis import Analysis, analysis_of
 from topoc.model.family import Family
 from topoc.model.ir import Forward, Lab
+
+
+def address_order(address: str) -> tuple[int, int]:
+    """Addresses in the order probes send to them: IPv4 first, then IPv6, each numeric."""
+    ip = ip_address(address)
+    return ip.version, int(ip)
 
 
 class VerifyError(Exception):
