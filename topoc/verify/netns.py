@@ -183,17 +183,24 @@ class Rig:
     def wait_for_addresses(self, timeout: float = DAD_TIMEOUT_S) -> None:
         """An IPv6 address is tentative while duplicate address detection runs (about a
         second, RFC 4862 section 5.4) and answers nothing meanwhile: wait until no node
-        holds a tentative one, so a probe does not race it."""
+        holds a tentative global address on a link with carrier (without one, DAD waits
+        for the link), so a probe does not race it. A duplicate stays `dadfailed`: the
+        probes will show it."""
         deadline = time.monotonic() + timeout
         for node in self.lab.nodes:
             namespace = self.node_ns(node.name)
             while True:
-                out = _run(["ip", "-6", "-o", "addr", "show", "tentative"], namespace=namespace).stdout
-                if not out.strip() or "dadfailed" in out:
-                    break  # a duplicate stays dadfailed: the probes will show it
+                out = _run(["ip", "-j", "-6", "addr", "show", "tentative", "scope", "global"],
+                           namespace=namespace).stdout
+                pending = [f"{link['ifname']} {address['local']}"
+                           for link in json.loads(out or "[]") if "LOWER_UP" in link.get("flags", ())
+                           for address in link.get("addr_info", ())
+                           if address.get("tentative") and not address.get("dadfailed")]
+                if not pending:
+                    break
                 if time.monotonic() > deadline:
                     raise VerifyError(f"IPv6 addresses of {node.name} still tentative after "
-                                      f"{timeout:.0f} s: {out.strip()}")
+                                      f"{timeout:.0f} s: {', '.join(pending)}")
                 time.sleep(0.1)
 
     def wait_for_bridge_ports(self, timeout: float = 15.0) -> None:
