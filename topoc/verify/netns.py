@@ -153,6 +153,10 @@ class Rig:
     # -- building --
 
     def build(self) -> None:
+        if IPV6 in self.families and not Path("/proc/sys/net/ipv6").is_dir():
+            raise VerifyError("the lab has IPv6 addresses and this kernel runs without IPv6 "
+                              "(booted with ipv6.disable=1, or built without it): verify cannot "
+                              "build it here")
         for network in self.lab.networks:
             if network.mode is Mode.EXTERNAL:
                 self.add_namespace(self.segment_ns(network.name))
