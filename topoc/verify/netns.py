@@ -209,18 +209,27 @@ class Rig:
 
     def wait_for_bridge_ports(self, timeout: float = 15.0) -> None:
         """With `stp on`, bridge ports listen and learn (2 x forward delay) before they
-        forward; probing earlier would report false mismatches."""
+        forward; and a port that was just set up stays `disabled` until the kernel sees
+        its carrier, which it reports asynchronously (linkwatch, up to a second later).
+        Probing earlier would report false mismatches (IPv6's neighbour discovery, which
+        retries less than fping, misses them first). Every port that is up must
+        forward, on the hosts' bridges and on the LAN segments'."""
         deadline = time.monotonic() + timeout
-        for host in self.hosts_up:
+        bridges = [(f"host {host}", self.node_ns(host)) for host in self.hosts_up]
+        bridges += [(f"network {network.name}", self.segment_ns(network.name))
+                    for network in self.lab.networks if network.mode is Mode.EXTERNAL]
+        for what, namespace in bridges:
             while True:
-                out = _run(["bridge", "-j", "link", "show"], namespace=self.node_ns(host)).stdout
-                states = [port.get("state") for port in json.loads(out or "[]")]
-                if all(state in ("forwarding", "disabled", None) for state in states):
+                out = _run(["bridge", "-j", "link", "show"], namespace=namespace).stdout
+                waiting = [f"{port.get('ifname')} {port.get('state')}" for port in json.loads(out or "[]")
+                           if port.get("state") not in ("forwarding", None)
+                           and not (port.get("state") == "disabled" and "UP" not in port.get("flags", ()))]
+                if not waiting:
                     break
                 if time.monotonic() > deadline:
-                    raise VerifyError(f"bridge ports of host {host} did not reach the "
-                                      f"forwarding state in {timeout:.0f} s: {states}")
-                time.sleep(0.2)
+                    raise VerifyError(f"bridge ports of {what} did not reach the "
+                                      f"forwarding state in {timeout:.0f} s: {', '.join(waiting)}")
+                time.sleep(0.1)
 
     def wire(self, node: Host | Vm | External, nic: Nic, ports: dict[str, int]) -> None:
         network = self.lab.network(nic.network)
