@@ -44,7 +44,14 @@ def _observed(report) -> dict[tuple[str, str], bool]:
 def test_every_example_behaves_as_predicted(path):
     lab = _lab(path)
     report = _verify(lab)
-    mismatches = [(o.src, o.dst, o.predicted, o.observed) for o in report.pairs if not o.agrees]
+    mismatches = [(o.family, o.src, o.dst, o.predicted, o.observed) for o in report.pairs if not o.agrees]
+    if mismatches and not host_scripts_write_ipv6(lab):
+        # A dual-stack example before the host backend writes the IPv6 side: IPv4 must
+        # agree already (tests/test_reach_kernel.py's dual-stack labs do the same).
+        from topoc.model.family import IPV6
+
+        assert [m for m in mismatches if m[0] is not IPV6] == []
+        pytest.xfail(f"up.sh/topoc.nft write no IPv6 yet: {len(mismatches)} IPv6 pairs disagree")
     assert mismatches == [], mismatches
     assert all(f.agrees for f in report.forwards), report.forwards
     # The example's own `expect` lines hold on the kernel too (node-to-node ones).
