@@ -185,6 +185,54 @@ def test_cli_text_output_and_exit_code():
     assert " 0 mismatches" in proc.stdout
 
 
+DUAL_STACK_VMS = """\
+lab dsvms
+host kvm1 {
+}
+network iso1 on kvm1 {
+    mode isolated
+    subnet 10.30.0.0/24
+    subnet fd00:30::/64
+}
+network iso2 on kvm1 {
+    mode isolated
+    subnet 10.31.0.0/24
+    subnet fd00:31::/64
+}
+vm a on kvm1 {
+    nic eth0 on iso1 address 10.30.0.10 address fd00:30::10
+}
+vm b on kvm1 {
+    nic eth0 on iso1 address 10.30.0.11 address fd00:30::11
+}
+vm c on kvm1 {
+    nic eth0 on iso2 address 10.31.0.10 address fd00:31::10
+}
+"""
+
+
+def test_cli_on_a_dual_stack_lab_reports_each_family(tmp_path):
+    """Text: a matrix under `IPv4:` and one under `IPv6:`; JSON: a family on every pair;
+    exit 0 when both families agree (VMs on isolated segments: no host script involved)."""
+    source = tmp_path / "dsvms.topo"
+    source.write_text(DUAL_STACK_VMS)
+    text = subprocess.run([sys.executable, "-m", "topoc", "verify", str(source)],
+                          capture_output=True, text=True)
+    assert text.returncode == 0, text.stdout + text.stderr
+    lines = text.stdout.splitlines()
+    assert lines.index("IPv4:") < lines.index("IPv6:")
+    assert "\n24 of 24 checks agree; 0 mismatches\n" in text.stdout
+    proc = subprocess.run([sys.executable, "-m", "topoc", "verify", "--format", "json", str(source)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    pairs = json.loads(proc.stdout)["pairs"]
+    by_family = {(p["family"], p["src"], p["dst"]): p["observed"] for p in pairs}
+    assert len(by_family) == len(pairs) == 24
+    for family in ("IPv4", "IPv6"):
+        assert by_family[(family, "a", "b")] is True
+        assert by_family[(family, "a", "c")] is False
+
+
 def test_keep_leaves_the_lab_up_and_says_how_to_remove_it():
     from topoc.verify.netns import verify
 
