@@ -42,7 +42,7 @@ from urllib.parse import urlsplit
 
 from topoc.model import naming
 from topoc.model.analysis import Analysis
-from topoc.model.family import IPV4, IPV6, Family, parse_address
+from topoc.model.family import IPV4, IPV6, Family, family_of, parse_address
 from topoc.model.ir import Forward, Lab, Vm
 from topoc.verify.report import ForwardObservation, Observation, Report, VerifyError, address_order
 
@@ -145,7 +145,8 @@ def _not_ready(guest: Guest) -> str | None:
         have = present.get(nic.mac or "", set())
         if nic.ip is not None and str(nic.ip) not in have:
             missing.append(f"{nic.name} lacks {nic.ip}")
-        elif nic.ip is None and nic.ip6 is None and not {a for a in have if ":" not in a}:
+        elif nic.ip is None and nic.ip6 is None and not any(
+                (ip := parse_address(a)) is not None and family_of(ip) is IPV4 for a in have):
             missing.append(f"{nic.name} has no IPv4 address (DHCP)")
         if nic.ip6 is not None and str(nic.ip6) not in have:
             missing.append(f"{nic.name} lacks {nic.ip6}")

@@ -45,7 +45,7 @@ from pathlib import Path
 from topoc.interrupts import Interrupted
 from topoc.model import naming
 from topoc.model.analysis import Analysis, analysis_of
-from topoc.model.family import IPV4, IPV6, Family
+from topoc.model.family import IPV4, IPV6, Family, family_of
 from topoc.model.ir import External, Forward, Host, Lab, Mode, Nic, Vm
 
 # The report and its text and JSON are shared with `verify --live` (topoc.verify.live).
@@ -471,7 +471,7 @@ def _who_answers(rig: Rig, src: str, address: str, holders: list[str]) -> tuple[
     """Ping an address that several nodes hold (on separate segments, which the checks
     allow) and tell which of them answered: the one whose echo-reply counter (of the
     address's family) moved. Run alone, so no other probe moves the counters meanwhile."""
-    family = IPV4 if ip_address(address).version == 4 else IPV6
+    family = family_of(ip_address(address))
     before = {node: _echo_replies(rig.node_ns(node), family) for node in holders}
     alive = address in _alive(rig.node_ns(src), [address])
     after = {node: _echo_replies(rig.node_ns(node), family) for node in holders}
