@@ -10,8 +10,9 @@ import pytest
 
 from conftest import GOLDEN, example_files
 from topoc.checks.registry import CHECKS
-from topoc.compiler import compile_file
+from topoc.compiler import compile_file, compile_source
 from topoc.diagnostics import Severity, render_text
+from topoc.model.family import IPV4, IPV6
 
 CASES = sorted(p.parent for p in (GOLDEN / "checks").glob("*/input.topo"))
 
@@ -96,3 +97,98 @@ def test_a_written_mac_equal_to_a_derived_one_is_stepped_past(tmp_path: Path) ->
     vm0, vm1 = result.lab.vms
     assert vm0.nics[0].mac == taken
     assert vm1.nics[0].mac == naming.derived_mac("macs", "vm1", 0, attempt=1)
+
+
+# A dual-stack lab of every check's concern: a LAN with both subnets, a nat network whose
+# IPv6 is routed (the LAN routes back to it), a routed network with DHCP in both
+# families, a host-only network, a VM nic left to DHCP or SLAAC, an IPv6 gateway. It
+# checks clean.
+DUAL_STACK = """\
+lab dual
+
+host kvm1 {
+    nic eth0 on lan address 192.168.101.11 address 2001:db8:101::11
+}
+
+network lan {
+    mode external
+    subnet 192.168.101.0/24
+    subnet 2001:db8:101::/64
+}
+
+network natnet on kvm1 {
+    mode nat via eth0
+    address 188.64.100.1/24
+    address fd00:64::1/64
+}
+
+network hidden on kvm1 {
+    mode nat via eth0
+    nat6 on
+    address 188.64.102.1/24
+    address fd00:66::1/64
+}
+
+network svc on kvm1 {
+    mode routed via eth0
+    address 10.10.101.1/24
+    address fd00:101::1/64
+    dhcp 10.10.101.100 - 10.10.101.200
+    dhcp fd00:101::100 - fd00:101::1ff
+}
+
+network back on kvm1 {
+    mode isolated
+    address 10.20.0.1/24
+    address fd00:20::1/64
+}
+
+vm vm0 on kvm1 {
+    nic eth0 on natnet address 188.64.100.2 address fd00:64::2
+    nic eth1 on back address 10.20.0.2 address fd00:20::2
+}
+
+vm vm1 on kvm1 {
+    nic eth0 on svc address 10.10.101.2 address fd00:101::2 gateway fd00:101::1
+    nic eth1 on back
+}
+
+vm vm2 on kvm1 {
+    nic eth0 on natnet
+    nic eth1 on hidden address 188.64.102.2 address fd00:66::2
+}
+
+external win10 {
+    nic eth0 on lan address 192.168.101.20 address 2001:db8:101::20
+    route 10.10.101.0/24 via 192.168.101.11
+    route fd00:64::/64 via 2001:db8:101::11
+    route fd00:101::/64 via 2001:db8:101::11
+}
+"""
+
+
+def test_a_dual_stack_lab_checks_clean(tmp_path: Path) -> None:
+    path = tmp_path / "dual.topo"
+    path.write_text(DUAL_STACK)
+    result = compile_file(str(path))
+    assert [(d.code, d.span.line, d.message) for d in result.diagnostics] == []
+    assert result.analysis.families == (IPV4, IPV6)  # both families were checked
+
+
+@pytest.mark.parametrize("code, old, new, subnet", [
+    ("address-outside-subnet", "address fd00:64::2\n", "address fd00:65::2\n", "fd00:64::/64"),
+    ("gateway-unreachable", "gateway fd00:101::1", "gateway fd00:99::1", "fd00:101::/64"),
+    ("dhcp-range", "dhcp fd00:101::100 - fd00:101::1ff", "dhcp fd00:101::1ff - fd00:101::100", "fd00:101::1ff"),
+    ("address-conflict", "    nic eth1 on back\n}", "    nic eth1 on back address fd00:20::2\n}", "fd00:20::2"),
+])
+def test_one_ipv6_mistake_in_the_clean_lab_is_found_once(code: str, old: str, new: str, subnet: str) -> None:
+    """The checks run per family: an IPv6 mistake in the clean lab is found once, at the
+    IPv6 token, naming the IPv6 subnet or address."""
+    assert DUAL_STACK.count(old) == 1, old
+    source = DUAL_STACK.replace(old, new)
+    diagnostics = compile_source(source, "d.topo").diagnostics
+    # (A wrong address or gateway also costs the LAN its replies: reach says so.)
+    assert {d.code for d in diagnostics} <= {code, "unreachable-segment"}, [d.message for d in diagnostics]
+    [d] = [d for d in diagnostics if d.code == code]
+    line = source.split("\n")[d.span.line - 1]
+    assert subnet in d.message and ":" in line[d.span.column - 1:d.span.end_column - 1]

@@ -261,14 +261,28 @@ _ALL = (
     _code("address-outside-subnet", E, Category.ADDRESS, "a nic address outside its network's subnet",
           outside="{address} is outside {network}'s subnet {subnet}",
           prefix="{address} has a prefix of /{prefix}, but {network}'s subnet is {subnet}",
-          prefix_hint="write the address without a prefix (it takes /{subnet_prefix} from the network)"),
+          prefix_hint="write the address without a prefix (it takes /{subnet_prefix} from the network)",
+          no_subnet="{address} is an {family} address, but network {network} has no {family} subnet",
+          no_subnet_hint="give network {network} an {family} `{keyword}` (e.g. `{keyword} {example}`), or "
+                         "remove this address"),
     _code("address-reserved", E, Category.ADDRESS,
-          "a subnet's network or broadcast address, or a VM on the gateway's address",
+          "a subnet's network or broadcast address (IPv6: its subnet-router anycast address), a link-local "
+          "or multicast IPv6 address, or a VM on the gateway's address",
           gateway="{address} is the {which} address of {subnet}, not a usable gateway address",
           gateway_hint="use a host address, e.g. {example}/{prefix}",
           nic="{address} is the {which} address of {subnet}",
           vm_on_gateway="{address} is the address of network {network} (line {line}): the host's, the "
-                        "VMs' gateway"),
+                        "VMs' gateway",
+          link_local="{address} is a link-local address (fe80::/10): the kernel gives every interface one "
+                     "of its own, and it is never routed off its link",
+          multicast="{address} is a multicast address (ff00::/8): the kernel refuses it as an interface's "
+                    "address",
+          scoped_hint="use a global or unique local address, e.g. {example}"),
+    _code("reserved-anycast", W, Category.ADDRESS,
+          "an IPv6 address among its subnet's reserved subnet anycast addresses (RFC 2526)",
+          reserved="{address} is one of the 128 reserved subnet anycast addresses of {subnet} ({first} - "
+                   "{last}, RFC 2526): a node there may take it as an anycast address of its own",
+          reserved_hint="{free}; RFC 2526 keeps these for subnet anycast"),
     _code("subnet-overlap", E, Category.ADDRESS,
           "overlapping subnets on one host (libvirt fails at net-start)",
           refused="{subnet} of network `{network}` overlaps {other}, the subnet of {what}; libvirt "
@@ -279,7 +293,11 @@ _ALL = (
           overlaps_isolated="{subnet} of network `{network}` overlaps {other}, the subnet of {what}, an "
                             "isolated network without address: its VMs cannot reach this one, even at "
                             "the same addresses",
-          separated_hint="give it a subnet of its own, unless the separation is the point"),
+          separated_hint="give it a subnet of its own, unless the separation is the point",
+          ambiguous="{subnet} of network `{network}` overlaps {other}, the subnet of {what}: the host "
+                    "gets a route to it on each side and sends through one only (libvirt checks "
+                    "overlaps of IPv4 subnets only)",
+          ambiguous_hint="give it a subnet of its own"),
     _code("dhcp-range", E, Category.ADDRESS,
           "a DHCP range that is reversed, outside its subnet, covers the gateway or a static address",
           reversed="the DHCP range starts at {start}, after its end {end}",
@@ -292,7 +310,19 @@ _ALL = (
           gateway_hint="move the range past the gateway address",
           static_inside="{address} is inside {network}'s DHCP range {start} - {end} (line {line})",
           static_inside_hint="dnsmasq keeps it for this VM's MAC, but a pool address is easy to hand out "
-                             "twice by hand: pick one outside the range"),
+                             "twice by hand: pick one outside the range",
+          static_inside6="{address} is inside {network}'s DHCPv6 range {start} - {end} (line {line})",
+          static_inside6_hint="libvirt cannot reserve an IPv6 address for a MAC, so dnsmasq may lease it "
+                              "to another guest: pick one outside the range",
+          anycast="the DHCPv6 range starts at {start}, the subnet-router anycast address of {subnet}",
+          anycast_hint="write `dhcp {after} - {end}`: start after the subnet-router anycast address",
+          too_large="the DHCP range {start} - {end} holds more than 65,535 addresses: libvirt refuses it "
+                    "(\"range ... is too large\")",
+          too_large_hint="write `dhcp {start} - {limit}`",
+          short_prefix="network {network}'s DHCPv6 range is in a /{prefix}: dnsmasq refuses a DHCPv6 "
+                       "range on a prefix shorter than /64 (\"prefix length must be at least 64\"), so the "
+                       "network does not start",
+          short_prefix_hint="give network {network} a /64 (or longer) IPv6 address, e.g. {example}"),
     _code("gateway-unreachable", E, Category.ADDRESS,
           "a gateway or `route ... via` not on any subnet of the node",
           gateway="gateway {gateway} of {where} is on none of its subnets ({subnets})",
@@ -302,6 +332,13 @@ _ALL = (
           route="route via {via}: {node} has no subnet holding {via} ({subnets}), so the kernel "
                 "refuses the route",
           route_hint="route via an address on one of the node's own subnets"),
+    _code("slaac-prefix", W, Category.ADDRESS,
+          "an IPv6 network that offers SLAAC on a prefix other than /64, where SLAAC forms no address",
+          not_64="network `{network}` offers its VMs SLAAC (libvirt's dnsmasq: `dhcp-range={address},"
+                 "ra-only`), and SLAAC forms addresses only in a /64, not a /{prefix}: {vm} ({nic}) gets "
+                 "no IPv6 address",
+          not_64_hint="write `address {suggested}`, or give {vm} a static IPv6 address or the network a "
+                      "DHCPv6 range"),
     _code("no-address", W, Category.ADDRESS, "a VM nic with no address on a network without DHCP",
           cut_off="nic {nic} of VM {vm} has no address, and network {network} has no DHCP: the VM is "
                   "cut off there",
@@ -350,7 +387,9 @@ _ALL = (
           cut_off_hint="give it an `address` to make it host-only, or put a second VM on it",
           no_replies="{model} network `{network}` ({subnet}) gets no replies from {peers}: {failure} "
                      "(tried {vm} {address})",
-          no_replies_fix="or use `mode nat` if the LAN need not reach the VMs"),
+          no_replies_fix="or use `mode nat` if the LAN need not reach the VMs",
+          no_replies_fix_nat6="or add `nat6 on` to `{network}` if the LAN need not reach the VMs over IPv6",
+          no_replies_fix_routed6="or use `mode nat` with `nat6 on` if the LAN need not reach the VMs"),
     _code("expect-failed", E, Category.REACH, "an `expect` the model contradicts",
           no_owner="{said}: no node has the address {src}",
           no_owner_hint="name a node, or an address one of them has",
@@ -411,6 +450,8 @@ ADDRESS_OUTSIDE_SUBNET = CODES["address-outside-subnet"]
 ADDRESS_RESERVED = CODES["address-reserved"]
 SUBNET_OVERLAP = CODES["subnet-overlap"]
 DHCP_RANGE = CODES["dhcp-range"]
+RESERVED_ANYCAST = CODES["reserved-anycast"]
+SLAAC_PREFIX = CODES["slaac-prefix"]
 GATEWAY_UNREACHABLE = CODES["gateway-unreachable"]
 NO_ADDRESS = CODES["no-address"]
 NIC_PLACEMENT = CODES["nic-placement"]
