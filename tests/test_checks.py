@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import GOLDEN, example_files
+from conftest import EXAMPLES, GOLDEN, example_files
 from topoc.checks.registry import CHECKS
 from topoc.compiler import compile_file, compile_source
 from topoc.diagnostics import Severity, render_text
@@ -192,3 +192,17 @@ def test_one_ipv6_mistake_in_the_clean_lab_is_found_once(code: str, old: str, ne
     [d] = [d for d in diagnostics if d.code == code]
     line = source.split("\n")[d.span.line - 1]
     assert subnet in d.message and ":" in line[d.span.column - 1:d.span.end_column - 1]
+
+
+def test_a_bridged_vm_with_only_an_ipv6_address_shows_which_nic_bridged_to_means() -> None:
+    """uplink-missing is an error naming the host's nic on the LAN of the bridged VMs'
+    addresses: an IPv6 address in the LAN's IPv6 subnet shows it as an IPv4 one does."""
+    source = (EXAMPLES / "bridged.topo").read_text(encoding="utf-8")
+    source = source.replace("    subnet 192.168.101.0/24\n", "    subnet 192.168.101.0/24\n    subnet 2001:db8:101::/64\n")
+    source = source.replace("nic eth0 on lan address 192.168.101.11 gateway", "nic eth0 on lan address 192.168.101.11 "
+                            "address 2001:db8:101::11 gateway")
+    source = source.replace("nic eth0 on lanbridge address 192.168.101.50/24 gateway 192.168.101.1",
+                            "nic eth0 on lanbridge address 2001:db8:101::50/64")
+    source = source.replace("mode bridged to eth0", "mode bridged to eth1")
+    [d] = [d for d in compile_source(source, "b.topo").diagnostics if d.code == "uplink-missing"]
+    assert d.severity is Severity.ERROR and "write `mode bridged to eth0`" in (d.hint or "")

@@ -17,6 +17,7 @@ from topoc.diagnostics import Severity
 from topoc.front.span import Span
 from topoc.model import naming
 from topoc.model.analysis import Analysis
+from topoc.model.family import family_of
 from topoc.model.ir import Host, Lab, Mode, Network
 
 NAME_TOO_LONG = CODES["name-too-long"]
@@ -119,15 +120,17 @@ def _via_span(net: Network) -> Span:
 def _lan_nic(lab: Lab, host: Host, net: Network) -> str | None:
     """The host's nic on the LAN a bridged network's VMs have their addresses in: the
     nic `bridged to` must name (None when no VM address tells the LAN)."""
-    lans = {n.name: n.subnet for n in lab.networks if n.mode is Mode.EXTERNAL and n.subnet}
+    lans = {n.name: n for n in lab.networks if n.mode is Mode.EXTERNAL and n.families}
     for vm in lab.vms:
         for nic in vm.nics:
-            if nic.network != net.name or nic.ip is None:
+            if nic.network != net.name:
                 continue
-            for own in host.nics:
-                subnet = lans.get(own.network)
-                if subnet is not None and nic.ip in subnet:
-                    return own.name
+            for address in nic.addresses:  # IPv4 first
+                for own in host.nics:
+                    lan = lans.get(own.network)
+                    subnet = lan.subnet_in(family_of(address)) if lan is not None else None
+                    if subnet is not None and address.ip in subnet:
+                        return own.name
     return None
 
 
