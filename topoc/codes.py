@@ -416,13 +416,46 @@ _ALL = (
           "a bridged network's host bridge does not exist on the connection"),
     # -- limits of the kernel, libvirt and nftables (topoc.checks.limits) --
     _code("name-too-long", E, Category.NAME,
-          "a name topoc derives (libvirt object, nft table, state folder) is over its limit"),
-    _code("bridge-ports", E, Category.PLACEMENT, "more ports on one bridge than a Linux bridge holds"),
+          "a name topoc derives (libvirt object, nft table, state folder) is over its limit",
+          table="the nftables table name `{name}` is {length} bytes long; nftables names allow at most {limit}",
+          table_hint="shorten the lab's name (every derived name starts with it): at most {characters} characters",
+          folder="up.sh's state folder for host {host} `{name}` is {length} bytes long; file names allow at "
+                 "most {limit}",
+          folder_hint="shorten the lab's name (every derived name starts with it) or the host's: "
+                      "`<lab>-<host>` must fit {limit} bytes",
+          network="the libvirt network name `{name}` is {length} bytes long; libvirt's file names for it "
+                  "(NAME.hostsfile) allow at most {limit}",
+          network_hint="shorten the lab's name (every derived name starts with it) or the network's: "
+                       "`<lab>-<network>` must fit {limit} bytes",
+          domain="the libvirt domain name `{name}` is {length} bytes long; libvirt's file names for it "
+                 "(NAME.xml) allow at most {limit}",
+          domain_hint="shorten the lab's name (every derived name starts with it) or the VM's: `<lab>-<vm>` "
+                      "must fit {limit} bytes"),
+    _code("bridge-ports", E, Category.PLACEMENT, "more ports on one bridge than a Linux bridge holds",
+          too_many="network `{network}` puts {count:,} ports on bridge {bridge}; a Linux bridge holds at most "
+                   "{limit:,} (the kernel refuses the next with \"Exchange full\")",
+          too_many_hint="split its VMs over two or more networks of at most {limit:,} ports each"),
     _code("uplink-missing", E, Category.PLACEMENT,
-          "a network's `via` or `bridged to` names a nic its host does not have"),
+          "a network's `via` or `bridged to` names a nic its host does not have",
+          enslaved="host {host} has no nic `{via}`, which network `{network}` it enslaves "
+                   "(`mode bridged to {via}`)",
+          forwarded="host {host} has no nic `{via}`, which network `{network}` it forwards through "
+                    "(`mode {mode} via {via}`)",
+          meant_hint="write `mode {written} {meant}` (host {host}'s nics: {shown}), or give host {host} a "
+                     "`nic {via} on NETWORK address IP`",
+          unplaced_hint="host {host}'s nics are {shown}; if it has {via} without an address (a bridge port), "
+                        "make sure the host has it: up.sh and deploy check",
+          no_nics_hint="host {host} declares no nic: give it a `nic {via} on NETWORK address IP`"),
     _code("bridge-virbr", W, Category.NAME,
-          "a bridge named virbr<N>, a name libvirt may give one of its own networks"),
-    _code("domain-without-dns", W, Category.VALUE, "a network's `domain` has no effect without `dns on`"),
+          "a bridge named virbr<N>, a name libvirt may give one of its own networks",
+          auto="bridge `{bridge}` is a name libvirt gives the networks it names itself (virbr0, virbr1, "
+               "...): one defined later outside this lab may take the same bridge",
+          auto_hint="fine if you manage every network of the host; else a name without digits after `virbr` "
+                    "(e.g. `virbrlab`) or one of your own cannot collide"),
+    _code("domain-without-dns", W, Category.VALUE, "a network's `domain` has no effect without `dns on`",
+          no_dns="network `{network}` has `domain {domain}` but no `dns on`: libvirt writes <dns "
+                 "enable='no'/> and nothing answers for the domain, so it has no effect",
+          no_dns_hint="add `dns on` to `{network}`, or remove `domain`"),
     # -- the file's pragmas --
     _code("bad-pragma", W, Category.PRAGMA,
           "a `# topoc: disable=` comment naming an unknown code or an error",
