@@ -206,3 +206,23 @@ def test_a_bridged_vm_with_only_an_ipv6_address_shows_which_nic_bridged_to_means
     source = source.replace("mode bridged to eth0", "mode bridged to eth1")
     [d] = [d for d in compile_source(source, "b.topo").diagnostics if d.code == "uplink-missing"]
     assert d.severity is Severity.ERROR and "write `mode bridged to eth0`" in (d.hint or "")
+
+
+@pytest.mark.parametrize("dhcp, refused", [
+    ("dhcp 10.0.0.2 - 10.0.255.254", False),  # 65,533 addresses: the first two bytes agree
+    ("dhcp 10.0.0.2 - 10.1.0.254", True),
+    ("dhcp fd00::2 - fd00::ffff", False),
+    ("dhcp fd00::2 - fd00::1:0", True),  # the seventh group differs
+])
+def test_libvirts_dhcp_range_limit_holds_in_both_families(dhcp: str, refused: bool) -> None:
+    """virSocketAddrGetRange refuses a range whose start and end differ before their last
+    16 bits ("range ... is too large (> 65535)"); the hint's range is one it accepts."""
+    source = DUAL_STACK.replace("    address 188.64.100.1/24\n    address fd00:64::1/64\n",
+                                f"    address 10.0.0.1/8\n    address fd00::1/64\n    {dhcp}\n")
+    found = [d for d in compile_source(source, "d.topo").diagnostics if d.code == "dhcp-range"]
+    assert bool(found) is refused, [d.message for d in found]
+    if refused:
+        [d] = found
+        assert "more than 65,535 addresses" in d.message
+        fixed = source.replace(dhcp, (d.hint or "").split("`")[1])
+        assert not [d for d in compile_source(fixed, "d.topo").diagnostics if d.code == "dhcp-range"]
