@@ -284,7 +284,8 @@ _ALL = (
                    "{last}, RFC 2526): a node there may take it as an anycast address of its own",
           reserved_hint="{free}; RFC 2526 keeps these for subnet anycast"),
     _code("subnet-overlap", E, Category.ADDRESS,
-          "overlapping subnets on one host (libvirt fails at net-start)",
+          "overlapping subnets of a family on one host (libvirt fails at net-start; in IPv6 the host's "
+          "routes clash)",
           refused="{subnet} of network `{network}` overlaps {other}, the subnet of {what}; libvirt "
                   "refuses to start it (\"Network is already in use by interface\")",
           refused_hint="give it a subnet of its own",
@@ -299,7 +300,8 @@ _ALL = (
                     "overlaps of IPv4 subnets only)",
           ambiguous_hint="give it a subnet of its own"),
     _code("dhcp-range", E, Category.ADDRESS,
-          "a DHCP range that is reversed, outside its subnet, covers the gateway or a static address",
+          "a DHCP range that is reversed, outside its subnet, too large for libvirt, on an IPv6 prefix under /64, "
+          "covers the gateway or a static address",
           reversed="the DHCP range starts at {start}, after its end {end}",
           reversed_hint="write `dhcp {end} - {start}`",
           outside="the DHCP range leaves {network}'s subnet {subnet} at {address}",
