@@ -179,8 +179,7 @@ def test_netplan_reads_it_as_the_topo_says(case: str, vm: str, tmp_path: Path) -
         # Both families' addresses, IPv4 first; DHCP for a family the nic has none in
         # (IPv4: unless its network is IPv6 only; IPv6: where the network has a range).
         assert _values(network_section, "Address") == [str(a) for a in nic.addresses]
-        dhcp4 = nic.address is None and nic.address6 is None and not (
-            net is not None and net.subnet is None and net.subnet6 is not None)
+        dhcp4 = nic.address is None and not (net is not None and net.subnet is None and net.subnet6 is not None)
         dhcp6 = nic.address6 is None and net is not None and net.dhcp6 is not None and net.mode is not Mode.BRIDGED
         expected_dhcp = {(True, True): ["yes"], (True, False): ["ipv4"], (False, True): ["ipv6"],
                          (False, False): []}[(dhcp4, dhcp6)]

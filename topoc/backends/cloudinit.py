@@ -201,13 +201,12 @@ def network_config(lab: Lab, vm: Vm) -> str:
             lines += ["    dhcp4: false", "    addresses:", f"      - {IPv4Interface(nic.address)}"]
             if nic.address6 is not None:
                 lines.append(f"      - {_yaml_address(nic.address6)}")
-        elif nic.address6 is not None or (net is not None and net.subnet is None and net.subnet6 is not None):
-            # IPv6 alone: no IPv4 there to ask DHCP for.
-            lines.append("    dhcp4: false")
+        else:
+            # An IPv6-only network has no IPv4 to ask DHCP for.
+            ipv6_only = net is not None and net.subnet is None and net.subnet6 is not None
+            lines.append("    dhcp4: false" if ipv6_only else "    dhcp4: true")
             if nic.address6 is not None:
                 lines += ["    addresses:", f"      - {_yaml_address(nic.address6)}"]
-        else:
-            lines.append("    dhcp4: true")
         if nic.address6 is not None:
             # Exactly the .topo's IPv6 address: a libvirt network without DHCPv6 sends
             # router advertisements with the A (autonomous) flag (dnsmasq `ra-only`,
