@@ -76,14 +76,16 @@ class Family(enum.Enum):
 
     @property
     def default_route(self) -> IPNetwork:
-        """0.0.0.0/0 or ::/0: what `route default` means in this family."""
-        return self.value.network((0, 0))
+        """0.0.0.0/0 or ::/0: what `route default` means in this family (made once: every
+        node's default route asks for it, and building an IPv6Network is not cheap)."""
+        return _DEFAULT_ROUTES[self]
 
     def __repr__(self) -> str:
         return f"Family.{self.name}"
 
 
 IPV4, IPV6 = Family.V4, Family.V6
+_DEFAULT_ROUTES: dict[Family, IPNetwork] = {f: f.value.network((0, 0)) for f in Family}
 FAMILIES = (IPV4, IPV6)  # in the order outputs list them: IPv4 first
 
 
