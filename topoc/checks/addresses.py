@@ -25,6 +25,7 @@ from topoc.codes import (
 from topoc.diagnostics import Severity
 from topoc.front.span import Span
 from topoc.model.analysis import Analysis
+from topoc.model.family import IPNetwork
 from topoc.model.ir import Host, Lab, Mode, Network, Nic, Node, Vm
 
 # Segments behind NAT or cut off (isolated) are address domains of their own: the same
@@ -278,15 +279,20 @@ def _static_in_range(an: Analysis) -> Iterator[Finding]:
                           DHCP_RANGE.message("static_inside_hint"), Severity.WARNING)
 
 
-def _connected(an: Analysis, name: str) -> list[IPv4Network]:
-    """The subnets a node sits on: its interfaces' (a DHCP nic takes its network's)."""
+def _connected(an: Analysis, name: str) -> list[IPNetwork]:
+    """The subnets a node sits on, in every family the lab uses: its interfaces' (a DHCP
+    nic takes its network's)."""
     lab = an.lab
-    subnets = [i.address.network for i in an.topology.interfaces[name] if i.address is not None]
     node = lab.node(name)
-    for nic in getattr(node, "nics", ()):
-        net = lab.network(nic.network)
-        if nic.address is None and net is not None and net.dhcp is not None and net.subnet:
-            subnets.append(net.subnet)
+    subnets: list[IPNetwork] = []
+    for family in an.families:
+        subnets += [i.address.network for i in an.topology_in(family).interfaces[name]
+                    if i.address is not None]
+        for nic in getattr(node, "nics", ()):
+            net = lab.network(nic.network)
+            subnet = net.subnet_in(family) if net is not None else None
+            if nic.address_in(family) is None and net is not None and net.dhcp_in(family) is not None and subnet:
+                subnets.append(subnet)
     return subnets
 
 
