@@ -185,3 +185,18 @@ def test_reach_cli_shows_a_matrix_per_family_and_takes_family(tmp_path) -> None:
     one = runner.invoke(cli, ["reach", str(path), "pc", "fd00:1::2"])
     assert one.exit_code == 0 and one.output.startswith("pc -> fd00:1::2: reachable")
     assert ip_address("fd00:1::2") in node_addresses(analysis(EVERY_MODEL), "a")
+
+
+def test_a_forward_dnats_in_each_family_the_vm_has_an_address_in(six: Analysis) -> None:
+    from topoc.model.reach import forward_reach, forward_target
+
+    source = EVERY_MODEL + "forward tcp 2222 to b:22\n"
+    an = analysis(source)
+    (fwd,) = an.lab.forwards
+    assert str(forward_target(an.lab, fwd, "pc", IPV6)) == "2001:db8:1::11"
+    by_source = {src: ok for _, src, ok in forward_reach(an, IPV6)}
+    # b's IPv6 is masqueraded (nat6): only the DNAT-ed connection gets in, through the
+    # lab's accept ahead of libvirt's FWI reject.
+    assert by_source["pc"]
+    assert {src: ok for _, src, ok in forward_reach(an, IPV4)}["pc"]
+    assert not reaches(an, "pc", "fd00:3::2")

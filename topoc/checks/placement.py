@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from topoc.checks.registry import Finding, check
 from topoc.codes import FORWARD_TARGET, NIC_PLACEMENT
 from topoc.model.analysis import Analysis
+from topoc.model.family import FAMILIES
 from topoc.model.ir import Host, Vm
 
 
@@ -53,6 +54,8 @@ def forward_target(an: Analysis) -> Iterator[Finding]:
     from topoc.model.reach import forward_vm_address
 
     for fwd in lab.forwards:
-        if an.sound(fwd.vm) and isinstance(lab.node(fwd.vm), Vm) and forward_vm_address(lab, fwd) is None:
+        # A forward DNATs in each family its VM has a target in: none at all is the problem.
+        if (an.sound(fwd.vm) and isinstance(lab.node(fwd.vm), Vm)
+                and all(forward_vm_address(lab, fwd, family) is None for family in FAMILIES)):
             yield Finding(fwd.span, FORWARD_TARGET.message("no_target", vm=fwd.vm, port=fwd.port),
                           FORWARD_TARGET.message("no_target_hint", vm=fwd.vm))

@@ -134,7 +134,8 @@ def completions(analysis: Analysis, position: types.Position) -> list[types.Comp
     items = []
     for name in sorted(accepts):
         literal = literals.get(name)
-        if literal is not None and (literal.replace("-", "").isalpha() or ">" in literal):
+        # A keyword (`nat6`, `ssh-key`) or an arrow; not punctuation such as `{`.
+        if literal is not None and ((literal[:1].isalpha() and literal.replace("-", "").isalnum()) or ">" in literal):
             items.append(_item(literal, types.CompletionItemKind.Keyword))
     if "WORD" in accepts:
         statement = before.rsplit("{", 1)[-1].split()

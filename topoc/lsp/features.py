@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Iterable
-from ipaddress import IPv4Address
 
 from lsprotocol import types
 
@@ -21,6 +20,7 @@ from topoc.front.span import Span
 from topoc.front.syntax import Block, Statement, SyntaxTree, Token
 from topoc.lsp.analysis import Analysis
 from topoc.lsp.index import NETWORK, NODE, Occurrence
+from topoc.model.family import family_of, parse_address
 from topoc.model.ir import External, Host, Lab, Network, Nic, Route, Vm
 
 SOURCE = "topoc"
@@ -99,17 +99,19 @@ def _address_definition(lab: Lab | None, text: str) -> Span | None:
     """Where the address `text` is given: the nic (or network) that carries it."""
     if lab is None:
         return None
-    try:
-        ip = IPv4Address(text)
-    except ValueError:
+    ip = parse_address(text)
+    if ip is None:
         return None
+    family = family_of(ip)
     for node in lab.nodes:
         for nic in node.nics:
-            if nic.ip == ip:
-                return nic.address_span if nic.address_span.file != "<unknown>" else nic.span
+            address = nic.address_in(family)
+            if address is not None and address.ip == ip:
+                span = nic.address_span_in(family)
+                return span if span.file != "<unknown>" else nic.span
     for net in lab.networks:
-        if net.gateway == ip:
-            return net.address_span
+        if net.gateway_in(family) == ip:
+            return net.address_span_in(family)
     return None
 
 
@@ -254,13 +256,12 @@ def _size(n: int) -> str:
 
 def _nic_line(nic: Nic) -> str:
     parts = [f"`{nic.name}` on `{nic.network}`"]
-    parts.append(str(nic.address) if nic.address is not None else "no static address (DHCP)")
+    parts.append(" and ".join(str(a) for a in nic.addresses) if nic.addresses else "no static address (DHCP)")
     if nic.mac is not None:
         parts.append(f"mac {nic.mac}{' (derived)' if nic.mac_derived else ''}")
     if nic.model:
         parts.append(f"model {nic.model}")
-    if nic.gateway is not None:
-        parts.append(f"gateway {nic.gateway}")
+    parts += [f"gateway {gateway}" for gateway in (nic.gateway, nic.gateway6) if gateway is not None]
     return "- nic " + ", ".join(parts)
 
 
@@ -327,14 +328,14 @@ def _expect_source(lab: Lab, text: str) -> str | None:
     (on a nic, or a host's on its network's bridge)."""
     if lab.node(text) is not None:
         return text
-    try:
-        ip = IPv4Address(text)
-    except ValueError:
+    ip = parse_address(text)
+    if ip is None:
         return None
+    family = family_of(ip)
     for node in lab.nodes:
-        if any(nic.ip == ip for nic in node.nics):
+        if any((a := nic.address_in(family)) is not None and a.ip == ip for nic in node.nics):
             return node.name
-    return next((net.host for net in lab.networks if net.gateway == ip and net.host), None)
+    return next((net.host for net in lab.networks if net.gateway_in(family) == ip and net.host), None)
 
 
 def expect_verdict(analysis: Analysis, stmt: Statement) -> str | None:
@@ -352,7 +353,7 @@ def expect_verdict(analysis: Analysis, stmt: Statement) -> str | None:
     if src is None:
         return f"`{src_text}`: no node has this name or address"
     if lab.node(dst) is None and not is_address(dst):
-        return f"`{dst}` is neither a node nor an IPv4 address"
+        return f"`{dst}` is neither a node nor an IP address"
     story = explain(analysis.compilation.analysis or lab, src, dst)
     reachable = story.split("\n", 1)[0].endswith(": reachable")
     failed = any(d.code == "expect-failed" and d.span.line == stmt.span.line

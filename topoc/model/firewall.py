@@ -360,15 +360,15 @@ class HostFirewall:
                 Hook.OUTPUT: self.output}[hook]
 
 
-def host_forwards(lab: Lab, host: str) -> tuple[list[PortForward], list[Forward]]:
-    """Each `forward` of a VM on `host` with its DNAT target (in protocol, port order),
-    and the forwards without one."""
+def host_forwards(lab: Lab, host: str, family: Family = IPV4) -> tuple[list[PortForward], list[Forward]]:
+    """Each `forward` of a VM on `host` with its DNAT target in `family` (in protocol,
+    port order), and the forwards without one."""
     found, skipped = [], []
     for fwd in sorted(lab.forwards, key=lambda f: (f.protocol, f.port, f.vm, f.vm_port)):
         vm = lab.node(fwd.vm)
         if not isinstance(vm, Vm) or vm.host != host:
             continue
-        target = dnat_target(lab, fwd)
+        target = dnat_target(lab, fwd, family)
         if target is None:
             skipped.append(fwd)
         else:
@@ -380,7 +380,8 @@ def host_firewall(lab: Lab, host: str, profile: Profile = DEFAULT_PROFILE,
                   family: Family = IPV4) -> HostFirewall:
     """The table of one host in one address family (iptables' or ip6tables'): libvirt's
     rules for its firewalled networks and the lab's forwards and masquerades, networks
-    in name order. A `forward` DNATs IPv4 only."""
+    in name order. A `forward` DNATs in each family the VM has an address in (nft's
+    `ip6` nat hooks take dnat like `ip`'s, nft(8) NAT STATEMENTS)."""
     networks = sorted((n for n in lab.networks_on(host) if n.managed and n.bridge),
                       key=lambda n: n.name)
     firewalled = [n for n in networks if n.mode in profile.firewalled_modes]
@@ -392,7 +393,7 @@ def host_firewall(lab: Lab, host: str, profile: Profile = DEFAULT_PROFILE,
         return [r for n in firewalled for r in (*accepts[n.name], *general[n.name])
                 if r.chain is chain]
 
-    forwards, skipped = host_forwards(lab, host) if family is IPV4 else ([], [])
+    forwards, skipped = host_forwards(lab, host, family)
     postrouting = [r for n in firewalled if n.mode in profile.masqueraded_modes and n.masquerades(family)
                    for r in masquerade_rules(n, Chain.PRT, profile, family)]
     # The lab's own: a routed or open network's `masquerade`, beside libvirt's (which has

@@ -2,7 +2,8 @@
 
 One frozen value holds the facts topoc relies on about the platform a lab runs on:
 the domain type QEMU is driven with, which network modes libvirt
-firewalls and which turn on ip_forward, the names libvirt keeps for itself. Every
+firewalls and which turn on ip_forward (and IPv6 forwarding), which give guests a
+default route (DHCP's router option, IPv6 router advertisements), the names libvirt keeps for itself. Every
 stage that needs such a fact reads it from a `Profile` (by default DEFAULT_PROFILE);
 a different platform is `dataclasses.replace(DEFAULT_PROFILE, ...)`, e.g. a host
 without usable KVM: `replace(DEFAULT_PROFILE, domain_type="qemu")` (TCG).
@@ -48,6 +49,16 @@ class Profile:
     # empty `dhcp-option=3` into dnsmasq's configuration, so guests get no default route
     # there and reach only the host's address on that bridge, not its other addresses.
     dhcp_router_modes: tuple[Mode, ...] = (Mode.NAT, Mode.ROUTED, Mode.OPEN)
+    # Networks with an IPv6 address whose dnsmasq router advertisements give guests a
+    # default route (via the bridge's link-local address; router lifetime 1800 s). Not
+    # isolated ones: libvirt writes `ra-param=*,0,0` for a network without <forward>, a
+    # router lifetime of 0, "which allows a router to advertise prefixes but not a route
+    # via itself" (dnsmasq(8); libvirt 9.0 bridge_driver.c networkDnsmasqConfContents).
+    ra_router_modes: tuple[Mode, ...] = (Mode.NAT, Mode.ROUTED, Mode.OPEN)
+    # IPv6 forwarding: libvirt writes net.ipv6.conf.all.forwarding=1 for a network of
+    # forwarding_modes only when it has an IPv6 address (networkEnableIPForwarding(v4present,
+    # v6present), bridge_driver.c); a nat network routes its IPv6 unless <nat ipv6='yes'/>
+    # (networkAddIPSpecificFirewallRules): topoc.model.firewall holds those rules.
     # Networks libvirt installs with its own definitions (`default`, virbr0,
     # 192.168.122.0/24 on most distributions); a lab never names a libvirt object so.
     reserved_networks: tuple[str, ...] = ("default",)

@@ -530,23 +530,26 @@ def _forward_host(lab: Lab, fwd: Forward) -> str | None:
     return vm.host if isinstance(vm, Vm) else None
 
 
-def forward_vm_address(lab: Lab, fwd: Forward) -> IPAddress | None:
-    """Where a `forward` DNATs to (topoc.model.topology.dnat_target); None: no rule, port closed."""
-    target = dnat_target(lab, fwd)
+def forward_vm_address(lab: Lab, fwd: Forward, family: Family = IPV4) -> IPAddress | None:
+    """Where a `forward` DNATs to in `family` (topoc.model.topology.dnat_target); None: no
+    rule, port closed."""
+    target = dnat_target(lab, fwd, family)
     return target[0] if target is not None else None
 
-def forward_target(lab: Lab, fwd: Forward, src: str) -> IPAddress | None:
-    """The host address a client connects to for `fwd`: the host's address on a network
-    the client has a nic on, else the host's first nic address (as `topoc verify` does)."""
+def forward_target(lab: Lab, fwd: Forward, src: str, family: Family = IPV4) -> IPAddress | None:
+    """The host address (of `family`) a client connects to for `fwd`: the host's address
+    on a network the client has a nic on, else the host's first nic address (as `topoc
+    verify` does)."""
     host = lab.node(_forward_host(lab, fwd) or "")
     source = lab.node(src)
     if not isinstance(host, Host) or source is None:
         return None
     networks = {nic.network for nic in source.nics}
-    for nic in host.nics:
-        if nic.network in networks and nic.ip is not None:
-            return nic.ip
-    return next((nic.ip for nic in host.nics if nic.ip is not None), None)
+    addresses = [(nic.network, a.ip) for nic in host.nics if (a := nic.address_in(family)) is not None]
+    for network, ip in addresses:
+        if network in networks:
+            return ip
+    return addresses[0][1] if addresses else None
 
 
 # --- probes ---------------------------------------------------------------------------
@@ -690,28 +693,31 @@ def predict_by_family(lab: Lab | Analysis) -> list[Matrix]:
     return [predict(an, family) for family in an.families or (IPV4,)]
 
 
-def forward_reach(lab: Lab | Analysis) -> list[tuple[Forward, str, bool]]:
+def forward_reach(lab: Lab | Analysis, family: Family = IPV4) -> list[tuple[Forward, str, bool]]:
     """For every `forward` and every node but its VM: whether a connection from that node
-    to the host's address (forward_target) and the forwarded port gets its answer."""
+    to the host's address (forward_target) and the forwarded port gets its answer. In
+    IPv6, from the nodes that have an IPv6 address."""
     an = analysis_of(lab)
     results = []
     for fwd in an.lab.forwards:
         for node in an.lab.nodes:
             if node.name == fwd.vm:
                 continue
-            results.append((fwd, node.name, forward_probe(an, fwd, node.name).ok))
+            if family is not IPV4 and not node_addresses(an, node.name, family):
+                continue
+            results.append((fwd, node.name, forward_probe(an, fwd, node.name, family).ok))
     return results
 
 
-def forward_probe(subject: Lab | Analysis, fwd: Forward, src: str) -> Probe:
+def forward_probe(subject: Lab | Analysis, fwd: Forward, src: str, family: Family = IPV4) -> Probe:
     an = analysis_of(subject)
     lab = an.lab
-    target = forward_target(lab, fwd, src)
+    target = forward_target(lab, fwd, src, family)
     if target is None:
         p = Probe(src, IPv4Address(0), Leg())  # no target: the request fails before one
         p.request.fail(src, f"host of {fwd.vm} has no address")
         return p
-    if forward_vm_address(lab, fwd) is None:
+    if forward_vm_address(lab, fwd, family) is None:
         p = Probe(src, target, Leg())
         p.request.path.append(src)
         p.request.fail(src, f"no DNAT rule: {fwd.vm} has no static address on a nat, routed or "

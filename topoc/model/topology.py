@@ -19,7 +19,6 @@ a fresh one).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from ipaddress import IPv4Address
 
 from topoc.front.span import Span
 from topoc.model.analysis import Analysis, analysis_of
@@ -32,6 +31,7 @@ from topoc.model.platform import DEFAULT_PROFILE
 FIREWALLED_MODES = DEFAULT_PROFILE.firewalled_modes
 FORWARDING_MODES = DEFAULT_PROFILE.forwarding_modes
 DHCP_ROUTER_MODES = DEFAULT_PROFILE.dhcp_router_modes
+RA_ROUTER_MODES = DEFAULT_PROFILE.ra_router_modes
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,7 +159,8 @@ def _default_gateway(lab: Lab, node: Node, family: Family) -> tuple[IPAddress, S
     if isinstance(node, Vm):
         for nic in node.nics:
             net = lab.network(nic.network)
-            if net is None or net.mode not in DHCP_ROUTER_MODES or nic.address_in(family) is None:
+            modes = DHCP_ROUTER_MODES if family is IPV4 else RA_ROUTER_MODES
+            if net is None or net.mode not in modes or nic.address_in(family) is None:
                 continue
             router = net.gateway_in(family)
             if router is not None:
@@ -218,18 +219,20 @@ def macvtap_links(lab: Lab) -> frozenset[tuple[str, str, str]]:
 DNAT_MODES = DEFAULT_PROFILE.forwarding_modes
 
 
-def dnat_target(lab: Lab, fwd: Forward) -> tuple[IPv4Address, Network] | None:
-    """Where a `forward` DNATs to: the VM's first static address (in nic order) on a nat,
-    routed or open network of its host. None when it has none: an isolated or host-only
-    network must stay closed, a bridged one is the LAN's, and a DHCP address is not known
-    in advance. The host backend writes its rule from this, reach predicts from it."""
+def dnat_target(lab: Lab, fwd: Forward, family: Family = IPV4) -> tuple[IPAddress, Network] | None:
+    """Where a `forward` DNATs to in `family`: the VM's first static address of that
+    family (in nic order) on a nat, routed or open network of its host. None when it has
+    none: an isolated or host-only network must stay closed, a bridged one is the LAN's,
+    and a DHCP address is not known in advance. The host backend writes its rule from
+    this, reach predicts from it."""
     vm = lab.node(fwd.vm)
     if not isinstance(vm, Vm):
         return None
     for nic in vm.nics:
         net = lab.network(nic.network)
-        if nic.ip is not None and net is not None and net.host == vm.host and net.mode in DNAT_MODES:
-            return nic.ip, net
+        address = nic.address_in(family)
+        if address is not None and net is not None and net.host == vm.host and net.mode in DNAT_MODES:
+            return address.ip, net
     return None
 
 
