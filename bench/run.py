@@ -9,10 +9,11 @@ topology for N = 100 and 1,000. It prints the ratio of each size to the previous
 time per VM, topoc/netlab, and the issue's targets next to the figures: it reports
 them, it never asserts them.
 
-The same topoc commands then run on the dual-stack twin of each lab (bench/gen.py's
+The same topoc commands also run on the dual-stack twin of each lab (bench/gen.py's
 `generate_dual_stack_lab`: the same sizes, every network and VM with an IPv6 address
-too), and a second table puts both figures side by side with their ratio, against the
-dual-stack target (at most 1.5 times the IPv4-only figures). `--labs ipv4` or
+too), taking turns with the IPv4 runs so both meet the same load, and a second table
+puts both figures side by side with their ratio, against the dual-stack target (at
+most 1.5 times the IPv4-only figures). `--labs ipv4` or
 `--labs dual-stack` runs one kind only.
 
 `--profile` instead runs topoc check, build and reach under cProfile on the largest lab
@@ -176,24 +177,47 @@ def reach_pair(path: Path) -> tuple[str, str]:
 
 # --- the two tools ------------------------------------------------------------------
 
-def run_topoc(labs: dict[int, Path], workdir: Path, repeat: int, log,
-              kind: str = IPV4) -> list[Sample]:
-    """check, build and reach on each lab of one kind; the startup floor with the first."""
+def run_topoc(labs_of: dict[str, dict[int, Path]], workdir: Path, repeat: int, log) -> list[Sample]:
+    """check, build and reach on each lab of each kind (IPv4-only, dual-stack), and the
+    startup floor. The kinds take turns run by run (IPv4, dual, IPv4, dual...) for each
+    command and size, so the two figures of a ratio meet the same machine: on a shared
+    one, the load of a minute later is another load."""
     topoc = topoc_argv()
-    samples = [sample("topoc", "startup", 0, [*topoc, "--version"], repeat, lab=kind)]
-    for n, path in labs.items():
-        out = workdir / (f"out-{n}" if kind == IPV4 else f"out-{kind}-{n}")
-        src, dst = reach_pair(path)
-        commands = {
-            "check": [*topoc, "check", str(path)],
-            "build": [*topoc, "build", str(path), "--target", "libvirt,host", "-o", str(out)],
-            "reach": [*topoc, "reach", str(path), src, dst],
-        }
-        for command, argv in commands.items():
-            log(f"  topoc {command} N={n} ({kind}) ...")
-            clean = (lambda o=out: shutil.rmtree(o, ignore_errors=True)) if command == "build" else None
-            samples.append(sample("topoc", command, n, argv, repeat, before=clean, lab=kind))
-    return samples
+    kinds = list(labs_of)
+    samples = {(kind, "startup", 0): Sample("topoc", "startup", 0, lab=kind) for kind in kinds}
+    for _ in range(repeat):
+        for kind in kinds:
+            _run(samples[(kind, "startup", 0)], [*topoc, "--version"])
+    sizes = sorted({n for labs in labs_of.values() for n in labs})
+    for n in sizes:
+        for command in ("check", "build", "reach"):
+            log(f"  topoc {command} N={n} ({', '.join(kinds)}) ...")
+            runs = []
+            for kind in kinds:
+                path = labs_of[kind][n]
+                out = workdir / (f"out-{n}" if kind == IPV4 else f"out-{kind}-{n}")
+                argv = {"check": [*topoc, "check", str(path)],
+                        "build": [*topoc, "build", str(path), "--target", "libvirt,host", "-o", str(out)],
+                        "reach": [*topoc, "reach", str(path), *reach_pair(path)]}[command]
+                s = samples[(kind, command, n)] = Sample("topoc", command, n, lab=kind)
+                runs.append((s, argv, (lambda o=out: shutil.rmtree(o, ignore_errors=True))
+                             if command == "build" else None))
+            for _ in range(repeat):
+                for s, argv, before in runs:
+                    if before is not None:
+                        before()
+                    _run(s, argv)
+    return list(samples.values())
+
+
+def _run(s: Sample, argv: list[str]) -> None:
+    """One more run of argv into `s` (as `sample` does it, one run at a time)."""
+    wall, cpu, peak, rc, err = measure(argv)
+    s.walls.append(wall)
+    s.cpus.append(cpu)
+    s.peak_kib = max(s.peak_kib, peak)
+    if rc != 0:
+        s.returncode, s.error = rc, err
 
 
 def run_netlab(labs: dict[int, Path], workdir: Path, log) -> tuple[list[Sample], list[str]]:
@@ -623,9 +647,7 @@ def main(argv: list[str]) -> int:
             log(f"\n{kind} labs:")
             stages(labs_of[kind], workdir, log, kind)
         return 0
-    samples: list[Sample] = []
-    for kind in kinds:
-        samples += run_topoc(labs_of[kind], workdir, args.repeat, log, kind)
+    samples = run_topoc(labs_of, workdir, args.repeat, log)
     differs: list[str] = []
     if not args.no_netlab and IPV4 in labs_of:
         netlab_labs = {n: p for n, p in labs_of[IPV4].items() if n in NETLAB_SIZES}
