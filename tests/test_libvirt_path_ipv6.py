@@ -100,7 +100,7 @@ vm b on kvm1 {{
 network net on kvm1 {{
     bridge lp{run}
 {network}}}
-"""
+{extra}"""
 
 RETURN_ROUTES = ("    route 10.10.101.0/24 via 192.168.101.11\n"
                  "    route fd00:101::/64 via 2001:db8:101::11\n")
@@ -122,7 +122,39 @@ MODELS = {
     "nat": ("    mode nat via eth0\n" + ADDRESSES + DHCP, RETURN_ROUTES),
     "nat6": ("    mode nat via eth0\n    nat6 on\n" + ADDRESSES + DNS, RETURN_ROUTES),
     "open": ("    mode open\n" + ADDRESSES + DHCP, RETURN_ROUTES),
+    # Several networks on one host: between them libvirt's rules of both decide (a nat
+    # network with no `via` forwards IPv6 to and from any interface, the routed one only
+    # through eth0), and the isolated one joins two VMs only.
+    "mixed": ("    mode routed via eth0\n" + ADDRESSES + DNS,
+              RETURN_ROUTES + "    route fd00:102::/64 via 2001:db8:101::11\n"),
 }
+
+MIXED = """
+network front on kvm1 {{
+    mode nat
+    bridge lf{run}
+    address 10.10.102.1/24
+    address fd00:102::1/64
+    dhcp 10.10.102.100 - 10.10.102.199
+    dhcp fd00:102::100 - fd00:102::1ff
+}}
+
+network back on kvm1 {{
+    mode isolated
+    bridge lk{run}
+    subnet 10.10.103.0/24
+    subnet fd00:103::/64
+}}
+
+vm p on kvm1 {{
+    nic eth0 on front address 10.10.102.10 address fd00:102::10
+    nic eth1 on back address 10.10.103.10 address fd00:103::10
+}}
+
+vm q on kvm1 {{
+    nic eth0 on back address 10.10.103.11 address fd00:103::11
+}}
+"""
 
 # Networks with addresses only (no `dhcp`, no `dns on`), as the issue's own example
 # writes its nat network: libvirt 9.0 starts no dnsmasq for them (bridge_driver.c
@@ -136,8 +168,9 @@ QUIET = {
 
 def lab_text(model: str) -> str:
     network, routes = {**MODELS, **QUIET}[model]
+    extra = MIXED.format(run=RUN) if model == "mixed" else ""
     return LAN.format(lab=f"lp{model.replace('-', '')[:8]}", run=RUN, network=network,
-                      router_routes=routes)
+                      router_routes=routes, extra=extra)
 
 
 def network_xml(lab: Lab, name: str) -> str:
@@ -324,6 +357,19 @@ def planted(daemon: Libvirtd, an: Analysis) -> Iterator[Plant]:
         for index, vm in enumerate(plant.lab.vms):
             _plant_vm(plant, index, vm, stack)
         yield plant
+
+
+def assert_cleaned_up(plant: Plant) -> None:
+    """Nothing of the lab is left: no namespace of its, no network on the daemon but
+    the `default` one of its configuration (never started)."""
+    left = [line.split()[0] for line in _run(["ip", "netns", "list"]).splitlines()
+            if line.startswith(plant.prefix)]
+    assert left == [], left
+    conn = libvirt.open(plant.daemon.uri)
+    try:
+        assert [n.name() for n in conn.listAllNetworks(0) if n.name() != "default"] == []
+    finally:
+        conn.close()
 
 
 # --- router advertisements ------------------------------------------------------------
@@ -529,6 +575,7 @@ def agreement(model: str, daemon: Libvirtd) -> dict[Family, dict[tuple[str, str]
         route_problems = default_routes_as_advertised(plant)
         observed, mismatches = ping_matrix(plant)
         dnsmasq = {n.name: _dnsmasq_runs(plant, n.name) for n in libvirt_backend.managed_networks(plant.lab)}
+    assert_cleaned_up(plant)
     assert not route_problems and not mismatches, "\n".join(
         [f"{model}: libvirt's dnsmasq runs for {dnsmasq}", *route_problems, *map(str, mismatches)])
     return observed
