@@ -107,13 +107,14 @@ RETURN_ROUTES = ("    route 10.10.101.0/24 via 192.168.101.11\n"
 
 ADDRESSES = "    address 10.10.101.1/24\n    address fd00:101::1/64\n"
 DNS = "    dns on\n"
-DHCP = "    dhcp 10.10.101.100 - 10.10.101.199\n    dhcp fd00:101::100 - fd00:101::1ff\n"
+DHCP4 = "    dhcp 10.10.101.100 - 10.10.101.199\n"
+DHCP = DHCP4 + "    dhcp fd00:101::100 - fd00:101::1ff\n"
 
 # Each libvirt model, dual-stack: (the network's statements, the router's routes back).
 # Every network here makes libvirt run dnsmasq, the sender of the router advertisements:
 # some with DHCP in both families (dnsmasq then advertises with enable-ra, the managed
-# flags), the others with DNS and no DHCP (dnsmasq's ra-only: SLAAC). Both give the same
-# RA default route.
+# flags), the others with DNS or IPv4's DHCP only (dnsmasq's ra-only: SLAAC). Both give
+# the same RA default route.
 MODELS = {
     "isolated": ("    mode isolated\n    subnet 10.10.101.0/24\n    subnet fd00:101::/64\n", RETURN_ROUTES),
     "hostonly": ("    mode isolated\n" + ADDRESSES + DHCP, RETURN_ROUTES),
@@ -121,7 +122,8 @@ MODELS = {
     "routed-noreturn": ("    mode routed via eth0\n" + ADDRESSES + DHCP, ""),
     "nat": ("    mode nat via eth0\n" + ADDRESSES + DHCP, RETURN_ROUTES),
     "nat6": ("    mode nat via eth0\n    nat6 on\n" + ADDRESSES + DNS, RETURN_ROUTES),
-    "open": ("    mode open\n" + ADDRESSES + DHCP, RETURN_ROUTES),
+    # DHCP for IPv4 only: dnsmasq runs for it, and advertises the IPv6 prefix (ra-only).
+    "open": ("    mode open\n" + ADDRESSES + DHCP4, RETURN_ROUTES),
     # Several networks on one host: between them libvirt's rules of both decide (a nat
     # network with no `via` forwards IPv6 to and from any interface, the routed one only
     # through eth0), and the isolated one joins two VMs only.
