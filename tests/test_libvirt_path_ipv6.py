@@ -201,7 +201,6 @@ class Plant:
     daemon: Libvirtd
     an: Analysis
     prefix: str
-    namespaces: list[str] = field(default_factory=list)
     bridges: dict[str, str] = field(default_factory=dict)  # managed network -> libvirt's bridge
 
     @property
@@ -220,10 +219,12 @@ class Plant:
     def run(self, node: str, *argv: str, check: bool = True) -> str:
         return _run(self.cmd(node, *argv), check=check)
 
-    def add_namespace(self, name: str) -> str:
+    def add_namespace(self, name: str, stack: contextlib.ExitStack) -> str:
+        """A network namespace of this machine's, deleted when `stack` unwinds (with the
+        veths in it, and so their peers)."""
         namespace = self.ns(name)
         _run(["ip", "netns", "add", namespace])
-        self.namespaces.append(namespace)
+        stack.callback(_run, ["ip", "netns", "del", namespace], check=False)
         _run(["ip", "-n", namespace, "link", "set", "lo", "up"])
         return namespace
 
@@ -259,8 +260,7 @@ def _plant_lan(plant: Plant, stack: contextlib.ExitStack) -> dict[str, str]:
     for network in plant.lab.networks:
         if network.mode is not Mode.EXTERNAL:
             continue
-        namespace = plant.add_namespace(f"s-{network.name}")
-        stack.callback(_run, ["ip", "netns", "del", namespace], check=False)
+        namespace = plant.add_namespace(f"s-{network.name}", stack)
         _bridge_nf_off(["ip", "netns", "exec", namespace])
         _run(["ip", "-n", namespace, "link", "add", "lan", "type", "bridge"])
         _run(["ip", "-n", namespace, "link", "set", "lan", "up"])
@@ -289,8 +289,7 @@ def _plant_host(plant: Plant, host: Host, segments: dict[str, str]) -> None:
 
 def _plant_externals(plant: Plant, segments: dict[str, str], stack: contextlib.ExitStack) -> None:
     for external in plant.lab.externals:
-        namespace = plant.add_namespace(external.name)
-        stack.callback(_run, ["ip", "netns", "del", namespace], check=False)
+        namespace = plant.add_namespace(external.name, stack)
         for index, nic in enumerate(external.nics):
             port = f"{external.name[:8]}{index}"
             _run(["ip", "-n", segments[nic.network], "link", "add", port, "type", "veth",
@@ -310,8 +309,7 @@ def _plant_externals(plant: Plant, segments: dict[str, str], stack: contextlib.E
 def _plant_vm(plant: Plant, index: int, vm: Vm, stack: contextlib.ExitStack) -> None:
     """A guest: each nic a veth whose other end libvirt's bridge takes as the tap. Like a
     guest's kernel: forwarding off, router advertisements accepted."""
-    namespace = plant.add_namespace(vm.name)
-    stack.callback(_run, ["ip", "netns", "del", namespace], check=False)
+    namespace = plant.add_namespace(vm.name, stack)
     pid = str(plant.daemon.init_pid)
     _sysctl(plant, vm.name, "net.ipv4.ip_forward=0", "net.ipv6.conf.all.forwarding=0")
     for n, nic in enumerate(vm.nics):
