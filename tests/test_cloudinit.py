@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import configparser
 import subprocess
-from ipaddress import IPv4Network
+from dataclasses import replace
+from ipaddress import ip_address, ip_network
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,8 @@ from conftest import require_tool
 from test_libvirt_cases import CASES, compiled
 from topoc.backends import cloudinit
 from topoc.compiler import compile_source
+from topoc.model.family import FAMILIES
+from topoc.model.ir import Route
 from topoc.model.ir import Lab, Mode, Vm
 from topoc.model.topology import DHCP_ROUTER_MODES, effective_routes
 
@@ -129,12 +132,25 @@ def _netplan(network_config: str, root: Path) -> dict[str, configparser.ConfigPa
 
 
 def _number_sections(text: str) -> str:
-    out, seen = [], 0
+    """networkd's file as configparser can read it: repeated [Route] sections numbered,
+    and a key repeated in one section (`Address=` once per address) as one key whose
+    values are separated by spaces, in order."""
+    sections: list[tuple[str, dict[str, list[str]]]] = []
+    seen = 0
     for line in text.splitlines():
-        if line.strip() == "[Route]":
-            seen += 1
-            line = f"[Route{seen}]"
-        out.append(line)
+        stripped = line.strip()
+        if stripped.startswith("[") and stripped.endswith("]"):
+            if stripped == "[Route]":
+                seen += 1
+                stripped = f"[Route{seen}]"
+            sections.append((stripped, {}))
+        elif "=" in stripped and not stripped.startswith("#") and sections:
+            key, value = stripped.split("=", 1)
+            sections[-1][1].setdefault(key, []).append(value)
+    out = []
+    for header, keys in sections:
+        out.append(header)
+        out += [f"{key}={' '.join(values)}" for key, values in keys.items()]
     return "\n".join(out) + "\n"
 
 
@@ -155,38 +171,49 @@ def test_netplan_reads_it_as_the_topo_says(case: str, vm: str, tmp_path: Path) -
     guest = _vm(lab, vm)
     networkd = _netplan(cloudinit.network_config(lab, guest), tmp_path)
     assert set(networkd) == {nic.name for nic in guest.nics}
-    routes = effective_routes(lab, vm)
     for nic in guest.nics:
         unit = networkd[nic.name]
         assert unit["Match"]["PermanentMACAddress"] == nic.mac
         network_section = unit["Network"] if "Network" in unit else None
         net = lab.network(nic.network)
-        if nic.address is not None:
-            assert _values(network_section, "Address") == [str(nic.address)]
-            assert "DHCP" not in (network_section or {})
-        else:
-            assert _values(network_section, "DHCP") == ["ipv4"]
-        subnet = nic.address.network if nic.address is not None else (net.subnet if net else None)
-        expected = set()
-        for route in routes:
-            if subnet is None or route.via not in subnet:
-                continue
-            if nic.address is None and route.is_default and net is not None \
-                    and net.mode in DHCP_ROUTER_MODES and net.gateway == route.via:
-                continue  # the DHCP lease brings that one
-            expected.add((str(route.destination), str(route.via)))
+        # Both families' addresses, IPv4 first; DHCP for a family the nic has none in
+        # (IPv4: unless its network is IPv6 only; IPv6: where the network has a range).
+        assert _values(network_section, "Address") == [str(a) for a in nic.addresses]
+        dhcp4 = nic.address is None and nic.address6 is None and not (
+            net is not None and net.subnet is None and net.subnet6 is not None)
+        dhcp6 = nic.address6 is None and net is not None and net.dhcp6 is not None and net.mode is not Mode.BRIDGED
+        expected_dhcp = {(True, True): ["yes"], (True, False): ["ipv4"], (False, True): ["ipv6"],
+                         (False, False): []}[(dhcp4, dhcp6)]
+        assert _values(network_section, "DHCP") == expected_dhcp
+        # A static IPv6 address is the only one: no SLAAC from libvirt's RAs.
+        assert _values(network_section, "IPv6AcceptRA") == (["no"] if nic.address6 is not None else [])
+        expected, servers = set(), []
         got = {(unit[s]["Destination"], unit[s]["Gateway"]) for s in unit.sections() if s.startswith("Route")}
-        # A route whose gateway two nics could reach goes on the first of them only.
-        first = next((n for n in guest.nics if subnet is not None
-                      and (n.address.network if n.address else None) == subnet), nic)
-        if first is nic:
+        first_everywhere = True
+        for family in FAMILIES:
+            address = nic.address_in(family)
+            subnet = address.network if address is not None else (net.subnet_in(family) if net else None)
+            for route in effective_routes(lab, vm, family):
+                if subnet is None or route.via not in subnet:
+                    continue
+                if address is None and route.is_default and net is not None \
+                        and net.mode in DHCP_ROUTER_MODES and net.gateway_in(family) == route.via:
+                    continue  # the DHCP lease (IPv4) or the router advertisement (IPv6) brings that one
+                expected.add((str(route.destination), str(route.via)))
+            # A route whose gateway two nics could reach goes on the first of them only.
+            first = next((n for n in guest.nics if subnet is not None and n.address_in(family) is not None
+                          and n.address_in(family).network == subnet), nic)
+            first_everywhere = first_everywhere and first is nic
+            dns = (address is not None and net is not None and net.dns and net.gateway_in(family) is not None
+                   and net.mode is not Mode.BRIDGED)
+            if dns and net is not None:
+                servers.append(str(net.gateway_in(family)))
+        if first_everywhere:
             assert got == expected, (nic.name, got, expected)
         else:
             assert got <= expected
-        dns = (nic.address is not None and net is not None and net.dns and net.gateway is not None
-               and net.mode is not Mode.BRIDGED)
-        assert _values(network_section, "DNS") == ([str(net.gateway)] if dns and net is not None else [])
-        if dns and net is not None and net.domain:
+        assert _values(network_section, "DNS") == servers
+        if servers and net is not None and net.domain:
             assert _values(network_section, "Domains") == [net.domain]
 
 
@@ -200,7 +227,7 @@ def test_isolated_and_host_only_nics_get_no_default_route() -> None:
                 if net is not None and net.mode is Mode.ISOLATED and nic.gateway is None \
                         and not any(r.is_default for r in vm.routes):
                     defaults = [r for r in config["ethernets"][nic.name].get("routes", [])
-                                if IPv4Network(r["to"]).prefixlen == 0]
+                                if ip_network(r["to"]).prefixlen == 0]
                     assert defaults == [], (case, vm.name, nic.name)
 
 
@@ -212,3 +239,25 @@ def test_the_seed_iso_is_labelled_cidata_and_holds_the_three_files() -> None:
     files = cloudinit.seed(lab, _vm(lab, "web"))
     label, read = read_iso(iso_image(files))
     assert label == "cidata" and read == files
+
+
+def test_ipv6_routes_go_on_the_nic_that_reaches_their_gateway(tmp_path: Path) -> None:
+    """An IPv6 `route` (and a default one) lands on the nic whose IPv6 subnet holds its
+    next hop, after the IPv4 routes, as netplan reads it."""
+    lab = compiled("dualstack")
+    app = _vm(lab, "app")
+    routes = (*app.routes, Route(ip_network("fd00:20::/48"), ip_address("fd00:103::1")),
+              Route(ip_network("fd00:30::/48"), ip_address("fd00:6::9")))
+    edited = replace(lab, vms=tuple(replace(v, routes=routes) if v.name == "app" else v for v in lab.vms))
+    config = yaml.safe_load(cloudinit.network_config(edited, _vm(edited, "app")))
+    assert config["ethernets"]["eth1"]["routes"] == [{"to": "10.20.0.0/16", "via": "10.10.103.1"},
+                                                     {"to": "fd00:20::/48", "via": "fd00:103::1"}]
+    assert config["ethernets"]["eth2"]["routes"] == [{"to": "fd00:30::/48", "via": "fd00:6::9"}]
+    assert config["ethernets"]["eth0"]["routes"] == [{"to": "0.0.0.0/0", "via": "10.10.101.100"},
+                                                     {"to": "::/0", "via": "2001:db8:a::1"}]
+    require_tool("netplan")
+    networkd = _netplan(cloudinit.network_config(edited, _vm(edited, "app")), tmp_path)
+    eth1 = networkd["eth1"]
+    assert {(eth1[s]["Destination"], eth1[s]["Gateway"]) for s in eth1.sections() if s.startswith("Route")} == {
+        ("10.20.0.0/16", "10.10.103.1"), ("fd00:20::/48", "fd00:103::1")}
+

@@ -22,7 +22,7 @@ import pytest
 from conftest import ROOT, example_files, require_tool
 from topoc.backends import diagram
 from topoc.backends.diagram_dot import dot_source
-from topoc.backends.diagram_mermaid import make_ids, mermaid_source
+from topoc.backends.diagram_mermaid import esc, make_ids, mermaid_source
 from topoc.compiler import compile_file
 from topoc.model.ir import Lab
 
@@ -115,7 +115,7 @@ def test_mermaid_has_every_node_and_edge(example: Path) -> None:
     for node in lab.nodes:
         for nic in node.nics:
             ends = {ids[(node.kind.value, node.name)], ids[("network", nic.network)]}
-            label = f"{nic.name}<br/>{nic.address}" if nic.address else nic.name
+            label = "<br/>".join(esc(x) for x in [nic.name, *(str(a) for a in nic.addresses)])  # both families
             assert any({a, b} == ends and text_ == label for a, b, text_ in links), \
                 f"no link for {node.name}'s {nic.name} on {nic.network}"
     for i, host in enumerate(lab.hosts):
@@ -182,3 +182,48 @@ def test_isolated_network_has_no_link_to_the_host() -> None:
     dot = dot_source(diagram.scene_for(compiled(ROOT / "examples" / "isolated.topo")))
     edge = [line for line in dot.splitlines() if '"host.kvm1" -> "network.isonet"' in line]
     assert edge == ['\t"host.kvm1" -> "network.isonet" [style=invis]']
+
+
+def test_a_dual_stack_lab_shows_both_families_in_dot_and_mermaid() -> None:
+    """Each network's IPv4 and IPv6 subnet (and DHCP ranges, and how a nat network
+    treats IPv6), each nic's two addresses: in the scene, the SVG dot draws and the
+    Mermaid text."""
+    lab = compiled(INPUTS / "dualstack.topo")
+    scene = diagram.scene_for(lab)
+    boxes = {b.key: b for b in scene.boxes}
+    natnet = boxes[("network", "natnet")].lines
+    assert ("188.64.100.0/24" in natnet and "fd00:64::/64" in natnet
+            and "DHCPv6 fd00:64::100 - fd00:64::1ff" in natnet and "IPv6 routed, not NATed" in natnet)
+    assert "IPv6 NATed (nat6)" in boxes[("network", "masqnet")].lines
+    assert boxes[("network", "v6only")].style == "host-only"  # its IPv6 address is the host's
+    assert boxes[("vm", "web")].lines[1:4] == ("188.64.100.2", "fd00:64::2", "fd00:6::2")
+    assert boxes[("vm", "dyn")].lines[1:3] == ("DHCP", "DHCPv6")
+    assert boxes[("host", "kvm1")].ports[0][1] == "eth0 192.168.101.11/24, 2001:db8:101::11/64"
+    assert scene.clusters[0].title == "host kvm1 · 192.168.101.11, 2001:db8:101::11"
+    dot = require_tool("dot")
+    svg = subprocess.run([dot, "-Tsvg"], input=dot_source(scene), capture_output=True, text=True,
+                         timeout=60, check=True).stdout
+    texts = svg_texts(svg)
+    for shown in ("fd00:64::/64", "fd00:64::2", "2001:db8:a::5/64", "IPv6 NATed (nat6)"):
+        assert any(shown in t for t in texts), shown
+    mermaid = mermaid_source(scene)
+    assert esc("fd00:66::5/64") in mermaid and esc("2001:db8:101::/64") in mermaid
+
+
+def test_an_ipv4_only_lab_is_drawn_as_before() -> None:
+    """The IPv4-only examples' goldens are unchanged (test_golden_dot_and_mermaid); here:
+    no line of an IPv4-only lab's scene mentions IPv6."""
+    lab = compiled(ROOT / "examples" / "mixed.topo")
+    scene = diagram.scene_for(lab)
+    assert not any("IPv6" in line or "DHCPv6" in line for b in scene.boxes for line in b.lines)
+
+
+def test_a_collapsed_dual_stack_group_gives_its_ipv6_span_too(tmp_path: Path) -> None:
+    vms = "\n".join(f"vm v{i} on h {{\n    nic on n address 10.0.0.{i + 10} address fd00::{i + 10:x}\n}}"
+                    for i in range(70))
+    path = tmp_path / "big.topo"
+    path.write_text("lab big\nhost h {\n}\nnetwork n on h {\n    mode nat\n    address 10.0.0.1/24\n"
+                    f"    address fd00::1/64\n}}\n{vms}\n", encoding="utf-8")
+    scene = diagram.scene_for(compiled(path))
+    [group] = [b for b in scene.boxes if b.kind == "vm"]
+    assert group.lines == ("70 VMs", "v0 … v69", "10.0.0.10 - 10.0.0.79", "fd00::a - fd00::4f")

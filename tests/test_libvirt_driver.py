@@ -52,6 +52,13 @@ def expected_dhcp_hosts(lab: Lab, network: str) -> set[tuple[str, str]]:
             if nic.network == network and nic.ip is not None}
 
 
+def expected_ip_families(network) -> set[str]:
+    """An <ip> per family the network has an address in; none on a bridged network."""
+    if network.mode is Mode.BRIDGED:
+        return set()
+    return {f for f, a in (("ipv4", network.address), ("ipv6", network.address6)) if a is not None}
+
+
 def expected_interface(lab: Lab, host: str, nic) -> tuple[str, dict[str, str], str]:
     """type='network' on a managed network; on the external LAN, a macvtap (bridge mode)
     on the host's NIC there."""
@@ -74,17 +81,25 @@ def test_networks_define_and_read_back_as_intended(conn, case):
         if forward is not None and n.mode in (Mode.NAT, Mode.ROUTED):
             assert forward.get("dev") == n.via
         assert xml.find("bridge").get("name") == n.bridge
-        ip = xml.find("ip")
-        if n.address is not None and n.mode is not Mode.BRIDGED:
+        ips = {ip.get("family", "ipv4"): ip for ip in xml.findall("ip")}
+        assert set(ips) == expected_ip_families(n)
+        if "ipv4" in ips:
+            ip = ips["ipv4"]
             assert (ip.get("address"), ip.get("netmask")) == (str(n.address.ip),
                                                               str(n.address.netmask))
-        else:
-            assert ip is None
+        if "ipv6" in ips:
+            ip = ips["ipv6"]
+            assert (ip.get("address"), ip.get("prefix")) == (str(n.address6.ip),
+                                                             str(n.address6.network.prefixlen))
+            # No DHCPv6 reservations: libvirt refuses `mac` on an IPv6 host.
+            assert ip.findall("dhcp/host") == []
         hosts = {(h.get("mac"), h.get("ip")) for h in xml.findall("ip/dhcp/host")}
         assert hosts == expected_dhcp_hosts(lab, n.name)
-        if n.dhcp is not None:
-            assert xml.find("ip/dhcp/range").attrib == {"start": str(n.dhcp.start),
-                                                        "end": str(n.dhcp.end)}
+        for family, dhcp in (("ipv4", n.dhcp), ("ipv6", n.dhcp6)):
+            ranges = [r.attrib for r in ips[family].findall("dhcp/range")] if family in ips else []
+            assert ranges == ([{"start": str(dhcp.start), "end": str(dhcp.end)}] if dhcp else [])
+        nat = forward.find("nat") if forward is not None else None
+        assert (nat.get("ipv6") if nat is not None else None) == ("yes" if n.nat6 else None)
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
@@ -121,6 +136,20 @@ def test_the_nat_example_reads_back_exactly(conn):
     vm1 = domains["natlab-vm1"]
     assert vm1.find("devices/interface/mac").get("address") == "52:54:00:6b:3c:58"
     assert vm1.find("devices/disk/driver").get("type") == "qcow2"
+
+
+def test_the_dual_stack_case_reads_back_exactly(conn):
+    networks, _ = define_all(conn, "dualstack")
+    net = networks["duallab-natnet"]
+    assert [ip.attrib for ip in net.findall("ip")] == [
+        {"address": "188.64.100.1", "netmask": "255.255.255.0"},
+        {"family": "ipv6", "address": "fd00:64::1", "prefix": "64"}]
+    assert net.find("ip[@family='ipv6']/dhcp/range").attrib == {"start": "fd00:64::100",
+                                                               "end": "fd00:64::1ff"}
+    masq = networks["duallab-nat6net"].find("forward")
+    assert masq.attrib == {"mode": "nat", "dev": "eth0"} and masq.find("nat").attrib == {"ipv6": "yes"}
+    assert [ip.attrib for ip in networks["duallab-v6only"].findall("ip")] == [
+        {"family": "ipv6", "address": "fd00:6::1", "prefix": "64"}]
 
 
 def test_uuids_are_the_ones_generated(conn):

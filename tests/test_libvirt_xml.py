@@ -179,6 +179,31 @@ def test_network_without_dhcp_gets_no_dhcp_server():
     assert network("mixed", "svc").find("ip/dhcp") is None
 
 
+def test_dual_stack_network_has_an_ipv6_ip_with_prefix_and_a_dhcpv6_range_without_hosts():
+    net = network("dualstack", "natnet")
+    ipv4, ipv6 = net.findall("ip")  # IPv4 first, as it always was
+    assert ipv4.attrib == {"address": "188.64.100.1", "netmask": "255.255.255.0"}
+    assert ipv6.attrib == {"family": "ipv6", "address": "fd00:64::1", "prefix": "64"}
+    assert ipv6.find("dhcp/range").attrib == {"start": "fd00:64::100", "end": "fd00:64::1ff"}
+    # libvirt refuses `mac` on an IPv6 host: the VM's IPv6 address is cloud-init's job.
+    assert ipv6.findall("dhcp/host") == [] and len(ipv4.findall("dhcp/host")) == 1
+    assert net.find("forward").attrib == {"mode": "nat", "dev": "eth0"}
+    assert net.find("forward/nat") is None  # nat6 off: libvirt routes IPv6
+
+
+def test_nat6_asks_libvirt_to_masquerade_ipv6():
+    forward = network("dualstack", "nat6net").find("forward")
+    assert forward.attrib == {"mode": "nat", "dev": "eth0"}
+    assert [n.attrib for n in forward] == [{"ipv6": "yes"}]
+
+
+def test_an_ipv6_only_network_has_one_ip_and_dnsmasq_settings():
+    net = network("dualstack", "v6only")
+    assert [ip.attrib for ip in net.findall("ip")] == [
+        {"family": "ipv6", "address": "fd00:6::1", "prefix": "64"}]
+    assert net.find("dns").attrib == {"enable": "no"}
+
+
 def test_domain_memory_vcpus_os_console_disk_and_interfaces():
     dom = domain("nat", "vm0")
     assert dom.get("type") == "kvm"

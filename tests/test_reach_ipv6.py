@@ -7,7 +7,8 @@ configuration) or the kernel:
 - a nat network routes IPv6 (the route accepts, no conntrack) unless `nat6`
   (<nat ipv6='yes'/>), which masquerades it and lets in only replies;
 - a VM's IPv6 default route comes from the router advertisement of a nat, routed or
-  open network; an isolated (host-only) network advertises a router lifetime of 0;
+  open network's dnsmasq, which libvirt runs only for a network with DHCP (either
+  family) or DNS; an isolated (host-only) network advertises a router lifetime of 0;
 - IPv6 forwarding is on only when a nat/routed/open network of the host has an IPv6
   address (networkEnableIPForwarding(v4present, v6present));
 - NDP answers a neighbour solicitation only on the interface that holds the address
@@ -44,14 +45,17 @@ external pc { nic eth0 on lan address 192.168.1.20 address 2001:db8:1::20
     route fd00:4::/64 via 2001:db8:1::11 }
 network nat on kvm1 { mode nat via eth0
     address 10.0.1.1/24
-    address fd00:1::1/64 }
+    address fd00:1::1/64
+    dns on }
 network masq on kvm1 { mode nat via eth0
     address 10.0.3.1/24
     address fd00:3::1/64
+    dhcp 10.0.3.100 - 10.0.3.200
     nat6 on }
 network routed on kvm1 { mode routed via eth0
     address 10.0.2.1/24
-    address fd00:2::1/64 }
+    address fd00:2::1/64
+    dhcp fd00:2::100 - fd00:2::1ff }
 network private on kvm1 { mode isolated
     address 10.0.4.1/24
     address fd00:4::1/64 }
@@ -108,6 +112,18 @@ def test_router_advertisements_give_vms_their_ipv6_default_route(six: Analysis) 
     assert reaches(six, "kvm1", "fd00:4::2") and reaches(six, "kvm1", "10.0.4.2")
 
 
+def test_no_dnsmasq_no_router_advertisement() -> None:
+    # Without dhcp and without `dns on`, libvirt starts no dnsmasq for a network
+    # (networkStartDhcpDaemon): nothing advertises a router, a nic `gateway` must say it.
+    quiet = EVERY_MODEL.replace("    address fd00:1::1/64\n    dns on }", "    address fd00:1::1/64 }")
+    an = analysis(quiet)
+    assert [r for r in effective_routes(an, "a", IPV6) if r.is_default] == []
+    assert [str(r.via) for r in effective_routes(an, "a", IPV4) if r.is_default] == ["10.0.1.1"]
+    given = analysis(quiet.replace("address fd00:1::2 }", "address fd00:1::2 gateway fd00:1::1 }"))
+    assert [str(r.via) for r in effective_routes(given, "a", IPV6) if r.is_default] == ["fd00:1::1"]
+    assert "from the router advertisement" not in explain(given, "a", "2001:db8:1::20")
+
+
 def test_a_node_name_means_every_address_of_both_families(six: Analysis) -> None:
     assert [str(a) for a in node_addresses(six, "a")] == ["10.0.1.2", "fd00:1::2"]
     both, probes = pair(six, "pc", "a")
@@ -121,8 +137,9 @@ def test_a_node_name_means_every_address_of_both_families(six: Analysis) -> None
 
 
 def test_ipv6_forwarding_needs_an_ipv6_address_on_a_forwarding_network() -> None:
-    base = EVERY_MODEL.replace("    address fd00:1::1/64 }", "}").replace(
-        "    address fd00:3::1/64\n    nat6 on }", "}").replace("    address fd00:2::1/64 }", "}")
+    base = EVERY_MODEL.replace("    address fd00:1::1/64\n", "").replace(
+        "    address fd00:3::1/64\n", "").replace("    nat6 on }", "}").replace(
+        "    address fd00:2::1/64\n    dhcp fd00:2::100 - fd00:2::1ff }", "}")
     an = analysis(base)
     assert forwards(an, "kvm1", IPV4)
     assert not forwards(an, "kvm1", IPV6)  # only the isolated network has IPv6

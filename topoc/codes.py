@@ -384,6 +384,12 @@ _ALL = (
     _code("bridge-virbr", W, Category.NAME,
           "a bridge named virbr<N>, a name libvirt may give one of its own networks"),
     _code("domain-without-dns", W, Category.VALUE, "a network's `domain` has no effect without `dns on`"),
+    _code("no-router-advertisement", W, Category.REACH,
+          "a VM's IPv6 default route would come from router advertisements that nothing sends",
+          quiet="vm `{vm}` gets no IPv6 default route: libvirt runs no dnsmasq for `{network}` (no `dhcp`, "
+                "no `dns on`), so nothing advertises a router on it",
+          quiet_hint="add `dns on` to `{network}` (its dnsmasq then advertises the network as the router), or "
+                     "`gateway {router}` on the nic"),
     # -- the file's pragmas --
     _code("bad-pragma", W, Category.PRAGMA,
           "a `# topoc: disable=` comment naming an unknown code or an error",

@@ -13,7 +13,11 @@ as a CD-ROM (https://docs.cloud-init.io/en/latest/reference/datasources/nocloud.
   their prefixes, the routes the model gives the VM (topoc.model.topology.effective_routes:
   the nic `gateway`, `route`s, and on a nat/routed/open network the network's address as
   libvirt's DHCP hands it out), nameservers (the network's address when `dns on`), and
-  DHCP on a nic with no static address.
+  DHCP on a nic with no static address. IPv6 beside IPv4, in the same keys: the nic's
+  IPv6 address after its IPv4 one in `addresses`, its IPv6 routes (the default one `to:
+  "::/0"`) after the IPv4 ones, `accept-ra: false` on a nic with a static IPv6 address,
+  and `dhcp6: true` on a nic without one on a network with a DHCPv6 range. A lab
+  without IPv6 gets no IPv6 key at all.
 
 network-config is written in the subset of version 2 that cloud-init renders itself on
 systems without netplan (Debian's cloud images render it for systemd-networkd), so it
@@ -33,9 +37,11 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+from ipaddress import IPv4Interface
 
 from topoc.model import naming
+from topoc.model.analysis import Analysis, analysis_of
+from topoc.model.family import FAMILIES, IPV4, IPV6, Family, IPAddress, IPNetwork
 from topoc.model.ir import Lab, Mode, Network, Nic, Route, Vm
 from topoc.model.topology import DHCP_ROUTER_MODES, effective_routes
 
@@ -69,53 +75,100 @@ class _NicConfig:
     nic: Nic
     network: Network | None
     routes: tuple[Route, ...]
-    nameservers: tuple[IPv4Address, ...]
+    nameservers: tuple[IPAddress, ...]
     search: tuple[str, ...]
 
 
-def _subnet_of(nic: Nic, network: Network | None) -> IPv4Network | None:
-    if nic.address is not None:
-        return nic.address.network
-    return network.subnet if network is not None else None
+def _subnet_of(nic: Nic, network: Network | None, family: Family) -> IPNetwork | None:
+    address = nic.address_in(family)
+    if address is not None:
+        return address.network
+    return network.subnet_in(family) if network is not None else None
 
 
 def _dhcp_gives(route: Route, network: Network | None) -> bool:
-    """The default route a DHCP nic gets from libvirt's dnsmasq anyway (option 3, the
-    router: the network's address on nat, routed and open networks)."""
+    """The default route a dynamic nic gets from libvirt's dnsmasq anyway: IPv4's DHCP
+    option 3 (the router: the network's address on nat, routed and open networks), or
+    IPv6's router advertisement on those networks (topoc.model.topology)."""
     return (route.is_default and network is not None and network.mode in DHCP_ROUTER_MODES
-            and network.gateway == route.via)
+            and network.gateway_in(route.family) == route.via)
+
+
+def _has_ipv6(vm: Vm) -> bool:
+    """Whether the VM may have an IPv6 route (a nic's IPv6 address or gateway, an IPv6
+    `route`): only then is the lab's IPv6 topology asked, so an IPv4-only lab never
+    builds it."""
+    return (any(nic.address6 is not None or nic.gateway6 is not None for nic in vm.nics)
+            or any(route.family is IPV6 for route in vm.routes))
+
+
+def _nameserver(nic: Nic, network: Network | None, family: Family) -> IPAddress | None:
+    """A static nic learns no DNS server from DHCP: the network's dnsmasq (`dns on`) is
+    its nameserver, at the network's address in the nic's family. libvirt runs dnsmasq
+    with `bind-dynamic` and `interface=<bridge>` (src/network/bridge_driver.c
+    networkDnsmasqConfContents), so it answers on every address of the bridge, the
+    IPv6 one too."""
+    if (nic.address_in(family) is None or network is None or not network.dns
+            or network.mode is Mode.BRIDGED):
+        return None
+    return network.gateway_in(family)
+
+
+# The analysis of the lab whose seeds were made last: every VM's seed asks the same
+# lab's wiring (its routes), and a fresh Analysis per VM made a lab's seeds quadratic in
+# its VMs (9 s for 1,000 VMs). Held by identity, one lab at a time.
+_LAST_ANALYSIS: list[tuple[Lab, Analysis]] = []
+
+
+def _analysis(lab: Lab) -> Analysis:
+    last = _LAST_ANALYSIS[0] if _LAST_ANALYSIS else None
+    if last is not None and last[0] is lab:
+        return last[1]
+    an = analysis_of(lab)
+    _LAST_ANALYSIS[:] = [(lab, an)]
+    return an
 
 
 def _nic_configs(lab: Lab, vm: Vm) -> list[_NicConfig]:
     networks = [lab.network(nic.network) for nic in vm.nics]
+    an = _analysis(lab)  # the lab's, for both families
     # Each route goes on the nic whose subnet holds its next hop (the kernel takes a
     # gateway only on a connected subnet); the first such nic, in nic order. A route
-    # with no such nic is left out: the gateway-unreachable check reports it.
+    # with no such nic is left out: the gateway-unreachable check reports it. IPv4's
+    # routes first, then IPv6's.
     placed: dict[int, list[Route]] = {i: [] for i in range(len(vm.nics))}
-    for route in effective_routes(lab, vm.name):
-        for i, (nic, network) in enumerate(zip(vm.nics, networks, strict=True)):
-            subnet = _subnet_of(nic, network)
-            if subnet is not None and route.via in subnet:
-                if not (nic.address is None and _dhcp_gives(route, network)):
-                    placed[i].append(route)
-                break
+    for family in FAMILIES if _has_ipv6(vm) else (IPV4,):
+        for route in effective_routes(an, vm.name, family):
+            for i, (nic, network) in enumerate(zip(vm.nics, networks, strict=True)):
+                subnet = _subnet_of(nic, network, family)
+                if subnet is not None and route.via in subnet:
+                    if not (nic.address_in(family) is None and _dhcp_gives(route, network)):
+                        placed[i].append(route)
+                    break
     configs = []
     for i, (nic, network) in enumerate(zip(vm.nics, networks, strict=True)):
-        # A static nic learns no DNS server from DHCP: the network's dnsmasq (`dns on`)
-        # is its nameserver, at the network's address, with the network's domain.
-        dns = (nic.address is not None and network is not None and network.dns
-               and network.gateway is not None and network.mode is not Mode.BRIDGED)
+        servers = tuple(a for a in (_nameserver(nic, network, f) for f in FAMILIES) if a is not None)
         configs.append(_NicConfig(
-            nic, network, tuple(placed[i]),
-            (network.gateway,) if dns and network is not None and network.gateway else (),
-            (network.domain,) if dns and network is not None and network.domain else ()))
+            nic, network, tuple(placed[i]), servers,
+            (network.domain,) if servers and network is not None and network.domain else ()))
     return configs
+
+
+def _yaml_address(value: object) -> str:
+    """An address (or network) as a YAML scalar: IPv4 bare, as it always was; IPv6
+    quoted, as netplan's examples write it (`"2001:1::1/64"`): `::/0` would not even
+    be a plain scalar."""
+    text = str(value)
+    return _q(text) if ":" in text else text
 
 
 def _route_lines(routes: tuple[Route, ...]) -> list[str]:
     lines = ["    routes:"]
     for route in routes:
-        lines += [f"      - to: {route.destination}", f"        via: {route.via}"]
+        # The default route is `to: 0.0.0.0/0` / `to: "::/0"`, never netplan's `default`:
+        # cloud-init's own v2 parser (cloudinit/net/network_state.py, _normalize_route)
+        # refuses a `to` that is no address ("Address default is not a valid ip address").
+        lines += [f"      - to: {_yaml_address(route.destination)}", f"        via: {_yaml_address(route.via)}"]
     return lines
 
 
@@ -146,8 +199,27 @@ def network_config(lab: Lab, vm: Vm) -> str:
         ]
         if nic.address is not None:
             lines += ["    dhcp4: false", "    addresses:", f"      - {IPv4Interface(nic.address)}"]
+            if nic.address6 is not None:
+                lines.append(f"      - {_yaml_address(nic.address6)}")
+        elif nic.address6 is not None or (net is not None and net.subnet is None and net.subnet6 is not None):
+            # IPv6 alone: no IPv4 there to ask DHCP for.
+            lines.append("    dhcp4: false")
+            if nic.address6 is not None:
+                lines += ["    addresses:", f"      - {_yaml_address(nic.address6)}"]
         else:
             lines.append("    dhcp4: true")
+        if nic.address6 is not None:
+            # Exactly the .topo's IPv6 address: a libvirt network without DHCPv6 sends
+            # router advertisements with the A (autonomous) flag (dnsmasq `ra-only`,
+            # src/radv.c: do_slaac), so a guest accepting them would add a SLAAC address
+            # and a default route via the bridge's link-local address beside it. The
+            # default route the model gives the VM is written in `routes` instead.
+            # https://netplan.readthedocs.io/en/stable/netplan-yaml/ (accept-ra)
+            lines += ["    dhcp6: false", "    accept-ra: false"]
+        elif net is not None and net.dhcp6 is not None and net.mode is not Mode.BRIDGED:
+            # libvirt's dnsmasq serves this range by DHCPv6 (its RAs then carry the M and O
+            # flags, not A: the guest must ask); the RA still gives the default route.
+            lines.append("    dhcp6: true")
         if net is not None and net.mtu is not None:
             lines.append(f"    mtu: {net.mtu}")
         if c.routes:
@@ -158,7 +230,7 @@ def network_config(lab: Lab, vm: Vm) -> str:
             lines.append("    # no default route: an isolated network has no router")
         if c.nameservers:
             lines += ["    nameservers:", "      addresses:"]
-            lines += [f"        - {a}" for a in c.nameservers]
+            lines += [f"        - {_yaml_address(a)}" for a in c.nameservers]
             if c.search:
                 lines += ["      search:"] + [f"        - {d}" for d in c.search]
     return "\n".join(lines) + "\n"

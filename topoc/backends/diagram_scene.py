@@ -14,7 +14,6 @@ stays readable and quick to lay out.
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass, replace
 from pathlib import PurePath
 
@@ -30,6 +29,7 @@ from topoc.backends.diagram_reach import (
     uplink_reach,
 )
 from topoc.model.analysis import Analysis, analysis_of
+from topoc.model.family import IPV4, IPV6, Family, IPInterface
 from topoc.model.ir import External, Forward, Host, Lab, Network, Nic, Route, Vm
 
 # Above this many VMs a lab is drawn collapsed: see collapse_vms.
@@ -161,6 +161,23 @@ def _nic_address(nic: Nic, network: Network | None, prefix: bool = True) -> str:
     return "no address"
 
 
+def _nic_addresses(nic: Nic, network: Network | None, prefix: bool = True) -> list[str]:
+    """A nic's addresses, one line per family: its IPv4 one (or how it gets one) as it
+    always was, then its IPv6 one (or "DHCPv6" on a network with a DHCPv6 range). A nic
+    with no IPv6 in sight has its one line; on an IPv6-only network, only the IPv6 one."""
+    ipv4 = _nic_address(nic, network, prefix)
+    dhcp6 = network is not None and network.dhcp6 is not None
+    if nic.address6 is None and not dhcp6:
+        return [ipv4]
+    if nic.address6 is not None:
+        ipv6 = str(nic.address6) if prefix else str(nic.address6.ip)
+    else:
+        ipv6 = "DHCPv6"
+    if nic.address is None and network is not None and network.subnet is None:
+        return [ipv6]
+    return [ipv4, ipv6]
+
+
 def network_mode_line(network: Network) -> str:
     """The network's model in words, with its uplink device: "NAT via eth0"."""
     title = STYLES[network.model].title
@@ -179,17 +196,28 @@ def network_box(network: Network) -> Box:
         lines.append(f"bridge {network.bridge}")
     if network.subnet is not None:
         lines.append(str(network.subnet))
+    if network.subnet6 is not None:
+        lines.append(str(network.subnet6))
     muted_from = len(lines)
     if network.gateway is not None:
         lines.append(f"gateway {network.gateway}")
+    gateway6 = network.gateway_in(IPV6)
+    if gateway6 is not None:
+        lines.append(f"gateway {gateway6}")
     if network.dhcp is not None:
         lines.append(f"DHCP {network.dhcp.start} - {network.dhcp.end}")
+    if network.dhcp6 is not None:
+        lines.append(f"DHCPv6 {network.dhcp6.start} - {network.dhcp6.end}")
+    if network.model == "nat" and network.subnet6 is not None:
+        # libvirt routes a nat network's IPv6 unless <nat ipv6='yes'/> (`nat6 on`):
+        # https://libvirt.org/formatnetwork.html#connectivity
+        lines.append("IPv6 NATed (nat6)" if network.nat6 else "IPv6 routed, not NATed")
     return Box("network", network.name, network.model, tuple(lines),
                muted_from=muted_from if len(lines) > muted_from else None, host=network.host)
 
 
 def vm_box(vm: Vm, lab: Lab) -> Box:
-    addresses = [_nic_address(n, lab.network(n.network), prefix=False) for n in vm.nics]
+    addresses = [a for n in vm.nics for a in _nic_addresses(n, lab.network(n.network), prefix=False)]
     details = [f"{_size(vm.memory)}, {vm.vcpus} vCPU{'s' if vm.vcpus != 1 else ''}"]
     if vm.disk is not None:
         details.append(vm.disk)
@@ -199,7 +227,7 @@ def vm_box(vm: Vm, lab: Lab) -> Box:
 
 
 def external_box(external: External, lab: Lab) -> Box:
-    addresses = [_nic_address(n, lab.network(n.network), prefix=False) for n in external.nics]
+    addresses = [a for n in external.nics for a in _nic_addresses(n, lab.network(n.network), prefix=False)]
     routes = [_route(r) for r in external.routes]
     lines = (external.name, *addresses, *routes)
     return Box("external", external.name, "machine", lines,
@@ -219,7 +247,7 @@ def forward_port(index: int) -> str:
 def host_box(host: Host, lab: Lab) -> Box:
     """The hypervisor: one row per nic (cables and uplinks attach to them), per port
     forward (its arrow leaves from there) and per route."""
-    ports = [(nic_port(nic.name), f"{nic.name} {_nic_address(nic, lab.network(nic.network))}")
+    ports = [(nic_port(nic.name), f"{nic.name} {', '.join(_nic_addresses(nic, lab.network(nic.network)))}")
              for nic in host.nics]
     for i, fwd in enumerate(_forwards_on(lab, host.name)):
         text = f"forward {fwd.protocol} {fwd.port} to {fwd.vm}:{fwd.vm_port}"
@@ -240,9 +268,9 @@ def cluster_title(host: Host, lab: Lab) -> str:
         network = lab.network(nic.network)
         return network is not None and not network.managed
 
-    nics = [n for n in host.nics if n.ip is not None]
+    nics = [n for n in host.nics if n.addresses]
     lan = [n for n in nics if on_lan(n)] or nics
-    addresses = ", ".join(str(n.ip) for n in lan)
+    addresses = ", ".join(str(a.ip) for n in lan for a in n.addresses)
     return f"host {host.name}" + (f" · {addresses}" if addresses else "")
 
 
@@ -253,7 +281,7 @@ def nic_link(owner: tuple[str, str], nic: Nic) -> Link:
     """A cable between a node and its network. The picture reads left to right from the
     outside in (external machines, LANs, hosts, their networks, VMs), so the edge runs
     from the network to a host or VM and from an external machine to its network."""
-    lines = tuple(x for x in (nic.name, str(nic.address) if nic.address else "") if x)
+    lines = tuple(x for x in (nic.name, *(str(a) for a in nic.addresses)) if x)
     network = ("network", nic.network)
     if owner[0] == "external":
         return Link("nic", owner, network, lines)
@@ -276,6 +304,10 @@ def uplink(host: Host, network: Network) -> Link:
         lines = (f"via {network.via}",) if network.via else ()
     if network.address is not None:
         lines += (" ".join(x for x in (network.bridge, str(network.address)) if x),)
+    if network.address6 is not None:
+        # The bridge's IPv6 address, under its IPv4 one (or with the bridge, alone).
+        lines += (str(network.address6) if network.address is not None
+                  else " ".join(x for x in (network.bridge, str(network.address6)) if x),)
     return Link("uplink", src, dst, lines, src_port=port, style=network.model)
 
 
@@ -290,9 +322,11 @@ def forward_links(host: Host, lab: Lab) -> list[Link]:
 # --- large labs -----------------------------------------------------------------------
 
 
-def _address_span(addresses: list[ipaddress.IPv4Interface], network: Network | None) -> str:
+def _address_span(addresses: list[IPInterface], network: Network | None, family: Family = IPV4) -> str:
     if not addresses:
-        return "DHCP" if network is not None and network.dhcp is not None else "no address"
+        if network is None or network.dhcp_in(family) is None:
+            return "no address"
+        return "DHCP" if family is IPV4 else "DHCPv6"
     ordered = sorted(addresses, key=lambda a: a.ip)
     if len(ordered) == 1:
         return str(ordered[0].ip)
@@ -315,9 +349,13 @@ def collapse_vms(lab: Lab) -> tuple[list[Box], list[Link]]:
             links += [nic_link(("vm", vm.name), nic) for nic in vm.nics]
             continue
         name = f"{vms[0].name} … {vms[-1].name}"
-        spans = [_address_span([a for vm in vms if (a := vm.nics[i].address) is not None],
-                               lab.network(network))
-                 for i, network in enumerate(networks)]
+        spans = []
+        for i, network in enumerate(networks):
+            net = lab.network(network)
+            spans.append(_address_span([a for vm in vms if (a := vm.nics[i].address) is not None], net))
+            ipv6: list[IPInterface] = [a6 for vm in vms if (a6 := vm.nics[i].address6) is not None]
+            if ipv6 or (net is not None and net.dhcp6 is not None):
+                spans.append(_address_span(ipv6, net, IPV6))
         lines = (f"{len(vms)} VMs", name, *spans)
         boxes.append(Box("vm", name, "vm", lines, muted_from=2, host=host))
         links += [Link("nic", ("network", network), ("vm", name), (f"{len(vms)} nics",))

@@ -27,6 +27,7 @@ from markupsafe import Markup, escape
 
 from topoc.backends import cloudinit
 from topoc.model import naming
+from topoc.model.family import FAMILIES, IPV4, Family, IPInterface
 from topoc.model.ir import Host, Lab, Mode, Network, Nic, Vm
 from topoc.model.platform import DEFAULT_PROFILE, Profile
 
@@ -137,10 +138,52 @@ def _static_hosts(vms: tuple[Vm, ...]) -> dict[str, list[DhcpHost]]:
     return hosts
 
 
-def _has_ip(network: Network) -> bool:
-    # A bridged network is the host's bridge: libvirt refuses an <ip> on it (the host's
-    # address lives on the bridge itself, set up by the host scripts).
-    return network.address is not None and network.mode is not Mode.BRIDGED
+def _addresses(network: Network) -> dict[Family, IPInterface]:
+    """The network's address per family, IPv4 first; none on a bridged network: it is
+    the host's bridge, libvirt refuses an <ip> on it (the host's address lives on the
+    bridge itself, set up by the host scripts)."""
+    if network.mode is Mode.BRIDGED:
+        return {}
+    found = {f: network.address_in(f) for f in FAMILIES}
+    return {f: a for f, a in found.items() if a is not None}
+
+
+@dataclass(frozen=True, slots=True)
+class IpView:
+    """One <ip> element: a family's address on the bridge, and the DHCP server there.
+    https://libvirt.org/formatnetwork.html#addressing"""
+
+    # <ip family='ipv6'>: libvirt takes an address without `family` as IPv4 only
+    # (network_conf.c virNetworkIPDefParseXML: "no family specified for non-IPv4
+    # address"); IPv4's <ip> is written without it, as it always was.
+    family: str | None
+    address: str
+    netmask: str | None  # IPv4: a netmask (as it always was); IPv6 refuses one ...
+    prefix: int | None  # ... and takes a prefix
+    dhcp_start: str | None
+    dhcp_end: str | None
+    dhcp_hosts: tuple[DhcpHost, ...]
+
+
+def _ip_view(network: Network, family: Family, address: IPInterface,
+             hosts: list[DhcpHost]) -> IpView:
+    dhcp = network.dhcp_in(family)
+    ipv4 = family is IPV4
+    return IpView(
+        family=None if ipv4 else family.facts.libvirt,
+        address=str(address.ip),
+        netmask=str(address.netmask) if ipv4 else None,
+        prefix=None if ipv4 else address.network.prefixlen,
+        dhcp_start=str(dhcp.start) if dhcp is not None else None,
+        dhcp_end=str(dhcp.end) if dhcp is not None else None,
+        # Reservations go into the DHCP server the network declares; a network without
+        # `dhcp` gets none, and its VMs configure their addresses themselves. IPv6 has
+        # none at all: libvirt 9 refuses `mac` on an IPv6 <host> ("Invalid to specify MAC
+        # address ... in network ... IPv6 static host definition", network_conf.c
+        # virNetworkDHCPHostDefParseXML), and a DUID is the guest's to choose, so a
+        # VM's static IPv6 address comes from cloud-init, never from DHCPv6.
+        dhcp_hosts=tuple(hosts) if dhcp is not None and ipv4 else (),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,44 +194,37 @@ class NetworkView:
     uuid: str
     forward_mode: str | None
     forward_dev: str | None
+    # <forward mode='nat'><nat ipv6='yes'/></forward>: masquerade IPv6 too (libvirt routes
+    # it otherwise). Since libvirt 6.5.0: https://libvirt.org/formatnetwork.html#connectivity
+    nat_ipv6: bool
     bridge: str | None
     stp: str | None  # "on" / "off"; None on a bridge libvirt does not create
     mtu: int | None
-    ip_address: str | None
-    netmask: str | None
     dns: str | None  # "yes" / "no"; None where no dnsmasq runs
     domain: str | None
-    dhcp_start: str | None
-    dhcp_end: str | None
-    dhcp_hosts: tuple[DhcpHost, ...]
+    ips: tuple[IpView, ...]  # IPv4's first
 
 
 def _network_view(lab: Lab, network: Network, hosts: list[DhcpHost]) -> NetworkView:
     bridged = network.mode is Mode.BRIDGED
-    address = network.address if _has_ip(network) else None
-    dhcp = network.dhcp if address is not None else None
+    addresses = _addresses(network)
     return NetworkView(
         name=naming.libvirt_name(lab.name, network.name, network.exact_name),
         uuid=naming.object_uuid(lab.name, "network", network.name),
         forward_mode=FORWARD_MODES.get(network.mode),
         forward_dev=network.via if network.mode in FORWARD_DEV_MODES else None,
+        nat_ipv6=network.mode is Mode.NAT and network.nat6,
         bridge=network.bridge,
         # libvirt allows stp, delay and mtu only on bridges it creates itself (not on
         # mode='bridge'). delay 0: a new port forwards at once, so DHCP answers in
         # seconds. https://libvirt.org/formatnetwork.html#bridge-element
         stp=None if bridged else ("on" if network.stp else "off"),
         mtu=None if bridged else network.mtu,
-        # dnsmasq serves DHCP and DNS from the bridge's address; without one there is
+        # dnsmasq serves DHCP and DNS from the bridge's addresses; without one there is
         # nothing to configure.
-        ip_address=str(address.ip) if address is not None else None,
-        netmask=str(address.netmask) if address is not None else None,
-        dns=("yes" if network.dns else "no") if address is not None else None,
-        domain=network.domain if address is not None else None,
-        dhcp_start=str(dhcp.start) if dhcp is not None else None,
-        dhcp_end=str(dhcp.end) if dhcp is not None else None,
-        # Reservations go into the DHCP server the network declares; a network without
-        # `dhcp` gets none, and its VMs configure their addresses themselves.
-        dhcp_hosts=tuple(hosts) if dhcp is not None else (),
+        dns=("yes" if network.dns else "no") if addresses else None,
+        domain=network.domain if addresses else None,
+        ips=tuple(_ip_view(network, f, a, hosts) for f, a in addresses.items()),
     )
 
 
@@ -342,9 +378,8 @@ def carried_network_xml(lab: Lab, network: Network, host: str) -> str:
     view = NetworkView(
         name=naming.libvirt_name(lab.name, network.name, network.exact_name),
         uuid=naming.object_uuid(lab.name, "network", f"{network.name}@{host}"),
-        forward_mode="bridge", forward_dev=None, bridge=network.bridge, stp=None, mtu=None,
-        ip_address=None, netmask=None, dns=None, domain=None, dhcp_start=None, dhcp_end=None,
-        dhcp_hosts=())
+        forward_mode="bridge", forward_dev=None, nat_ipv6=False, bridge=network.bridge, stp=None,
+        mtu=None, dns=None, domain=None, ips=())
     return _template("network.xml.j2").render(
         **_common(lab), net=view, topo_name=network.name,
         file=network_path(network).removeprefix("libvirt/"))

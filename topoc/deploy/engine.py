@@ -18,7 +18,6 @@ import contextlib
 import functools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
-from ipaddress import IPv4Network
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +39,7 @@ from topoc.deploy.transport import HostCommandError
 from topoc.diagnostics import Diagnostic, diagnostic
 from topoc.front.span import UNKNOWN, Span
 from topoc.model import naming
+from topoc.model.family import IPV6, IPNetwork, family_of
 from topoc.model.ir import Lab, Mode
 from topoc.model.platform import DEFAULT_PROFILE
 
@@ -258,6 +258,7 @@ class Wanted:
     bridge_span: Span
     address_span: Span
     uplink: str | None = None  # a bridged network's host nic (`mode bridged to NIC`)
+    address6_span: Span | None = None  # its IPv6 `address` (None: address_span)
 
 
 def hypervisor(lab: Lab, host: str | None) -> str | None:
@@ -294,7 +295,8 @@ def wanted(lab: Lab, host: str | None, *, domain_type: str = DEFAULT_DOMAIN_TYPE
                               dx.uuid_of(xml) or naming.object_uuid(lab.name, NETWORK, network.name),
                               network.span, _known(network.bridge_span, network.span),
                               _known(network.address_span, network.span),
-                              network.via if network.mode is Mode.BRIDGED else None))
+                              network.via if network.mode is Mode.BRIDGED else None,
+                              _known(network.address6_span, network.span)))
     for vm in sorted(lab.vms, key=lambda v: v.name):
         if vm.host == host:
             xml = domain_xml(lab, vm, replace(DEFAULT_PROFILE, domain_type=domain_type), pool=pool)
@@ -777,8 +779,9 @@ def _preflight(plan: Plan, creating: list[Wanted], others: list[dx.NetworkFacts]
         for subnet in facts.subnets:
             overlaps = _subnet_users(subnet, others, interfaces)
             for user, theirs in overlaps:
+                span = w.address6_span if family_of(subnet) is IPV6 else None
                 plan.conflicts.append(diagnostic(
-                    HOST_SUBNET_CLASH, w.address_span,
+                    HOST_SUBNET_CLASH, span or w.address_span,
                     f"subnet {subnet} of {w.name} overlaps {theirs} of {user} on {target.uri}",
                     hint="pick a subnet that no network on this host uses"))
 
@@ -803,8 +806,8 @@ def _missing_bridge(w: Wanted, bridge: str, host_links: set[str], target: Target
                       hint=hint)
 
 
-def _subnet_users(subnet: IPv4Network, others: list[dx.NetworkFacts],
-                  interfaces: list[dx.InterfaceFacts]) -> list[tuple[str, IPv4Network]]:
+def _subnet_users(subnet: IPNetwork, others: list[dx.NetworkFacts],
+                  interfaces: list[dx.InterfaceFacts]) -> list[tuple[str, IPNetwork]]:
     users = [(f"libvirt network {o.name}", s) for o in others for s in o.subnets if s.overlaps(subnet)]
     users += [(f"host interface {i.name}", s) for i in interfaces for s in i.subnets if s.overlaps(subnet)]
     return users

@@ -1,7 +1,7 @@
 """Reading libvirt XML for deploy: the facts a plan compares, never libvirt itself.
 
 Pure functions on XML text (no libvirt import, no I/O), so the plan's reasoning can be
-tested on its own: which bridge and IPv4 subnets a network puts on the host, whether
+tested on its own: which bridge and subnets (both families) a network puts on the host, whether
 two documents say the same thing, whether they differ only in DHCP host entries (the
 one change topoc applies to a running network live), and setting an object's UUID.
 
@@ -14,9 +14,10 @@ from __future__ import annotations
 import difflib
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
-from ipaddress import IPv4Interface, IPv4Network
+from ipaddress import IPv4Interface, IPv6Interface
 
 from topoc.backends.libvirt import METADATA_NAMESPACE, METADATA_PREFIX
+from topoc.model.family import IPInterface, IPNetwork
 
 # Keep topoc's own prefix when a document is written back out (ElementTree would
 # otherwise invent `ns0:`); libvirt stores the metadata element as it receives it.
@@ -36,7 +37,7 @@ class NetworkFacts:
     name: str
     bridge: str | None
     forward_mode: str | None  # None: isolated (no <forward>)
-    subnets: tuple[IPv4Network, ...]
+    subnets: tuple[IPNetwork, ...]  # in document order (topoc writes IPv4's first)
 
     @property
     def uses_existing_bridge(self) -> bool:
@@ -45,13 +46,28 @@ class NetworkFacts:
         return self.forward_mode == "bridge"
 
 
-def _ipv4_subnet(ip: ET.Element) -> IPv4Network | None:
-    """The subnet of an <ip> element (address with netmask or prefix), IPv4 only."""
-    if ip.get("family", "ipv4") != "ipv4" or ip.get("address") is None:
+def _subnet(ip: ET.Element) -> IPNetwork | None:
+    """The subnet of an <ip> element (address with netmask or prefix), either family."""
+    interface = _ip_interface(ip)
+    return interface.network if interface is not None else None
+
+
+# The prefix of an <ip> that gives none: IPv6's is 64, as libvirt's own
+# (src/util/virsocketaddr.c virSocketAddrGetIPPrefix: "AF_INET6 ... return 64"); IPv4's
+# is read as 24 here, as it always was (libvirt takes the address's class there).
+_DEFAULT_PREFIX = {"ipv4": "24", "ipv6": "64"}
+
+
+def _ip_interface(ip: ET.Element) -> IPInterface | None:
+    """An <ip> element's address with its netmask or prefix: <ip family='ipv6'> is IPv6,
+    any other IPv4 (libvirt's rule: an address without `family` is IPv4)."""
+    family = ip.get("family", "ipv4")
+    if ip.get("address") is None or family not in _DEFAULT_PREFIX:
         return None
-    mask = ip.get("netmask") or ip.get("prefix") or "24"
+    mask = ip.get("netmask") or ip.get("prefix") or _DEFAULT_PREFIX[family]
+    kind = IPv6Interface if family == "ipv6" else IPv4Interface
     try:
-        return IPv4Interface(f"{ip.get('address')}/{mask}").network
+        return kind(f"{ip.get('address')}/{mask}")
     except ValueError:
         return None
 
@@ -60,7 +76,7 @@ def network_facts(xml: str) -> NetworkFacts:
     root = parse(xml)
     bridge = root.find("bridge")
     forward = root.find("forward")
-    subnets = tuple(s for s in (_ipv4_subnet(ip) for ip in root.findall("ip")) if s is not None)
+    subnets = tuple(s for s in (_subnet(ip) for ip in root.findall("ip")) if s is not None)
     return NetworkFacts(
         name=root.findtext("name", ""),
         bridge=bridge.get("name") if bridge is not None else None,
@@ -74,19 +90,22 @@ class InterfaceFacts:
     """A host interface as the libvirt interface driver reports it."""
 
     name: str
-    subnets: tuple[IPv4Network, ...]
+    subnets: tuple[IPNetwork, ...]
 
 
 def interface_facts(xml: str) -> InterfaceFacts:
     # <interface name='eth1'><protocol family='ipv4'><ip address='..' prefix='24'/>
+    # (and <protocol family='ipv6'>): https://libvirt.org/formatinterface.html
     root = parse(xml)
-    subnets = []
+    subnets: list[IPNetwork] = []
     for protocol in root.findall("protocol"):
-        if protocol.get("family") != "ipv4":
+        family = protocol.get("family")
+        if family not in ("ipv4", "ipv6"):
             continue
+        kind, whole = (IPv6Interface, "128") if family == "ipv6" else (IPv4Interface, "32")
         for ip in protocol.findall("ip"):
             try:
-                subnets.append(IPv4Interface(f"{ip.get('address')}/{ip.get('prefix', '32')}").network)
+                subnets.append(kind(f"{ip.get('address')}/{ip.get('prefix', whole)}").network)
             except ValueError:
                 continue
     return InterfaceFacts(root.get("name", ""), tuple(subnets))
@@ -223,8 +242,8 @@ def unified_diff(old: str, new: str, old_label: str, new_label: str) -> str:
 # adoption compares the first of the host's object with the first of the file's.
 
 # libvirt's defaults where an attribute is left out (https://libvirt.org/formatnetwork.html):
-# a bridge libvirt creates has STP on and forward delay 0; a network with an IPv4
-# address runs dnsmasq's DNS unless <dns enable='no'/>.
+# a bridge libvirt creates has STP on and forward delay 0; a network with an address
+# (either family) runs dnsmasq's DNS unless <dns enable='no'/>.
 DEFAULT_STP = "on"
 DEFAULT_DELAY = "0"
 
@@ -251,6 +270,9 @@ class NetworkDescription:
     dns: bool | None  # None: no address, so no dnsmasq
     domain: str | None
     unexpressed: tuple[str, ...]  # what the language cannot say, one phrase each
+    address6: IPv6Interface | None = None  # the first <ip family='ipv6'>
+    dhcp6_ranges: tuple[tuple[str, str], ...] = ()
+    nat6: bool = False  # <forward mode='nat'><nat ipv6='yes'/>
 
     def meaning(self, with_hosts: bool = True) -> tuple:
         """The facts a .topo file decides, to compare two networks (not names, UUIDs,
@@ -258,7 +280,7 @@ class NetworkDescription:
         hosts = frozenset((h.mac, h.ip, h.name) for h in self.dhcp_hosts) if with_hosts else None
         return (self.forward_mode, self.forward_dev if self.forward_mode in ("nat", "route") else None,
                 self.bridge, self.stp, self.mtu, self.address, self.dhcp_ranges, hosts, self.dns,
-                self.domain)
+                self.domain, self.address6, self.dhcp6_ranges, self.nat6)
 
     def differences(self, other: NetworkDescription) -> list[str]:
         """What `other` says differently, one phrase each (for a plan's detail)."""
@@ -268,7 +290,9 @@ class NetworkDescription:
                 ("forward dev", self.forward_dev, other.forward_dev), ("bridge", self.bridge, other.bridge),
                 ("stp", self.stp, other.stp), ("mtu", self.mtu, other.mtu),
                 ("address", self.address, other.address), ("DHCP range", self.dhcp_ranges, other.dhcp_ranges),
-                ("DNS", self.dns, other.dns), ("domain", self.domain, other.domain)):
+                ("DNS", self.dns, other.dns), ("domain", self.domain, other.domain),
+                ("IPv6 address", self.address6, other.address6),
+                ("DHCPv6 range", self.dhcp6_ranges, other.dhcp6_ranges), ("nat6", self.nat6, other.nat6)):
             if mine != theirs and not (label == "forward dev" and other.forward_mode not in ("nat", "route")):
                 out.append(f"{label} {_shown(mine)} -> {_shown(theirs)}")
         return out
@@ -330,6 +354,7 @@ def describe_network(xml: str) -> NetworkDescription:
     forward = root.find("forward")
     mode = forward.get("mode", "nat") if forward is not None else None
     dev = forward.get("dev") if forward is not None else None
+    nat6 = False
     if forward is not None:
         nat = forward.find("nat")
         if nat is not None:
@@ -338,7 +363,12 @@ def describe_network(xml: str) -> NetworkDescription:
                     extra.append(f"<nat><{part.tag} " + " ".join(f"{k}='{v}'" for k, v in part.attrib.items())
                                  + "/> (NAT " + ("port range" if part.tag == "port" else part.tag) + ")")
             for attribute, value in nat.attrib.items():
-                extra.append(f"<nat {attribute}='{value}'>")
+                # <nat ipv6='yes'/>: a nat network's IPv6 masqueraded, `nat6 on` (since
+                # libvirt 6.5.0, https://libvirt.org/formatnetwork.html#connectivity).
+                if attribute == "ipv6" and value in ("yes", "no") and mode == "nat":
+                    nat6 = value == "yes"
+                else:
+                    extra.append(f"<nat {attribute}='{value}'>")
         for part in forward:
             # libvirt writes <forward dev='X'> out as <interface dev='X'/> too: that is `via`.
             via_again = part.tag == "interface" and part.get("dev") == dev
@@ -359,18 +389,29 @@ def describe_network(xml: str) -> NetworkDescription:
                 extra.append(f"<bridge {attribute}='{value}'>")
     mtu_element = root.find("mtu")
     mtu = int(mtu_element.get("size", "0")) or None if mtu_element is not None else None
-    address = None
+    address: IPv4Interface | None = None
+    address6: IPv6Interface | None = None
     ranges: list[tuple[str, str]] = []
+    ranges6: list[tuple[str, str]] = []
     hosts: list[DhcpHost] = []
     for ip in root.findall("ip"):
-        if ip.get("family", "ipv4") != "ipv4":
-            extra.append(f"<ip family='{ip.get('family')}' address='{ip.get('address')}'> (topoc is IPv4 only)")
+        ipv6 = ip.get("family", "ipv4") == "ipv6"
+        if ip.get("family", "ipv4") not in ("ipv4", "ipv6"):
+            extra.append(f"<ip family='{ip.get('family')}' address='{ip.get('address')}'>")
             continue
-        interface = _ipv4_interface(ip)
-        if address is not None or interface is None:
-            extra.append(f"<ip address='{ip.get('address')}'> (a second IPv4 address on the bridge)")
-            continue
-        address = interface
+        if ipv6:
+            interface6 = _ip_interface(ip)
+            if address6 is not None or not isinstance(interface6, IPv6Interface):
+                extra.append(f"<ip family='ipv6' address='{ip.get('address')}'> (a second IPv6 address "
+                             "on the bridge)")
+                continue
+            address6 = interface6
+        else:
+            interface = _ipv4_interface(ip)
+            if address is not None or interface is None:
+                extra.append(f"<ip address='{ip.get('address')}'> (a second IPv4 address on the bridge)")
+                continue
+            address = interface
         for part in ip:
             if isinstance(part.tag, str) and part.tag != "dhcp":
                 extra.append(f"<ip><{part.tag}>")
@@ -379,16 +420,21 @@ def describe_network(xml: str) -> NetworkDescription:
             continue
         for part in dhcp:
             if part.tag == "range":
-                ranges.append((part.get("start", ""), part.get("end", "")))
+                (ranges6 if ipv6 else ranges).append((part.get("start", ""), part.get("end", "")))
                 if len(part):
                     extra.append("<range><lease> (DHCP lease time)")
+            elif part.tag == "host" and ipv6:
+                # A DHCPv6 host is keyed by DUID or name (libvirt refuses a MAC there):
+                # topoc gives a VM its IPv6 address through cloud-init instead.
+                key = " ".join(f"{k}='{part.get(k)}'" for k in ("id", "name", "ip") if part.get(k))
+                extra.append(f"<host {key}> (a DHCPv6 host entry)")
             elif part.tag == "host":
                 hosts.append(DhcpHost(part.get("mac", "").lower() or None, part.get("ip"), part.get("name")))
             elif isinstance(part.tag, str):
                 extra.append(f"<dhcp><{part.tag}>")
     dns_element = root.find("dns")
     dns = None
-    if address is not None:
+    if address is not None or address6 is not None:
         dns = dns_element is None or dns_element.get("enable", "yes") == "yes"
     if dns_element is not None:
         for part in dns_element:
@@ -405,7 +451,7 @@ def describe_network(xml: str) -> NetworkDescription:
         name=root.findtext("name", ""), uuid=(root.findtext("uuid") or "").strip() or None,
         forward_mode=mode, forward_dev=dev, bridge=bridge_name, stp=stp, mtu=mtu, address=address,
         dhcp_ranges=tuple(ranges), dhcp_hosts=tuple(hosts), dns=dns, domain=domain,
-        unexpressed=tuple(extra))
+        unexpressed=tuple(extra), address6=address6, dhcp6_ranges=tuple(ranges6), nat6=nat6)
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,8 +16,9 @@ https://libvirt.org/html/libvirt-libvirt-interface.html#virConnectListAllInterfa
 from __future__ import annotations
 
 import re
+import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network, IPv6Address, IPv6Interface, IPv6Network
 from typing import Any
 
 from topoc.deploy import facts as dx
@@ -142,6 +143,32 @@ class _HostNic:
     address: IPv4Interface
     gateway: IPv4Address | None
     lan: str = ""
+    # Its IPv6 address (the first global one: a link-local fe80::/10 address every
+    # interface has says nothing about the LAN) and an IPv6 gateway on that subnet.
+    address6: IPv6Interface | None = None
+    gateway6: IPv6Address | None = None
+
+
+def _ipv6_of(protocol: ET.Element) -> tuple[IPv6Interface | None, IPv6Address | None]:
+    """The first global IPv6 address of an interface's <protocol family='ipv6'>, and its
+    <route gateway> when that is on the address's subnet (https://libvirt.org/formatinterface.html)."""
+    address = gateway = None
+    for ip in protocol.findall("ip"):
+        try:
+            found = IPv6Interface(f"{ip.get('address')}/{ip.get('prefix', '128')}")
+        except ValueError:
+            continue
+        if not found.ip.is_link_local and address is None:
+            address = found
+    route = protocol.find("route")
+    if address is not None and route is not None and route.get("gateway"):
+        try:
+            candidate = IPv6Address(route.get("gateway", ""))
+        except ValueError:
+            candidate = None
+        if candidate is not None and candidate in address.network:
+            gateway = candidate
+    return address, gateway
 
 
 def _host_nics(interfaces: list[str], bridges: set[str]) -> tuple[list[_HostNic], list[str], dict[str, list[str]]]:
@@ -157,7 +184,11 @@ def _host_nics(interfaces: list[str], bridges: set[str]) -> tuple[list[_HostNic]
         if name in bridges or name == "lo" or not name:
             continue
         address = gateway = None
+        address6: IPv6Interface | None = None
+        gateway6: IPv6Address | None = None
         for protocol in root.findall("protocol"):
+            if protocol.get("family") == "ipv6":
+                address6, gateway6 = _ipv6_of(protocol)
             if protocol.get("family") != "ipv4":
                 continue
             for ip in protocol.findall("ip"):
@@ -178,7 +209,8 @@ def _host_nics(interfaces: list[str], bridges: set[str]) -> tuple[list[_HostNic]
             # (a bridged network moves the NIC's address onto the bridge).
             slaves = [s for s in enslaved.get(name, []) if s]
             nics.append(_HostNic(slaves[0] if slaves else name, address,
-                                 gateway if gateway is not None and gateway in address.network else None))
+                                 gateway if gateway is not None and gateway in address.network else None,
+                                 address6=address6, gateway6=gateway6))
     taken = {nic.name for nic in nics}
     return nics, [b for b in bare if b not in taken], enslaved
 
@@ -222,10 +254,17 @@ def describe(host: HostObjects, lab: str, source: str = "imported.topo") -> Impo
     bridges = {d.bridge for _, d in networks if d.bridge and d.forward_mode != "bridge"}
     host_nics, bare, enslaved = _host_nics(host.interfaces or [], bridges)
     lans: dict[IPv4Network, str] = {}
+    lan6: dict[str, IPv6Network] = {}  # a LAN's IPv6 subnet: its first nic's
     for nic in host_nics:
         if nic.address.network not in lans:
             lans[nic.address.network] = _topo_name(f"lan_{nic.name}", w.network_names)
         nic.lan = lans[nic.address.network]
+        if nic.address6 is not None:
+            subnet6 = lan6.setdefault(nic.lan, nic.address6.network)
+            if nic.address6.network != subnet6:
+                w.warnings.append(f"host {host.hostname}: {nic.name}'s IPv6 address {nic.address6} is not on "
+                                  f"{subnet6}, the IPv6 subnet of its LAN {nic.lan}: it is left out")
+                nic.address6 = nic.gateway6 = None
 
     # Network blocks, and where each libvirt network went (libvirt name -> topo name).
     topo_network: dict[str, str] = {}
@@ -268,6 +307,8 @@ def describe(host: HostObjects, lab: str, source: str = "imported.topo") -> Impo
             out.append(f"    stp {'on' if d.stp else 'off'}")
         if d.mtu is not None and mode != "bridged":
             out.append(f"    mtu {d.mtu}")
+        if d.nat6 and mode == "nat":
+            out.append("    nat6 on")  # <nat ipv6='yes'/>
         if d.address is not None and mode != "bridged":
             out.append(f"    address {d.address}")
             if d.dhcp_ranges:
@@ -279,6 +320,15 @@ def describe(host: HostObjects, lab: str, source: str = "imported.topo") -> Impo
             elif d.dhcp_hosts:
                 out.append(w.cannot(f"network {obj.name}", "DHCP host entries without a DHCP range",
                                     "topoc writes host entries only with a `dhcp` range; they are dropped"))
+        # The first <ip family='ipv6'>: the network's second `address`, its range the
+        # second `dhcp` (one address and one range per family, as in the language).
+        if d.address6 is not None and mode != "bridged":
+            out.append(f"    address {d.address6}")
+            for index, (start, end) in enumerate(d.dhcp6_ranges):
+                out.append(f"    dhcp {start} - {end}" if index == 0 else
+                           w.cannot(f"network {obj.name}", f"a second DHCPv6 range {start} - {end}",
+                                    "topoc writes one range"))
+        if (d.address is not None or d.address6 is not None) and mode != "bridged":
             out.append(f"    dns {'on' if d.dns else 'off'}")
             if d.domain:
                 out.append(f"    domain {d.domain}")
@@ -296,7 +346,9 @@ def describe(host: HostObjects, lab: str, source: str = "imported.topo") -> Impo
                             "add `nic IFACE on LAN address IP` lines by hand"))
     for nic in host_nics:
         gateway = f" gateway {nic.gateway}" if nic.gateway is not None else ""
-        out.append(f"    nic {nic.name} on {nic.lan} address {nic.address.ip}{gateway}")
+        ipv6 = f" address {nic.address6.ip}" if nic.address6 is not None else ""
+        gateway6 = f" gateway {nic.gateway6}" if nic.gateway6 is not None else ""
+        out.append(f"    nic {nic.name} on {nic.lan} address {nic.address.ip}{ipv6}{gateway}{gateway6}")
     if bare:
         out.append(_comment(f"interfaces without an IPv4 address: {', '.join(sorted(bare))}"))
     out.append("}")
@@ -306,6 +358,8 @@ def describe(host: HostObjects, lab: str, source: str = "imported.topo") -> Impo
         out.append(f"network {lan} {{")
         out.append("    mode external")
         out.append(f"    subnet {subnet}")
+        if lan in lan6:
+            out.append(f"    subnet {lan6[lan]}")
         out.append("}")
         out.append("")
     lan_of_device = {nic.name: nic.lan for nic in host_nics}

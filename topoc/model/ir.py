@@ -231,7 +231,9 @@ class Network:
 
     @property
     def host_only(self) -> bool:
-        return self.mode is Mode.ISOLATED and self.address is not None
+        # An address of either family puts the host on the bridge (libvirt gives the
+        # bridge every <ip> of the network), so an IPv6-only one is host-only too.
+        return self.mode is Mode.ISOLATED and (self.address is not None or self.address6 is not None)
 
     @property
     def model(self) -> str:

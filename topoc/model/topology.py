@@ -31,7 +31,6 @@ from topoc.model.platform import DEFAULT_PROFILE
 FIREWALLED_MODES = DEFAULT_PROFILE.firewalled_modes
 FORWARDING_MODES = DEFAULT_PROFILE.forwarding_modes
 DHCP_ROUTER_MODES = DEFAULT_PROFILE.dhcp_router_modes
-RA_ROUTER_MODES = DEFAULT_PROFILE.ra_router_modes
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,7 +148,8 @@ def _default_gateway(lab: Lab, node: Node, family: Family) -> tuple[IPAddress, S
     libvirt's dnsmasq router advertisements. A VM with an IPv6 address on a nat, routed or
     open network with one takes its default route from the RA (the kernel's accept_ra,
     https://docs.kernel.org/networking/ip-sysctl.html); an isolated network's RA has a
-    router lifetime of 0 (libvirt writes `ra-param=*,0,0` for it), so it gives none.
+    router lifetime of 0 (libvirt writes `ra-param=*,0,0` for it), so it gives none; and
+    only a network libvirt runs dnsmasq for sends RAs at all (Profile.advertises_router).
     The RA's route is via the router's link-local address: the model names the
     network's own address, which is the same router on the same link."""
     for nic in node.nics:
@@ -159,11 +159,12 @@ def _default_gateway(lab: Lab, node: Node, family: Family) -> tuple[IPAddress, S
     if isinstance(node, Vm):
         for nic in node.nics:
             net = lab.network(nic.network)
-            modes = DHCP_ROUTER_MODES if family is IPV4 else RA_ROUTER_MODES
-            if net is None or net.mode not in modes or nic.address_in(family) is None:
+            if net is None or nic.address_in(family) is None:
                 continue
+            offered = (net.mode in DHCP_ROUTER_MODES if family is IPV4
+                       else DEFAULT_PROFILE.advertises_router(net))
             router = net.gateway_in(family)
-            if router is not None:
+            if offered and router is not None:
                 return router, nic.span
     return None
 
