@@ -321,7 +321,11 @@ def _plant_vm(plant: Plant, index: int, vm: Vm, stack: contextlib.ExitStack) -> 
         _run(["ip", "-n", namespace, "link", "add", nic.name, "type", "veth",
               "peer", "name", tap, "netns", pid])
         plant.daemon.run("ip", "link", "set", tap, "master", bridge, "up")
-        _sysctl(plant, vm.name, f"net.ipv6.conf.{nic.name}.accept_ra=1")
+        # Router solicitations every second rather than 4 s: the first ones go out while
+        # the bridge's addresses are still tentative, when dnsmasq cannot answer yet (a
+        # guest that boots sends its own later); only the wait gets shorter.
+        _sysctl(plant, vm.name, f"net.ipv6.conf.{nic.name}.accept_ra=1",
+                f"net.ipv6.conf.{nic.name}.router_solicitation_interval=1")
         for family in FAMILIES:
             address = nic.address_in(family)
             if address is not None:
