@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import subprocess
 import time
 import uuid
@@ -48,9 +49,10 @@ from libvirtd_fixture import Libvirtd, _require_tools, running_libvirtd  # noqa:
 
 from topoc.backends import libvirt as libvirt_backend  # noqa: E402
 from topoc.compiler import compile_source  # noqa: E402
-from topoc.model import naming, reach, topology  # noqa: E402
+from topoc.model import firewall, naming, reach, topology  # noqa: E402
 from topoc.model.analysis import Analysis, analysis_of  # noqa: E402
 from topoc.model.family import FAMILIES, IPV4, IPV6, Family, IPAddress  # noqa: E402
+from topoc.model.firewall import Chain  # noqa: E402
 from topoc.model.ir import Host, Lab, Mode, Vm  # noqa: E402
 
 RUN = uuid.uuid4().hex[:4]  # namespace names unique to this run
@@ -500,6 +502,63 @@ def default_routes_as_advertised(plant: Plant) -> list[str]:
     return problems
 
 
+# --- libvirt's rules -------------------------------------------------------------------
+
+# Chains where a rule's place decides a verdict; INP and OUT hold accepts only (the model
+# keeps libvirt's insertion order there, which `iptables -S` prints the other way round,
+# as libvirt --insert-s every rule). In the others only the order among one network's
+# rules counts: every rule names its network's bridge (-i/-o) or, in LIBVIRT_PRT, its
+# subnet (-s), so the rules of different networks never match the same packet. (Their
+# order follows the order the networks were started in; the model's is by name.)
+ORDERED_CHAINS = {Chain.FWX.title, Chain.FWI.title, Chain.FWO.title, Chain.PRT.title}
+
+
+def _comparable(chain: str, rules: list[str], bridges: list[str]) -> object:
+    # `iptables -S` prints the conntrack states as RELATED,ESTABLISHED, whatever order
+    # they were given in (libvirt passes ESTABLISHED,RELATED); the set is what counts.
+    rules = [re.sub(r"--ctstate (\S+)", lambda m: "--ctstate " + ",".join(sorted(m[1].split(","))), r)
+             for r in rules]
+    if chain not in ORDERED_CHAINS:
+        return sorted(rules)
+    per_network: dict[str, list[str]] = {}
+    for rule in rules:
+        owner = next((b for b in bridges if re.search(rf"-[io] {re.escape(b)}( |$)", rule)), None)
+        if owner is None:
+            source = re.search(r"-s (\S+)", rule)
+            owner = source[1] if source else ""
+        per_network.setdefault(owner, []).append(rule)
+    return per_network
+
+
+def rules_as_installed(plant: Plant) -> list[str]:
+    """libvirt's rules in the host's filter and nat tables (`iptables -S`, `ip6tables -S`)
+    against the model's (firewall.host_firewall, rendered as `-S` prints them), chain by
+    chain, in both families: the disagreements. (The mangle table's CHECKSUM rule for
+    IPv4 DHCP is not modelled: it decides no verdict.)"""
+    problems = []
+    for host in plant.lab.hosts:
+        for family in FAMILIES:
+            modelled: dict[str, list[str]] = {}
+            table = firewall.host_firewall(plant.lab, host.name, family=family)
+            for rule in (*table.forward, *table.input, *table.output, *table.postrouting):
+                if rule.chain.libvirt:
+                    modelled.setdefault(rule.chain.title, []).append(firewall.iptables(rule))
+            installed: dict[str, list[str]] = {}
+            for name in ("filter", "nat"):
+                for line in plant.run(host.name, family.facts.iptables, "-w", "-t", name, "-S").splitlines():
+                    if line.startswith("-A LIBVIRT_"):
+                        chain, _, rule_text = line.removeprefix("-A ").partition(" ")
+                        installed.setdefault(chain, []).append(rule_text)
+            for chain in sorted(set(modelled) | set(installed)):
+                bridges = list(plant.bridges.values())
+                want = _comparable(chain, modelled.get(chain, []), bridges)
+                got = _comparable(chain, installed.get(chain, []), bridges)
+                if want != got:
+                    problems.append(f"{host.name} {family.facts.iptables} {chain}: the model has {want}, "
+                                    f"libvirt installed {got}")
+    return problems
+
+
 # --- the ping matrix ------------------------------------------------------------------
 
 
@@ -591,11 +650,13 @@ def agreement(model: str, daemon: Libvirtd) -> dict[Family, dict[tuple[str, str]
                 if (vm.name, nic.name) not in advertised:
                     # No dnsmasq or no IPv6 on that bridge: nothing may advertise a router.
                     assert _ras_received(plant, vm.name, nic.name) == 0, (vm.name, nic.name)
+        rule_problems = rules_as_installed(plant)
         route_problems = default_routes_as_advertised(plant)
         observed, mismatches = ping_matrix(plant)
         dnsmasq = {n.name: _dnsmasq_runs(plant, n.name) for n in libvirt_backend.managed_networks(plant.lab)}
     assert_cleaned_up(plant)
     header = f"{model}: libvirt's dnsmasq runs for {dnsmasq}"
+    assert not rule_problems, "\n".join([header, *rule_problems])
     # The router advertisements first, on their own: they explain the pings' outcome.
     assert not route_problems, "\n".join(
         [header, *route_problems, "and then the pings:", *map(str, mismatches)])
