@@ -21,6 +21,10 @@ gave, or did not give, the route the model expects (topology.effective_routes) i
 assertion of its own, before the pings. The IPv4 default route is the one the model predicts (DHCP's router
 option), configured statically, as no DHCP client runs here.
 
+Before the pings, what explains them is compared too: libvirt's installed iptables and
+ip6tables rules with model.firewall's, and the host's forwarding sysctls with
+topology.forwards.
+
 The LAN (the host's `via` device) is a namespace with a bridge; the host's nic is a veth
 onto it, and each external machine a namespace of its own on it, with its addresses,
 gateways and routes from the file.
@@ -559,6 +563,20 @@ def rules_as_installed(plant: Plant) -> list[str]:
     return problems
 
 
+def forwarding_as_set(plant: Plant) -> list[str]:
+    """The host's forwarding sysctls, which libvirt sets (networkEnableIPForwarding:
+    IPv6's only for a network with an IPv6 address), against topology.forwards."""
+    problems = []
+    for host in plant.lab.hosts:
+        for family in FAMILIES:
+            value = plant.run(host.name, "sysctl", "-n", family.facts.forwarding_sysctl).strip()
+            expected = topology.forwards(plant.an, host.name, family)
+            if (value == "1") != expected:
+                problems.append(f"{host.name}: {family.facts.forwarding_sysctl} is {value}, the model "
+                                f"says {'on' if expected else 'off'}")
+    return problems
+
+
 # --- the ping matrix ------------------------------------------------------------------
 
 
@@ -650,7 +668,7 @@ def agreement(model: str, daemon: Libvirtd) -> dict[Family, dict[tuple[str, str]
                 if (vm.name, nic.name) not in advertised:
                     # No dnsmasq or no IPv6 on that bridge: nothing may advertise a router.
                     assert _ras_received(plant, vm.name, nic.name) == 0, (vm.name, nic.name)
-        rule_problems = rules_as_installed(plant)
+        rule_problems = rules_as_installed(plant) + forwarding_as_set(plant)
         route_problems = default_routes_as_advertised(plant)
         observed, mismatches = ping_matrix(plant)
         dnsmasq = {n.name: _dnsmasq_runs(plant, n.name) for n in libvirt_backend.managed_networks(plant.lab)}
