@@ -439,13 +439,13 @@ def _tentative(plant: Plant, node: str) -> str:
 
 
 def wait_until_settled(plant: Plant) -> None:
-    """Until the host's and the guests' IPv6 addresses have passed duplicate address
+    """Until every node's IPv6 addresses have passed duplicate address
     detection: the bridge's addresses start it once the first guest is plugged in (the
     bridge gets its carrier then), and until it ends the kernel neither sources packets
     from them nor sends router advertisements from the link-local one. A booting guest
     takes longer than that; the namespaces here are up in a second."""
     deadline = time.monotonic() + RA_TIMEOUT_S
-    for node in [h.name for h in plant.lab.hosts] + [vm.name for vm in plant.lab.vms]:
+    for node in [n.name for n in plant.lab.nodes]:
         while (left := _tentative(plant, node)) and time.monotonic() < deadline:
             time.sleep(0.2)
         assert not left, f"{node}: addresses still tentative after {RA_TIMEOUT_S:.0f} s: {left}"
