@@ -116,8 +116,9 @@ def _clean(target: deploy.Target, libvirtd: Libvirtd) -> None:
                     vol.delete(0)
                 pool.destroy()
             pool.undefine()
-    subprocess.run([*target.host_prefix, "nft", "delete", "table", "inet", f"topoc_{LAB}"],
-                   capture_output=True)
+    for family in ("inet", "ip6"):
+        subprocess.run([*target.host_prefix, "nft", "delete", "table", family, f"topoc_{LAB}"],
+                       capture_output=True)
 
 
 def _volumes(conn) -> dict[str, object]:
@@ -129,8 +130,8 @@ def _volumes(conn) -> dict[str, object]:
     return {v.name(): v for v in pool.listAllVolumes(0)}
 
 
-def _table(libvirtd: Libvirtd, lab) -> str | None:
-    run = subprocess.run(["nsenter", "-t", str(libvirtd.init_pid), "-n", "nft", "list", "table", "inet",
+def _table(libvirtd: Libvirtd, lab, family: str = "inet") -> str | None:
+    run = subprocess.run(["nsenter", "-t", str(libvirtd.init_pid), "-n", "nft", "list", "table", family,
                           table_name(lab)], capture_output=True, text=True)
     return run.stdout if run.returncode == 0 else None
 
@@ -311,3 +312,163 @@ def test_a_deployed_forward_reaches_the_guest_through_libvirts_firewall(libvirtd
     rules = subprocess.run(["nsenter", "-t", str(libvirtd.init_pid), "-n", "iptables", "-S", "FORWARD"],
                            capture_output=True, text=True, check=True).stdout
     assert f"topoc {LAB}" not in rules
+
+
+def dual_stack_text(kernel: Path, ipv6: bool = True, nat6: bool = False) -> str:
+    """A nat network with an IPv6 address (routed IPv6, libvirt's default, or NATed with
+    `nat6`) and a forward: deploy loads the inet table for the forward, and the ip6
+    table beside it."""
+    six = "    address fd00:62:1::1/64\n" if ipv6 else ""
+    six += "    nat6 on\n" if nat6 else ""
+    vm_six = " address fd00:62:1::10" if ipv6 else ""
+    return f"""\
+lab {LAB}
+
+host kvm1 {{
+}}
+
+network nat on kvm1 {{
+    mode nat
+    bridge gn{RUN}
+    address 10.62.1.1/24
+{six}}}
+
+vm tiny on kvm1 {{
+    memory 128MiB
+    kernel {kernel}
+    nic eth0 on nat address 10.62.1.10{vm_six}
+}}
+
+forward tcp 2222 to tiny:22
+"""
+
+
+def _forward_rules(libvirtd: Libvirtd, command: str) -> str:
+    return subprocess.run(["nsenter", "-t", str(libvirtd.init_pid), "-n", command, "-w", "-S", "FORWARD"],
+                          capture_output=True, text=True, check=True).stdout
+
+
+RULE6 = (f"ip6tables FORWARD -o gn{RUN} -d fd00:62:1::10 -p tcp --dport 22 -m conntrack --ctstate DNAT "
+         "-j ACCEPT")
+
+
+def test_the_ip6_table_follows_the_inet_one(libvirtd, target, files, tmp_path):
+    """A dual-stack lab: plan shows both tables and the forward's accept in both
+    iptables and ip6tables, deploy makes them, a second plan has nothing to do, status
+    lists them, a lab without IPv6 any more removes the IPv6 ones, destroy the rest."""
+    _, kernel = files
+    lab = compile_lab(tmp_path, dual_stack_text(kernel))
+    tables = {("create", "table", f"{family} topoc_{LAB}") for family in ("inet", "ip6")}
+    planned = {(c.action, c.kind, c.name) for c in deploy.make_plan(lab, target).changes}
+    assert tables | {("create", "iptables-rule", RULE6)} <= planned
+
+    deploy.apply(lab, target)
+    inet, ip6 = _table(libvirtd, lab), _table(libvirtd, lab, "ip6")
+    assert inet is not None and "dnat ip to 10.62.1.10:22" in inet
+    assert ip6 is not None and f'oifname "gn{RUN}" reject' in ip6
+    assert 'ip6 daddr fd00:62:1::/64 oifname "gn' in ip6, "a nat network's IPv6 is routed"
+    assert "dnat to [fd00:62:1::10]:22" in ip6
+    accept = f"-d fd00:62:1::10/128 -o gn{RUN} -p tcp -m tcp --dport 22 -m conntrack --ctstate DNAT"
+    assert accept in _forward_rules(libvirtd, "ip6tables")
+    assert deploy.make_plan(lab, target).changes == []
+    rows = {(r.kind, r.name): r for r in deploy.status(lab, target)}
+    assert rows[("table", f"ip6 topoc_{LAB}")].defined and rows[("table", f"inet topoc_{LAB}")].defined
+    assert rows[("iptables-rule", RULE6)].defined
+
+    four = compile_lab(tmp_path, dual_stack_text(kernel, ipv6=False), "four.topo")
+    changes = {(c.action, c.kind, c.name) for c in deploy.make_plan(four, target).changes}
+    assert {("remove", "table", f"ip6 topoc_{LAB}"), ("update", "table", f"inet topoc_{LAB}"),
+            ("remove", "iptables-rule", RULE6)} <= changes
+    deploy.apply(four, target)
+    assert _table(libvirtd, lab, "ip6") is None and _table(libvirtd, lab) is not None
+    assert accept not in _forward_rules(libvirtd, "ip6tables")
+
+    deploy.apply(lab, target)
+    assert _table(libvirtd, lab, "ip6") is not None
+    removed, left_alone = deploy.destroy(LAB, target)
+    assert left_alone == []
+    assert {c.name for c in removed if c.kind == "table"} == {f"inet topoc_{LAB}", f"ip6 topoc_{LAB}"}
+    assert RULE6 in {c.name for c in removed}
+    assert _table(libvirtd, lab) is None and _table(libvirtd, lab, "ip6") is None
+    assert accept not in _forward_rules(libvirtd, "ip6tables")
+
+
+def test_a_failing_step_rolls_back_the_ip6_table_too(libvirtd, target, files, tmp_path, monkeypatch):
+    _, kernel = files
+    lab = compile_lab(tmp_path, dual_stack_text(kernel))
+    real = deploy.domain_xml
+
+    def broken_define(*args, **kwargs):  # the last step of the plan fails for real
+        return real(*args, **kwargs).replace("<vcpu>1</vcpu>", "<vcpu>0</vcpu>")
+
+    monkeypatch.setattr(deploy, "domain_xml", broken_define)
+    with pytest.raises(deploy.DeployError, match=r"(?s)^define domain .*the host is as it was before"):
+        deploy.apply(lab, target)
+    assert _table(libvirtd, lab) is None and _table(libvirtd, lab, "ip6") is None
+    assert "fd00:62:1::10" not in _forward_rules(libvirtd, "ip6tables")
+    assert target.records.load(LAB).empty
+
+
+def test_a_deployed_ipv6_forward_reaches_the_guest_through_libvirts_ip6tables(libvirtd, target, files, tmp_path):
+    """As the IPv4 test above, in IPv6: with `nat6 on` libvirt's ip6tables LIBVIRT_FWI
+    accepts only replies into the network and rejects the rest, so a client's connection
+    to the host's [address]:2222 reaches the guest's port 22 only through the accept
+    deploy inserts at the top of ip6tables' FORWARD (and the ip6 table's DNAT)."""
+    for tool in ("ip", "nc", "ip6tables"):
+        require_tool(tool)
+    _, kernel = files
+    lab = compile_lab(tmp_path, dual_stack_text(kernel, nat6=True))
+    deploy.apply(lab, target)
+    rules = _forward_rules(libvirtd, "ip6tables")
+    assert f"topoc {LAB}: forward tcp 2222 to tiny:22" in rules.splitlines()[1], "first in FORWARD"
+    fwi = subprocess.run(["nsenter", "-t", str(libvirtd.init_pid), "-n", "ip6tables", "-w", "-S", "LIBVIRT_FWI"],
+                         capture_output=True, text=True, check=True).stdout
+    assert f"-d fd00:62:1::/64 -o gn{RUN} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT" in fwi, fwi
+    host = ["nsenter", "-t", str(libvirtd.init_pid), "-n"]
+    guest, client = f"th{RUN}", f"td{RUN}"
+
+    def run(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(list(argv), capture_output=True, text=True, check=check, timeout=30)
+
+    try:
+        run("ip", "netns", "add", guest)
+        run("ip", "netns", "add", client)
+        run(*host, "ip", "link", "add", f"vh{RUN}", "type", "veth", "peer", "name", "eth0")
+        run(*host, "ip", "link", "set", f"vh{RUN}", "master", f"gn{RUN}", "up")
+        run(*host, "ip", "link", "set", "eth0", "netns", guest)
+        run("ip", "netns", "exec", guest, "sysctl", "-q", "-w", "net.ipv6.conf.eth0.disable_ipv6=0",
+            "net.ipv6.conf.eth0.accept_ra=0")
+        run("ip", "-n", guest, "-6", "addr", "add", "fd00:62:1::10/64", "dev", "eth0", "nodad")
+        run("ip", "-n", guest, "link", "set", "eth0", "up")
+        run("ip", "-n", guest, "-6", "route", "add", "default", "via", "fd00:62:1::1")
+        run(*host, "ip", "link", "add", f"vd{RUN}", "type", "veth", "peer", "name", "eth0")
+        run(*host, "sysctl", "-q", "-w", f"net.ipv6.conf.vd{RUN}.disable_ipv6=0")
+        run(*host, "ip", "-6", "addr", "add", "2001:db8:2::1/64", "dev", f"vd{RUN}", "nodad")
+        run(*host, "ip", "link", "set", f"vd{RUN}", "up")
+        run(*host, "ip", "link", "set", "eth0", "netns", client)
+        run("ip", "netns", "exec", client, "sysctl", "-q", "-w", "net.ipv6.conf.eth0.disable_ipv6=0")
+        run("ip", "-n", client, "-6", "addr", "add", "2001:db8:2::2/64", "dev", "eth0", "nodad")
+        run("ip", "-n", client, "link", "set", "eth0", "up")
+        listener = subprocess.Popen(["ip", "netns", "exec", guest, "timeout", "30", "nc", "-6", "-k", "-l", "-p", "22"],
+                                    stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        try:
+            connected = False
+            for _ in range(40):  # the bridge's own IPv6 address may still be in DAD
+                if run("ip", "netns", "exec", client, "nc", "-6", "-z", "-w", "2", "2001:db8:2::1", "2222",
+                       check=False).returncode == 0:
+                    connected = True
+                    break
+                time.sleep(0.25)
+            assert connected, "the IPv6 forward did not reach the guest's port 22"
+            # Without deploy's accept, libvirt's LIBVIRT_FWI rejects the new connection.
+            run(*host, "ip6tables", "-w", "-D", "FORWARD", "1")
+            assert run("ip", "netns", "exec", client, "nc", "-6", "-z", "-w", "2", "2001:db8:2::1", "2222",
+                       check=False).returncode != 0
+        finally:
+            listener.kill()
+            listener.wait()
+    finally:
+        for ns in (guest, client):
+            run("ip", "netns", "del", ns, check=False)
+    deploy.destroy(LAB, target)
+    assert f"topoc {LAB}" not in _forward_rules(libvirtd, "ip6tables")

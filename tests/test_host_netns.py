@@ -27,6 +27,7 @@ from host_cases import case_files, case_name, compile_case
 
 from topoc.backends.host import host_artifacts, table_name
 from topoc.model import naming
+from topoc.model.family import IPV6
 from topoc.model.ir import Host, Lab, Mode
 from topoc.model.naming import tap_name
 
@@ -48,8 +49,10 @@ table ip bystander {
 # Fields of `ip -j` and `nft -j` output that change without anything being changed.
 # ("qdisc": a link's first `up` attaches its default qdisc, noop -> noqueue, and no
 # `down` takes it back; an adopted tap that was down before up.sh keeps noqueue.)
+# ("tentative": an IPv6 link-local address of a link with carrier leaves it a second
+# later, when duplicate address detection is done.)
 VOLATILE = {"ifindex", "link_index", "stats", "stats64", "handle", "metainfo",
-            "valid_life_time", "preferred_life_time", "qdisc", "operstate"}
+            "valid_life_time", "preferred_life_time", "qdisc", "operstate", "tentative"}
 
 
 def _run(*cmd: str, input: str | None = None, env: dict[str, str] | None = None,
@@ -120,8 +123,13 @@ def snapshot(ns: str) -> dict[str, object]:
         "link": sorted(_strip(_json(ns, "ip", "-j", "link")), key=lambda l: l["ifname"]),
         "addr": sorted(_strip(_json(ns, "ip", "-j", "addr")), key=lambda l: l["ifname"]),
         "route": _strip(_json(ns, "ip", "-j", "route", "show", "table", "main")),
+        "route6": _strip(_json(ns, "ip", "-6", "-j", "route", "show", "table", "main")),
         "ruleset": _strip(_json(ns, "nft", "-j", "list", "ruleset")["nftables"]),  # type: ignore[index]
         "ip_forward": ns_ok(ns, "sysctl", "-n", "net.ipv4.ip_forward").strip(),
+        "ipv6_forwarding": ns_ok(ns, "sysctl", "-n", "net.ipv6.conf.all.forwarding").strip(),
+        # every link's IPv6 settings (all.forwarding writes each link's forwarding)
+        "ipv6_conf": sorted(ns_ok(ns, "sh", "-c", "cd /proc/sys/net/ipv6/conf && grep -H . "
+                                  "*/forwarding */disable_ipv6 */accept_ra */autoconf").splitlines()),
     }
 
 
@@ -153,6 +161,14 @@ def stand_in_for_host(ns: str, lab: Lab, host: Host, adopt_first_tap: bool = Tru
             ns_ok(ns, "ip", "addr", "add", str(nic.address), "dev", nic.name)
         if nic.gateway is not None:
             ns_ok(ns, "ip", "route", "add", "default", "via", str(nic.gateway), "dev", nic.name)
+        if nic.address6 is not None:
+            # IPv6 on this NIC alone, without a link-local address (whose DAD would make
+            # "as before" flaky), its address without DAD.
+            ns_ok(ns, "ip", "link", "set", "dev", nic.name, "addrgenmode", "none")
+            ns_ok(ns, "sysctl", "-q", "-w", f"net.ipv6.conf.{nic.name}.disable_ipv6=0")
+            ns_ok(ns, "ip", "-6", "addr", "add", str(nic.address6), "dev", nic.name, "nodad")
+        if nic.gateway6 is not None:
+            ns_ok(ns, "ip", "-6", "route", "add", "default", "via", str(nic.gateway6), "dev", nic.name)
     vms = sorted(lab.vms_on(host.name), key=lambda v: v.name)
     if adopt_first_tap and vms and vms[0].nics:
         ns_ok(ns, "ip", "link", "add", "name", tap_name(lab.name, vms[0].name, 0),
@@ -175,10 +191,23 @@ def _links(ns: str) -> dict[str, dict]:
     return {link["ifname"]: link for link in _json(ns, "ip", "-d", "-j", "link")}  # type: ignore[union-attr]
 
 
-def _inet(ns: str) -> dict[str, list[str]]:
+def _inet(ns: str, family: str = "inet") -> dict[str, list[str]]:
+    """Each link's addresses of a family ("inet6": the global ones, not link-local)."""
     return {entry["ifname"]: sorted(f"{a['local']}/{a['prefixlen']}" for a in entry["addr_info"]
-                                    if a["family"] == "inet")
+                                    if a["family"] == family and a.get("scope") != "link")
             for entry in _json(ns, "ip", "-j", "addr")}  # type: ignore[union-attr]
+
+
+def _conf6(ns: str, link: str) -> dict[str, str]:
+    """The IPv6 sysctls libvirt sets on its bridges (read from /proc: a link name may
+    hold a dot, which sysctl's names do not allow)."""
+    return {key: ns_ok(ns, "cat", f"/proc/sys/net/ipv6/conf/{link}/{key}").strip()
+            for key in ("disable_ipv6", "accept_ra", "autoconf")}
+
+
+def host_has_ipv6(lab: Lab, host: Host) -> bool:
+    """Whether the host's firewall has an IPv6 side: a network of it with an IPv6 subnet."""
+    return any(n.subnet6 is not None for n in lab.networks_on(host.name) if n.managed)
 
 
 def assert_as_the_topology_says(ns: str, lab: Lab, host: Host, before: dict) -> None:
@@ -200,8 +229,15 @@ def assert_as_the_topology_says(ns: str, lab: Lab, host: Host, before: dict) -> 
     for net in carried:
         assert inet.get(net.bridge, []) == [], "no address on a bridge its host carries at L2"
 
+    inet6 = _inet(ns, "inet6")
+    ipv6 = IPV6 in lab.families
     for net in networks:
         bridge = links[net.bridge]
+        if ipv6 and net.mode is not Mode.BRIDGED:
+            # libvirt 9.0's networkSetIPv6Sysctls on a virtual network's bridge
+            on = "0" if net.address6 is not None else "1"
+            assert _conf6(ns, net.bridge) == {"disable_ipv6": on, "accept_ra": "0", "autoconf": "0"}
+            assert inet6.get(net.bridge, []) == ([str(net.address6)] if net.address6 else [])
         assert bridge["linkinfo"]["info_kind"] == "bridge"
         assert "UP" in bridge["flags"]
         data = bridge["linkinfo"]["info_data"]
@@ -214,6 +250,9 @@ def assert_as_the_topology_says(ns: str, lab: Lab, host: Host, before: dict) -> 
             nic = next(n for n in host.nics if n.name == net.via)
             assert links[net.via]["master"] == net.bridge
             assert inet[net.bridge] == [str(nic.address)] and inet[net.via] == []
+            # its IPv6 address too (the link-local ones aside)
+            assert inet6.get(net.bridge, []) == ([str(nic.address6)] if nic.address6 else [])
+            assert inet6.get(net.via, []) == []
         else:
             assert inet[net.bridge] == ([str(net.address)] if net.address else [])
     for tap, net in taps.items():
@@ -222,8 +261,9 @@ def assert_as_the_topology_says(ns: str, lab: Lab, host: Host, before: dict) -> 
             assert links[tap]["mtu"] == net.mtu  # type: ignore[union-attr]
 
     routes = _json(ns, "ip", "-j", "route", "show", "table", "main")
+    routes6 = _json(ns, "ip", "-6", "-j", "route", "show", "table", "main")
     for route in host.routes:
-        if not route.is_default:
+        if route.family is not IPV6 and not route.is_default:
             assert any(r["dst"] == str(route.destination) and r.get("gateway") == str(route.via)
                        for r in routes), (route, routes)  # type: ignore[union-attr]
     bridged = {n.via: n.bridge for n in networks if n.mode is Mode.BRIDGED}
@@ -232,13 +272,29 @@ def assert_as_the_topology_says(ns: str, lab: Lab, host: Host, before: dict) -> 
             moved = {**old, "dev": bridged.get(old["dev"], old["dev"])}
             assert moved in _strip(routes), (moved, routes)
 
+    for route in host.routes:
+        if route.family is IPV6 and not route.is_default:
+            assert any(r["dst"] == str(route.destination) and r.get("gateway") == str(route.via)
+                       for r in routes6), (route, routes6)  # type: ignore[union-attr]
+    for old in before["route6"]:  # type: ignore[union-attr]
+        if old["dst"] == "default":
+            moved = {**old, "dev": bridged.get(old["dev"], old["dev"])}
+            assert moved in _strip(routes6), (moved, routes6)
+
     forwarding = any(n.mode in (Mode.NAT, Mode.ROUTED, Mode.OPEN) for n in networks)
     assert ns_ok(ns, "sysctl", "-n", "net.ipv4.ip_forward").strip() == ("1" if forwarding else before["ip_forward"])
+    # libvirt: IPv6 forwarding for a nat, routed or open network with an IPv6 address
+    forwarding6 = any(n.mode in (Mode.NAT, Mode.ROUTED, Mode.OPEN) and n.address6 is not None
+                      for n in networks)
+    assert ns_ok(ns, "sysctl", "-n", "net.ipv6.conf.all.forwarding").strip() == (
+        "1" if forwarding6 else before["ipv6_forwarding"])
 
-    ruleset = ns_ok(ns, "nft", "list", "table", "inet", table_name(lab))
     expected = host_artifacts(lab, host.name)["topoc.nft"]
     comments = [line.split(' comment "')[1] for line in expected.splitlines() if ' comment "' in line]
-    listed = [line.split(' comment "')[1] for line in ruleset.splitlines() if ' comment "' in line]
+    listed = []
+    for family in ("inet", "ip6") if host_has_ipv6(lab, host) else ("inet",):
+        ruleset = ns_ok(ns, "nft", "list", "table", family, table_name(lab))
+        listed += [line.split(' comment "')[1] for line in ruleset.splitlines() if ' comment "' in line]
     assert listed == comments
     bystander = ns_ok(ns, "nft", "list", "table", "ip", "bystander")
     assert "ip saddr 203.0.113.0/24 counter packets 0 bytes 0 drop" in bystander
@@ -258,9 +314,12 @@ def test_ruleset_checks_and_loads_beside_another_table(path: Path, netns) -> Non
         loaded = snapshot(ns)["ruleset"]
         ns_ok(ns, "nft", "-f", "-", input=text)  # again: replaced, not doubled
         assert snapshot(ns)["ruleset"] == loaded
-        tables = [item["table"]["name"] for item in loaded if "table" in item]  # type: ignore[union-attr]
-        assert tables == ["bystander", table_name(lab)]
-        ns_ok(ns, "nft", "delete", "table", "inet", table_name(lab))
+        tables = [(item["table"]["family"], item["table"]["name"])  # type: ignore[index]
+                  for item in loaded if "table" in item]  # type: ignore[operator]
+        families = ("inet", "ip6") if host_has_ipv6(lab, host) else ("inet",)
+        assert tables == [("ip", "bystander"), *((f, table_name(lab)) for f in families)]
+        for family in families:
+            ns_ok(ns, "nft", "delete", "table", family, table_name(lab))
         assert snapshot(ns)["ruleset"] == before, "the bystander table changed"
 
 

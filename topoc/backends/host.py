@@ -21,7 +21,6 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass, field
 from functools import lru_cache
-from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from pathlib import PurePath
 
 import jinja2
@@ -31,9 +30,11 @@ import jinja2
 # reachability engine, which evaluates the same table, cannot disagree.
 from topoc.model import firewall as fw
 from topoc.model import naming
+from topoc.model.analysis import Analysis, analysis_of
+from topoc.model.family import IPV4, IPV6, Family, IPAddress, IPInterface, IPNetwork
 from topoc.model.ir import Host, Lab, Mode, Network, Vm
 from topoc.model.platform import DEFAULT_PROFILE
-from topoc.model.topology import underlay
+from topoc.model.topology import forwards, underlay
 
 SCRIPT_NAMES = ("up.sh", "down.sh", "topoc.nft")
 
@@ -60,6 +61,11 @@ class BridgePlan:
     stp: bool
     mtu: int | None
     address: str | None  # CIDR the host takes on the bridge, or None (isolated, bridged)
+    address6: str | None = None  # its IPv6 address (nodad), or None
+    # libvirt's IPv6 sysctls on a virtual network's bridge: None leaves them alone (an
+    # IPv4-only lab, whose output does not change; a bridged or carried network, which
+    # libvirt starts without them); True: IPv6 on (disable_ipv6 0), False: off.
+    ipv6: bool | None = None
 
     @property
     def forward_delay(self) -> int:
@@ -75,6 +81,8 @@ class UplinkPlan:
     network: str
     address: str | None  # the host's address on the NIC, moved to the bridge
     gateway: str | None  # the default route's gateway, moved to the bridge
+    address6: str | None = None  # the same for IPv6 (::/0)
+    gateway6: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +113,7 @@ class VxlanPlan:
 class RoutePlan:
     destination: str
     via: str
+    v6: bool = False  # an IPv6 route (ip -6)
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +153,10 @@ class HostPlan:
     skipped_forwards: tuple[str, ...] = field(default=())
     masquerades: tuple[str, ...] = field(default=())  # networks with the lab's `masquerade`
     vxlans: tuple[VxlanPlan, ...] = field(default=())
+    # IPv6, only for a lab that has it (an IPv4-only lab's files do not change):
+    ipv6: bool = False  # the lab has IPv6: the inet table's rules name their family
+    chains6: tuple[Chain, ...] | None = None  # the `ip6` table, when the host has an IPv6 network
+    forwarding6: bool = False  # net.ipv6.conf.all.forwarding (topology.forwards, IPv6)
 
 
 # --- names -----------------------------------------------------------------------------
@@ -173,12 +186,19 @@ def _managed_networks(lab: Lab, host: Host) -> list[Network]:
                   key=lambda n: n.name)
 
 
-def _bridges(networks: list[Network]) -> tuple[BridgePlan, ...]:
+def _bridges(networks: list[Network], ipv6: bool) -> tuple[BridgePlan, ...]:
     plans = []
     for net in networks:
         # A bridged network's bridge takes the host NIC's address (see _uplinks), not its own.
-        address = str(net.address) if net.address is not None and net.mode is not Mode.BRIDGED else None
-        plans.append(BridgePlan(net.bridge, net.name, net.model, net.stp, net.mtu, address))  # type: ignore[arg-type]
+        own = net.mode is not Mode.BRIDGED
+        address = str(net.address) if net.address is not None and own else None
+        address6 = str(net.address6) if net.address6 is not None and own else None
+        # libvirt sets a virtual network's bridge's IPv6 sysctls (networkSetIPv6Sysctls,
+        # bridge_driver.c, libvirt 9.0): disable_ipv6 0 only with an IPv6 address;
+        # accept_ra 0 and autoconf 0 always. A bridged network's bridge is the host's.
+        sysctls = (net.address6 is not None) if ipv6 and own else None
+        plans.append(BridgePlan(net.bridge, net.name, net.model, net.stp, net.mtu, address,  # type: ignore[arg-type]
+                                address6, sysctls))
     return tuple(plans)
 
 
@@ -210,16 +230,21 @@ def _vxlans(lab: Lab, host: Host, networks: list[Network]) -> tuple[VxlanPlan, .
     return tuple(plans)
 
 
-def _default_gateway(host: Host, address: IPv4Interface | None, nic_gateway: IPv4Address | None
-                     ) -> IPv4Address | None:
-    """The gateway of the host's default route through a NIC: the nic's `gateway`, else a
-    `route default via` whose gateway lies on the NIC's subnet."""
+def _default_gateway(host: Host, address: IPInterface | None, nic_gateway: IPAddress | None,
+                     family: Family) -> IPAddress | None:
+    """The gateway of the host's default route through a NIC in one family: the nic's
+    `gateway`, else a `route default via` whose gateway lies on the NIC's subnet."""
     if nic_gateway is not None:
         return nic_gateway
     for route in host.routes:
-        if route.is_default and address is not None and route.via in address.network:
+        if (route.is_default and route.family is family and address is not None
+                and route.via in address.network):
             return route.via
     return None
+
+
+def _text(value: object | None) -> str | None:
+    return str(value) if value is not None else None
 
 
 def _uplinks(host: Host, networks: list[Network]) -> tuple[UplinkPlan, ...]:
@@ -228,11 +253,13 @@ def _uplinks(host: Host, networks: list[Network]) -> tuple[UplinkPlan, ...]:
         if net.mode is not Mode.BRIDGED or net.via is None:
             continue
         nic = next((n for n in host.nics if n.name == net.via), None)
-        address = nic.address if nic is not None else None
-        gateway = _default_gateway(host, address, nic.gateway if nic is not None else None)
+        moved = []
+        for family in (IPV4, IPV6):
+            address = nic.address_in(family) if nic is not None else None
+            moved += [address, _default_gateway(host, address, nic.gateway_in(family) if nic is not None
+                                                else None, family)]
         plans.append(UplinkPlan(net.via, net.bridge, net.name,  # type: ignore[arg-type]
-                                str(address) if address is not None else None,
-                                str(gateway) if gateway is not None else None))
+                                *(_text(value) for value in moved)))
     return tuple(plans)
 
 
@@ -251,19 +278,27 @@ def _taps(lab: Lab, vms: list[Vm], networks: list[Network]) -> tuple[TapPlan, ..
 
 def _routes(host: Host) -> tuple[RoutePlan, ...]:
     # The default route is the machine's own (like its nic addresses): up.sh leaves it be.
-    return tuple(RoutePlan(str(r.destination), str(r.via)) for r in host.routes if not r.is_default)
+    return tuple(RoutePlan(str(r.destination), str(r.via), r.family is IPV6)
+                 for r in host.routes if not r.is_default)
 
 
 # --- nftables: the host's firewall table (topoc.model.firewall), rendered ------------
 
 
-def _match_text(rule: fw.Rule) -> list[str]:
-    """A rule's matches in nft's words, in the order nft lists them."""
+def _match_text(rule: fw.Rule, name_family: bool = False) -> list[str]:
+    """A rule's matches in nft's words, in the order nft lists them. `name_family`: in
+    the inet table of a lab with IPv6, a rule that matches no address says that it is
+    IPv4's (`meta nfproto ipv4`), as iptables' rules are: libvirt's ip6tables rules are
+    the `ip6` table's, and a reject here must not stop the IPv6 packets that table
+    accepts (https://wiki.nftables.org/wiki-nftables/index.php/Nftables_families)."""
     parts = []
+    ip = rule.family.facts.nft  # `ip` or `ip6`
+    if name_family and rule.saddr is None and rule.daddr is None:
+        parts.append(f"meta nfproto {rule.family.facts.libvirt}")
     if rule.saddr is not None:
-        parts.append(f"ip saddr {_nft_addr(rule.saddr)}")
+        parts.append(f"{ip} saddr {_nft_addr(rule.saddr)}")
     if rule.daddr is not None:
-        parts.append(f"ip daddr {'!= ' if rule.not_daddr else ''}{_nft_addr(rule.daddr)}")
+        parts.append(f"{ip} daddr {'!= ' if rule.not_daddr else ''}{_nft_addr(rule.daddr)}")
     if rule.iif is not None:
         parts.append(f'iifname "{rule.iif}"')
     if rule.not_iif is not None:
@@ -282,12 +317,16 @@ def _match_text(rule: fw.Rule) -> list[str]:
     return parts
 
 
-def _nft_addr(net: IPv4Network) -> str:
-    # nft lists a /32 as the bare address.
-    return str(net) if net.prefixlen < 32 else str(net.network_address)
+def _nft_addr(net: IPNetwork) -> str:
+    # nft lists a /32 (IPv6: /128) as the bare address.
+    return str(net) if net.prefixlen < net.max_prefixlen else str(net.network_address)
 
 
 def _verdict_text(rule: fw.Rule) -> str:
+    if rule.verdict is fw.Verdict.DNAT and rule.family is IPV6:
+        # The ip6 table's own family: no `ip6` keyword, the address in brackets before
+        # its port (nft(8), NAT STATEMENTS; as `nft list` prints it back).
+        return f"dnat to [{rule.to_addr}]:{rule.to_port}"
     if rule.verdict is fw.Verdict.DNAT:
         return f"dnat ip to {rule.to_addr}:{rule.to_port}"
     if rule.verdict is fw.Verdict.MASQUERADE and rule.to_ports is not None:
@@ -295,9 +334,12 @@ def _verdict_text(rule: fw.Rule) -> str:
     return rule.verdict.value
 
 
-def nft_rule(rule: fw.Rule) -> Rule:
-    """One rule of the table as an nft rule and its comment."""
-    return Rule(" ".join([*_match_text(rule), _verdict_text(rule)]), rule.note)
+def nft_rule(rule: fw.Rule, name_family: bool = False) -> Rule:
+    """One rule of the table as an nft rule and its comment. A reject is nft's bare
+    `reject`: ICMP port unreachable in IPv4, ICMPv6 port unreachable in an `ip6` table,
+    the defaults of iptables' and ip6tables' REJECT that libvirt uses
+    (https://wiki.nftables.org/wiki-nftables/index.php/Rejecting_traffic)."""
+    return Rule(" ".join([*_match_text(rule, name_family), _verdict_text(rule)]), rule.note)
 
 
 # Each chain of the table under its heading, in the order of the hook's rules.
@@ -319,20 +361,23 @@ _BASE_CHAINS = (
 )
 
 
-def _sections(rules: tuple[fw.Rule, ...]) -> tuple[Section, ...]:
+def _sections(rules: tuple[fw.Rule, ...], name_family: bool = False) -> tuple[Section, ...]:
     sections: list[Section] = []
     for rule in rules:
         heading = _HEADINGS[rule.chain]
         if sections and sections[-1].heading == heading:
-            sections[-1] = Section(heading, (*sections[-1].rules, nft_rule(rule)))
+            sections[-1] = Section(heading, (*sections[-1].rules, nft_rule(rule, name_family)))
         else:
-            sections.append(Section(heading, (nft_rule(rule),)))
+            sections.append(Section(heading, (nft_rule(rule, name_family),)))
     return tuple(sections)
 
 
-def _chains(lab: Lab, host: Host) -> tuple[tuple[Chain, ...], list[str]]:
-    table = fw.host_firewall(lab, host.name)
-    chains = tuple(Chain(hook.value, declaration, _sections(table.hook(hook)))
+def _chains(lab: Lab, host: Host, family: Family = IPV4, name_family: bool = False
+            ) -> tuple[tuple[Chain, ...], list[str]]:
+    """One family's table (topoc.model.firewall's, as libvirt 9.0 installs it with
+    iptables or ip6tables) as nft base chains."""
+    table = fw.host_firewall(lab, host.name, family=family)
+    chains = tuple(Chain(hook.value, declaration, _sections(table.hook(hook), name_family))
                    for hook, declaration in _BASE_CHAINS if table.hook(hook))
     skipped = [f"{f.protocol} {f.port} to {f.vm}:{f.vm_port}" for f in table.skipped_forwards]
     return chains, skipped
@@ -341,18 +386,30 @@ def _chains(lab: Lab, host: Host) -> tuple[tuple[Chain, ...], list[str]]:
 # --- putting it together ----------------------------------------------------------------
 
 
-def host_plan(lab: Lab, host: Host) -> HostPlan:
+def host_plan(lab: Lab | Analysis, host: Host) -> HostPlan:
+    """What one host's files say. Pass the compilation's Analysis when there is one: a lab
+    with IPv6 asks its IPv6 topology (built once) whether the host forwards IPv6."""
+    an = lab if isinstance(lab, Analysis) else None
+    lab = lab.lab if isinstance(lab, Analysis) else lab
     networks = _managed_networks(lab, host)
     carried = _carried_networks(lab, host)
     vms = sorted(lab.vms_on(host.name), key=lambda v: v.name)
-    chains, skipped = _chains(lab, host)
+    ipv6 = IPV6 in lab.families
+    chains, skipped = _chains(lab, host, IPV4, name_family=ipv6)
+    # The `ip6` table: for a host with a network that has IPv6 (ip6tables' rules, as
+    # libvirt 9.0 installs them: topoc.model.firewall, family IPv6).
+    chains6 = None
+    if any(n.subnet6 is not None for n in networks):
+        chains6, skipped6 = _chains(lab, host, IPV6)
+        # A forward goes without a rule only when neither family has a target for it.
+        skipped = [f for f in skipped if f in skipped6]
     return HostPlan(
         lab=lab.name,
         host=host.name,
         source=_comment_safe(PurePath(lab.file).name),
         table=table_name(lab),
         state_dir=state_dir(lab, host),
-        bridges=_bridges(networks) + _l2_bridges(carried),
+        bridges=_bridges(networks, ipv6) + _l2_bridges(carried),
         uplinks=_uplinks(host, networks),
         taps=_taps(lab, vms, networks + carried),
         routes=_routes(host),
@@ -361,6 +418,11 @@ def host_plan(lab: Lab, host: Host) -> HostPlan:
         skipped_forwards=tuple(skipped),
         masquerades=tuple(n.name for n in networks if n.masquerade),
         vxlans=_vxlans(lab, host, sorted(networks + carried, key=lambda n: n.name)),
+        ipv6=ipv6,
+        chains6=chains6,
+        # libvirt: net.ipv6.conf.all.forwarding for a nat, routed or open network with an
+        # IPv6 address (networkEnableIPForwarding, bridge_driver.c): the topology's rule.
+        forwarding6=ipv6 and forwards(analysis_of(an or lab), host.name, IPV6),
     )
 
 
@@ -385,21 +447,39 @@ def _environment() -> jinja2.Environment:
     return env
 
 
-def host_artifacts(lab: Lab, host_name: str) -> dict[str, str]:
+def host_artifacts(lab: Lab | Analysis, host_name: str) -> dict[str, str]:
     """{"up.sh", "down.sh", "topoc.nft"} for one host of the lab (the verifier's entry)."""
-    host = next((h for h in lab.hosts if h.name == host_name), None)
+    the_lab = lab.lab if isinstance(lab, Analysis) else lab
+    host = next((h for h in the_lab.hosts if h.name == host_name), None)
     if host is None:
-        raise KeyError(f"lab {lab.name} has no host {host_name!r}")
+        raise KeyError(f"lab {the_lab.name} has no host {host_name!r}")
     plan = host_plan(lab, host)
     env = _environment()
-    return {name: env.get_template(f"{name}.j2").render(plan=plan) for name in SCRIPT_NAMES}
+    return {name: env.get_template(f"{name}.j2").render(plan=plan, only=None) for name in SCRIPT_NAMES}
+
+
+def nft_tables(lab: Lab | Analysis, host_name: str) -> dict[str, str]:
+    """The lab's own nftables tables on one host, as deploy loads and records them, each
+    an nft script that replaces that table alone: {"inet topoc_<lab>": topoc.nft} for a
+    host without IPv6 (the whole file), else one script per table, the `ip6` one too."""
+    the_lab = lab.lab if isinstance(lab, Analysis) else lab
+    host = next((h for h in the_lab.hosts if h.name == host_name), None)
+    if host is None:
+        raise KeyError(f"lab {the_lab.name} has no host {host_name!r}")
+    plan = host_plan(lab, host)
+    template = _environment().get_template("topoc.nft.j2")
+    if plan.chains6 is None:
+        return {f"inet {plan.table}": template.render(plan=plan, only=None)}
+    return {f"{family} {plan.table}": template.render(plan=plan, only=family)
+            for family in ("inet", IPV6.facts.nft)}
 
 
 def generate(lab: Lab) -> dict[str, str]:
     """`host/up.sh`, `host/down.sh`, `host/topoc.nft`; `host/<name>/...` for several hosts."""
     artifacts: dict[str, str] = {}
+    subject = Analysis(lab) if IPV6 in lab.families else lab  # one IPv6 topology for every host
     for host in sorted(lab.hosts, key=lambda h: h.name):
         folder = "host" if len(lab.hosts) == 1 else f"host/{host.name}"
-        for name, text in host_artifacts(lab, host.name).items():
+        for name, text in host_artifacts(subject, host.name).items():
             artifacts[f"{folder}/{name}"] = text
     return artifacts

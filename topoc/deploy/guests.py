@@ -14,9 +14,11 @@ pool, each booted VM's overlay and seed volumes, and the lab's nft table on the 
   own, and the overlay is backed by that.
 - The host's nft table: the host backend's `topoc.nft`, which carries what libvirt has
   no element for (the port forwards), loaded with `nft -f` and undone with `nft delete
-  table`, on a local URI only (a remote host's firewall is refused with a diagnostic,
-  never silently skipped); and, for a forward into a network libvirt firewalls, an
-  accept in iptables' FORWARD chain ahead of libvirt's own rules (see below).
+  table` (a host with an IPv6 network has an `ip6` table beside the inet one: each is
+  planned, recorded, rolled back and removed on its own), on a local URI only (a
+  remote host's firewall is refused with a diagnostic, never silently skipped); and,
+  for a forward into a network libvirt firewalls, an accept in iptables' FORWARD chain
+  ahead of libvirt's own rules (see below).
 
 Every object made is recorded (topoc.deploy.records) and removed by destroy; a base
 image is never written nor removed. Each step runs in the engine's Journal with its undo.
@@ -36,7 +38,7 @@ from urllib.parse import urlsplit
 from xml.sax.saxutils import escape, quoteattr
 
 from topoc.backends import cloudinit
-from topoc.backends.host import host_artifacts, table_name
+from topoc.backends.host import nft_tables
 from topoc.backends.libvirt import DEFAULT_DOMAIN_TYPE, default_pool, overlay_volume
 from topoc.codes import IMAGE_MISSING, NO_SUCH_POOL, REMOTE_HOST_FIREWALL
 from topoc.deploy import engine
@@ -57,6 +59,7 @@ from topoc.deploy.seed import SeedError, iso_image
 from topoc.diagnostics import diagnostic
 from topoc.front.span import UNKNOWN, Span
 from topoc.model import firewall as fw
+from topoc.model.family import FAMILIES
 from topoc.model.ir import Lab, Vm
 from topoc.model.topology import FIREWALLED_MODES
 
@@ -482,10 +485,6 @@ def _remove_pool(pool: Any) -> Callable[[Any, Journal], None]:
 # --- the host's nft table ------------------------------------------------------------------
 
 
-def _table_key(lab: Lab) -> str:
-    return f"inet {table_name(lab)}"
-
-
 def needs_host_table(lab: Lab, host: str | None) -> list[str]:
     """What in the lab only the host's own nft table can do (libvirt has no element for
     it), as phrases for the plan: the port forwards to VMs on this host, and the
@@ -528,82 +527,96 @@ def _delete_table(target: Target, key: str) -> None:
 # an accept in FORWARD ahead of its chains (https://wiki.libvirt.org/Networking.html,
 # "Forwarding Incoming Connections"). Deploy inserts one per forward, for exactly the
 # connections the lab's prerouting rule DNATed (conntrack state DNAT), and deletes it
-# again on undo and destroy.
+# again on undo and destroy. An IPv6 forward's accept goes in ip6tables' FORWARD, ahead
+# of libvirt's ip6tables LIBVIRT_FWI (libvirt 9.0 installs the same chains for IPv6:
+# bridge_driver_linux.c networkAddGeneralIPv6FirewallRules).
 IPTABLES_KEY = "iptables FORWARD "
+IP6TABLES_KEY = "ip6tables FORWARD "
 
 
-def forward_accepts(lab: Lab, host: str | None) -> list[list[str]]:
-    """The iptables FORWARD rule specs (without -I/-D) for the lab's forwards on `host`
-    into networks libvirt firewalls (their DNAT targets from topoc.model.firewall)."""
-    specs: list[list[str]] = []
+def forward_accepts(lab: Lab, host: str | None) -> list[tuple[str, list[str]]]:
+    """(command, rule spec without -I/-D) of the FORWARD accepts for the lab's forwards
+    on `host` into networks libvirt firewalls, in each family the forward has a DNAT
+    target in (topoc.model.firewall): iptables' first, then ip6tables'."""
+    rules: list[tuple[str, list[str]]] = []
     if host is None:
-        return specs
-    for pf in fw.host_forwards(lab, host)[0]:
-        fwd, bridge = pf.forward, pf.network.bridge
-        if pf.network.mode not in FIREWALLED_MODES or bridge is None:
-            continue
-        comment = f"topoc {lab.name}: forward {fwd.protocol} {fwd.port} to {fwd.vm}:{fwd.vm_port}"
-        specs.append(["-o", bridge, "-d", str(pf.address), "-p", fwd.protocol,
-                      "--dport", str(fwd.vm_port), "-m", "conntrack", "--ctstate", "DNAT",
-                      "-m", "comment", "--comment", comment, "-j", "ACCEPT"])
-    return specs
+        return rules
+    for family in FAMILIES:
+        for pf in fw.host_forwards(lab, host, family)[0]:
+            fwd, bridge = pf.forward, pf.network.bridge
+            if pf.network.mode not in FIREWALLED_MODES or bridge is None:
+                continue
+            comment = f"topoc {lab.name}: forward {fwd.protocol} {fwd.port} to {fwd.vm}:{fwd.vm_port}"
+            rules.append((family.facts.iptables,
+                          ["-o", bridge, "-d", str(pf.address), "-p", fwd.protocol,
+                           "--dport", str(fwd.vm_port), "-m", "conntrack", "--ctstate", "DNAT",
+                           "-m", "comment", "--comment", comment, "-j", "ACCEPT"]))
+    return rules
 
 
-def _insert_rule_step(target: Target, spec: list[str]) -> Callable[[Any, Journal], None]:
+def _insert_rule_step(target: Target, command: str, spec: list[str]) -> Callable[[Any, Journal], None]:
     """The deploy step that inserts one FORWARD accept, with its undo."""
     def step(conn: Any, journal: Journal) -> None:
-        journal.run(f"insert iptables FORWARD rule: {spec[spec.index('--comment') + 1]}",
-                    lambda: _insert_rule(target, spec), lambda: _delete_rule(target, spec))
+        journal.run(f"insert {command} FORWARD rule: {spec[spec.index('--comment') + 1]}",
+                    lambda: _insert_rule(target, command, spec),
+                    lambda: _delete_rule(target, command, spec))
     return step
 
 
-def _rule_key(spec: list[str]) -> str:
-    return IPTABLES_KEY + shlex.join(spec)
+def _rule_key(command: str, spec: list[str]) -> str:
+    return f"{command} FORWARD " + shlex.join(spec)
 
 
-def _rule_spec(key: str) -> list[str]:
-    return shlex.split(key.removeprefix(IPTABLES_KEY))
+def _is_rule(key: str) -> bool:
+    return key.startswith((IPTABLES_KEY, IP6TABLES_KEY))
+
+
+def _rule_of(key: str) -> tuple[str, list[str]]:
+    """(command, spec) of a recorded rule's key."""
+    command = key.split(" ", 1)[0]
+    return command, shlex.split(key.removeprefix(f"{command} FORWARD "))
 
 
 RULE = "iptables-rule"
 
 
-def _rule_name(spec: list[str]) -> str:
-    """The rule as the plan names it: its spec without the comment."""
+def _rule_name(command: str, spec: list[str]) -> str:
+    """The rule as the plan names it: its spec without the comment (an ip6tables one
+    says so)."""
     i = spec.index("--comment")
-    return "FORWARD " + shlex.join(spec[:i - 2] + spec[i + 2:])
+    prefix = "" if command == "iptables" else f"{command} "
+    return prefix + "FORWARD " + shlex.join(spec[:i - 2] + spec[i + 2:])
 
 
-def _rule_exists(target: Target, spec: list[str]) -> bool:
-    return host_command(target, "iptables", "-w", "-C", "FORWARD", *spec).returncode == 0
+def _rule_exists(target: Target, command: str, spec: list[str]) -> bool:
+    return host_command(target, command, "-w", "-C", "FORWARD", *spec).returncode == 0
 
 
-def _insert_rule(target: Target, spec: list[str]) -> None:
-    _checked(target, "iptables", "-w", "-I", "FORWARD", "1", *spec)
+def _insert_rule(target: Target, command: str, spec: list[str]) -> None:
+    _checked(target, command, "-w", "-I", "FORWARD", "1", *spec)
 
 
-def _delete_rule(target: Target, spec: list[str]) -> None:
-    _checked(target, "iptables", "-w", "-D", "FORWARD", *spec)
+def _delete_rule(target: Target, command: str, spec: list[str]) -> None:
+    _checked(target, command, "-w", "-D", "FORWARD", *spec)
 
 
 def _plan_forward_accepts(plan: Plan, lab: Lab, target: Target, record: Record, host: str | None,
                           owned: Record) -> None:
-    for spec in forward_accepts(lab, host):
-        key = _rule_key(spec)
+    for command, spec in forward_accepts(lab, host):
+        key = _rule_key(command, spec)
         owned.tables[key] = Owned("rule", None)
-        if key in record.tables and _rule_exists(target, spec):
-            plan.in_sync.append(Change(NOTHING, RULE, _rule_name(spec), "in sync"))
+        if key in record.tables and _rule_exists(target, command, spec):
+            plan.in_sync.append(Change(NOTHING, RULE, _rule_name(command, spec), "in sync"))
             continue
         comment = spec[spec.index("--comment") + 1]
         plan.actions.append(Action(
-            Change(CREATE, RULE, _rule_name(spec),
+            Change(CREATE, RULE, _rule_name(command, spec),
                    f"accept the DNATed connection ahead of libvirt's LIBVIRT_FWI ({comment})"),
-            ORDER_MAKE, _insert_rule_step(target, spec)))
+            ORDER_MAKE, _insert_rule_step(target, command, spec)))
 
 
 def _plan_table(plan: Plan, lab: Lab, target: Target, record: Record, host: str | None,
                 owned: Record) -> None:
-    key = _table_key(lab)
     needs = needs_host_table(lab, host) if host is not None and lab.node(host) is not None else []
     if needs and _test_driver(target):
         plan.notes.append(f"note: {', '.join(needs)} not applied: {target.uri} is libvirt's test driver, "
@@ -619,30 +632,10 @@ def _plan_table(plan: Plan, lab: Lab, target: Target, record: Record, host: str 
         return
     if needs:
         assert host is not None
-        text = host_artifacts(lab, host)["topoc.nft"]
-        digest = hashlib.sha256(text.encode()).hexdigest()[:16]
-        previous = record.tables.get(key)
-        exists = _table_exists(target, key)
-        owned.tables[key] = Owned(digest, text)
-        detail = f"load host/topoc.nft ({'; '.join(needs)}) with nft -f; undo: nft delete table {key}"
-        if exists and previous is None:
-            plan.conflicts.append(diagnostic(
-                engine.FOREIGN_OBJECT, lab.span, f"the host already has the nft table {key}, which this "
-                "deploy did not load (up.sh loads it on the shell path)",
-                hint=f"run host/down.sh, or `nft delete table {key}`, if it is a leftover"))
-        elif exists and previous is not None and previous.uuid == digest:
-            plan.in_sync.append(Change(NOTHING, TABLE, key, "in sync"))
-        elif exists and previous is not None:
-            old = previous.xml or ""
-            plan.actions.append(Action(Change(UPDATE, TABLE, key, "reload: " + detail), ORDER_MAKE,
-                                       lambda conn, journal: journal.run(
-                                           f"reload nft table {key}", lambda: _load_table(target, text),
-                                           lambda: _load_table(target, old))))
-        else:
-            plan.actions.append(Action(Change(CREATE, TABLE, key, detail), ORDER_MAKE,
-                                       lambda conn, journal: journal.run(
-                                           f"load nft table {key}", lambda: _load_table(target, text),
-                                           lambda: _delete_table(target, key))))
+        # The inet table, and for a host with an IPv6 network the ip6 one beside it
+        # (libvirt's ip6tables rules): each loaded, recorded and removed on its own.
+        for key, text in nft_tables(lab, host).items():
+            _plan_one_table(plan, lab, target, record, owned, key, text, needs)
         _plan_forward_accepts(plan, lab, target, record, host, owned)
     for old_key in sorted(record.tables):
         if old_key not in owned.tables and not _test_driver(target) and is_local(target.uri) \
@@ -651,24 +644,53 @@ def _plan_table(plan: Plan, lab: Lab, target: Target, record: Record, host: str 
                                        ORDER_TABLE_REMOVE, _remove_table(target, old_key, record.tables[old_key])))
 
 
+def _plan_one_table(plan: Plan, lab: Lab, target: Target, record: Record, owned: Record, key: str,
+                    text: str, needs: list[str]) -> None:
+    """Load one of the lab's nft tables (`key`: "FAMILY NAME"), reload it when its text
+    changed, or leave it in sync; refuse a table of that name deploy did not load."""
+    digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+    previous = record.tables.get(key)
+    exists = _table_exists(target, key)
+    owned.tables[key] = Owned(digest, text)
+    detail = f"load host/topoc.nft ({'; '.join(needs)}) with nft -f; undo: nft delete table {key}"
+    if exists and previous is None:
+        plan.conflicts.append(diagnostic(
+            engine.FOREIGN_OBJECT, lab.span, f"the host already has the nft table {key}, which this "
+            "deploy did not load (up.sh loads it on the shell path)",
+            hint=f"run host/down.sh, or `nft delete table {key}`, if it is a leftover"))
+    elif exists and previous is not None and previous.uuid == digest:
+        plan.in_sync.append(Change(NOTHING, TABLE, key, "in sync"))
+    elif exists and previous is not None:
+        old = previous.xml or ""
+        plan.actions.append(Action(Change(UPDATE, TABLE, key, "reload: " + detail), ORDER_MAKE,
+                                   lambda conn, journal: journal.run(
+                                       f"reload nft table {key}", lambda: _load_table(target, text),
+                                       lambda: _load_table(target, old))))
+    else:
+        plan.actions.append(Action(Change(CREATE, TABLE, key, detail), ORDER_MAKE,
+                                   lambda conn, journal: journal.run(
+                                       f"load nft table {key}", lambda: _load_table(target, text),
+                                       lambda: _delete_table(target, key))))
+
+
 def _shown(key: str) -> tuple[str, str]:
     """(kind, name) of a recorded table or rule, as the plan shows it."""
-    return (RULE, _rule_name(_rule_spec(key))) if key.startswith(IPTABLES_KEY) else (TABLE, key)
+    return (RULE, _rule_name(*_rule_of(key))) if _is_rule(key) else (TABLE, key)
 
 
 def _owned_exists(target: Target, key: str) -> bool:
-    if key.startswith(IPTABLES_KEY):
-        return _rule_exists(target, _rule_spec(key))
+    if _is_rule(key):
+        return _rule_exists(target, *_rule_of(key))
     return _table_exists(target, key)
 
 
 def _remove_table(target: Target, key: str, previous: Owned) -> Callable[[Any, Journal], None]:
     """Remove the nft table, or one of the iptables FORWARD rules, deploy made."""
     def run(conn: Any, journal: Journal) -> None:
-        if key.startswith(IPTABLES_KEY):
-            spec = _rule_spec(key)
-            journal.run(f"delete iptables FORWARD rule {spec[spec.index('--comment') + 1]}",
-                        lambda: _delete_rule(target, spec), lambda: _insert_rule(target, spec))
+        if _is_rule(key):
+            command, spec = _rule_of(key)
+            journal.run(f"delete {command} FORWARD rule {spec[spec.index('--comment') + 1]}",
+                        lambda: _delete_rule(target, command, spec), lambda: _insert_rule(target, command, spec))
             return
         journal.run(f"delete nft table {key}", lambda: _delete_table(target, key),
                     (lambda: _load_table(target, previous.xml or "")) if previous.xml else None)
@@ -729,7 +751,8 @@ def destroy_actions(record: Record, target: Target, left_alone: list[str]) -> li
             left_alone.append(f"nft table {key}: not on this machine; remove it there with `nft delete table {key}`")
             continue
         if _owned_exists(target, key):
-            what = "an iptables FORWARD rule of the lab" if key.startswith(IPTABLES_KEY) else "the lab's nft table"
+            what = (f"an {_rule_of(key)[0]} FORWARD rule of the lab" if _is_rule(key)
+                    else "the lab's nft table")
             actions.append(Action(Change(REMOVE, *_shown(key), what), ORDER_TABLE_REMOVE,
                                   _remove_table(target, key, record.tables[key])))
     return actions

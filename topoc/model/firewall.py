@@ -406,7 +406,7 @@ def host_firewall(lab: Lab, host: str, profile: Profile = DEFAULT_PROFILE,
     return HostFirewall(
         forward=tagged((*dnat_accept_rules(forwards), *of(Chain.FWX), *of(Chain.FWI), *of(Chain.FWO))),
         postrouting=tagged(postrouting),
-        prerouting=dnat_rules(forwards),
+        prerouting=tagged(dnat_rules(forwards)),
         input=tagged(of(Chain.INP)),
         output=tagged(of(Chain.OUT)),
         forwards=tuple(forwards),
