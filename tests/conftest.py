@@ -117,15 +117,3 @@ def _own_state_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest
     monkeypatch.setenv("TOPOC_STATE_DIR", str(tmp_path_factory.mktemp("state")))
 
 
-def host_scripts_write_ipv6(lab) -> bool:
-    """Whether every host's up.sh gives its networks' bridges their IPv6 addresses: until
-    the host backend writes the IPv6 side, verify's IPv6 pairs through a host cannot
-    agree with the prediction (the dual-stack verify tests xfail on those alone)."""
-    from topoc.backends.host import host_artifacts
-
-    for host in lab.hosts:
-        up = host_artifacts(lab, host.name)["up.sh"]
-        for network in lab.networks_on(host.name):
-            if network.address6 is not None and network.address6.with_prefixlen not in up:
-                return False
-    return True

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from conftest import host_scripts_write_ipv6
 from topoc.compiler import compile_file
 
 HERE = Path(__file__).resolve().parent
@@ -51,7 +50,7 @@ def test_every_model_has_a_dual_stack_lab() -> None:
 @pytest.mark.parametrize("path", DUAL_STACK_LABS, ids=lambda p: p.stem)
 def test_dual_stack_prediction_holds_on_a_real_kernel_in_both_families(
         path: Path, verify_environment) -> None:
-    from topoc.model.family import FAMILIES, IPV6, family_of, parse_address
+    from topoc.model.family import FAMILIES, family_of, parse_address
     from topoc.verify.netns import verify
 
     result = compile_file(str(path))
@@ -63,11 +62,6 @@ def test_dual_stack_prediction_holds_on_a_real_kernel_in_both_families(
     wrong = [(o.family, o.src, o.dst, o.predicted, o.observed) for o in report.pairs if not o.agrees]
     wrong += [(f.family, f.src, f.forward.vm, f.predicted, f.observed)
               for f in report.forwards if not f.agrees]
-    if wrong and not host_scripts_write_ipv6(lab):
-        # Until the host backend writes the IPv6 side (bridge addresses, IPv6 forwarding,
-        # the ip6 rules), IPv6 through a host cannot agree; IPv4 must, already.
-        assert [w for w in wrong if w[0] is not IPV6] == []
-        pytest.xfail(f"up.sh/topoc.nft write no IPv6 yet: {len(wrong)} IPv6 pairs disagree")
     assert wrong == []
     assert report.families == FAMILIES
     pairs = len(lab.nodes) * (len(lab.nodes) - 1)

@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import ROOT, example_files, verify_namespaces
 
-from conftest import ROOT, example_files, host_scripts_write_ipv6, verify_namespaces
 from topoc.compiler import compile_file, compile_source
 
 pytestmark = pytest.mark.usefixtures("verify_environment")
@@ -45,13 +45,6 @@ def test_every_example_behaves_as_predicted(path):
     lab = _lab(path)
     report = _verify(lab)
     mismatches = [(o.family, o.src, o.dst, o.predicted, o.observed) for o in report.pairs if not o.agrees]
-    if mismatches and not host_scripts_write_ipv6(lab):
-        # A dual-stack example before the host backend writes the IPv6 side: IPv4 must
-        # agree already (tests/test_reach_kernel.py's dual-stack labs do the same).
-        from topoc.model.family import IPV6
-
-        assert [m for m in mismatches if m[0] is not IPV6] == []
-        pytest.xfail(f"up.sh/topoc.nft write no IPv6 yet: {len(mismatches)} IPv6 pairs disagree")
     assert mismatches == [], mismatches
     assert all(f.agrees for f in report.forwards), report.forwards
     # The example's own `expect` lines hold on the kernel too (node-to-node ones).
@@ -69,10 +62,6 @@ def test_host_script_cases_behave_as_predicted(path):
     """The host backend's own cases: two hosts, stp on (ports must reach forwarding
     first), mtu 9000, open networks, a DHCP-only VM, names that are ip/nft keywords."""
     lab = _lab(path)
-    if len(lab.families) > 1:
-        # The dual-stack host cases (tests/golden/host/dualstack*): remove this skip when
-        # topoc/verify/netns.py probes IPv6 (it sorts targets as IPv4Address today).
-        pytest.skip("topoc verify probes IPv4 only in this tree")
     report = _verify(lab)
     assert [(o.src, o.dst, o.predicted) for o in report.pairs if not o.agrees] == []
     assert all(f.agrees for f in report.forwards), report.forwards
@@ -312,8 +301,6 @@ def test_a_shared_ipv6_address_counts_only_when_the_destination_answers():
     assert dict(by_pair[("vm1", "vm2", IPV4)].answered_by) == {"188.64.100.2": "vm1"}
     assert by_pair[("vm1", "vm2", IPV6)].observed is False
     assert [(o.src, o.dst) for o in report.pairs if not o.agrees and o.family is IPV4] == []
-    if not host_scripts_write_ipv6(lab):
-        pytest.xfail("up.sh gives the bridges no IPv6 address yet: kvm1's fd00:64::1 is missing")
     assert [(o.src, o.dst) for o in report.pairs if not o.agrees] == []
     assert dict(by_pair[("kvm1", "vm2", IPV6)].answered_by) == {"fd00:64::2": "vm1"}
     assert dict(by_pair[("vm1", "kvm2", IPV6)].answered_by) == {"fd00:64::1": "kvm1"}
