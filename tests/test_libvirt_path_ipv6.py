@@ -52,6 +52,7 @@ from conftest import require_tool  # noqa: E402
 from libvirtd_fixture import Libvirtd, _require_tools, running_libvirtd  # noqa: E402
 
 from topoc.backends import libvirt as libvirt_backend  # noqa: E402
+from topoc.codes import Severity  # noqa: E402
 from topoc.compiler import compile_source  # noqa: E402
 from topoc.model import firewall, naming, reach, topology  # noqa: E402
 from topoc.model.analysis import Analysis, analysis_of  # noqa: E402
@@ -650,6 +651,9 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Libvirtd]:
 def compiled(model: str) -> Analysis:
     result = compile_source(lab_text(model), f"{model}.topo")
     assert result.lab is not None, result.diagnostics
+    # A lab topoc would build: no errors (warnings, such as a LAN machine with no route
+    # back, are part of what is proven).
+    assert [d for d in result.diagnostics if d.severity is Severity.ERROR] == []
     return analysis_of(result.lab)
 
 
