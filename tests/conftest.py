@@ -115,3 +115,5 @@ def _own_state_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest
     """Every test its own topoc state folder: test:///default is kept there between topoc
     commands (topoc.deploy.testhost), so without this, tests would see each other's labs."""
     monkeypatch.setenv("TOPOC_STATE_DIR", str(tmp_path_factory.mktemp("state")))
+
+

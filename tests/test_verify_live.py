@@ -273,3 +273,67 @@ def test_the_tiny_guests_network_config_reader(tiny_guest, tmp_path):
     assert read() == [f"nic {mac0} eth0", "addr eth0 10.77.1.2/24",
                       f"nic {mac1} eth1", "addr eth1 10.77.2.2/24",
                       "route eth0 default 10.77.1.1"]
+
+
+DUAL_STACK_GUESTS = """\
+lab livesix
+host kvm1 {
+}
+network iso1 on kvm1 {
+    mode isolated
+    subnet 10.30.0.0/24
+    subnet fd00:30::/64
+}
+network iso2 on kvm1 {
+    mode isolated
+    subnet 10.31.0.0/24
+    subnet fd00:31::/64
+}
+vm a on kvm1 {
+    nic eth0 on iso1 address 10.30.0.10 address fd00:30::10
+}
+vm b on kvm1 {
+    nic eth0 on iso1 address 10.30.0.11 address fd00:30::11
+}
+vm c on kvm1 {
+    nic eth0 on iso2 address 10.31.0.10 address fd00:31::10
+}
+"""
+
+
+def test_live_pings_both_families_and_reports_each_on_its_own(verify_environment):
+    """The live run's ping script and per-family matrix, with network namespaces for
+    guests (`topoc verify`'s rig, kept up): each "guest" runs the script with the real
+    `ping` (-6 for IPv6 targets), and every VM pair agrees with reach in both families."""
+    from topoc.compiler import compile_source
+    from topoc.model.family import FAMILIES
+    from topoc.verify import live
+    from topoc.verify.netns import Session
+
+    class NamespaceGuest(live.Guest):
+        """A guest whose commands run in its namespace instead of through an agent."""
+
+        def run(self, argv: list[str], timeout: float = live.EXEC_TIMEOUT_S) -> tuple[int, str]:
+            result = subprocess.run(["ip", "netns", "exec", namespace[self.vm.name], *argv],
+                                    capture_output=True, text=True, timeout=timeout, check=False)
+            return result.returncode, result.stdout
+
+    require_tool("ping")
+    result = compile_source(DUAL_STACK_GUESTS, "livesix.topo")
+    lab = result.lab
+    assert lab is not None and result.analysis is not None
+    session = Session(lab, analysis=result.analysis)
+    with session as rig:
+        namespace = {vm.name: rig.node_ns(vm.name) for vm in lab.vms}
+        guests = [NamespaceGuest(vm, None) for vm in lab.vms]
+        cover = live.coverage(lab, guests, "qemu+ssh://kvm1/system")
+        pairs, not_probed = live._ping_matrix(lab, cover)
+    assert {o.family for o in pairs} == set(FAMILIES)
+    assert [(o.family, o.src, o.dst) for o in pairs if not o.agrees] == []
+    by_pair = {(o.family, o.src, o.dst): o for o in pairs}
+    for family in FAMILIES:
+        assert by_pair[(family, "a", "b")].observed is True
+        assert by_pair[(family, "a", "c")].observed is False
+    assert by_pair[(FAMILIES[1], "a", "b")].addresses == ("fd00:30::11",)
+    # The host runs no agent: its pairs are not probed, listed once for both families.
+    assert sorted(not_probed) == sorted({("kvm1", vm.name) for vm in lab.vms})

@@ -24,6 +24,7 @@ import io
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+from topoc.model.family import IPV6
 from topoc.model.ir import Lab, Vm
 from topoc.model.topology import effective_routes
 
@@ -34,6 +35,7 @@ TB_CACHE_MIB = 128
 def network_config(lab: Lab, vm: Vm) -> str:
     lines = ["version: 2", "ethernets:"]
     routes = effective_routes(lab, vm.name)
+    routes6 = effective_routes(lab, vm.name, IPV6)
     for nic in vm.nics:
         lines += [f"  {nic.name}:", "    match:", f'      macaddress: "{nic.mac}"',
                   f"    set-name: {nic.name}"]
@@ -41,7 +43,13 @@ def network_config(lab: Lab, vm: Vm) -> str:
             lines.append("    dhcp4: true")
             continue
         lines += ["    addresses:", f"      - {nic.address}"]
+        if nic.address6 is not None:
+            lines.append(f'      - "{nic.address6}"')
         mine = [r for r in routes if r.via in nic.address.network]
+        if nic.address6 is not None:
+            # The IPv6 default route is the network's router advertisement (the guest's
+            # kernel accepts it); routes the file names are written like IPv4's.
+            mine += [r for r in routes6 if r.via in nic.address6.network and not r.is_default]
         if mine:
             lines.append("    routes:")
             for route in mine:

@@ -37,22 +37,25 @@ import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address
 from typing import Any
 from urllib.parse import urlsplit
 
 from topoc.model import naming
 from topoc.model.analysis import Analysis
+from topoc.model.family import IPV4, IPV6, Family, family_of, parse_address
 from topoc.model.ir import Forward, Lab, Vm
-from topoc.verify.report import ForwardObservation, Observation, Report, VerifyError
+from topoc.verify.report import ForwardObservation, Observation, Report, VerifyError, address_order
 
 READY_TIMEOUT_S = 120.0
 AGENT_CALL_TIMEOUT_S = 5  # one agent command (libvirt's own timeout, seconds)
 EXEC_TIMEOUT_S = 30.0  # one guest-exec, polled until it exits
 FORWARD_LISTEN_S = 5
 # Every address pinged at once, each one echo with a 1 s wait; prints those that answered.
-PING_SCRIPT = ('for a in "$@"; do (ping -c 1 -W 1 "$a" >/dev/null 2>&1 && echo "$a") & done; '
-               'wait')
+# An IPv6 address (it has a colon) is pinged with `ping -6`: iputils' ping and busybox's
+# both take it (ping(8): "-6 Use IPv6 only"; busybox's ping applet: "-4,-6 Force IP or
+# IPv6 name resolution"), and a ping that cannot tell the family from the literal is told.
+PING_SCRIPT = ('for a in "$@"; do case "$a" in *:*) f=-6 ;; *) f= ;; esac; '
+               '(ping $f -c 1 -W 1 "$a" >/dev/null 2>&1 && echo "$a") & done; wait')
 # A one-connection listener that answers `topoc`, for $1 seconds; busybox's nc and
 # Debian's netcat-openbsd both take `-l -p PORT`.
 LISTEN_SCRIPT = 'echo topoc | timeout "$1" nc -l -p "$2"'
@@ -96,13 +99,14 @@ class Guest:
         return json.loads(reply).get("return")
 
     def addresses(self) -> dict[str, set[str]]:
-        """MAC -> the IPv4 addresses on the guest's nic with that MAC."""
+        """MAC -> the IPv4 and IPv6 addresses on the guest's nic with that MAC (the
+        agent's ip-address-type is "ipv4" or "ipv6")."""
         found: dict[str, set[str]] = {}
         for interface in self.command("guest-network-get-interfaces") or []:
             mac = str(interface.get("hardware-address", "")).lower()
             for address in interface.get("ip-addresses", []):
-                if address.get("ip-address-type") == "ipv4":
-                    found.setdefault(mac, set()).add(address["ip-address"])
+                if address.get("ip-address-type") in ("ipv4", "ipv6"):
+                    found.setdefault(mac, set()).add(_canonical(address["ip-address"]))
         return found
 
     def start(self, argv: list[str], capture: bool = True) -> int:
@@ -141,9 +145,19 @@ def _not_ready(guest: Guest) -> str | None:
         have = present.get(nic.mac or "", set())
         if nic.ip is not None and str(nic.ip) not in have:
             missing.append(f"{nic.name} lacks {nic.ip}")
-        elif nic.ip is None and not have:
+        elif nic.ip is None and nic.ip6 is None and not any(
+                (ip := parse_address(a)) is not None and family_of(ip) is IPV4 for a in have):
             missing.append(f"{nic.name} has no IPv4 address (DHCP)")
+        if nic.ip6 is not None and str(nic.ip6) not in have:
+            missing.append(f"{nic.name} lacks {nic.ip6}")
     return "; ".join(missing) or None
+
+
+def _canonical(text: str) -> str:
+    """An address as Python writes it (IPv6 compressed, lower case), for comparing with
+    the file's; text that is no address is kept as it is."""
+    address = parse_address(text)
+    return str(address) if address is not None else text
 
 
 def _first_line(error: Exception) -> str:
@@ -274,18 +288,24 @@ def coverage(lab: Lab, guests: list[Guest], uri: str) -> Coverage:
 
 
 def _ping_matrix(lab: Lab, cover: Coverage) -> tuple[list[Observation], list[tuple[str, str]]]:
-    from topoc.model.reach import predict
+    """Every address of both families in the same run (one ping script per source);
+    the observations compared family by family with reach's matrix of that family, as
+    `topoc verify` does (an IPv4-only lab: one matrix, no family, as before)."""
+    from topoc.model.reach import predict_by_family
     from topoc.model.topology import node_addresses
 
     an = Analysis(lab)  # one topology and engine for every question below
-    matrix = predict(an)
+    matrices = predict_by_family(an)
+    dual = [m.family for m in matrices] != [IPV4]
     names = [node.name for node in lab.nodes]
-    addresses = {name: [str(a) for a in node_addresses(an, name)] for name in names}
+    by_family = {(name, m.family): [str(a) for a in node_addresses(an, name, m.family)]
+                 for name in names for m in matrices}
+    addresses = {name: [a for m in matrices for a in by_family[(name, m.family)]] for name in names}
     vm_names = {vm.name for vm in lab.vms}
 
     def targets(src: str) -> list[str]:
         wanted = [d for d in names if d != src and (src != cover.host or d in vm_names)]
-        return sorted({a for d in wanted for a in addresses[d]}, key=IPv4Address)
+        return sorted({a for d in wanted for a in addresses[d]}, key=address_order)
 
     def probe(src: str) -> set[str]:
         if src == cover.host:
@@ -295,37 +315,50 @@ def _ping_matrix(lab: Lab, cover: Coverage) -> tuple[list[Observation], list[tup
     sources = [n for n in names if n in cover.guests or n == cover.host]
     with ThreadPoolExecutor(max_workers=max(1, min(8, len(sources)))) as pool:
         alive = dict(zip(sources, pool.map(probe, sources), strict=True))
-    observations, not_probed = [], []
-    for src in names:
-        for dst in names:
-            if dst == src:
-                continue
-            if src not in alive or (src == cover.host and dst not in vm_names):
-                not_probed.append((src, dst))
-                continue
-            failed = tuple(a for a in addresses[dst] if a not in alive[src])
-            observed = bool(addresses[dst]) and not failed
-            observations.append(Observation(src, dst, matrix.get(src, dst).reachable, observed,
-                                            tuple(addresses[dst]), failed))
+    observations: list[Observation] = []
+    not_probed: list[tuple[str, str]] = []
+    for matrix in matrices:
+        for src in names:
+            for dst in names:
+                if dst == src:
+                    continue
+                if src not in alive or (src == cover.host and dst not in vm_names):
+                    if (src, dst) not in not_probed:
+                        not_probed.append((src, dst))
+                    continue
+                wanted = by_family[(dst, matrix.family)]
+                failed = tuple(a for a in wanted if a not in alive[src])
+                observed = bool(wanted) and not failed
+                observations.append(Observation(src, dst, matrix.get(src, dst).reachable, observed,
+                                                tuple(wanted), failed,
+                                                family=matrix.family if dual else None))
     return observations, not_probed
 
 
 def _forward_checks(lab: Lab, cover: Coverage
                     ) -> tuple[list[ForwardObservation], list[tuple[Forward, str]]]:
+    """Every forward from every VM source, in each family the lab uses."""
     from topoc.model.reach import forward_reach, forward_target
 
+    an = Analysis(lab)
+    families: tuple[Family, ...] = an.families or (IPV4,)
+    dual = families != (IPV4,)
     observations, not_probed = [], []
-    for forward, src, predicted in forward_reach(Analysis(lab)):
-        address = forward_target(lab, forward, src)
-        if address is None:
-            continue
-        listener, client = cover.guests.get(forward.vm), cover.guests.get(src)
-        if listener is None or client is None or forward.protocol != "tcp":
-            not_probed.append((forward, src))
-            continue
-        observed = _probe_forward(listener, client, forward, str(address))
-        observations.append(ForwardObservation(forward, src, f"{address}:{forward.port}",
-                                               predicted, observed))
+    for family in families:
+        for forward, src, predicted in forward_reach(an, family):
+            address = forward_target(lab, forward, src, family)
+            if address is None:
+                continue
+            listener, client = cover.guests.get(forward.vm), cover.guests.get(src)
+            if listener is None or client is None or forward.protocol != "tcp":
+                if (forward, src) not in not_probed:
+                    not_probed.append((forward, src))
+                continue
+            observed = _probe_forward(listener, client, forward, str(address))
+            shown = f"[{address}]" if family is IPV6 else str(address)
+            observations.append(ForwardObservation(forward, src, f"{shown}:{forward.port}",
+                                                   predicted, observed,
+                                                   family=family if dual else None))
     return observations, not_probed
 
 

@@ -1,14 +1,26 @@
 """A verify run's report, and its text and JSON: what was predicted (topoc.model.reach)
 against what was observed, shared by `topoc verify` (network namespaces,
-topoc.verify.netns) and `topoc verify --live` (running guests, topoc.verify.live)."""
+topoc.verify.netns) and `topoc verify --live` (running guests, topoc.verify.live).
+
+A lab with IPv6 is reported family by family: one matrix per family under its title
+("IPv4", "IPv6"), and a `family` on every JSON pair. An IPv4-only lab's observations
+carry no family, and its text and JSON are what they were before IPv6."""
 
 from __future__ import annotations
 
 import textwrap
 from dataclasses import dataclass, field
+from ipaddress import ip_address
 
 from topoc.model.analysis import Analysis, analysis_of
+from topoc.model.family import Family
 from topoc.model.ir import Forward, Lab
+
+
+def address_order(address: str) -> tuple[int, int]:
+    """Addresses in the order probes send to them: IPv4 first, then IPv6, each numeric."""
+    ip = ip_address(address)
+    return ip.version, int(ip)
 
 
 class VerifyError(Exception):
@@ -26,6 +38,9 @@ class Observation:
     # (address, who answered instead): an address the destination shares with the source
     # itself or with another node, whose echo reply came from that one.
     answered_by: tuple[tuple[str, str], ...] = ()
+    # The family of `addresses`, compared with reach's matrix of that family; None in an
+    # IPv4-only lab's report (every address of the destination, as before IPv6).
+    family: Family | None = None
 
     @property
     def agrees(self) -> bool:
@@ -36,9 +51,10 @@ class Observation:
 class ForwardObservation:
     forward: Forward
     src: str
-    target: str  # host address:port the source connected to
+    target: str  # host address:port the source connected to ([address]:port in IPv6)
     predicted: bool
     observed: bool
+    family: Family | None = None  # as Observation's: None in an IPv4-only lab's report
 
     @property
     def agrees(self) -> bool:
@@ -60,6 +76,12 @@ class Report:
     @property
     def mismatches(self) -> int:
         return sum(not p.agrees for p in self.pairs) + sum(not f.agrees for f in self.forwards)
+
+    @property
+    def families(self) -> tuple[Family, ...]:
+        """The families the pairs were observed in, in report order; () when they carry
+        none (an IPv4-only lab)."""
+        return tuple(dict.fromkeys(o.family for o in self.pairs if o.family is not None))
 
 
 # The same marks as `topoc reach`'s matrix for what happened; `!` flags a disagreement.
@@ -84,25 +106,54 @@ def _failed_text(o: Observation) -> str:
     return f" ({'; '.join(parts)})" if parts else ""
 
 
-def render_text(report: Report, subject: Lab | Analysis) -> str:
-    from topoc.model.reach import explain
-
-    an = analysis_of(subject)
-    lab = an.lab
-    names = [node.name for node in lab.nodes]
-    by_pair = {(o.src, o.dst): o for o in report.pairs}
-    unprobed = set(report.not_probed)
+def _matrix_lines(pairs: list[Observation], names: list[str], unprobed: set[tuple[str, str]]
+                  ) -> list[str]:
+    by_pair = {(o.src, o.dst): o for o in pairs}
     width = max(len(n) for n in names) if names else 4
-    lines = [f"verify {report.lab}: predicted against observed {report.where}", ""]
-    lines.append(" " * (width + 4) + " ".join(f"{i:>2}" for i in range(len(names))))
+    lines = [" " * (width + 4) + " ".join(f"{i:>2}" for i in range(len(names)))]
     for i, src in enumerate(names):
         cells = " ".join(f"{_cell(by_pair.get((src, dst)), (src, dst) not in unprobed):>2}"
                          for dst in names)
         cells = cells.rstrip()
         lines.append(f"{i:>2} {src:<{width}} {cells}")
-    lines.append("")
+    return lines
+
+
+def _explain(an: Analysis, o: Observation) -> str:
+    """reach's hop-by-hop account of the pair: of every address of the destination, or
+    of the observation's family's alone."""
+    from topoc.model.reach import explain, explain_probe, pair
+
+    if o.family is None:
+        return explain(an, o.src, o.dst)
+    result, probes = pair(an, o.src, o.dst, o.family)
+    lines = [f"{o.src} -> {o.dst} ({o.family.title}): "
+             f"{'reachable' if result.reachable else 'unreachable'}"]
+    if not probes:
+        lines.append(f"  why: {result.reason}")
+    lines += [explain_probe(p) for p in probes]
+    return "\n".join(lines) + "\n"
+
+
+def render_text(report: Report, subject: Lab | Analysis) -> str:
+    an = analysis_of(subject)
+    lab = an.lab
+    names = [node.name for node in lab.nodes]
+    unprobed = set(report.not_probed)
+    lines = [f"verify {report.lab}: predicted against observed {report.where}", ""]
+    families = report.families
+    if families:
+        # One matrix per family, each under its title.
+        for family in families:
+            lines.append(f"{family.title}:")
+            lines += _matrix_lines([o for o in report.pairs if o.family is family], names, unprobed)
+            lines.append("")
+    else:
+        lines += _matrix_lines(report.pairs, names, unprobed)
+        lines.append("")
     lines.append("  ".join(f"{i}={n}" for i, n in enumerate(names)))
-    lines.append(f"rows are sources, columns destinations (every address of each).  "
+    lines.append(f"rows are sources, columns destinations (every address of each"
+                 f"{' in that family' if families else ''}).  "
                  f"{AGREE_YES} reached, as predicted   {AGREE_NO} did not, as predicted   "
                  f"{MISSING} predicted to reach but did not   {UNEXPECTED} reached against the prediction   "
                  f"{ITSELF} itself" + (f"   {NOT_PROBED} not probed" if unprobed else ""))
@@ -117,11 +168,12 @@ def render_text(report: Report, subject: Lab | Analysis) -> str:
     mismatched = [o for o in report.pairs if not o.agrees]
     for o in mismatched:
         lines.append("")
-        lines.append(f"mismatch: {o.src} -> {o.dst}: predicted "
+        lines.append(f"mismatch{f' ({o.family.title})' if o.family is not None else ''}: "
+                     f"{o.src} -> {o.dst}: predicted "
                      f"{'reachable' if o.predicted else 'unreachable'}, observed "
                      f"{'reachable' if o.observed else 'unreachable'}"
                      + _failed_text(o))
-        lines.append(textwrap.indent(explain(an, o.src, o.dst).rstrip(), "    "))
+        lines.append(textwrap.indent(_explain(an, o).rstrip(), "    "))
     lines.append("")
     for note in report.notes:
         lines.append(f"note: {note}")
@@ -133,12 +185,15 @@ def render_text(report: Report, subject: Lab | Analysis) -> str:
 
 def render_json(report: Report) -> dict:
     return {
-        "pairs": [{"src": o.src, "dst": o.dst, "predicted": o.predicted, "observed": o.observed,
+        "pairs": [{"src": o.src, "dst": o.dst,
+                   **({"family": o.family.title} if o.family is not None else {}),
+                   "predicted": o.predicted, "observed": o.observed,
                    **({"answered_by": dict(o.answered_by)} if o.answered_by else {})}
                   for o in report.pairs],
         "forwards": [{"protocol": f.forward.protocol, "port": f.forward.port, "vm": f.forward.vm,
-                      "vm_port": f.forward.vm_port, "src": f.src, "predicted": f.predicted,
-                      "observed": f.observed} for f in report.forwards],
+                      "vm_port": f.forward.vm_port, "src": f.src,
+                      **({"family": f.family.title} if f.family is not None else {}),
+                      "predicted": f.predicted, "observed": f.observed} for f in report.forwards],
         "mismatches": report.mismatches,
         **({"not_probed": {
             "pairs": [{"src": src, "dst": dst} for src, dst in report.not_probed],
