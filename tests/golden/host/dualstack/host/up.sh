@@ -76,6 +76,7 @@ has_address() { ip -o -4 addr show dev "$1" | grep -F " inet $2 " >/dev/null; }
 link_mtu() { ip -o link show dev "$1" | awk '{ for (i = 1; i < NF; i++) if ($i == "mtu") { print $(i + 1); exit } }'; }
 has_route() { [ -n "$(ip -4 route show exact "$@" 2>/dev/null)" ]; }
 has_address6() { ip -o -6 addr show dev "$1" | grep -F " inet6 $2 " >/dev/null; }
+has_route6() { [ -n "$(ip -6 route show exact "$@" 2>/dev/null)" ]; }
 
 # ensure_bridge NAME STP_STATE FORWARD_DELAY MTU ADDRESS (MTU and ADDRESS may be '')
 # https://man7.org/linux/man-pages/man8/ip-link.8.html (BRIDGE Type Support)
@@ -225,6 +226,21 @@ ensure_route() {
     say "route $destination via $gateway: added"
 }
 
+# ensure_route6 DESTINATION GATEWAY: an IPv6 route, as ensure_route.
+ensure_route6() {
+    local destination=$1 gateway=$2
+    if has_route6 "$destination" via "$gateway"; then
+        say "route $destination via $gateway: exists"
+        return
+    fi
+    if has_route6 "$destination"; then
+        die "a route to $destination exists with another gateway ($(ip -6 route show exact "$destination")): remove it first"
+    fi
+    remember route "$destination" "$gateway"
+    ip -6 route add "$destination" via "$gateway"
+    say "route $destination via $gateway: added"
+}
+
 # enable_forwarding: libvirt turns it on for nat and routed networks; the old value is
 # kept once, by the first run, for down.sh to restore.
 enable_forwarding() {
@@ -295,6 +311,7 @@ load_table
 
 # 5. The host's routes.
 ensure_route 10.77.0.0/16 10.10.102.5
+ensure_route6 fd00:77::/48 fd00:102::5
 
 # 6. Forwarding, after the firewall is in place.
 enable_forwarding
