@@ -394,7 +394,8 @@ def host_plan(lab: Lab | Analysis, host: Host) -> HostPlan:
     networks = _managed_networks(lab, host)
     carried = _carried_networks(lab, host)
     vms = sorted(lab.vms_on(host.name), key=lambda v: v.name)
-    ipv6 = IPV6 in lab.families
+    # The Analysis' families are computed once; Lab.families walks every nic of the lab.
+    ipv6 = IPV6 in (an.families if an is not None else lab.families)
     chains, skipped = _chains(lab, host, IPV4, name_family=ipv6)
     # The `ip6` table: for a host with a network that has IPv6 (ip6tables' rules, as
     # libvirt 9.0 installs them: topoc.model.firewall, family IPv6).
@@ -477,7 +478,9 @@ def nft_tables(lab: Lab | Analysis, host_name: str) -> dict[str, str]:
 def generate(lab: Lab) -> dict[str, str]:
     """`host/up.sh`, `host/down.sh`, `host/topoc.nft`; `host/<name>/...` for several hosts."""
     artifacts: dict[str, str] = {}
-    subject = Analysis(lab) if IPV6 in lab.families else lab  # one IPv6 topology for every host
+    # One Analysis for every host (built lazily): the lab's families once, and for a lab
+    # with IPv6 one IPv6 topology.
+    subject = Analysis(lab)
     for host in sorted(lab.hosts, key=lambda h: h.name):
         folder = "host" if len(lab.hosts) == 1 else f"host/{host.name}"
         for name, text in host_artifacts(subject, host.name).items():
