@@ -103,8 +103,8 @@ def test_a_written_mac_equal_to_a_derived_one_is_stepped_past(tmp_path: Path) ->
 
 # A dual-stack lab of every check's concern: a LAN with both subnets, a nat network whose
 # IPv6 is routed (the LAN routes back to it), a routed network with DHCP in both
-# families, a host-only network, a VM nic left to DHCP or SLAAC, an IPv6 gateway. It
-# checks clean.
+# families, a host-only network, a VM nic left to DHCP or SLAAC (libvirt runs the
+# dnsmasq that offers it with `dns on` or DHCP), an IPv6 gateway. It checks clean.
 DUAL_STACK = """\
 lab dual
 
@@ -122,6 +122,7 @@ network natnet on kvm1 {
     mode nat via eth0
     address 188.64.100.1/24
     address fd00:64::1/64
+    dns on
 }
 
 network hidden on kvm1 {
@@ -129,6 +130,7 @@ network hidden on kvm1 {
     nat6 on
     address 188.64.102.1/24
     address fd00:66::1/64
+    dns on
 }
 
 network svc on kvm1 {
@@ -143,6 +145,7 @@ network back on kvm1 {
     mode isolated
     address 10.20.0.1/24
     address fd00:20::1/64
+    dns on
 }
 
 vm vm0 on kvm1 {

@@ -34,6 +34,7 @@ from topoc.front.span import Span
 from topoc.model.analysis import Analysis
 from topoc.model.family import FAMILIES, IPV4, IPV6, Family, IPAddress, IPInterface, IPNetwork, family_of
 from topoc.model.ir import DhcpRange, Host, Lab, Mode, Network, Nic, Node, Vm
+from topoc.model.platform import DEFAULT_PROFILE
 
 # Segments behind NAT or cut off (isolated) are address domains of their own: the same
 # address may be reused in two of them. Everything routed shares one domain. A nat
@@ -476,13 +477,13 @@ def _static_in_range(an: Analysis, family: Family) -> Iterator[Finding]:
 def _autoconfigures(net: Network, family: Family) -> bool:
     """Whether a nic without a static address of the family gets one on this network (a
     managed network's DHCP; in IPv6 also SLAAC: libvirt writes `dhcp-range=ADDR,ra-only`
-    for an IPv6 address without DHCP, and its router advertisements give the prefix;
-    bridge_driver.c networkDnsmasqConfContents)."""
+    for an IPv6 address without DHCP, and its router advertisements give the prefix,
+    bridge_driver.c networkDnsmasqConfContents; when it runs a dnsmasq at all)."""
     if not net.managed or net.mode is Mode.BRIDGED:
         return False
     if net.dhcp_in(family) is not None:
         return True
-    return family is IPV6 and net.address6 is not None
+    return family is IPV6 and net.address6 is not None and DEFAULT_PROFILE.runs_dnsmasq(net)
 
 
 def _connected(an: Analysis, name: str, family: Family) -> list[IPNetwork]:
