@@ -5,7 +5,7 @@
 # Review it, then run it as root:   sudo ./down.sh
 #
 # It undoes exactly what up.sh recorded in $TOPOC_STATE_DIR (default /run/topoc/bridgelab6-kvm1),
-# and only that, in reverse order: ip_forward back to its old value, the routes it added,
+# and only that, in reverse order: ip_forward and IPv6 forwarding back to their old values, the routes it added,
 # the nftables table, the taps it created (interfaces it adopted are only detached and
 # left as they were), a bridged network's address and default route back on the NIC, and
 # the bridges it created. Safe to run twice, and after an up.sh that failed half-way: each
@@ -46,6 +46,8 @@ has_link() { ip link show dev "$1" >/dev/null 2>&1; }
 has_master() { ip -o link show dev "$1" | grep -F " master $2 " >/dev/null; }
 has_address() { ip -o -4 addr show dev "$1" | grep -F " inet $2 " >/dev/null; }
 has_route() { [ -n "$(ip -4 route show exact "$@" 2>/dev/null)" ]; }
+has_address6() { ip -o -6 addr show dev "$1" | grep -F " inet6 $2 " >/dev/null; }
+has_route6() { [ -n "$(ip -6 route show exact "$@" 2>/dev/null)" ]; }
 
 restore_forwarding() {
     local old
@@ -136,6 +138,29 @@ release_nic() {
     say "nic $nic: ${address:-no address}${gateway:+, default route via $gateway} back from $bridge"
 }
 
+# release_nic6 NIC BRIDGE ADDRESS GATEWAY: the NIC's IPv6 address and default route
+# back from the bridge.
+release_nic6() {
+    local nic=$1 bridge=$2 address=$3 gateway=$4
+    if [ -n "$gateway" ] && remembered moved-route "$nic" "$bridge" "$gateway" \
+        && has_link "$bridge" && has_route6 ::/0 via "$gateway" dev "$bridge"; then
+        ip -6 route del ::/0 via "$gateway" dev "$bridge"
+    fi
+    if remembered moved-address "$nic" "$bridge" "$address"; then
+        if has_link "$bridge" && has_address6 "$bridge" "$address"; then
+            ip -6 addr del "$address" dev "$bridge"
+        fi
+        if has_link "$nic" && ! has_address6 "$nic" "$address"; then
+            ip -6 addr add "$address" dev "$nic" nodad
+        fi
+    fi
+    if [ -n "$gateway" ] && remembered moved-route "$nic" "$bridge" "$gateway" && has_link "$nic" \
+        && ! has_route6 ::/0 via "$gateway" dev "$nic"; then
+        ip -6 route add ::/0 via "$gateway" dev "$nic"
+    fi
+    say "nic $nic: $address${gateway:+, default route via $gateway} back from $bridge"
+}
+
 remove_bridge() {
     local name=$1 address=$2
     if ! has_link "$name"; then
@@ -163,6 +188,7 @@ remove_tap tt-files-0  # files eth0 on lanbridge
 # 2. Bridged networks: the NIC leaves the bridge. WARNING: like up.sh's step, this moves
 # the host's address and default route, and can cut off a remote session.
 release_nic eth0 br0 192.168.101.11/24 192.168.101.1  # lanbridge (bridged)
+release_nic6 eth0 br0 2001:db8:101::11/64 2001:db8:101::1
 
 # 1. Bridges.
 remove_bridge br0 ''  # lanbridge (bridged)

@@ -17,11 +17,18 @@
 #      unless a table of that name exists that it did not make (then it stops);
 #   5. adds the host's routes from its `route` lines;
 #   6. turns net.ipv4.ip_forward on when a nat, routed or open network exists.
+# IPv6 (the lab has it), as libvirt 9.0 does for its virtual networks: on each bridge of
+# a nat, routed, open or isolated network, accept_ra 0 and autoconf 0, and disable_ipv6 0
+# only when the network has an IPv6 address, which the bridge then takes (step 1); the
+# `ip6` table beside the inet one (step 4); IPv6 routes (step 5); and
+# net.ipv6.conf.all.forwarding on when a nat, routed or open network has an IPv6 address
+# (step 6; up.sh first refuses, as libvirt does, when that would flush routes the host
+# learnt from router advertisements).
 # The host's own nic addresses and default gateway are the machine's: it leaves them be
 # (except that a bridged network moves them to its bridge).
 #
 # Idempotent: each step checks before it changes anything, so a second run changes
-# nothing. What it creates and the old ip_forward value are remembered in
+# nothing. What it creates and the old ip_forward and IPv6 forwarding values are remembered in
 # $TOPOC_STATE_DIR (default /run/topoc/bridgelab6-kvm1), so down.sh undoes exactly that.
 set -euo pipefail
 
@@ -68,6 +75,8 @@ has_master() { ip -o link show dev "$1" | grep -F " master $2 " >/dev/null; }
 has_address() { ip -o -4 addr show dev "$1" | grep -F " inet $2 " >/dev/null; }
 link_mtu() { ip -o link show dev "$1" | awk '{ for (i = 1; i < NF; i++) if ($i == "mtu") { print $(i + 1); exit } }'; }
 has_route() { [ -n "$(ip -4 route show exact "$@" 2>/dev/null)" ]; }
+has_address6() { ip -o -6 addr show dev "$1" | grep -F " inet6 $2 " >/dev/null; }
+has_route6() { [ -n "$(ip -6 route show exact "$@" 2>/dev/null)" ]; }
 
 # ensure_bridge NAME STP_STATE FORWARD_DELAY MTU ADDRESS (MTU and ADDRESS may be '')
 # https://man7.org/linux/man-pages/man8/ip-link.8.html (BRIDGE Type Support)
@@ -93,6 +102,36 @@ ensure_bridge() {
     fi
     ip link set dev "$name" up
     say "bridge $name: $how, stp_state $stp, mtu ${mtu:-default}, address ${address:-none}, up"
+}
+
+# ensure_bridge6 NAME DISABLE_IPV6 ADDRESS6 (ADDRESS6 may be ''): libvirt's IPv6 settings
+# of a virtual network's bridge (libvirt 9.0, src/network/bridge_driver.c,
+# networkSetIPv6Sysctls, then networkAddAddrToBridge): accept_ra 0 and autoconf 0 always
+# ("prevent guests from hijacking the host network by sending out their own router
+# advertisements"), disable_ipv6 0 only when the network has an IPv6 address, then that
+# address. libvirt writes disable_ipv6 first, on a bridge that is still down; this bridge
+# is up already, so accept_ra and autoconf go first: it never takes a guest's RA.
+# `nodad`: duplicate address detection would keep the address tentative, unusable, for
+# a second or two after up.sh; the lab's checks already make its addresses unique.
+# https://docs.kernel.org/networking/ip-sysctl.html ("conf/interface/*"),
+# https://man7.org/linux/man-pages/man8/ip-address.8.html (nodad)
+ensure_bridge6() {
+    local name=$1 disable=$2 address=$3 conf
+    conf="/proc/sys/net/ipv6/conf/$name"
+    if [ ! -d "$conf" ]; then
+        # As libvirt: a kernel without IPv6 is fine for a bridge that needs none.
+        [ "$disable" = 1 ] || die "$conf is missing: this kernel has IPv6 off (ipv6.disable=1), and network of bridge $name has an IPv6 address"
+        say "bridge $name: no IPv6 in this kernel"
+        return
+    fi
+    printf '0\n' >"$conf/accept_ra"
+    printf '0\n' >"$conf/autoconf"
+    printf '%s\n' "$disable" >"$conf/disable_ipv6"
+    if [ -n "$address" ] && ! has_address6 "$name" "$address"; then
+        remember address "$name" "$address"
+        ip -6 addr add "$address" dev "$name" nodad
+    fi
+    say "bridge $name: disable_ipv6 $disable, accept_ra 0, autoconf 0, IPv6 address ${address:-none}"
 }
 
 # enslave_nic NIC BRIDGE: make the host NIC a port of the bridge.
@@ -128,6 +167,33 @@ move_address() {
     fi
     if [ -n "$gateway" ] && ! has_route 0.0.0.0/0 via "$gateway" dev "$bridge"; then
         ip route add 0.0.0.0/0 via "$gateway" dev "$bridge"
+    fi
+    say "address $address${gateway:+ and default route via $gateway}: on $bridge instead of $nic"
+}
+
+# move_address6 NIC BRIDGE ADDRESS GATEWAY: the same for the host's IPv6 address and its
+# default route (::/0). The bridge, which has no IPv6 settings of libvirt's (a bridged
+# network's bridge is the host's own), takes IPv6 as the NIC had it: disable_ipv6 0.
+# The address was in use on the NIC: `nodad`, no duplicate address detection again.
+move_address6() {
+    local nic=$1 bridge=$2 address=$3 gateway=$4 route_moved=no
+    if [ -n "$gateway" ] && has_route6 ::/0 via "$gateway" dev "$nic"; then
+        remember moved-route "$nic" "$bridge" "$gateway"
+        route_moved=yes
+    fi
+    if has_address6 "$nic" "$address"; then
+        remember moved-address "$nic" "$bridge" "$address"
+        ip -6 addr del "$address" dev "$nic"
+    fi
+    printf '0\n' >"/proc/sys/net/ipv6/conf/$bridge/disable_ipv6"
+    if ! has_address6 "$bridge" "$address"; then
+        ip -6 addr add "$address" dev "$bridge" nodad
+    fi
+    if [ "$route_moved" = yes ] && has_route6 ::/0 via "$gateway" dev "$nic"; then
+        ip -6 route del ::/0 via "$gateway" dev "$nic"
+    fi
+    if [ -n "$gateway" ] && ! has_route6 ::/0 via "$gateway" dev "$bridge"; then
+        ip -6 route add ::/0 via "$gateway" dev "$bridge"
     fi
     say "address $address${gateway:+ and default route via $gateway}: on $bridge instead of $nic"
 }
@@ -208,6 +274,7 @@ ensure_bridge br0 0 0 '' ''  # lanbridge (bridged)
 # down.sh queued), never over an SSH session that goes through this NIC alone.
 enslave_nic eth0 br0  # lanbridge (bridged)
 move_address eth0 br0 192.168.101.11/24 192.168.101.1
+move_address6 eth0 br0 2001:db8:101::11/64 2001:db8:101::1
 
 # 3. Taps, one per VM nic.
 ensure_tap tt-files-0 br0 ''  # files eth0 on lanbridge

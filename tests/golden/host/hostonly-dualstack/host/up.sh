@@ -17,11 +17,18 @@
 #      unless a table of that name exists that it did not make (then it stops);
 #   5. adds the host's routes from its `route` lines;
 #   6. turns net.ipv4.ip_forward on when a nat, routed or open network exists.
+# IPv6 (the lab has it), as libvirt 9.0 does for its virtual networks: on each bridge of
+# a nat, routed, open or isolated network, accept_ra 0 and autoconf 0, and disable_ipv6 0
+# only when the network has an IPv6 address, which the bridge then takes (step 1); the
+# `ip6` table beside the inet one (step 4); IPv6 routes (step 5); and
+# net.ipv6.conf.all.forwarding on when a nat, routed or open network has an IPv6 address
+# (step 6; up.sh first refuses, as libvirt does, when that would flush routes the host
+# learnt from router advertisements).
 # The host's own nic addresses and default gateway are the machine's: it leaves them be
 # (except that a bridged network moves them to its bridge).
 #
 # Idempotent: each step checks before it changes anything, so a second run changes
-# nothing. What it creates and the old ip_forward value are remembered in
+# nothing. What it creates and the old ip_forward and IPv6 forwarding values are remembered in
 # $TOPOC_STATE_DIR (default /run/topoc/hostlab6-kvm1), so down.sh undoes exactly that.
 set -euo pipefail
 
@@ -68,6 +75,8 @@ has_master() { ip -o link show dev "$1" | grep -F " master $2 " >/dev/null; }
 has_address() { ip -o -4 addr show dev "$1" | grep -F " inet $2 " >/dev/null; }
 link_mtu() { ip -o link show dev "$1" | awk '{ for (i = 1; i < NF; i++) if ($i == "mtu") { print $(i + 1); exit } }'; }
 has_route() { [ -n "$(ip -4 route show exact "$@" 2>/dev/null)" ]; }
+has_address6() { ip -o -6 addr show dev "$1" | grep -F " inet6 $2 " >/dev/null; }
+has_route6() { [ -n "$(ip -6 route show exact "$@" 2>/dev/null)" ]; }
 
 # ensure_bridge NAME STP_STATE FORWARD_DELAY MTU ADDRESS (MTU and ADDRESS may be '')
 # https://man7.org/linux/man-pages/man8/ip-link.8.html (BRIDGE Type Support)
@@ -93,6 +102,36 @@ ensure_bridge() {
     fi
     ip link set dev "$name" up
     say "bridge $name: $how, stp_state $stp, mtu ${mtu:-default}, address ${address:-none}, up"
+}
+
+# ensure_bridge6 NAME DISABLE_IPV6 ADDRESS6 (ADDRESS6 may be ''): libvirt's IPv6 settings
+# of a virtual network's bridge (libvirt 9.0, src/network/bridge_driver.c,
+# networkSetIPv6Sysctls, then networkAddAddrToBridge): accept_ra 0 and autoconf 0 always
+# ("prevent guests from hijacking the host network by sending out their own router
+# advertisements"), disable_ipv6 0 only when the network has an IPv6 address, then that
+# address. libvirt writes disable_ipv6 first, on a bridge that is still down; this bridge
+# is up already, so accept_ra and autoconf go first: it never takes a guest's RA.
+# `nodad`: duplicate address detection would keep the address tentative, unusable, for
+# a second or two after up.sh; the lab's checks already make its addresses unique.
+# https://docs.kernel.org/networking/ip-sysctl.html ("conf/interface/*"),
+# https://man7.org/linux/man-pages/man8/ip-address.8.html (nodad)
+ensure_bridge6() {
+    local name=$1 disable=$2 address=$3 conf
+    conf="/proc/sys/net/ipv6/conf/$name"
+    if [ ! -d "$conf" ]; then
+        # As libvirt: a kernel without IPv6 is fine for a bridge that needs none.
+        [ "$disable" = 1 ] || die "$conf is missing: this kernel has IPv6 off (ipv6.disable=1), and network of bridge $name has an IPv6 address"
+        say "bridge $name: no IPv6 in this kernel"
+        return
+    fi
+    printf '0\n' >"$conf/accept_ra"
+    printf '0\n' >"$conf/autoconf"
+    printf '%s\n' "$disable" >"$conf/disable_ipv6"
+    if [ -n "$address" ] && ! has_address6 "$name" "$address"; then
+        remember address "$name" "$address"
+        ip -6 addr add "$address" dev "$name" nodad
+    fi
+    say "bridge $name: disable_ipv6 $disable, accept_ra 0, autoconf 0, IPv6 address ${address:-none}"
 }
 
 # enslave_nic NIC BRIDGE: make the host NIC a port of the bridge.
@@ -157,15 +196,19 @@ ensure_tap() {
     say "tap $tap: $how, attached to $bridge, up"
 }
 
-# load_table: replace the lab's own nftables table in one transaction (see topoc.nft).
+# load_table: replace the lab's own nftables tables (inet and ip6) in one transaction (see topoc.nft).
 load_table() {
     # Only a table this lab's up.sh made is replaced (and later deleted by down.sh).
     if nft list table inet "$TABLE" >/dev/null 2>&1 && ! remembered table "$TABLE"; then
         die "nftables table inet $TABLE exists already and up.sh did not create it (no record in $RECORD): topoc replaces and deletes only its own table; delete it first (nft delete table inet $TABLE) or rename the lab"
     fi
+    if nft list table ip6 "$TABLE" >/dev/null 2>&1 && ! remembered table6 "$TABLE"; then
+        die "nftables table ip6 $TABLE exists already and up.sh did not create it (no record in $RECORD): topoc replaces and deletes only its own table; delete it first (nft delete table ip6 $TABLE) or rename the lab"
+    fi
+    remember table6 "$TABLE"
     remember table "$TABLE"
     nft -f "$NFT_FILE"
-    say "nftables: table inet $TABLE loaded from $NFT_FILE"
+    say "nftables: table inet $TABLE and table ip6 $TABLE loaded from $NFT_FILE"
 }
 
 # ensure_route DESTINATION GATEWAY
@@ -200,6 +243,7 @@ say "lab $LAB, host $HOST: state in $STATE_DIR"
 
 # 1. Bridges.
 ensure_bridge br2 0 0 '' 10.10.102.1/24  # hostnet (host-only)
+ensure_bridge6 br2 0 fd00:102::1/64
 
 # 3. Taps, one per VM nic.
 ensure_tap tt-app-0 br2 ''  # app eth0 on hostnet

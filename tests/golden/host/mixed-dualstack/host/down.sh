@@ -5,8 +5,8 @@
 # Review it, then run it as root:   sudo ./down.sh
 #
 # It undoes exactly what up.sh recorded in $TOPOC_STATE_DIR (default /run/topoc/mixlab6-kvm1),
-# and only that, in reverse order: ip_forward back to its old value, the routes it added,
-# the nftables table, the taps it created (interfaces it adopted are only detached and
+# and only that, in reverse order: ip_forward and IPv6 forwarding back to their old values, the routes it added,
+# the nftables tables, the taps it created (interfaces it adopted are only detached and
 # left as they were), a bridged network's address and default route back on the NIC, and
 # the bridges it created. Safe to run twice, and after an up.sh that failed half-way: each
 # step checks before it changes anything. Without the record it changes nothing.
@@ -63,6 +63,22 @@ restore_forwarding() {
     say "net.ipv4.ip_forward: $old again"
 }
 
+restore_forwarding6() {
+    local old
+    if [ ! -e "$STATE_DIR/ipv6_forwarding" ]; then
+        say "net.ipv6.conf.all.forwarding: not changed by up.sh"
+        return
+    fi
+    old=$(cat -- "$STATE_DIR/ipv6_forwarding")
+    case $old in
+        0 | 1) ;;
+        *) die "$STATE_DIR/ipv6_forwarding holds '$old', not 0 or 1: restore net.ipv6.conf.all.forwarding by hand" ;;
+    esac
+    sysctl -q -w net.ipv6.conf.all.forwarding="$old"
+    rm -f -- "$STATE_DIR/ipv6_forwarding"
+    say "net.ipv6.conf.all.forwarding: $old again"
+}
+
 remove_route() {
     local destination=$1 gateway=$2
     if remembered route "$destination" "$gateway" && has_route "$destination" via "$gateway"; then
@@ -79,6 +95,12 @@ remove_table() {
         say "nftables: table inet $TABLE deleted"
     else
         say "nftables: table inet $TABLE not up.sh's, or gone"
+    fi
+    if remembered table6 "$TABLE" && nft list table ip6 "$TABLE" >/dev/null 2>&1; then
+        nft delete table ip6 "$TABLE"
+        say "nftables: table ip6 $TABLE deleted"
+    else
+        say "nftables: table ip6 $TABLE not up.sh's, or gone"
     fi
 }
 
@@ -156,8 +178,9 @@ say "lab $LAB, host $HOST: state in $STATE_DIR"
 
 # 6. Forwarding first, so nothing is forwarded without the firewall.
 restore_forwarding
+restore_forwarding6
 
-# 4. The lab's nftables table.
+# 4. The lab's nftables tables.
 remove_table
 
 # 3. Taps.
