@@ -512,7 +512,8 @@ def gateway_unreachable(an: Analysis) -> Iterator[Finding]:
             if not gateways:
                 continue
             subnets = _connected(an, node.name, family)
-            if all(_on_link(gw, subnets) for gw in gateways):
+            if all(_on_link(gw, subnets) for gw in gateways) \
+                    and all(_on_link(r.via, subnets, False) for r in node.routes if r.family is family):
                 continue
             mine = ", ".join(str(s) for s in subnets) or "none"
             for nic in node.nics:
@@ -523,16 +524,17 @@ def gateway_unreachable(an: Analysis) -> Iterator[Finding]:
                                                               subnets=mine),
                                   _gateway_hint(nic, an, family))
             for route in node.routes:
-                if route.family is family and not _on_link(route.via, subnets):
+                if route.family is family and not _on_link(route.via, subnets, False):
                     yield Finding(route.span, GATEWAY_UNREACHABLE.message("route", via=route.via, node=node.name,
                                                                           subnets=mine),
                                   GATEWAY_UNREACHABLE.message("route_hint"))
 
 
-def _on_link(gateway: IPAddress, subnets: list[IPNetwork]) -> bool:
-    """In one of the subnets; an IPv6 link-local gateway is on every link (RFC 4291
-    section 2.5.6), as routers' RAs name theirs."""
-    if gateway.version == 6 and gateway.is_link_local:
+def _on_link(gateway: IPAddress, subnets: list[IPNetwork], link_local: bool = True) -> bool:
+    """In one of the subnets. A nic's IPv6 link-local gateway is on its link (RFC 4291
+    section 2.5.6; routers' RAs name theirs); a `route ... via` one says no device, which
+    a link-local next hop needs (`link_local` False)."""
+    if link_local and gateway.version == 6 and gateway.is_link_local:
         return True
     return any(gateway in s for s in subnets)
 
