@@ -231,3 +231,17 @@ def test_libvirts_dhcp_range_limit_holds_in_both_families(dhcp: str, refused: bo
         assert "more than 65,535 addresses" in d.message
         fixed = source.replace(dhcp, (d.hint or "").split("`")[1])
         assert not [d for d in compile_source(fixed, "d.topo").diagnostics if d.code == "dhcp-range"]
+
+
+@pytest.mark.parametrize("subnet, address, expected", [
+    ("10.0.0.0/24", "10.0.0.0", False), ("10.0.0.0/24", "10.0.0.255", False), ("10.0.0.0/24", "10.0.0.1", True),
+    ("10.0.0.0/31", "10.0.0.0", True),  # RFC 3021: a /31 has neither network nor broadcast address
+    ("fd00::/64", "fd00::", False),  # the subnet-router anycast address (RFC 4291 2.6.1)
+    ("fd00::/64", "fd00::ffff:ffff:ffff:ffff", True),  # IPv6 has no broadcast address
+    ("fd00::/127", "fd00::", True),  # RFC 6164: a point-to-point /127 uses both
+])
+def test_which_addresses_of_a_subnet_are_usable(subnet: str, address: str, expected: bool) -> None:
+    from ipaddress import ip_address, ip_network
+
+    from topoc.checks.common import usable
+    assert usable(ip_network(subnet), ip_address(address)) is expected
