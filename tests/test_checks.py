@@ -120,17 +120,17 @@ network lan {
 
 network natnet on kvm1 {
     mode nat via eth0
+    dns on  # dnsmasq runs: its router advertisements give the IPv6 default route
     address 188.64.100.1/24
     address fd00:64::1/64
-    dns on
 }
 
 network hidden on kvm1 {
     mode nat via eth0
+    dns on  # dnsmasq runs: its router advertisements give the IPv6 default route
     nat6 on
     address 188.64.102.1/24
     address fd00:66::1/64
-    dns on
 }
 
 network svc on kvm1 {
@@ -145,7 +145,7 @@ network back on kvm1 {
     mode isolated
     address 10.20.0.1/24
     address fd00:20::1/64
-    dns on
+    dns on  # SLAAC for vm1's eth1 comes from its dnsmasq
 }
 
 vm vm0 on kvm1 {
