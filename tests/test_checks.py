@@ -103,8 +103,8 @@ def test_a_written_mac_equal_to_a_derived_one_is_stepped_past(tmp_path: Path) ->
 
 # A dual-stack lab of every check's concern: a LAN with both subnets, a nat network whose
 # IPv6 is routed (the LAN routes back to it), a routed network with DHCP in both
-# families, a host-only network, a VM nic left to DHCP or SLAAC, an IPv6 gateway. It
-# checks clean.
+# families, a host-only network, a VM nic left to DHCP or SLAAC (libvirt runs the
+# dnsmasq that offers it with `dns on` or DHCP), an IPv6 gateway. It checks clean.
 DUAL_STACK = """\
 lab dual
 
@@ -145,6 +145,7 @@ network back on kvm1 {
     mode isolated
     address 10.20.0.1/24
     address fd00:20::1/64
+    dns on  # SLAAC for vm1's eth1 comes from its dnsmasq
 }
 
 vm vm0 on kvm1 {
@@ -230,3 +231,17 @@ def test_libvirts_dhcp_range_limit_holds_in_both_families(dhcp: str, refused: bo
         assert "more than 65,535 addresses" in d.message
         fixed = source.replace(dhcp, (d.hint or "").split("`")[1])
         assert not [d for d in compile_source(fixed, "d.topo").diagnostics if d.code == "dhcp-range"]
+
+
+@pytest.mark.parametrize("subnet, address, expected", [
+    ("10.0.0.0/24", "10.0.0.0", False), ("10.0.0.0/24", "10.0.0.255", False), ("10.0.0.0/24", "10.0.0.1", True),
+    ("10.0.0.0/31", "10.0.0.0", True),  # RFC 3021: a /31 has neither network nor broadcast address
+    ("fd00::/64", "fd00::", False),  # the subnet-router anycast address (RFC 4291 2.6.1)
+    ("fd00::/64", "fd00::ffff:ffff:ffff:ffff", True),  # IPv6 has no broadcast address
+    ("fd00::/127", "fd00::", True),  # RFC 6164: a point-to-point /127 uses both
+])
+def test_which_addresses_of_a_subnet_are_usable(subnet: str, address: str, expected: bool) -> None:
+    from ipaddress import ip_address, ip_network
+
+    from topoc.checks.common import usable
+    assert usable(ip_network(subnet), ip_address(address)) is expected

@@ -34,6 +34,7 @@ from topoc.front.span import Span
 from topoc.model.analysis import Analysis
 from topoc.model.family import FAMILIES, IPV4, IPV6, Family, IPAddress, IPInterface, IPNetwork, family_of
 from topoc.model.ir import DhcpRange, Host, Lab, Mode, Network, Nic, Node, Vm
+from topoc.model.platform import DEFAULT_PROFILE
 
 # Segments behind NAT or cut off (isolated) are address domains of their own: the same
 # address may be reused in two of them. Everything routed shares one domain. A nat
@@ -476,13 +477,13 @@ def _static_in_range(an: Analysis, family: Family) -> Iterator[Finding]:
 def _autoconfigures(net: Network, family: Family) -> bool:
     """Whether a nic without a static address of the family gets one on this network (a
     managed network's DHCP; in IPv6 also SLAAC: libvirt writes `dhcp-range=ADDR,ra-only`
-    for an IPv6 address without DHCP, and its router advertisements give the prefix;
-    bridge_driver.c networkDnsmasqConfContents)."""
+    for an IPv6 address without DHCP, and its router advertisements give the prefix,
+    bridge_driver.c networkDnsmasqConfContents; when it runs a dnsmasq at all)."""
     if not net.managed or net.mode is Mode.BRIDGED:
         return False
     if net.dhcp_in(family) is not None:
         return True
-    return family is IPV6 and net.address6 is not None
+    return family is IPV6 and net.address6 is not None and DEFAULT_PROFILE.runs_dnsmasq(net)
 
 
 def _connected(an: Analysis, name: str, family: Family) -> list[IPNetwork]:
@@ -511,7 +512,8 @@ def gateway_unreachable(an: Analysis) -> Iterator[Finding]:
             if not gateways:
                 continue
             subnets = _connected(an, node.name, family)
-            if all(_on_link(gw, subnets) for gw in gateways):
+            if all(_on_link(gw, subnets) for gw in gateways) \
+                    and all(_on_link(r.via, subnets, False) for r in node.routes if r.family is family):
                 continue
             mine = ", ".join(str(s) for s in subnets) or "none"
             for nic in node.nics:
@@ -522,16 +524,17 @@ def gateway_unreachable(an: Analysis) -> Iterator[Finding]:
                                                               subnets=mine),
                                   _gateway_hint(nic, an, family))
             for route in node.routes:
-                if route.family is family and not _on_link(route.via, subnets):
+                if route.family is family and not _on_link(route.via, subnets, False):
                     yield Finding(route.span, GATEWAY_UNREACHABLE.message("route", via=route.via, node=node.name,
                                                                           subnets=mine),
                                   GATEWAY_UNREACHABLE.message("route_hint"))
 
 
-def _on_link(gateway: IPAddress, subnets: list[IPNetwork]) -> bool:
-    """In one of the subnets; an IPv6 link-local gateway is on every link (RFC 4291
-    section 2.5.6), as routers' RAs name theirs."""
-    if gateway.version == 6 and gateway.is_link_local:
+def _on_link(gateway: IPAddress, subnets: list[IPNetwork], link_local: bool = True) -> bool:
+    """In one of the subnets. A nic's IPv6 link-local gateway is on its link (RFC 4291
+    section 2.5.6; routers' RAs name theirs); a `route ... via` one says no device, which
+    a link-local next hop needs (`link_local` False)."""
+    if link_local and gateway.version == 6 and gateway.is_link_local:
         return True
     return any(gateway in s for s in subnets)
 

@@ -74,15 +74,20 @@ class Profile:
     masquerade_ports: tuple[int, int] = (1024, 65535)
 
 
+    def runs_dnsmasq(self, network: Network) -> bool:
+        """Whether libvirt starts a dnsmasq for the network. libvirt 9.0 starts dnsmasq
+        only when some <ip> has a DHCP range or host, or DNS is not disabled
+        (bridge_driver.c networkStartDhcpDaemon: "no DHCP services needed, and user
+        disabled DNS service"); topoc writes <dns enable='no'/> unless the network says
+        `dns on`."""
+        return network.dhcp is not None or network.dhcp6 is not None or network.dns
+
     def advertises_router(self, network: Network) -> bool:
         """Whether libvirt's dnsmasq sends router advertisements that give the network's
         guests an IPv6 default route: a mode of ra_router_modes with an IPv6 address, and
-        a dnsmasq at all. libvirt 9.0 starts dnsmasq only when some <ip> has a DHCP range
-        or host, or DNS is not disabled (bridge_driver.c networkStartDhcpDaemon: "no DHCP
-        services needed, and user disabled DNS service"); topoc writes <dns enable='no'/>
-        unless the network says `dns on`."""
+        a dnsmasq at all (runs_dnsmasq)."""
         return (network.mode in self.ra_router_modes and network.address6 is not None
-                and (network.dhcp is not None or network.dhcp6 is not None or network.dns))
+                and self.runs_dnsmasq(network))
 
     @property
     def routed_modes(self) -> tuple[Mode, ...]:
