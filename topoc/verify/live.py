@@ -150,7 +150,35 @@ def _not_ready(guest: Guest) -> str | None:
             missing.append(f"{nic.name} has no IPv4 address (DHCP)")
         if nic.ip6 is not None and str(nic.ip6) not in have:
             missing.append(f"{nic.name} lacks {nic.ip6}")
+    if not missing and any(nic.ip6 is not None for nic in guest.vm.nics):
+        missing += _tentative(guest)
     return "; ".join(missing) or None
+
+
+# /proc/net/if_inet6: address (32 hex digits), ifindex, prefix length, scope, flags,
+# name; the flags are the kernel's IFA_F_* (include/uapi/linux/if_addr.h): 0x40
+# IFA_F_TENTATIVE (duplicate address detection still running), 0x08 IFA_F_DADFAILED.
+IFA_F_TENTATIVE, IFA_F_DADFAILED = 0x40, 0x08
+
+
+def _tentative(guest: Guest) -> list[str]:
+    """The file's IPv6 addresses the guest still holds tentative: they answer nothing
+    until duplicate address detection is over (a second or two after they are set).
+    One that failed it stays: the probes will show it."""
+    wanted = {str(nic.ip6) for nic in guest.vm.nics if nic.ip6 is not None}
+    code, out = guest.run(["sh", "-c", "cat /proc/net/if_inet6"])
+    if code != 0:
+        return []  # no IPv6 table to read: the probes will tell
+    found = []
+    for line in out.splitlines():
+        fields = line.split()
+        if len(fields) < 6 or len(fields[0]) != 32:
+            continue
+        address = str(parse_address(":".join(fields[0][i:i + 4] for i in range(0, 32, 4))))
+        flags = int(fields[4], 16)
+        if address in wanted and flags & IFA_F_TENTATIVE and not flags & IFA_F_DADFAILED:
+            found.append(f"{fields[5]} holds {address} tentative (duplicate address detection)")
+    return found
 
 
 def _canonical(text: str) -> str:
