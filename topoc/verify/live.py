@@ -4,7 +4,8 @@ The lab is already deployed (`topoc deploy --start-vms`) and its VMs are running
 probe runs inside a guest through the QEMU guest agent, over the libvirt connection
 (guest-exec, then guest-exec-status for its exit code and output), so it needs no
 network path to the guests: the ping matrix (`ping -c 1 -W 1` from each VM to every
-address of every other node, unanswered ones retried once) and the forward probes (a
+address of every other node, of both families in a dual-stack lab, `-6` for an IPv6
+one, unanswered ones retried once) and the forward probes (a
 `nc` listener in the forward's VM, a `nc` client in the source VM, connecting to the
 host's address and the forwarded port). The result is diffed against
 topoc.model.reach's prediction and rendered like `topoc verify` (topoc.verify.report).
@@ -18,8 +19,9 @@ What is covered, and said so in the report:
   agent. Those pairs are listed as not probed, never counted as agreeing.
 
 Before probing, it waits (with a timeout) for each guest's agent (guest-ping) and for
-the addresses the file gives its nics (guest-network-get-interfaces), and names every
-guest that is not ready and why.
+the addresses the file gives its nics (guest-network-get-interfaces; IPv6 ones also past
+duplicate address detection), and names every guest that is not ready and why. A
+dual-stack lab is reported family by family, as `topoc verify` reports it.
 
 The guests need: qemu-guest-agent on the virtio-serial port org.qemu.guest_agent.0,
 `sh` and `ping`; `nc` and `timeout` for forwards.
