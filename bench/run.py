@@ -9,10 +9,18 @@ topology for N = 100 and 1,000. It prints the ratio of each size to the previous
 time per VM, topoc/netlab, and the issue's targets next to the figures: it reports
 them, it never asserts them.
 
-`--profile` instead runs topoc check and build under cProfile on the largest lab and
-prints the hotspots (profiles are kept in bench/work/ for snakeviz or pstats), with
-what the cyclic GC costs; `--stages` prints the CPU time of each pipeline stage (parse,
-lower, checks, each backend, the writer) per size, to show how each one grows.
+The same topoc commands also run on the dual-stack twin of each lab (bench/gen.py's
+`generate_dual_stack_lab`: the same sizes, every network and VM with an IPv6 address
+too), taking turns with the IPv4 runs so both meet the same load, and a second table
+puts both figures side by side with their ratio, against the dual-stack target (at
+most 1.5 times the IPv4-only figures). `--labs ipv4` or
+`--labs dual-stack` runs one kind only.
+
+`--profile` instead runs topoc check, build and reach under cProfile on the largest lab
+of each kind `--labs` selects and prints the hotspots (profiles are kept in bench/work/
+for snakeviz or pstats), with what the cyclic GC costs; `--stages` prints the CPU time
+of each pipeline stage (parse, lower, checks, each backend, the writer) per size, to
+show how each one grows.
 
 Responsibility: measuring and reporting. Generating labs is bench/gen.py's job,
 describing them to netlab is bench/netlab_bench.py's.
@@ -49,6 +57,11 @@ TIME_TARGETS = {("check", 10_000): 2.0, ("build", 10_000): 5.0}
 MEMORY_TARGET_KIB = GIB_KIB  # at 10,000 VMs, every command
 GROWTH_TARGET = 11.0  # time, 1,000 -> 10,000 VMs
 NETLAB_SPEEDUP_TARGET = 50.0  # topoc build vs netlab create, at 1,000 VMs
+DUAL_STACK_TARGET = 1.5  # dual-stack lab vs its IPv4-only twin, every command and size
+
+# The kinds of lab: the IPv4-only one bench/gen.py has always made, and its dual-stack twin.
+IPV4, DUAL = "ipv4", "dual-stack"
+LAB_KINDS = (IPV4, DUAL)
 
 
 @dataclass
@@ -65,6 +78,7 @@ class Sample:
     peak_kib: int = 0
     returncode: int = 0
     error: str = ""
+    lab: str = IPV4  # which kind of lab (LAB_KINDS) it ran on
 
     @property
     def wall(self) -> float:
@@ -103,10 +117,10 @@ def measure(argv: list[str], cwd: Path | None = None) -> tuple[float, float, int
 
 
 def sample(tool: str, command: str, n: int, argv: list[str], repeat: int,
-           cwd: Path | None = None, before=None) -> Sample:
+           cwd: Path | None = None, before=None, lab: str = IPV4) -> Sample:
     """Run argv `repeat` times (calling `before()` first each time, e.g. to empty an
     output directory) and keep the best times and the largest peak memory."""
-    s = Sample(tool, command, n)
+    s = Sample(tool, command, n, lab=lab)
     for _ in range(repeat):
         if before is not None:
             before()
@@ -126,13 +140,14 @@ def topoc_argv() -> list[str]:
 
 # --- the labs -----------------------------------------------------------------------
 
-def write_labs(sizes: tuple[int, ...], workdir: Path) -> dict[int, Path]:
-    from gen import generate_lab  # bench/gen.py, owned by the checks engine
+def write_labs(sizes: tuple[int, ...], workdir: Path, kind: str = IPV4) -> dict[int, Path]:
+    from gen import generate_dual_stack_lab, generate_lab  # bench/gen.py
 
+    generate = generate_dual_stack_lab if kind == DUAL else generate_lab
     labs = {}
     for n in sizes:
-        path = workdir / f"lab-{n}.topo"
-        path.write_text(generate_lab(n), encoding="utf-8")
+        path = workdir / f"lab-{n}.topo" if kind == IPV4 else workdir / f"lab-{kind}-{n}.topo"
+        path.write_text(generate(n), encoding="utf-8")
         labs[n] = path
     return labs
 
@@ -162,22 +177,47 @@ def reach_pair(path: Path) -> tuple[str, str]:
 
 # --- the two tools ------------------------------------------------------------------
 
-def run_topoc(labs: dict[int, Path], workdir: Path, repeat: int, log) -> list[Sample]:
+def run_topoc(labs_of: dict[str, dict[int, Path]], workdir: Path, repeat: int, log) -> list[Sample]:
+    """check, build and reach on each lab of each kind (IPv4-only, dual-stack), and the
+    startup floor. The kinds take turns run by run (IPv4, dual, IPv4, dual...) for each
+    command and size, so the two figures of a ratio meet the same machine: on a shared
+    one, the load of a minute later is another load."""
     topoc = topoc_argv()
-    samples = [sample("topoc", "startup", 0, [*topoc, "--version"], repeat)]
-    for n, path in labs.items():
-        out = workdir / f"out-{n}"
-        src, dst = reach_pair(path)
-        commands = {
-            "check": [*topoc, "check", str(path)],
-            "build": [*topoc, "build", str(path), "--target", "libvirt,host", "-o", str(out)],
-            "reach": [*topoc, "reach", str(path), src, dst],
-        }
-        for command, argv in commands.items():
-            log(f"  topoc {command} N={n} ...")
-            clean = (lambda o=out: shutil.rmtree(o, ignore_errors=True)) if command == "build" else None
-            samples.append(sample("topoc", command, n, argv, repeat, before=clean))
-    return samples
+    kinds = list(labs_of)
+    samples = {(kind, "startup", 0): Sample("topoc", "startup", 0, lab=kind) for kind in kinds}
+    for _ in range(repeat):
+        for kind in kinds:
+            _run(samples[(kind, "startup", 0)], [*topoc, "--version"])
+    sizes = sorted({n for labs in labs_of.values() for n in labs})
+    for n in sizes:
+        for command in ("check", "build", "reach"):
+            log(f"  topoc {command} N={n} ({', '.join(kinds)}) ...")
+            runs = []
+            for kind in kinds:
+                path = labs_of[kind][n]
+                out = workdir / (f"out-{n}" if kind == IPV4 else f"out-{kind}-{n}")
+                argv = {"check": [*topoc, "check", str(path)],
+                        "build": [*topoc, "build", str(path), "--target", "libvirt,host", "-o", str(out)],
+                        "reach": [*topoc, "reach", str(path), *reach_pair(path)]}[command]
+                s = samples[(kind, command, n)] = Sample("topoc", command, n, lab=kind)
+                runs.append((s, argv, (lambda o=out: shutil.rmtree(o, ignore_errors=True))
+                             if command == "build" else None))
+            for _ in range(repeat):
+                for s, argv, before in runs:
+                    if before is not None:
+                        before()
+                    _run(s, argv)
+    return list(samples.values())
+
+
+def _run(s: Sample, argv: list[str]) -> None:
+    """One more run of argv into `s` (as `sample` does it, one run at a time)."""
+    wall, cpu, peak, rc, err = measure(argv)
+    s.walls.append(wall)
+    s.cpus.append(cpu)
+    s.peak_kib = max(s.peak_kib, peak)
+    if rc != 0:
+        s.returncode, s.error = rc, err
 
 
 def run_netlab(labs: dict[int, Path], workdir: Path, log) -> tuple[list[Sample], list[str]]:
@@ -282,6 +322,43 @@ def comparison(samples: list[Sample]) -> list[str]:
     return out
 
 
+def dual_stack_table(samples: list[Sample]) -> list[str]:
+    """Each topoc command on the dual-stack lab next to the same command on its IPv4-only
+    twin: times, peak memory, their ratios, and the target (<= 1.5x). `net` is the CPU
+    ratio without the interpreter's startup, which both pay once and which hides a
+    difference at small sizes."""
+    by = {(s.lab, s.command, s.n): s for s in samples if s.tool == "topoc"}
+    startup = by.get((IPV4, "startup", 0)) or by.get((DUAL, "startup", 0))
+    base = startup.cpu if startup is not None else 0.0
+    head = ("command", "VMs", "IPv4 wall s", "dual wall s", "wall ratio", "IPv4 cpu s",
+            "dual cpu s", "cpu ratio", "net cpu ratio", "IPv4 MiB", "dual MiB", "mem ratio",
+            f"target <= {DUAL_STACK_TARGET:g}x (not asserted)")
+    rows = []
+    for command in ("check", "build", "reach"):
+        for n in sorted({n for (lab, c, n) in by if c == command}):
+            v4, v6 = by.get((IPV4, command, n)), by.get((DUAL, command, n))
+            if v4 is None or v6 is None:
+                continue
+            wall, cpu = v6.wall / v4.wall, v6.cpu / v4.cpu
+            net4, net6 = v4.cpu - base, v6.cpu - base
+            net = f"{net6 / net4:.2f}x" if net4 > 0 and net6 > 0 else "-"
+            verdict = ("n/a: a command failed" if v4.returncode or v6.returncode else
+                       _verdict(wall <= DUAL_STACK_TARGET, cpu <= DUAL_STACK_TARGET))
+            rows.append((f"topoc {command}", f"{n:,}", f"{v4.wall:.2f}", f"{v6.wall:.2f}",
+                         f"{wall:.2f}x", f"{v4.cpu:.2f}", f"{v6.cpu:.2f}", f"{cpu:.2f}x", net,
+                         _mib(v4.peak_kib), _mib(v6.peak_kib),
+                         f"{v6.peak_kib / v4.peak_kib:.2f}x" if v4.peak_kib else "-", verdict))
+    if not rows:
+        return []
+    widths = [max(len(r[i]) for r in (head, *rows)) for i in range(len(head))]
+
+    def line(cells):
+        return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)) + " |"
+
+    return [line(head), "|" + "|".join("-" * (w + 2) for w in widths) + "|",
+            *(line(r) for r in rows)]
+
+
 def linearity(samples: list[Sample]) -> list[str]:
     """CPU time per VM net of interpreter startup, per size: flat means linear growth.
     CPU, not wall: it does not move with the machine's other load."""
@@ -313,12 +390,18 @@ def machine() -> str:
 
 
 def errors(samples: list[Sample]) -> list[str]:
-    return [f"{s.label} N={s.n:,} exited {s.returncode}: {' / '.join(s.error.splitlines())}"
-            for s in samples if s.returncode]
+    return [f"{s.label} N={s.n:,} ({s.lab}) exited {s.returncode}: "
+            f"{' / '.join(s.error.splitlines())}" for s in samples if s.returncode]
 
 
 def report(samples: list[Sample], differs: list[str], log) -> None:
-    log("")
+    """The table of one kind of lab (the IPv4 one when there are both: the figures the
+    targets and netlab compare), then dual-stack against IPv4 when both ran."""
+    kinds = {s.lab for s in samples}
+    main_kind = IPV4 if IPV4 in kinds else DUAL
+    both = samples
+    samples = [s for s in both if s.lab == main_kind]
+    log("" if main_kind == IPV4 else "\n(dual-stack labs)")
     for line in table(samples):
         log(line)
     lin = linearity(samples)
@@ -335,11 +418,16 @@ def report(samples: list[Sample], differs: list[str], log) -> None:
         log("\nwhat the netlab twin describes differently:")
         for line in differs:
             log("  - " + line)
+    dual = dual_stack_table(both)
+    if dual:
+        log("\ndual-stack labs (bench/gen.py generate_dual_stack_lab) against their IPv4-only twins")
+        for line in dual:
+            log(line)
     log(f"\nmachine: {machine()}")
     if os.getloadavg()[0] > (os.cpu_count() or 1):
         log("  (busy: other processes compete for the cores, so wall times are inflated; "
             "cpu s is the steadier figure)")
-    errs = errors(samples)
+    errs = errors(both)
     if errs:
         log("\ncommands that failed (their figures are not comparable):")
         for line in errs:
@@ -348,21 +436,24 @@ def report(samples: list[Sample], differs: list[str], log) -> None:
 
 # --- profiling ----------------------------------------------------------------------
 
-def profile(labs: dict[int, Path], workdir: Path, top: int, log) -> None:
-    """cProfile topoc check and build on the largest lab; print the hotspots."""
+def profile(labs: dict[int, Path], workdir: Path, top: int, log, kind: str = IPV4) -> None:
+    """cProfile topoc check, build and reach on the largest lab; print the hotspots."""
     n = max(labs)
     path = labs[n]
     WORK.mkdir(exist_ok=True)
+    suffix = "" if kind == IPV4 else f"-{kind}"
+    src, dst = reach_pair(path)
     runs = {
         "check": ["check", str(path)],
-        "build": ["build", str(path), "--target", "libvirt,host", "-o", str(workdir / "prof-out")],
+        "build": ["build", str(path), "--target", "libvirt,host", "-o", str(workdir / f"prof-out{suffix}")],
+        "reach": ["reach", str(path), src, dst],
     }
     for name, args in runs.items():
-        prof = WORK / f"{name}-{n}.prof"
+        prof = WORK / f"{name}-{n}{suffix}.prof"
         prof.unlink(missing_ok=True)
         argv = [sys.executable, "-c", _PROFILE_CHILD, str(prof), *args]
         wall, _, _, rc, err = measure(argv)
-        log(f"\n== topoc {name} N={n:,} under cProfile: {wall:.2f} s (exit {rc}), {prof}")
+        log(f"\n== topoc {name} N={n:,} ({kind} lab) under cProfile: {wall:.2f} s (exit {rc}), {prof}")
         if rc not in (0, 1) or not prof.exists():
             log(f"   failed: {err}")
             continue
@@ -480,11 +571,11 @@ def stage_times(path: Path, outdir: Path) -> dict[str, float]:
     return times
 
 
-def stages(labs: dict[int, Path], workdir: Path, log) -> None:
+def stages(labs: dict[int, Path], workdir: Path, log, kind: str = IPV4) -> None:
     """Each size in a fresh interpreter (no warm caches, no heap left from the last)."""
     rows = {}
     for n, path in labs.items():
-        out = workdir / f"stages-{n}"
+        out = workdir / (f"stages-{n}" if kind == IPV4 else f"stages-{kind}-{n}")
         code = ("import json, sys; sys.path.insert(0, sys.argv[1]); import run; "
                 "from pathlib import Path; "
                 "print(json.dumps(run.stage_times(Path(sys.argv[2]), Path(sys.argv[3]))))")
@@ -517,6 +608,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--repeat", type=int, default=3,
                    help="runs per topoc command; the best time is reported (default: %(default)s)")
     p.add_argument("--no-netlab", action="store_true", help="skip netlab create")
+    p.add_argument("--labs", choices=(*LAB_KINDS, "both"), default="both",
+                   help="IPv4-only labs, their dual-stack twins, or both side by side "
+                        "(default: %(default)s)")
     p.add_argument("--profile", action="store_true",
                    help="profile check and build on the largest lab instead of timing")
     p.add_argument("--stages", action="store_true",
@@ -542,17 +636,21 @@ def main(argv: list[str]) -> int:
         workdir = Path(tmp.name)
     log(f"topoc bench: labs of {', '.join(f'{n:,}' for n in sizes)} VMs in {workdir}")
     log(f"machine: {machine()}")
-    labs = write_labs(sizes, workdir)
+    kinds = LAB_KINDS if args.labs == "both" else (args.labs,)
+    labs_of = {kind: write_labs(sizes, workdir, kind) for kind in kinds}
     if args.profile:
-        profile(labs, workdir, args.top, log)
+        for kind in kinds:
+            profile(labs_of[kind], workdir, args.top, log, kind)
         return 0
     if args.stages:
-        stages(labs, workdir, log)
+        for kind in kinds:
+            log(f"\n{kind} labs:")
+            stages(labs_of[kind], workdir, log, kind)
         return 0
-    samples = run_topoc(labs, workdir, args.repeat, log)
+    samples = run_topoc(labs_of, workdir, args.repeat, log)
     differs: list[str] = []
-    if not args.no_netlab:
-        netlab_labs = {n: p for n, p in labs.items() if n in NETLAB_SIZES}
+    if not args.no_netlab and IPV4 in labs_of:
+        netlab_labs = {n: p for n, p in labs_of[IPV4].items() if n in NETLAB_SIZES}
         netlab_samples, differs = run_netlab(netlab_labs, workdir, log)
         samples += netlab_samples
     report(samples, differs, log)

@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import GOLDEN, example_files
+from conftest import EXAMPLES, GOLDEN, example_files
 from topoc.checks.registry import CHECKS
-from topoc.compiler import compile_file
+from topoc.compiler import compile_file, compile_source
 from topoc.diagnostics import Severity, render_text
+from topoc.model.family import IPV4, IPV6
 
 CASES = sorted(p.parent for p in (GOLDEN / "checks").glob("*/input.topo"))
 
@@ -52,8 +53,10 @@ def test_examples_have_no_errors_and_their_expects_hold(path: Path) -> None:
     assert result.ok
     assert not [d for d in result.diagnostics if d.code == "expect-failed"]
     warnings = [(d.code, d.span.line) for d in result.diagnostics if d.severity is Severity.WARNING]
-    # The one warning in the examples: the isolated segment in the LAN's subnet (line 25).
-    assert warnings == ([("subnet-overlap", 25)] if path.name == "isolated.topo" else [])
+    # The one warning in the examples: the isolated segment in the LAN's subnet (line 25,
+    # and line 28 in its dual-stack variant).
+    expected = {"isolated.topo": [("subnet-overlap", 25)], "isolated-dualstack.topo": [("subnet-overlap", 28)]}
+    assert warnings == expected.get(path.name, [])
 
 
 def test_isolated_example_exits_zero_with_its_warning() -> None:
@@ -96,3 +99,132 @@ def test_a_written_mac_equal_to_a_derived_one_is_stepped_past(tmp_path: Path) ->
     vm0, vm1 = result.lab.vms
     assert vm0.nics[0].mac == taken
     assert vm1.nics[0].mac == naming.derived_mac("macs", "vm1", 0, attempt=1)
+
+
+# A dual-stack lab of every check's concern: a LAN with both subnets, a nat network whose
+# IPv6 is routed (the LAN routes back to it), a routed network with DHCP in both
+# families, a host-only network, a VM nic left to DHCP or SLAAC, an IPv6 gateway. It
+# checks clean.
+DUAL_STACK = """\
+lab dual
+
+host kvm1 {
+    nic eth0 on lan address 192.168.101.11 address 2001:db8:101::11
+}
+
+network lan {
+    mode external
+    subnet 192.168.101.0/24
+    subnet 2001:db8:101::/64
+}
+
+network natnet on kvm1 {
+    mode nat via eth0
+    address 188.64.100.1/24
+    address fd00:64::1/64
+}
+
+network hidden on kvm1 {
+    mode nat via eth0
+    nat6 on
+    address 188.64.102.1/24
+    address fd00:66::1/64
+}
+
+network svc on kvm1 {
+    mode routed via eth0
+    address 10.10.101.1/24
+    address fd00:101::1/64
+    dhcp 10.10.101.100 - 10.10.101.200
+    dhcp fd00:101::100 - fd00:101::1ff
+}
+
+network back on kvm1 {
+    mode isolated
+    address 10.20.0.1/24
+    address fd00:20::1/64
+}
+
+vm vm0 on kvm1 {
+    nic eth0 on natnet address 188.64.100.2 address fd00:64::2
+    nic eth1 on back address 10.20.0.2 address fd00:20::2
+}
+
+vm vm1 on kvm1 {
+    nic eth0 on svc address 10.10.101.2 address fd00:101::2 gateway fd00:101::1
+    nic eth1 on back
+}
+
+vm vm2 on kvm1 {
+    nic eth0 on natnet
+    nic eth1 on hidden address 188.64.102.2 address fd00:66::2
+}
+
+external win10 {
+    nic eth0 on lan address 192.168.101.20 address 2001:db8:101::20
+    route 10.10.101.0/24 via 192.168.101.11
+    route fd00:64::/64 via 2001:db8:101::11
+    route fd00:101::/64 via 2001:db8:101::11
+}
+"""
+
+
+def test_a_dual_stack_lab_checks_clean(tmp_path: Path) -> None:
+    path = tmp_path / "dual.topo"
+    path.write_text(DUAL_STACK)
+    result = compile_file(str(path))
+    assert [(d.code, d.span.line, d.message) for d in result.diagnostics] == []
+    assert result.analysis.families == (IPV4, IPV6)  # both families were checked
+
+
+@pytest.mark.parametrize("code, old, new, subnet", [
+    ("address-outside-subnet", "address fd00:64::2\n", "address fd00:65::2\n", "fd00:64::/64"),
+    ("gateway-unreachable", "gateway fd00:101::1", "gateway fd00:99::1", "fd00:101::/64"),
+    ("dhcp-range", "dhcp fd00:101::100 - fd00:101::1ff", "dhcp fd00:101::1ff - fd00:101::100", "fd00:101::1ff"),
+    ("address-conflict", "    nic eth1 on back\n}", "    nic eth1 on back address fd00:20::2\n}", "fd00:20::2"),
+])
+def test_one_ipv6_mistake_in_the_clean_lab_is_found_once(code: str, old: str, new: str, subnet: str) -> None:
+    """The checks run per family: an IPv6 mistake in the clean lab is found once, at the
+    IPv6 token, naming the IPv6 subnet or address."""
+    assert DUAL_STACK.count(old) == 1, old
+    source = DUAL_STACK.replace(old, new)
+    diagnostics = compile_source(source, "d.topo").diagnostics
+    # (A wrong address or gateway also costs the LAN its replies: reach says so.)
+    assert {d.code for d in diagnostics} <= {code, "unreachable-segment"}, [d.message for d in diagnostics]
+    [d] = [d for d in diagnostics if d.code == code]
+    line = source.split("\n")[d.span.line - 1]
+    assert subnet in d.message and ":" in line[d.span.column - 1:d.span.end_column - 1]
+
+
+def test_a_bridged_vm_with_only_an_ipv6_address_shows_which_nic_bridged_to_means() -> None:
+    """uplink-missing is an error naming the host's nic on the LAN of the bridged VMs'
+    addresses: an IPv6 address in the LAN's IPv6 subnet shows it as an IPv4 one does."""
+    source = (EXAMPLES / "bridged.topo").read_text(encoding="utf-8")
+    source = source.replace("    subnet 192.168.101.0/24\n", "    subnet 192.168.101.0/24\n    subnet 2001:db8:101::/64\n")
+    source = source.replace("nic eth0 on lan address 192.168.101.11 gateway", "nic eth0 on lan address 192.168.101.11 "
+                            "address 2001:db8:101::11 gateway")
+    source = source.replace("nic eth0 on lanbridge address 192.168.101.50/24 gateway 192.168.101.1",
+                            "nic eth0 on lanbridge address 2001:db8:101::50/64")
+    source = source.replace("mode bridged to eth0", "mode bridged to eth1")
+    [d] = [d for d in compile_source(source, "b.topo").diagnostics if d.code == "uplink-missing"]
+    assert d.severity is Severity.ERROR and "write `mode bridged to eth0`" in (d.hint or "")
+
+
+@pytest.mark.parametrize("dhcp, refused", [
+    ("dhcp 10.0.0.2 - 10.0.255.254", False),  # 65,533 addresses: the first two bytes agree
+    ("dhcp 10.0.0.2 - 10.1.0.254", True),
+    ("dhcp fd00::2 - fd00::ffff", False),
+    ("dhcp fd00::2 - fd00::1:0", True),  # the seventh group differs
+])
+def test_libvirts_dhcp_range_limit_holds_in_both_families(dhcp: str, refused: bool) -> None:
+    """virSocketAddrGetRange refuses a range whose start and end differ before their last
+    16 bits ("range ... is too large (> 65535)"); the hint's range is one it accepts."""
+    source = DUAL_STACK.replace("    address 188.64.100.1/24\n    address fd00:64::1/64\n",
+                                f"    address 10.0.0.1/8\n    address fd00::1/64\n    {dhcp}\n")
+    found = [d for d in compile_source(source, "d.topo").diagnostics if d.code == "dhcp-range"]
+    assert bool(found) is refused, [d.message for d in found]
+    if refused:
+        [d] = found
+        assert "more than 65,535 addresses" in d.message
+        fixed = source.replace(dhcp, (d.hint or "").split("`")[1])
+        assert not [d for d in compile_source(fixed, "d.topo").diagnostics if d.code == "dhcp-range"]

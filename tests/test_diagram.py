@@ -227,3 +227,17 @@ def test_a_collapsed_dual_stack_group_gives_its_ipv6_span_too(tmp_path: Path) ->
     scene = diagram.scene_for(compiled(path))
     [group] = [b for b in scene.boxes if b.kind == "vm"]
     assert group.lines == ("70 VMs", "v0 … v69", "10.0.0.10 - 10.0.0.79", "fd00::a - fd00::4f")
+
+
+def test_the_reach_overlay_of_a_dual_stack_lab_gives_each_family_its_line() -> None:
+    """A nat network's IPv6 is routed unless nat6: the LAN answers its VMs in IPv4 (NAT)
+    but not in IPv6 (no route back to fd00:64::/64), while nat6 masquerades IPv6 too."""
+    lab = compiled(INPUTS / "dualstack.topo")
+    scene = diagram.scene_for(lab, reach=True)
+    uplinks = {link.dst[1]: link for link in scene.links if link.kind == "uplink"}
+    assert uplinks["natnet"].lines[-2:] == ("LAN IPv4: out 1 of 2, in ✗", "LAN IPv6: out ✗, in ✗")
+    assert uplinks["masqnet"].lines[-2:] == ("LAN IPv4: out ✓, in ✗", "LAN IPv6: out ✓, in ✗")
+    # An IPv4-only lab keeps its one line.
+    nat = diagram.scene_for(compiled(ROOT / "examples" / "nat.topo"), reach=True)
+    assert [line for link in nat.links if link.kind == "uplink" for line in link.lines
+            if line.startswith("LAN")] == ["LAN: out ✓, in ✗"]

@@ -29,12 +29,13 @@ def _grammar_literals() -> set[str]:
     return set(re.findall(r'"([^"\\]+)"', code))
 
 
-KEYWORDS = sorted(w for w in _grammar_literals() if w.isalpha())
+# Words, with the grammar's inner hyphens and digits: `ssh-key-file`, `nat6`.
+KEYWORDS = sorted(w for w in _grammar_literals() if re.fullmatch(r"[a-z][a-z0-9]*(?:-[a-z0-9]+)*", w))
 ARROWS = sorted(w for w in _grammar_literals() if ">" in w)
 
 
 def test_the_grammar_has_the_keywords_we_expect_to_find():
-    assert {"network", "vm", "nic", "expect", "via", "gateway"} <= set(KEYWORDS)
+    assert {"network", "vm", "nic", "expect", "via", "gateway", "nat6", "ssh-key-file"} <= set(KEYWORDS)
     assert ARROWS == ["!->", "->"]
 
 
@@ -110,7 +111,67 @@ def test_textmate_scopes_arrows_modes_comments_and_values(tm):
     assert ("# a comment", "comment.line.number-sign.topo") in scopes("nic on lan  # a comment")
     assert ("10.0.0.1/24", "constant.numeric.address.topo") in scopes("    address 10.0.0.1/24")
     assert ("52:54:00:6b:3c:58", "constant.numeric.mac.topo") in scopes("mac 52:54:00:6b:3c:58")
+    assert ("nat6", "keyword.other.topo") in scopes("    nat6 on")
     assert ("natnet", "entity.name.type.topo") in scopes("network natnet on kvm1 {")
+
+
+# IPv6 literals as the language writes them (README, examples), and look-alikes that are not.
+IPV6_LITERALS = ["fd00:64::1/64", "2001:db8:101::20", "::/0", "::1", "fd00:64::1:ff", "2001:db8:1:0::1/64",
+                 "2001:0db8:0000:0000:0000:ff00:0042:8329", "fe80::1"]
+NOT_IPV6 = ["vm0:22", "cafe:22", "52:54:00:6b:3c:58"]
+
+
+def _tokens(tm: dict, line: str) -> list[tuple[str, str]]:
+    """(text, scope) of one line as a TextMate engine scans it: from each position, the
+    rule whose match starts first wins, ties going to the rule listed first (the top
+    patterns, with a pattern group's members in order); the scan goes on after it."""
+    ordered: list[dict] = []
+    for include in tm["patterns"]:
+        node = tm["repository"][include["include"].removeprefix("#")]
+        ordered += node["patterns"] if "match" not in node and "begin" not in node else [node]
+    found, pos = [], 0
+    while pos < len(line):
+        best = None
+        for rule in ordered:
+            m = re.compile(rule.get("match") or rule["begin"]).search(line, pos)
+            if m is not None and (best is None or m.start() < best[1].start()):
+                best = (rule, m)
+        if best is None:
+            break
+        rule, m = best
+        end = m.end()
+        if "begin" in rule:  # a string: to its end pattern
+            closing = re.compile(rule["end"]).search(line, end)
+            end = closing.end() if closing else len(line)
+        if "name" in rule:
+            found.append((line[m.start():end], rule["name"]))
+        for group, capture in rule.get("captures", {}).items():
+            if m.group(int(group)) is not None and "name" in capture:
+                found.append((m.group(int(group)), capture["name"]))
+        pos = max(end, pos + 1)
+    return found
+
+
+@pytest.mark.parametrize("literal", IPV6_LITERALS)
+def test_textmate_scopes_an_ipv6_literal_whole(tm, literal):
+    for line in (f"    address {literal}", f"    route {literal} via fd00::1", f"expect a -> {literal}  # x",
+                 f"    dhcp {literal}-{literal}"):
+        tokens = _tokens(tm, line)
+        assert (literal, "constant.numeric.address.topo") in tokens, (line, tokens)
+        assert not [t for t, scope in tokens if scope == "constant.numeric.topo"], (line, tokens)
+
+
+@pytest.mark.parametrize("text", NOT_IPV6)
+def test_textmate_leaves_ports_and_macs_alone(tm, text):
+    tokens = _tokens(tm, f"forward tcp 22 to {text}")
+    assert not [t for t, scope in tokens if scope == "constant.numeric.address.topo"], tokens
+
+
+def test_textmate_tokens_of_a_dual_stack_nic(tm):
+    tokens = _tokens(tm, "    nic eth0 on natnet address 188.64.100.2 address fd00:64::2 mac 52:54:00:6b:3c:58")
+    assert [(t, s) for t, s in tokens if s.startswith("constant.")] == [
+        ("188.64.100.2", "constant.numeric.address.topo"), ("fd00:64::2", "constant.numeric.address.topo"),
+        ("52:54:00:6b:3c:58", "constant.numeric.mac.topo")]
 
 
 # --- Vim -------------------------------------------------------------------------------------
@@ -172,3 +233,24 @@ def test_vim_loads_the_syntax_headless_and_highlights_an_example(tmp_path, examp
                 break
     assert places
     assert _vim_groups(path, places) == expected
+
+
+def test_vim_highlights_ipv6_addresses_and_nat6(tmp_path):
+    lines = ["lab t", "network n on h {", "    nat6 on", "    address fd00:64::1/64",
+             "    dhcp fd00:64::1:10 - fd00:64::1:ff", "}",
+             "vm v on h { nic on n address 2001:db8::5 mac 52:54:00:6b:3c:58 }",
+             "forward tcp 22 to cafe:22", "expect v -> ::1"]
+    path = tmp_path / "v6.topo"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+    def at(number: int, text: str, nth: int = 0) -> tuple[int, int]:
+        line = lines[number - 1]
+        column = -1
+        for _ in range(nth + 1):
+            column = line.index(text, column + 1)
+        return number, column + 1
+
+    places = [at(3, "nat6"), at(4, "fd00"), at(4, "/64"), at(5, "fd00"), at(5, "fd00", 1), at(5, ":ff"),
+              at(7, "2001"), at(7, "52:54"), at(8, "cafe"), at(9, "::1")]
+    assert _vim_groups(path, places) == ["topoStatement", "topoAddress", "topoAddress", "topoAddress",
+                                         "topoAddress", "topoAddress", "topoAddress", "topoMac", "", "topoAddress"]

@@ -11,7 +11,8 @@ diagnostic whose hint is advice a program can follow is followed, mechanically:
 - "remove `X`" / "drop `X`": the statement X (a line of its own) or the words X on the
   diagnostic's line go;
 - "add `X`" (X without placeholders such as IP or NAME): X becomes a line of the block the
-  diagnostic points into.
+  diagnostic points into;
+- "give network N an ... `KEYWORD` (e.g. `X`)": X becomes a line of network N's block.
 
 Then the file is compiled again: the diagnostic (its code and message) must be gone, and
 no new error may sit on the line the edit touched (the "give it a subnet" -> "`subnet`
@@ -114,6 +115,13 @@ def follow(source: str, d: Diagnostic) -> Edit | None:
             lines[d.span.line - 1] = line.replace(f" {text}", "", 1)
             return Edit("\n".join(lines), d.span.line, "words")
         return None
+    if m := re.match(r"give network (\S+) an? \S+ `\w+` \(e\.g\. `([^`]+)`\)", hint):
+        header = re.compile(rf"network {re.escape(m.group(1))}\b.*{{\s*$")
+        at = next((i for i, text in enumerate(lines) if header.match(text)), None)
+        if at is None or PLACEHOLDER.search(m.group(2)):
+            return None
+        lines.insert(at + 1, "    " + m.group(2))
+        return Edit("\n".join(lines), at + 2, "insert")
     if m := re.match(r"add `([^`]+)`", hint):
         text = m.group(1)
         if PLACEHOLDER.search(text) or text in ("}",) or not line.rstrip().endswith("{"):

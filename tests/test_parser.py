@@ -16,6 +16,7 @@ import pytest
 
 from conftest import ROOT, example_files
 from topoc.compiler import compile_source, read_source
+from topoc.model.family import IPV4, IPV6
 from topoc.model.ir import Mode
 from topoc.front.parser import parse
 
@@ -176,8 +177,14 @@ def test_the_readme_language_reference_compiles():
     result = _lower(text)
     assert result.ok, [(d.span.line, d.message) for d in result.diagnostics]
     lab = result.lab
-    assert {n.name for n in lab.networks} == {"natnet", "lan", "isonet", "routenet"}
+    assert {n.name for n in lab.networks} == {"natnet", "lan", "isonet", "routenet", "lan6", "natnet6"}
     assert lab.network("routenet").masquerade and not lab.network("natnet").masquerade
+    # The dual-stack example: one address (and subnet, DHCP range) of each family.
+    natnet6, lan6 = lab.network("natnet6"), lab.network("lan6")
+    assert natnet6.families == lan6.families == (IPV4, IPV6) and not natnet6.nat6
+    assert natnet6.dhcp6 is not None and str(natnet6.dhcp6.start) == "fd00:64::1:10"
+    assert [str(a) for a in lab.node("vm6").nics[0].addresses] == ["188.64.106.2/24", "fd00:64::2/64"]
+    assert [r.family for r in lab.node("router6").routes] == [IPV6]
     assert lab.node("vm0").nics[1].name == "eth1"
     assert lab.network("natnet").domain == "lab.example" and lab.network("natnet").mtu == 1500
 

@@ -261,16 +261,31 @@ _ALL = (
     _code("address-outside-subnet", E, Category.ADDRESS, "a nic address outside its network's subnet",
           outside="{address} is outside {network}'s subnet {subnet}",
           prefix="{address} has a prefix of /{prefix}, but {network}'s subnet is {subnet}",
-          prefix_hint="write the address without a prefix (it takes /{subnet_prefix} from the network)"),
+          prefix_hint="write the address without a prefix (it takes /{subnet_prefix} from the network)",
+          no_subnet="{address} is an {family} address, but network {network} has no {family} subnet",
+          no_subnet_hint="give network {network} an {family} `{keyword}` (e.g. `{keyword} {example}`), or "
+                         "remove this address"),
     _code("address-reserved", E, Category.ADDRESS,
-          "a subnet's network or broadcast address, or a VM on the gateway's address",
+          "a subnet's network or broadcast address (IPv6: its subnet-router anycast address), a link-local "
+          "or multicast IPv6 address, or a VM on the gateway's address",
           gateway="{address} is the {which} address of {subnet}, not a usable gateway address",
           gateway_hint="use a host address, e.g. {example}/{prefix}",
           nic="{address} is the {which} address of {subnet}",
           vm_on_gateway="{address} is the address of network {network} (line {line}): the host's, the "
-                        "VMs' gateway"),
+                        "VMs' gateway",
+          link_local="{address} is a link-local address (fe80::/10): the kernel gives every interface one "
+                     "of its own, and it is never routed off its link",
+          multicast="{address} is a multicast address (ff00::/8): the kernel refuses it as an interface's "
+                    "address",
+          scoped_hint="use a global or unique local address, e.g. {example}"),
+    _code("reserved-anycast", W, Category.ADDRESS,
+          "an IPv6 address among its subnet's reserved subnet anycast addresses (RFC 2526)",
+          reserved="{address} is one of the 128 reserved subnet anycast addresses of {subnet} ({first} - "
+                   "{last}, RFC 2526): a node there may take it as an anycast address of its own",
+          reserved_hint="{free}; RFC 2526 keeps these for subnet anycast"),
     _code("subnet-overlap", E, Category.ADDRESS,
-          "overlapping subnets on one host (libvirt fails at net-start)",
+          "overlapping subnets of a family on one host (libvirt fails at net-start; in IPv6 the host's "
+          "routes clash)",
           refused="{subnet} of network `{network}` overlaps {other}, the subnet of {what}; libvirt "
                   "refuses to start it (\"Network is already in use by interface\")",
           refused_hint="give it a subnet of its own",
@@ -279,9 +294,14 @@ _ALL = (
           overlaps_isolated="{subnet} of network `{network}` overlaps {other}, the subnet of {what}, an "
                             "isolated network without address: its VMs cannot reach this one, even at "
                             "the same addresses",
-          separated_hint="give it a subnet of its own, unless the separation is the point"),
+          separated_hint="give it a subnet of its own, unless the separation is the point",
+          ambiguous="{subnet} of network `{network}` overlaps {other}, the subnet of {what}: the host "
+                    "gets a route to it on each side and sends through one only (libvirt checks "
+                    "overlaps of IPv4 subnets only)",
+          ambiguous_hint="give it a subnet of its own"),
     _code("dhcp-range", E, Category.ADDRESS,
-          "a DHCP range that is reversed, outside its subnet, covers the gateway or a static address",
+          "a DHCP range that is reversed, outside its subnet, too large for libvirt, on an IPv6 prefix under /64, "
+          "covers the gateway or a static address",
           reversed="the DHCP range starts at {start}, after its end {end}",
           reversed_hint="write `dhcp {end} - {start}`",
           outside="the DHCP range leaves {network}'s subnet {subnet} at {address}",
@@ -292,7 +312,19 @@ _ALL = (
           gateway_hint="move the range past the gateway address",
           static_inside="{address} is inside {network}'s DHCP range {start} - {end} (line {line})",
           static_inside_hint="dnsmasq keeps it for this VM's MAC, but a pool address is easy to hand out "
-                             "twice by hand: pick one outside the range"),
+                             "twice by hand: pick one outside the range",
+          static_inside6="{address} is inside {network}'s DHCPv6 range {start} - {end} (line {line})",
+          static_inside6_hint="libvirt cannot reserve an IPv6 address for a MAC, so dnsmasq may lease it "
+                              "to another guest: pick one outside the range",
+          anycast="the DHCPv6 range starts at {start}, the subnet-router anycast address of {subnet}",
+          anycast_hint="write `dhcp {after} - {end}`: start after the subnet-router anycast address",
+          too_large="the DHCP range {start} - {end} holds more than 65,535 addresses: libvirt refuses it "
+                    "(\"range ... is too large\")",
+          too_large_hint="write `dhcp {start} - {limit}`",
+          short_prefix="network {network}'s DHCPv6 range is in a /{prefix}: dnsmasq refuses a DHCPv6 "
+                       "range on a prefix shorter than /64 (\"prefix length must be at least 64\"), so the "
+                       "network does not start",
+          short_prefix_hint="give network {network} a /64 (or longer) IPv6 address, e.g. {example}"),
     _code("gateway-unreachable", E, Category.ADDRESS,
           "a gateway or `route ... via` not on any subnet of the node",
           gateway="gateway {gateway} of {where} is on none of its subnets ({subnets})",
@@ -302,6 +334,13 @@ _ALL = (
           route="route via {via}: {node} has no subnet holding {via} ({subnets}), so the kernel "
                 "refuses the route",
           route_hint="route via an address on one of the node's own subnets"),
+    _code("slaac-prefix", W, Category.ADDRESS,
+          "an IPv6 network that offers SLAAC on a prefix other than /64, where SLAAC forms no address",
+          not_64="network `{network}` offers its VMs SLAAC (libvirt's dnsmasq: `dhcp-range={address},"
+                 "ra-only`), and SLAAC forms addresses only in a /64, not a /{prefix}: {vm} ({nic}) gets "
+                 "no IPv6 address",
+          not_64_hint="write `address {suggested}`, or give {vm} a static IPv6 address or the network a "
+                      "DHCPv6 range"),
     _code("no-address", W, Category.ADDRESS, "a VM nic with no address on a network without DHCP",
           cut_off="nic {nic} of VM {vm} has no address, and network {network} has no DHCP: the VM is "
                   "cut off there",
@@ -350,7 +389,9 @@ _ALL = (
           cut_off_hint="give it an `address` to make it host-only, or put a second VM on it",
           no_replies="{model} network `{network}` ({subnet}) gets no replies from {peers}: {failure} "
                      "(tried {vm} {address})",
-          no_replies_fix="or use `mode nat` if the LAN need not reach the VMs"),
+          no_replies_fix="or use `mode nat` if the LAN need not reach the VMs",
+          no_replies_fix_nat6="or add `nat6 on` to `{network}` if the LAN need not reach the VMs over IPv6",
+          no_replies_fix_routed6="or use `mode nat` with `nat6 on` if the LAN need not reach the VMs"),
     _code("expect-failed", E, Category.REACH, "an `expect` the model contradicts",
           no_owner="{said}: no node has the address {src}",
           no_owner_hint="name a node, or an address one of them has",
@@ -377,13 +418,46 @@ _ALL = (
           "a bridged network's host bridge does not exist on the connection"),
     # -- limits of the kernel, libvirt and nftables (topoc.checks.limits) --
     _code("name-too-long", E, Category.NAME,
-          "a name topoc derives (libvirt object, nft table, state folder) is over its limit"),
-    _code("bridge-ports", E, Category.PLACEMENT, "more ports on one bridge than a Linux bridge holds"),
+          "a name topoc derives (libvirt object, nft table, state folder) is over its limit",
+          table="the nftables table name `{name}` is {length} bytes long; nftables names allow at most {limit}",
+          table_hint="shorten the lab's name (every derived name starts with it): at most {characters} characters",
+          folder="up.sh's state folder for host {host} `{name}` is {length} bytes long; file names allow at "
+                 "most {limit}",
+          folder_hint="shorten the lab's name (every derived name starts with it) or the host's: "
+                      "`<lab>-<host>` must fit {limit} bytes",
+          network="the libvirt network name `{name}` is {length} bytes long; libvirt's file names for it "
+                  "(NAME.hostsfile) allow at most {limit}",
+          network_hint="shorten the lab's name (every derived name starts with it) or the network's: "
+                       "`<lab>-<network>` must fit {limit} bytes",
+          domain="the libvirt domain name `{name}` is {length} bytes long; libvirt's file names for it "
+                 "(NAME.xml) allow at most {limit}",
+          domain_hint="shorten the lab's name (every derived name starts with it) or the VM's: `<lab>-<vm>` "
+                      "must fit {limit} bytes"),
+    _code("bridge-ports", E, Category.PLACEMENT, "more ports on one bridge than a Linux bridge holds",
+          too_many="network `{network}` puts {count:,} ports on bridge {bridge}; a Linux bridge holds at most "
+                   "{limit:,} (the kernel refuses the next with \"Exchange full\")",
+          too_many_hint="split its VMs over two or more networks of at most {limit:,} ports each"),
     _code("uplink-missing", E, Category.PLACEMENT,
-          "a network's `via` or `bridged to` names a nic its host does not have"),
+          "a network's `via` or `bridged to` names a nic its host does not have",
+          enslaved="host {host} has no nic `{via}`, which network `{network}` it enslaves "
+                   "(`mode bridged to {via}`)",
+          forwarded="host {host} has no nic `{via}`, which network `{network}` it forwards through "
+                    "(`mode {mode} via {via}`)",
+          meant_hint="write `mode {written} {meant}` (host {host}'s nics: {shown}), or give host {host} a "
+                     "`nic {via} on NETWORK address IP`",
+          unplaced_hint="host {host}'s nics are {shown}; if it has {via} without an address (a bridge port), "
+                        "make sure the host has it: up.sh and deploy check",
+          no_nics_hint="host {host} declares no nic: give it a `nic {via} on NETWORK address IP`"),
     _code("bridge-virbr", W, Category.NAME,
-          "a bridge named virbr<N>, a name libvirt may give one of its own networks"),
-    _code("domain-without-dns", W, Category.VALUE, "a network's `domain` has no effect without `dns on`"),
+          "a bridge named virbr<N>, a name libvirt may give one of its own networks",
+          auto="bridge `{bridge}` is a name libvirt gives the networks it names itself (virbr0, virbr1, "
+               "...): one defined later outside this lab may take the same bridge",
+          auto_hint="fine if you manage every network of the host; else a name without digits after `virbr` "
+                    "(e.g. `virbrlab`) or one of your own cannot collide"),
+    _code("domain-without-dns", W, Category.VALUE, "a network's `domain` has no effect without `dns on`",
+          no_dns="network `{network}` has `domain {domain}` but no `dns on`: libvirt writes <dns "
+                 "enable='no'/> and nothing answers for the domain, so it has no effect",
+          no_dns_hint="add `dns on` to `{network}`, or remove `domain`"),
     _code("no-router-advertisement", W, Category.REACH,
           "a VM's IPv6 default route would come from router advertisements that nothing sends",
           quiet="vm `{vm}` gets no IPv6 default route: libvirt runs no dnsmasq for `{network}` (no `dhcp`, "
@@ -417,6 +491,8 @@ ADDRESS_OUTSIDE_SUBNET = CODES["address-outside-subnet"]
 ADDRESS_RESERVED = CODES["address-reserved"]
 SUBNET_OVERLAP = CODES["subnet-overlap"]
 DHCP_RANGE = CODES["dhcp-range"]
+RESERVED_ANYCAST = CODES["reserved-anycast"]
+SLAAC_PREFIX = CODES["slaac-prefix"]
 GATEWAY_UNREACHABLE = CODES["gateway-unreachable"]
 NO_ADDRESS = CODES["no-address"]
 NIC_PLACEMENT = CODES["nic-placement"]

@@ -14,8 +14,9 @@ as a CD-ROM (https://docs.cloud-init.io/en/latest/reference/datasources/nocloud.
   the nic `gateway`, `route`s, and on a nat/routed/open network the network's address as
   libvirt's DHCP hands it out), nameservers (the network's address when `dns on`), and
   DHCP on a nic with no static address. IPv6 beside IPv4, in the same keys: the nic's
-  IPv6 address after its IPv4 one in `addresses`, its IPv6 routes (the default one `to:
-  "::/0"`) after the IPv4 ones, `accept-ra: false` on a nic with a static IPv6 address,
+  IPv6 address after its IPv4 one in `addresses`, its IPv6 routes after the IPv4 ones
+  (the default one as `gateway6` on a nic with a static IPv6 address: see
+  _split_gateway6), `accept-ra: false` on a nic with a static IPv6 address,
   and `dhcp6: true` on a nic without one on a network with a DHCPv6 range. A lab
   without IPv6 gets no IPv6 key at all.
 
@@ -162,14 +163,33 @@ def _yaml_address(value: object) -> str:
     return _q(text) if ":" in text else text
 
 
-def _route_lines(routes: tuple[Route, ...]) -> list[str]:
+def _route_lines(routes: list[Route]) -> list[str]:
     lines = ["    routes:"]
     for route in routes:
-        # The default route is `to: 0.0.0.0/0` / `to: "::/0"`, never netplan's `default`:
-        # cloud-init's own v2 parser (cloudinit/net/network_state.py, _normalize_route)
-        # refuses a `to` that is no address ("Address default is not a valid ip address").
+        # The default route is `to: 0.0.0.0/0`, never netplan's `default`: cloud-init's
+        # own v2 parser (cloudinit/net/network_state.py, _normalize_route) refuses a `to`
+        # that is no address ("Address default is not a valid ip address").
         lines += [f"      - to: {_yaml_address(route.destination)}", f"        via: {_yaml_address(route.via)}"]
     return lines
+
+
+def _split_gateway6(nic: Nic, routes: tuple[Route, ...]) -> tuple[Route | None, list[Route]]:
+    """The IPv6 default route to write as `gateway6`, and the routes for `routes:`.
+
+    Not `to: "::/0"`: cloud-init's own v2 parser turns it into a route to ::/64
+    (network_state.py normalizes a route twice and drops the prefix 0 the second time;
+    https://github.com/canonical/cloud-init/pull/1973, LP: #2003562), so on a guest
+    where cloud-init renders the network itself (Debian 12's cloud-init 22.4 for
+    systemd-networkd or ifupdown) the guest would have no IPv6 default route. `gateway6`
+    is the IPv6 gateway of the nic's static IPv6 address there, and netplan still reads
+    it as the default route (deprecated in favour of `routes`, with a warning:
+    https://netplan.readthedocs.io/en/stable/netplan-yaml/#default-routes). A nic
+    without a static IPv6 address has no such address to hang it on: its default route
+    stays in `routes`."""
+    if nic.address6 is None:
+        return None, list(routes)
+    default6 = next((r for r in routes if r.is_default and r.family is IPV6), None)
+    return default6, [r for r in routes if r is not default6]
 
 
 def network_config(lab: Lab, vm: Vm) -> str:
@@ -201,20 +221,22 @@ def network_config(lab: Lab, vm: Vm) -> str:
             lines += ["    dhcp4: false", "    addresses:", f"      - {IPv4Interface(nic.address)}"]
             if nic.address6 is not None:
                 lines.append(f"      - {_yaml_address(nic.address6)}")
-        elif nic.address6 is not None or (net is not None and net.subnet is None and net.subnet6 is not None):
-            # IPv6 alone: no IPv4 there to ask DHCP for.
-            lines.append("    dhcp4: false")
+        else:
+            # An IPv6-only network has no IPv4 to ask DHCP for.
+            ipv6_only = net is not None and net.subnet is None and net.subnet6 is not None
+            lines.append("    dhcp4: false" if ipv6_only else "    dhcp4: true")
             if nic.address6 is not None:
                 lines += ["    addresses:", f"      - {_yaml_address(nic.address6)}"]
-        else:
-            lines.append("    dhcp4: true")
         if nic.address6 is not None:
             # Exactly the .topo's IPv6 address: a libvirt network without DHCPv6 sends
             # router advertisements with the A (autonomous) flag (dnsmasq `ra-only`,
             # src/radv.c: do_slaac), so a guest accepting them would add a SLAAC address
             # and a default route via the bridge's link-local address beside it. The
-            # default route the model gives the VM is written in `routes` instead.
-            # https://netplan.readthedocs.io/en/stable/netplan-yaml/ (accept-ra)
+            # default route the model gives the VM is written as `gateway6` instead.
+            # https://netplan.readthedocs.io/en/stable/netplan-yaml/ (accept-ra). netplan
+            # honours it; cloud-init 22.4's own systemd-networkd renderer writes
+            # IPv6AcceptRA only for a DHCPv6 nic (cloudinit/net/networkd.py), so there a
+            # static nic still takes a SLAAC address beside its own.
             lines += ["    dhcp6: false", "    accept-ra: false"]
         elif net is not None and net.dhcp6 is not None and net.mode is not Mode.BRIDGED:
             # libvirt's dnsmasq serves this range by DHCPv6 (its RAs then carry the M and O
@@ -222,8 +244,11 @@ def network_config(lab: Lab, vm: Vm) -> str:
             lines.append("    dhcp6: true")
         if net is not None and net.mtu is not None:
             lines.append(f"    mtu: {net.mtu}")
-        if c.routes:
-            lines += _route_lines(c.routes)
+        gateway6, routes = _split_gateway6(nic, c.routes)
+        if gateway6 is not None:
+            lines.append(f"    gateway6: {_yaml_address(gateway6.via)}")
+        if routes:
+            lines += _route_lines(routes)
         if net is not None and net.mode is Mode.ISOLATED and not any(r.is_default for r in c.routes):
             # libvirt gives a network without <forward> an empty DHCP router option
             # (dnsmasq `dhcp-option=3`): nothing beyond the host, so no default route.

@@ -17,9 +17,9 @@ says what it left out.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from ipaddress import IPv4Address
 
 from topoc.model.analysis import Analysis, analysis_of
+from topoc.model.family import IPV4, IPV6, Family, IPAddress
 from topoc.model.ir import External, Lab, Nic, Vm
 
 MAX_NODES = 40
@@ -44,8 +44,10 @@ class Share:
 @dataclass(frozen=True, slots=True)
 class UplinkReach:
     network: str
-    out: Share | None  # None: no pair to try (no machine on one side)
+    out: Share | None  # None: no pair to try (no machine on one side); IPv4
     inbound: Share | None
+    out6: Share | None = None  # the same in IPv6 (None in a lab without IPv6 pairs)
+    inbound6: Share | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,17 +70,17 @@ def _machines(lab: Lab) -> list[Machine]:
 
 
 def _share(an: Analysis, sources: list[Machine], targets: list[Machine],
-           on: set[str]) -> Share | None:
-    """How many (source machine, target address on a network in `on`) pairs reach,
-    leaving out machines that share a network."""
+           on: set[str], family: Family = IPV4) -> Share | None:
+    """How many (source machine, target address of `family` on a network in `on`) pairs
+    reach, leaving out machines that share a network."""
     from topoc.model.reach import reach_address
 
     def networks(m: Machine) -> set[str]:
         return {nic.network for nic in m[1]}
 
-    pairs: list[tuple[str, IPv4Address]] = [
-        (s[0], nic.ip) for s in sources for t in targets for nic in t[1]
-        if nic.ip is not None and nic.network in on and s[0] != t[0]
+    pairs: list[tuple[str, IPAddress]] = [
+        (s[0], address.ip) for s in sources for t in targets for nic in t[1]
+        if (address := nic.address_in(family)) is not None and nic.network in on and s[0] != t[0]
         and not networks(s) & networks(t)]
     if not pairs:
         return None
@@ -93,12 +95,15 @@ def uplink_reach(subject: Lab | Analysis) -> list[UplinkReach]:
     machines = _machines(lab)
     lan = [m for m in machines if any(nic.network in external for nic in m[1])]
     results = []
+    ipv6 = IPV6 in lab.families  # an IPv4-only lab never asks the IPv6 engine
     for network in lab.networks:
         if not network.managed:
             continue
         inside = [m for m in machines if any(nic.network == network.name for nic in m[1])]
-        results.append(UplinkReach(network.name, _share(an, inside, lan, external),
-                                   _share(an, lan, inside, {network.name})))
+        results.append(UplinkReach(
+            network.name, _share(an, inside, lan, external), _share(an, lan, inside, {network.name}),
+            _share(an, inside, lan, external, IPV6) if ipv6 else None,
+            _share(an, lan, inside, {network.name}, IPV6) if ipv6 else None))
     return results
 
 

@@ -373,13 +373,23 @@ def _mark(share: Share | None) -> str:
 
 
 def with_reach(link: Link, facts: UplinkReach) -> Link:
-    """The uplink with its reach facts and a line saying them: "LAN: out ✓ in ✗"."""
-    if facts.out is None and facts.inbound is None:
+    """The uplink with its reach facts and a line saying them: "LAN: out ✓ in ✗"; with
+    IPv6 pairs too, a line per family ("LAN IPv4: ...", "LAN IPv6: ..."), as a nat
+    network's IPv6 is routed, not NATed, unless nat6. The arrows show IPv4's facts
+    (IPv6's where the network has no IPv4 pair)."""
+    ipv4 = facts.out is not None or facts.inbound is not None
+    ipv6 = facts.out6 is not None or facts.inbound6 is not None
+    if not ipv4 and not ipv6:
         return link
-    line = f"LAN: out {_mark(facts.out)}, in {_mark(facts.inbound)}"
-    return replace(link, lines=link.lines + (line,),
-                   reach_out=facts.out.word if facts.out else None,
-                   reach_in=facts.inbound.word if facts.inbound else None)
+    if not ipv6:
+        lines: tuple[str, ...] = (f"LAN: out {_mark(facts.out)}, in {_mark(facts.inbound)}",)
+    else:
+        lines = ((f"LAN IPv4: out {_mark(facts.out)}, in {_mark(facts.inbound)}",) if ipv4 else ()) + (
+            f"LAN IPv6: out {_mark(facts.out6)}, in {_mark(facts.inbound6)}",)
+    out, inbound = (facts.out, facts.inbound) if ipv4 else (facts.out6, facts.inbound6)
+    return replace(link, lines=link.lines + lines,
+                   reach_out=out.word if out else None,
+                   reach_in=inbound.word if inbound else None)
 
 
 def reach_overlay(an: Analysis, links: list[Link]

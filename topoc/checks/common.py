@@ -5,10 +5,10 @@ No checks live here; every check is one function in its family's module.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from ipaddress import IPv4Address, IPv4Network
+from collections.abc import Iterable, Iterator
 
 from topoc.front.span import UNKNOWN, Span
+from topoc.model.family import IPAddress, IPNetwork, family_of
 from topoc.model.ir import Lab, Network, Nic
 
 
@@ -23,30 +23,36 @@ def nic_where(nic: Nic, lab: Lab) -> str:
     return f"{kind} {nic.owner} ({nic.name})"
 
 
-def usable(subnet: IPv4Network, address: IPv4Address) -> bool:
-    """Not the network or broadcast address (/31 and /32 have neither: RFC 3021)."""
-    if subnet.prefixlen >= 31:
+def usable(subnet: IPNetwork, address: IPAddress) -> bool:
+    """Not the network (in IPv6: the subnet-router anycast) or broadcast address of
+    `subnet`; a /31 or /32 has neither (RFC 3021), nor an IPv6 /127 or /128 (RFC 6164)."""
+    facts = family_of(subnet).facts
+    if subnet.prefixlen >= facts.all_usable_prefix:
         return True
-    return address not in (subnet.network_address, subnet.broadcast_address)
+    if address == subnet.network_address:
+        return False
+    return not (facts.broadcast and address == subnet.broadcast_address)
 
 
-def first_free(subnet: IPv4Network, taken: set[IPv4Address], network: Network | None = None,
-               limit: int = 4096) -> IPv4Address | None:
+def first_free(subnet: IPNetwork, taken: set[IPAddress], network: Network | None = None,
+               limit: int = 4096) -> IPAddress | None:
     """The lowest usable address of `subnet` that is not taken, not the gateway and not in
-    the DHCP range (looked at lazily, so a /8 costs no more than a /24)."""
-    for i, address in enumerate(subnet.hosts()):
+    the DHCP range (looked at lazily, so a /8 or an IPv6 /64 costs no more than a /24;
+    `hosts()` leaves out IPv6's subnet-router anycast address)."""
+    family = family_of(subnet)
+    gateway = network.gateway_in(family) if network is not None else None
+    dhcp = network.dhcp_in(family) if network is not None else None
+    hosts: Iterator[IPAddress] = iter(subnet.hosts())
+    for i, address in enumerate(hosts):
         if i >= limit:
             return None
-        if address in taken:
-            continue
-        if network is not None and (address == network.gateway
-                                    or (network.dhcp is not None and address in network.dhcp)):
+        if address in taken or address == gateway or (dhcp is not None and address in dhcp):
             continue
         return address
     return None
 
 
-def suggest_free(subnet: IPv4Network | None, taken: set[IPv4Address],
+def suggest_free(subnet: IPNetwork | None, taken: set[IPAddress],
                  network: Network | None = None) -> str:
     if subnet is None:
         return "pick another address"

@@ -17,6 +17,7 @@ from topoc.diagnostics import Severity
 from topoc.front.span import Span
 from topoc.model import naming
 from topoc.model.analysis import Analysis
+from topoc.model.family import family_of
 from topoc.model.ir import Host, Lab, Mode, Network
 
 NAME_TOO_LONG = CODES["name-too-long"]
@@ -52,40 +53,32 @@ def _header(net: Network) -> Span:
     return net.span.sub(0, len("network"))
 
 
-def _too_long(what: str, name: str, limit: int, why: str) -> str:
-    return f"{what} `{name[:40]}{'...' if len(name) > 40 else ''}` is {len(name.encode())} bytes long; " \
-           f"{why} allow at most {limit}"
+def _too_long(key: str, name: str, limit: int, **values: object) -> tuple[str, str]:
+    """The message and hint of NAME_TOO_LONG's `key`: the name cut at 40 characters."""
+    shown = f"{name[:40]}{'...' if len(name) > 40 else ''}"
+    return (NAME_TOO_LONG.message(key, name=shown, length=len(name.encode()), limit=limit, **values),
+            NAME_TOO_LONG.message(f"{key}_hint", limit=limit, **values))
 
 
 @check(NAME_TOO_LONG)
 def derived_names(an: Analysis) -> Iterator[Finding]:
     lab = an.lab
     lab_span = lab.span
-    shorten = "shorten the lab's name (every derived name starts with it)"
     table = naming.nft_table(lab.name)
     if len(table.encode()) > NFT_NAME_MAX:
-        yield Finding(lab_span, _too_long("the nftables table name", table, NFT_NAME_MAX, "nftables names"),
-                      f"{shorten}: at most {NFT_NAME_MAX - len('topoc_')} characters")
+        yield Finding(lab_span, *_too_long("table", table, NFT_NAME_MAX, characters=NFT_NAME_MAX - len("topoc_")))
     for host in lab.hosts:
         folder = naming.state_folder(lab.name, host.name).rsplit("/", 1)[1]
         if len(folder.encode()) > NAME_MAX:
-            yield Finding(lab_span, _too_long(f"up.sh's state folder for host {host.name}", folder,
-                                              NAME_MAX, "file names"),
-                          f"{shorten} or the host's: `<lab>-<host>` must fit {NAME_MAX} bytes")
+            yield Finding(lab_span, *_too_long("folder", folder, NAME_MAX, host=host.name))
     for net in lab.networks:
         name = naming.libvirt_name(lab.name, net.name, net.exact_name)
         if net.managed and len(name.encode()) > LIBVIRT_NETWORK_NAME_MAX:
-            yield Finding(_header(net), _too_long("the libvirt network name", name, LIBVIRT_NETWORK_NAME_MAX,
-                                                  "libvirt's file names for it (NAME.hostsfile)"),
-                          f"{shorten} or the network's: `<lab>-<network>` must fit "
-                          f"{LIBVIRT_NETWORK_NAME_MAX} bytes")
+            yield Finding(_header(net), *_too_long("network", name, LIBVIRT_NETWORK_NAME_MAX))
     for vm in lab.vms:
         name = naming.libvirt_name(lab.name, vm.name, vm.exact_name)
         if len(name.encode()) > LIBVIRT_DOMAIN_NAME_MAX:
-            yield Finding(vm.span.sub(0, len("vm")),
-                          _too_long("the libvirt domain name", name, LIBVIRT_DOMAIN_NAME_MAX,
-                                    "libvirt's file names for it (NAME.xml)"),
-                          f"{shorten} or the VM's: `<lab>-<vm>` must fit {LIBVIRT_DOMAIN_NAME_MAX} bytes")
+            yield Finding(vm.span.sub(0, len("vm")), *_too_long("domain", name, LIBVIRT_DOMAIN_NAME_MAX))
 
 
 @check(BRIDGE_PORTS)
@@ -102,10 +95,9 @@ def bridge_ports(an: Analysis) -> Iterator[Finding]:
             continue
         count = ports[net.name] + (1 if net.mode is Mode.BRIDGED and net.via else 0)
         if count > BRIDGE_MAX_PORTS:
-            yield Finding(_header(net), f"network `{net.name}` puts {count:,} ports on bridge "
-                          f"{net.bridge}; a Linux bridge holds at most {BRIDGE_MAX_PORTS:,} "
-                          "(the kernel refuses the next with \"Exchange full\")",
-                          f"split its VMs over two or more networks of at most {BRIDGE_MAX_PORTS:,} ports each")
+            values = dict(network=net.name, count=count, bridge=net.bridge, limit=BRIDGE_MAX_PORTS)
+            yield Finding(_header(net), BRIDGE_PORTS.message("too_many", **values),
+                          BRIDGE_PORTS.message("too_many_hint", **values))
 
 
 def _via_span(net: Network) -> Span:
@@ -119,15 +111,17 @@ def _via_span(net: Network) -> Span:
 def _lan_nic(lab: Lab, host: Host, net: Network) -> str | None:
     """The host's nic on the LAN a bridged network's VMs have their addresses in: the
     nic `bridged to` must name (None when no VM address tells the LAN)."""
-    lans = {n.name: n.subnet for n in lab.networks if n.mode is Mode.EXTERNAL and n.subnet}
+    lans = {n.name: n for n in lab.networks if n.mode is Mode.EXTERNAL and n.families}
     for vm in lab.vms:
         for nic in vm.nics:
-            if nic.network != net.name or nic.ip is None:
+            if nic.network != net.name:
                 continue
-            for own in host.nics:
-                subnet = lans.get(own.network)
-                if subnet is not None and nic.ip in subnet:
-                    return own.name
+            for address in nic.addresses:  # IPv4 first
+                for own in host.nics:
+                    lan = lans.get(own.network)
+                    subnet = lan.subnet_in(family_of(address)) if lan is not None else None
+                    if subnet is not None and address.ip in subnet:
+                        return own.name
     return None
 
 
@@ -147,7 +141,6 @@ def uplink_missing(an: Analysis) -> Iterator[Finding]:
         nics = sorted(n.name for n in host.nics)
         if net.via in nics:
             continue
-        what = ("it enslaves" if net.mode is Mode.BRIDGED else "it forwards through")
         written = "bridged to" if net.mode is Mode.BRIDGED else f"{net.mode.value} via"
         shown = ", ".join(f"`{n}`" for n in nics)
         # An error only where the file shows which nic was meant: the host's nic on the
@@ -158,16 +151,12 @@ def uplink_missing(an: Analysis) -> Iterator[Finding]:
         severity = None if meant is not None else Severity.WARNING
         if meant is None and net.mode is not Mode.BRIDGED and nics:
             meant = nics[0]
-        if meant is not None:
-            hint = (f"write `mode {written} {meant}` (host {host.name}'s nics: {shown}), "
-                    f"or give host {host.name} a `nic {net.via} on NETWORK address IP`")
-        elif nics:
-            hint = (f"host {host.name}'s nics are {shown}; if it has {net.via} without an address "
-                    "(a bridge port), make sure the host has it: up.sh and deploy check")
-        else:
-            hint = f"host {host.name} declares no nic: give it a `nic {net.via} on NETWORK address IP`"
-        yield Finding(_via_span(net), f"host {host.name} has no nic `{net.via}`, which network "
-                      f"`{net.name}` {what} (`mode {written} {net.via}`)", hint, severity)
+        values = dict(host=host.name, via=net.via, network=net.name, mode=net.mode.value, written=written,
+                      meant=meant, shown=shown)
+        hint = UPLINK_MISSING.message("meant_hint" if meant is not None else "unplaced_hint" if nics
+                                      else "no_nics_hint", **values)
+        key = "enslaved" if net.mode is Mode.BRIDGED else "forwarded"
+        yield Finding(_via_span(net), UPLINK_MISSING.message(key, **values), hint, severity)
 
 
 @check(BRIDGE_VIRBR)
@@ -177,12 +166,8 @@ def virbr_bridge(an: Analysis) -> Iterator[Finding]:
         # Not a network that exists already (`name`): libvirt named its virbrN itself.
         if net.managed and net.bridge and not net.bridge_derived and net.exact_name is None \
                 and _LIBVIRT_AUTO_BRIDGE.fullmatch(net.bridge):
-            yield Finding(at(net.bridge_span, net.span),
-                          f"bridge `{net.bridge}` is a name libvirt gives the networks it names "
-                          "itself (virbr0, virbr1, ...): one defined later outside this lab may "
-                          "take the same bridge",
-                          "fine if you manage every network of the host; else a name without "
-                          "digits after `virbr` (e.g. `virbrlab`) or one of your own cannot collide")
+            yield Finding(at(net.bridge_span, net.span), BRIDGE_VIRBR.message("auto", bridge=net.bridge),
+                          BRIDGE_VIRBR.message("auto_hint"))
 
 
 @check(DOMAIN_WITHOUT_DNS)
@@ -190,7 +175,5 @@ def domain_without_dns(an: Analysis) -> Iterator[Finding]:
     lab = an.lab
     for net in lab.networks:
         if net.domain is not None and not net.dns and net.mode not in (Mode.EXTERNAL, Mode.BRIDGED):
-            yield Finding(_header(net), f"network `{net.name}` has `domain {net.domain}` but no "
-                          "`dns on`: libvirt writes <dns enable='no'/> and nothing answers for "
-                          "the domain, so it has no effect",
-                          f"add `dns on` to `{net.name}`, or remove `domain`")
+            yield Finding(_header(net), DOMAIN_WITHOUT_DNS.message("no_dns", network=net.name, domain=net.domain),
+                          DOMAIN_WITHOUT_DNS.message("no_dns_hint", network=net.name))

@@ -32,7 +32,7 @@ import struct
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from functools import partial
-from ipaddress import IPv4Address, IPv4Interface, IPv4Network, IPv6Address, IPv6Interface, IPv6Network, ip_interface
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network, IPv6Address, IPv6Interface, IPv6Network
 from typing import NamedTuple, TypeVar
 
 from topoc.codes import CONFLICTING_STATEMENTS, UNKNOWN_URI_PARAMETER
@@ -1044,7 +1044,9 @@ class _Lowerer:
             d.incomplete = True
             self.poisoned.add(network.name)
             return None
-        return ip_interface((written, subnet.prefixlen))
+        # From the int, not the address object: ipaddress would rebuild the address from its
+        # string (str(), then parse it again; for IPv6, with hextet compression).
+        return family.facts.interface((int(written), subnet.prefixlen))
 
     def resolve_forwards(self, built_vms: set[str]) -> list[Forward]:
         # Every VM declared, even one that failed (reported already), so a forward to it

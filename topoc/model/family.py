@@ -45,6 +45,13 @@ class FamilyFacts:
     iptables: str  # the command libvirt 9 installs this family's rules with
     example: str  # an address for hints
     example_network: str
+    # Whether a subnet's highest address is its broadcast address. IPv6 has none ("There
+    # are no broadcast addresses in IPv6", RFC 4291 section 2); the all-zero interface id
+    # is the subnet-router anycast address instead (RFC 4291 section 2.6.1), which every
+    # router on the link answers, as the network address is reserved in IPv4.
+    broadcast: bool
+    # The shortest prefix whose every address is usable: /31 (RFC 3021), /127 (RFC 6164).
+    all_usable_prefix: int
 
 
 class Family(enum.Enum):
@@ -52,10 +59,12 @@ class Family(enum.Enum):
 
     V4 = FamilyFacts(
         4, "IPv4", IPv4Address, IPv4Network, IPv4Interface, 32, "ARP", "ipv4", "ip", "-4", "icmp",
-        "net.ipv4.ip_forward", "iptables", "10.0.0.1", "10.0.0.0/24")
+        "net.ipv4.ip_forward", "iptables", "10.0.0.1", "10.0.0.0/24",
+        True, 31)
     V6 = FamilyFacts(
         6, "IPv6", IPv6Address, IPv6Network, IPv6Interface, 128, "NDP", "ipv6", "ip6", "-6", "icmpv6",
-        "net.ipv6.conf.all.forwarding", "ip6tables", "fd00::1", "fd00::/64")
+        "net.ipv6.conf.all.forwarding", "ip6tables", "fd00::1", "fd00::/64",
+        False, 127)
 
     @property
     def facts(self) -> FamilyFacts:
@@ -67,14 +76,16 @@ class Family(enum.Enum):
 
     @property
     def default_route(self) -> IPNetwork:
-        """0.0.0.0/0 or ::/0: what `route default` means in this family."""
-        return self.value.network((0, 0))
+        """0.0.0.0/0 or ::/0: what `route default` means in this family (made once: every
+        node's default route asks for it, and building an IPv6Network is not cheap)."""
+        return _DEFAULT_ROUTES[self]
 
     def __repr__(self) -> str:
         return f"Family.{self.name}"
 
 
 IPV4, IPV6 = Family.V4, Family.V6
+_DEFAULT_ROUTES: dict[Family, IPNetwork] = {f: f.value.network((0, 0)) for f in Family}
 FAMILIES = (IPV4, IPV6)  # in the order outputs list them: IPv4 first
 
 
