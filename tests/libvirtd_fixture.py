@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import time
 from dataclasses import dataclass
@@ -170,12 +171,23 @@ def _start(root: Path, hide_kvm: bool = False) -> tuple[subprocess.Popen, int]:
     return process, process.pid
 
 
+def _accepts(path: Path) -> bool:
+    """Whether the daemon accepts connections on its socket: the file appears a moment
+    before libvirtd listens on it (a client then gets "Connection refused")."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        try:
+            probe.connect(str(path))
+        except OSError:
+            return False
+    return True
+
+
 def _wait_ready(process: subprocess.Popen, daemon: Libvirtd) -> None:
     deadline = time.monotonic() + STARTUP_TIMEOUT
     while time.monotonic() < deadline:
         if process.poll() is not None:
             break
-        if daemon.socket.exists():
+        if daemon.socket.exists() and _accepts(daemon.socket):
             return
         time.sleep(0.05)
     tail = (daemon.root / "libvirtd.log").read_text(errors="replace")[-3000:]

@@ -120,12 +120,14 @@ network lan {
 
 network natnet on kvm1 {
     mode nat via eth0
+    dns on  # dnsmasq runs: its router advertisements give the IPv6 default route
     address 188.64.100.1/24
     address fd00:64::1/64
 }
 
 network hidden on kvm1 {
     mode nat via eth0
+    dns on  # dnsmasq runs: its router advertisements give the IPv6 default route
     nat6 on
     address 188.64.102.1/24
     address fd00:66::1/64

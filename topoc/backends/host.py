@@ -30,11 +30,11 @@ import jinja2
 # reachability engine, which evaluates the same table, cannot disagree.
 from topoc.model import firewall as fw
 from topoc.model import naming
-from topoc.model.analysis import Analysis, analysis_of
+from topoc.model.analysis import Analysis
 from topoc.model.family import IPV4, IPV6, Family, IPAddress, IPInterface, IPNetwork
 from topoc.model.ir import Host, Lab, Mode, Network, Vm
 from topoc.model.platform import DEFAULT_PROFILE
-from topoc.model.topology import forwards, underlay
+from topoc.model.topology import host_forwarding, underlay
 
 SCRIPT_NAMES = ("up.sh", "down.sh", "topoc.nft")
 
@@ -387,14 +387,14 @@ def _chains(lab: Lab, host: Host, family: Family = IPV4, name_family: bool = Fal
 
 
 def host_plan(lab: Lab | Analysis, host: Host) -> HostPlan:
-    """What one host's files say. Pass the compilation's Analysis when there is one: a lab
-    with IPv6 asks its IPv6 topology (built once) whether the host forwards IPv6."""
-    an = lab if isinstance(lab, Analysis) else None
-    lab = lab.lab if isinstance(lab, Analysis) else lab
+    """What one host's files say. Pass the compilation's Analysis when there is one (the
+    lab's families are computed once per Analysis, not once per host)."""
+    an = lab if isinstance(lab, Analysis) else Analysis(lab)  # lazy: builds only what is asked
+    lab = an.lab
     networks = _managed_networks(lab, host)
     carried = _carried_networks(lab, host)
     vms = sorted(lab.vms_on(host.name), key=lambda v: v.name)
-    ipv6 = IPV6 in lab.families
+    ipv6 = IPV6 in an.families  # computed once per Analysis, not once per host
     chains, skipped = _chains(lab, host, IPV4, name_family=ipv6)
     # The `ip6` table: for a host with a network that has IPv6 (ip6tables' rules, as
     # libvirt 9.0 installs them: topoc.model.firewall, family IPv6).
@@ -422,7 +422,7 @@ def host_plan(lab: Lab | Analysis, host: Host) -> HostPlan:
         chains6=chains6,
         # libvirt: net.ipv6.conf.all.forwarding for a nat, routed or open network with an
         # IPv6 address (networkEnableIPForwarding, bridge_driver.c): the topology's rule.
-        forwarding6=ipv6 and forwards(analysis_of(an or lab), host.name, IPV6),
+        forwarding6=ipv6 and host_forwarding(lab, host.name, IPV6),
     )
 
 
@@ -477,7 +477,7 @@ def nft_tables(lab: Lab | Analysis, host_name: str) -> dict[str, str]:
 def generate(lab: Lab) -> dict[str, str]:
     """`host/up.sh`, `host/down.sh`, `host/topoc.nft`; `host/<name>/...` for several hosts."""
     artifacts: dict[str, str] = {}
-    subject = Analysis(lab) if IPV6 in lab.families else lab  # one IPv6 topology for every host
+    subject = Analysis(lab)  # one for every host: the lab's families, computed once
     for host in sorted(lab.hosts, key=lambda h: h.name):
         folder = "host" if len(lab.hosts) == 1 else f"host/{host.name}"
         for name, text in host_artifacts(subject, host.name).items():

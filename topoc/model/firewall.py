@@ -422,7 +422,9 @@ def _addr(net: IPNetwork) -> str:
 
 
 def iptables(rule: Rule) -> str:
-    """`-s NET -d NET -i IF -o IF -p P ... -j VERDICT`, the order `iptables -S` prints."""
+    """`-s NET -d NET -i IF -o IF -p P ... -j VERDICT`, the order `iptables -S` prints
+    its matches in. The conntrack states keep libvirt's own argument order
+    (ESTABLISHED,RELATED, as its test data writes them; `-S` shows RELATED,ESTABLISHED)."""
     parts = []
     if rule.saddr is not None:
         parts.append(f"-s {_addr(rule.saddr)}")

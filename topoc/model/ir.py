@@ -339,6 +339,7 @@ class Lab:
     # Name indexes, built once; not part of equality.
     _networks: Mapping[str, Network] = field(init=False, compare=False, repr=False)
     _nodes: Mapping[str, Node] = field(init=False, compare=False, repr=False)
+    _families: tuple[Family, ...] | None = field(default=None, init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_networks", MappingProxyType({n.name: n for n in self.networks}))
@@ -372,7 +373,12 @@ class Lab:
 
     @property
     def families(self) -> tuple[Family, ...]:
-        """The families any network or nic of the lab has an address in (IPv4 first)."""
-        found = {f for n in self.networks for f in n.families}
-        found |= {family_of(a) for node in self.nodes for nic in node.nics for a in nic.addresses}
-        return tuple(f for f in FAMILIES if f in found)
+        """The families any network or nic of the lab has an address in (IPv4 first);
+        computed once (every backend and stage asks)."""
+        families = self._families
+        if families is None:
+            found = {f for n in self.networks for f in n.families}
+            found |= {family_of(a) for node in self.nodes for nic in node.nics for a in nic.addresses}
+            families = tuple(f for f in FAMILIES if f in found)
+            object.__setattr__(self, "_families", families)
+        return families

@@ -115,14 +115,20 @@ class Topology:
 
     def _forwards(self, node: Node, via_addresses: set[IPAddress]) -> bool:
         if isinstance(node, Host):
-            # libvirt turns on forwarding for a nat, routed or open network; IPv6's only
-            # for one with an IPv6 address (networkEnableIPForwarding, bridge_driver.c).
-            return any(n.mode in FORWARDING_MODES and (self.family is IPV4 or n.address6 is not None)
-                       for n in self.lab.networks_on(node.name))
+            return host_forwarding(self.lab, node.name, self.family)
         if isinstance(node, Vm):
             return False  # a guest's kernel keeps ip_forward off unless told otherwise
         return any(ip in via_addresses for nic in node.nics
                    if (ip := _ip(nic.address_in(self.family))) is not None)
+
+
+def host_forwarding(lab: Lab, host: str, family: Family) -> bool:
+    """Whether libvirt turns forwarding on for a host in `family`: for a nat, routed or
+    open network of it; IPv6's only for one with an IPv6 address (networkEnableIPForwarding,
+    bridge_driver.c). One host's networks only: the host backend asks it without building
+    the lab's topology."""
+    return any(n.mode in FORWARDING_MODES and (family is IPV4 or n.address6 is not None)
+               for n in lab.networks_on(host))
 
 
 def _segment(lab: Lab, network: Network) -> str:

@@ -104,36 +104,6 @@ ensure_bridge() {
     say "bridge $name: $how, stp_state $stp, mtu ${mtu:-default}, address ${address:-none}, up"
 }
 
-# ensure_bridge6 NAME DISABLE_IPV6 ADDRESS6 (ADDRESS6 may be ''): libvirt's IPv6 settings
-# of a virtual network's bridge (libvirt 9.0, src/network/bridge_driver.c,
-# networkSetIPv6Sysctls, then networkAddAddrToBridge): accept_ra 0 and autoconf 0 always
-# ("prevent guests from hijacking the host network by sending out their own router
-# advertisements"), disable_ipv6 0 only when the network has an IPv6 address, then that
-# address. libvirt writes disable_ipv6 first, on a bridge that is still down; this bridge
-# is up already, so accept_ra and autoconf go first: it never takes a guest's RA.
-# `nodad`: duplicate address detection would keep the address tentative, unusable, for
-# a second or two after up.sh; the lab's checks already make its addresses unique.
-# https://docs.kernel.org/networking/ip-sysctl.html ("conf/interface/*"),
-# https://man7.org/linux/man-pages/man8/ip-address.8.html (nodad)
-ensure_bridge6() {
-    local name=$1 disable=$2 address=$3 conf
-    conf="/proc/sys/net/ipv6/conf/$name"
-    if [ ! -d "$conf" ]; then
-        # As libvirt: a kernel without IPv6 is fine for a bridge that needs none.
-        [ "$disable" = 1 ] || die "$conf is missing: this kernel has IPv6 off (ipv6.disable=1), and network of bridge $name has an IPv6 address"
-        say "bridge $name: no IPv6 in this kernel"
-        return
-    fi
-    printf '0\n' >"$conf/accept_ra"
-    printf '0\n' >"$conf/autoconf"
-    printf '%s\n' "$disable" >"$conf/disable_ipv6"
-    if [ -n "$address" ] && ! has_address6 "$name" "$address"; then
-        remember address "$name" "$address"
-        ip -6 addr add "$address" dev "$name" nodad
-    fi
-    say "bridge $name: disable_ipv6 $disable, accept_ra 0, autoconf 0, IPv6 address ${address:-none}"
-}
-
 # enslave_nic NIC BRIDGE: make the host NIC a port of the bridge.
 enslave_nic() {
     local nic=$1 bridge=$2

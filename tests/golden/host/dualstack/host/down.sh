@@ -46,6 +46,7 @@ has_link() { ip link show dev "$1" >/dev/null 2>&1; }
 has_master() { ip -o link show dev "$1" | grep -F " master $2 " >/dev/null; }
 has_address() { ip -o -4 addr show dev "$1" | grep -F " inet $2 " >/dev/null; }
 has_route() { [ -n "$(ip -4 route show exact "$@" 2>/dev/null)" ]; }
+has_route6() { [ -n "$(ip -6 route show exact "$@" 2>/dev/null)" ]; }
 
 restore_forwarding() {
     local old
@@ -77,6 +78,16 @@ restore_forwarding6() {
     sysctl -q -w net.ipv6.conf.all.forwarding="$old"
     rm -f -- "$STATE_DIR/ipv6_forwarding"
     say "net.ipv6.conf.all.forwarding: $old again"
+}
+
+remove_route6() {
+    local destination=$1 gateway=$2
+    if remembered route "$destination" "$gateway" && has_route6 "$destination" via "$gateway"; then
+        ip -6 route del "$destination" via "$gateway"
+        say "route $destination via $gateway: deleted"
+    else
+        say "route $destination via $gateway: not up.sh's, or gone"
+    fi
 }
 
 remove_route() {
@@ -181,6 +192,7 @@ restore_forwarding
 restore_forwarding6
 
 # 5. The host's routes.
+remove_route6 fd00:77::/48 fd00:102::5
 remove_route 10.77.0.0/16 10.10.102.5
 
 # 4. The lab's nftables tables.

@@ -226,6 +226,21 @@ ensure_route() {
     say "route $destination via $gateway: added"
 }
 
+# ensure_route6 DESTINATION GATEWAY: an IPv6 route, as ensure_route.
+ensure_route6() {
+    local destination=$1 gateway=$2
+    if has_route6 "$destination" via "$gateway"; then
+        say "route $destination via $gateway: exists"
+        return
+    fi
+    if has_route6 "$destination"; then
+        die "a route to $destination exists with another gateway ($(ip -6 route show exact "$destination")): remove it first"
+    fi
+    remember route "$destination" "$gateway"
+    ip -6 route add "$destination" via "$gateway"
+    say "route $destination via $gateway: added"
+}
+
 # enable_forwarding: libvirt turns it on for nat and routed networks; the old value is
 # kept once, by the first run, for down.sh to restore.
 enable_forwarding() {
@@ -296,6 +311,7 @@ load_table
 
 # 5. The host's routes.
 ensure_route 10.77.0.0/16 10.10.102.5
+ensure_route6 fd00:77::/48 fd00:102::5
 
 # 6. Forwarding, after the firewall is in place.
 enable_forwarding

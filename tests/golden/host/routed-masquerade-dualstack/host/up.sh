@@ -76,7 +76,6 @@ has_address() { ip -o -4 addr show dev "$1" | grep -F " inet $2 " >/dev/null; }
 link_mtu() { ip -o link show dev "$1" | awk '{ for (i = 1; i < NF; i++) if ($i == "mtu") { print $(i + 1); exit } }'; }
 has_route() { [ -n "$(ip -4 route show exact "$@" 2>/dev/null)" ]; }
 has_address6() { ip -o -6 addr show dev "$1" | grep -F " inet6 $2 " >/dev/null; }
-has_route6() { [ -n "$(ip -6 route show exact "$@" 2>/dev/null)" ]; }
 
 # ensure_bridge NAME STP_STATE FORWARD_DELAY MTU ADDRESS (MTU and ADDRESS may be '')
 # https://man7.org/linux/man-pages/man8/ip-link.8.html (BRIDGE Type Support)
