@@ -337,3 +337,38 @@ def test_live_pings_both_families_and_reports_each_on_its_own(verify_environment
     assert by_pair[(FAMILIES[1], "a", "b")].addresses == ("fd00:30::11",)
     # The host runs no agent: its pairs are not probed, listed once for both families.
     assert sorted(not_probed) == sorted({("kvm1", vm.name) for vm in lab.vms})
+
+
+def test_a_tentative_ipv6_address_keeps_the_guest_not_ready(verify_environment):
+    """An IPv6 address answers nothing while duplicate address detection runs: the live
+    run's readiness reads /proc/net/if_inet6 in the guest and waits it out. Here the
+    "guest" is a namespace with an address added without nodad."""
+    from conftest import VERIFY_PREFIX
+    from topoc.compiler import compile_source
+    from topoc.verify import live
+
+    result = compile_source(DUAL_STACK_GUESTS, "livesix.topo")
+    assert result.lab is not None
+    vm = result.lab.node("a")
+    namespace = f"{VERIFY_PREFIX}dad"
+
+    class NamespaceGuest(live.Guest):
+        def run(self, argv: list[str], timeout: float = live.EXEC_TIMEOUT_S) -> tuple[int, str]:
+            done = subprocess.run(["ip", "netns", "exec", namespace, *argv], capture_output=True,
+                                  text=True, timeout=timeout, check=False)
+            return done.returncode, done.stdout
+
+    subprocess.run(["ip", "netns", "add", namespace], check=True)
+    try:
+        for command in (["link", "add", "eth0", "type", "veth", "peer", "name", "peer0"],
+                        ["link", "set", "peer0", "up"], ["link", "set", "eth0", "up"],
+                        ["-6", "addr", "add", "fd00:30::10/64", "dev", "eth0"]):
+            subprocess.run(["ip", "-n", namespace, *command], check=True)
+        guest = NamespaceGuest(vm, None)
+        assert live._tentative(guest) == ["eth0 holds fd00:30::10 tentative (duplicate address detection)"]
+        deadline = time.monotonic() + 10
+        while live._tentative(guest) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert live._tentative(guest) == []
+    finally:
+        subprocess.run(["ip", "netns", "del", namespace], check=False)

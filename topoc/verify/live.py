@@ -4,7 +4,8 @@ The lab is already deployed (`topoc deploy --start-vms`) and its VMs are running
 probe runs inside a guest through the QEMU guest agent, over the libvirt connection
 (guest-exec, then guest-exec-status for its exit code and output), so it needs no
 network path to the guests: the ping matrix (`ping -c 1 -W 1` from each VM to every
-address of every other node, unanswered ones retried once) and the forward probes (a
+address of every other node, of both families in a dual-stack lab, `-6` for an IPv6
+one, unanswered ones retried once) and the forward probes (a
 `nc` listener in the forward's VM, a `nc` client in the source VM, connecting to the
 host's address and the forwarded port). The result is diffed against
 topoc.model.reach's prediction and rendered like `topoc verify` (topoc.verify.report).
@@ -18,8 +19,9 @@ What is covered, and said so in the report:
   agent. Those pairs are listed as not probed, never counted as agreeing.
 
 Before probing, it waits (with a timeout) for each guest's agent (guest-ping) and for
-the addresses the file gives its nics (guest-network-get-interfaces), and names every
-guest that is not ready and why.
+the addresses the file gives its nics (guest-network-get-interfaces; IPv6 ones also past
+duplicate address detection), and names every guest that is not ready and why. A
+dual-stack lab is reported family by family, as `topoc verify` reports it.
 
 The guests need: qemu-guest-agent on the virtio-serial port org.qemu.guest_agent.0,
 `sh` and `ping`; `nc` and `timeout` for forwards.
@@ -150,7 +152,35 @@ def _not_ready(guest: Guest) -> str | None:
             missing.append(f"{nic.name} has no IPv4 address (DHCP)")
         if nic.ip6 is not None and str(nic.ip6) not in have:
             missing.append(f"{nic.name} lacks {nic.ip6}")
+    if not missing and any(nic.ip6 is not None for nic in guest.vm.nics):
+        missing += _tentative(guest)
     return "; ".join(missing) or None
+
+
+# /proc/net/if_inet6: address (32 hex digits), ifindex, prefix length, scope, flags,
+# name; the flags are the kernel's IFA_F_* (include/uapi/linux/if_addr.h): 0x40
+# IFA_F_TENTATIVE (duplicate address detection still running), 0x08 IFA_F_DADFAILED.
+IFA_F_TENTATIVE, IFA_F_DADFAILED = 0x40, 0x08
+
+
+def _tentative(guest: Guest) -> list[str]:
+    """The file's IPv6 addresses the guest still holds tentative: they answer nothing
+    until duplicate address detection is over (a second or two after they are set).
+    One that failed it stays: the probes will show it."""
+    wanted = {str(nic.ip6) for nic in guest.vm.nics if nic.ip6 is not None}
+    code, out = guest.run(["sh", "-c", "cat /proc/net/if_inet6"])
+    if code != 0:
+        return []  # no IPv6 table to read: the probes will tell
+    found = []
+    for line in out.splitlines():
+        fields = line.split()
+        if len(fields) < 6 or len(fields[0]) != 32:
+            continue
+        address = str(parse_address(":".join(fields[0][i:i + 4] for i in range(0, 32, 4))))
+        flags = int(fields[4], 16)
+        if address in wanted and flags & IFA_F_TENTATIVE and not flags & IFA_F_DADFAILED:
+            found.append(f"{fields[5]} holds {address} tentative (duplicate address detection)")
+    return found
 
 
 def _canonical(text: str) -> str:
