@@ -206,10 +206,10 @@ _ALL = (
           "a statement that may appear once in a block appears twice",
           in_block="`{keyword}` is given twice in {kind} `{name}` (first on line {line})",
           in_block_hint="keep one of them",
-          family_in_block="`{keyword}` is given twice in {family} in {kind} `{name}` (first on line {line}): "
+          family_in_block="{kind} `{name}` has a second {family} `{keyword}` (the first is on line {line}): "
                           "it takes one of each family",
           family_in_block_hint="keep one {family} `{keyword}`; an IPv4 and an IPv6 one may stand side by side",
-          family_on_nic="`{keyword}` is given twice in {family} on this nic: it takes one of each family",
+          family_on_nic="this nic has a second {family} `{keyword}`: it takes one of each family",
           family_on_nic_hint="keep one {family} `{keyword}`; an IPv4 and an IPv6 one may stand side by side",
           on_nic="`{keyword}` is given twice on this nic",
           on_nic_hint="keep one of them",

@@ -84,7 +84,7 @@ def address(tok: Token) -> IPAddress:
     found = parse_address(tok.text)
     if found is None:
         raise Invalid.of(tok.span, why_not_address(tok.text), text=tok.text,
-                         address=tok.text.split("/")[0]) from None
+                         address=tok.text.split("/")[0].partition("%")[0]) from None
     return found
 
 
