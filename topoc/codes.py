@@ -76,6 +76,9 @@ _ALL = (
           not_ipv6_hint="write eight groups of hex digits joined by colons (`::` once for zeros), e.g. fd00::1",
           ipv6_zone="`{text}` has a zone (`%...`), which a lab address does not take",
           ipv6_zone_hint="write `{address}`: topoc puts each address on its nic",
+          ipv6_zone_link_local="`{text}` has a zone (`%...`), which a lab address does not take",
+          ipv6_zone_link_local_hint="give the nic an address of its network's IPv6 subnet: the kernel gives every "
+                                    "interface a link-local address (fe80::/10) of its own",
           prefix_on_address="`{text}` has a prefix where a plain address belongs",
           prefix_on_address_hint="write `{address}`",
           not_ipv4="`{text}` is not an IPv4 address",

@@ -93,8 +93,8 @@ def why_not_address(text: str) -> str:
     bare = text.split("/")[0]
     if "/" in text and parse_address(bare) is not None:
         return "prefix_on_address"
-    if "%" in text and parse_address(bare.partition("%")[0]) is not None:
-        return "ipv6_zone"
+    if "%" in text and (unzoned := parse_address(bare.partition("%")[0])) is not None:
+        return "ipv6_zone_link_local" if unzoned.is_link_local else "ipv6_zone"
     return "not_ipv6" if family_of_text(text).facts.version == 6 else "not_ipv4"
 
 
