@@ -43,7 +43,6 @@ class FamilyFacts:
     forwarding_sysctl: str
     iptables: str  # the command libvirt 9 installs this family's rules with
     example: str  # an address for hints
-    example_network: str
     # Whether a subnet's highest address is its broadcast address. IPv6 has none ("There
     # are no broadcast addresses in IPv6", RFC 4291 section 2); the all-zero interface id
     # is the subnet-router anycast address instead (RFC 4291 section 2.6.1), which every
@@ -57,13 +56,15 @@ class Family(enum.Enum):
     """IPv4 or IPv6; `.facts` is the family's row of the table."""
 
     V4 = FamilyFacts(
-        4, "IPv4", IPv4Address, IPv4Network, IPv4Interface, 32, "ARP", "ipv4", "ip", "-4", "icmp",
-        "net.ipv4.ip_forward", "iptables", "10.0.0.1", "10.0.0.0/24",
-        True, 31)
+        version=4, title="IPv4", address=IPv4Address, network=IPv4Network, interface=IPv4Interface,
+        max_prefix=32, neighbour="ARP", libvirt="ipv4", nft="ip", ip_flag="-4", icmp="icmp",
+        forwarding_sysctl="net.ipv4.ip_forward", iptables="iptables", example="10.0.0.1",
+        broadcast=True, all_usable_prefix=31)
     V6 = FamilyFacts(
-        6, "IPv6", IPv6Address, IPv6Network, IPv6Interface, 128, "NDP", "ipv6", "ip6", "-6", "icmpv6",
-        "net.ipv6.conf.all.forwarding", "ip6tables", "fd00::1", "fd00::/64",
-        False, 127)
+        version=6, title="IPv6", address=IPv6Address, network=IPv6Network, interface=IPv6Interface,
+        max_prefix=128, neighbour="NDP", libvirt="ipv6", nft="ip6", ip_flag="-6", icmp="icmpv6",
+        forwarding_sysctl="net.ipv6.conf.all.forwarding", iptables="ip6tables", example="fd00::1",
+        broadcast=False, all_usable_prefix=127)
 
     @property
     def facts(self) -> FamilyFacts:
