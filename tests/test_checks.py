@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import EXAMPLES, GOLDEN, example_files
+from conftest import EXAMPLES, GOLDEN, ROOT, example_files
 from topoc.checks.registry import CHECKS
 from topoc.compiler import compile_file, compile_source
 from topoc.diagnostics import Severity, render_text
@@ -245,3 +245,22 @@ def test_which_addresses_of_a_subnet_are_usable(subnet: str, address: str, expec
 
     from topoc.checks.common import usable
     assert usable(ip_network(subnet), ip_address(address)) is expected
+
+
+def test_fixes_beyond_the_confirmation_budget_say_they_were_not_tried(monkeypatch: pytest.MonkeyPatch) -> None:
+    """unreachable-segment confirms each fix on an edited copy of the lab, up to a budget
+    of rebuilt nodes; past it, a fix is still offered but says it was not tried."""
+    from topoc.checks import reachability
+
+    path = ROOT / "tests" / "reach_labs" / "routed_no_return.topo"
+
+    def hint() -> str:
+        result = compile_file(str(path))
+        [d] = [d for d in result.diagnostics if d.code == "unreachable-segment"]
+        return d.hint or ""
+
+    assert hint().startswith("add `route 10.10.101.0/24 via 192.168.101.11`")
+    assert reachability.UNCONFIRMED not in hint()
+    monkeypatch.setattr(reachability, "CONFIRMATION_BUDGET", 0)
+    assert hint().startswith("add `route 10.10.101.0/24 via 192.168.101.11` to external `router`"
+                             + reachability.UNCONFIRMED)

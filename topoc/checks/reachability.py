@@ -128,15 +128,17 @@ def _lan_replies(an: Analysis, net: Network, mine: list[tuple[str, IPAddress]], 
 # which costs time linear in the lab's nodes. A lab with many networks the LAN gets no
 # replies from (say, a hundred nat networks whose IPv6 is routed with no route back)
 # confirms fixes until CONFIRMATION_BUDGET nodes have been rebuilt and offers the others
-# as the engine proposes them: the check stays linear in the lab, not in networks times
-# VMs. (A lab of a hundred nodes confirms two hundred fixes; one of 10,000, two.)
+# as the engine proposes them, saying so: the check stays linear in the lab, not in
+# networks times VMs. (A lab of a hundred nodes confirms two hundred fixes; one of
+# 10,000, two.)
 CONFIRMATION_BUDGET = 20_000
+UNCONFIRMED = " (not tried on the lab: too many fixes to try in a lab this size)"
 
 
 def _confirmed(an: Analysis, p: Probe) -> str:
     spent = an.memo("unreachable-segment-confirmed-nodes", lambda: [0])
     if spent[0] >= CONFIRMATION_BUDGET:
-        return p.fix
+        return p.fix + UNCONFIRMED if p.fix else p.fix
     lab = an.lab
     spent[0] += len(lab.hosts) + len(lab.vms) + len(lab.externals)
     return confirmed_fix(p)[0]
