@@ -36,9 +36,10 @@ import sys
 import tempfile
 import textwrap
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from ipaddress import ip_address
 from pathlib import Path
 
@@ -91,6 +92,15 @@ def _run(argv: list[str], *, namespace: str | None = None, env: Mapping[str, str
         raise VerifyError(f"`{shlex.join(argv)}` failed ({result.returncode}): "
                           f"{(result.stderr or result.stdout).strip()}")
     return result
+
+
+def _settle(pending: Callable[[], list[str]], deadline: float, failure: str) -> None:
+    """Poll `pending` every 0.1 s until it lists nothing; past `deadline`, fail with
+    `failure` and what is still pending."""
+    while remaining := pending():
+        if time.monotonic() > deadline:
+            raise VerifyError(f"{failure}: {', '.join(remaining)}")
+        time.sleep(0.1)
 
 
 def _ip(namespace: str, *args: str) -> None:
@@ -190,22 +200,18 @@ class Rig:
         holds a tentative global address on a link with carrier (without one, DAD waits
         for the link), so a probe does not race it. A duplicate stays `dadfailed`: the
         probes will show it."""
+        def tentative(namespace: str) -> list[str]:
+            out = _run(["ip", "-j", "-6", "addr", "show", "tentative", "scope", "global"],
+                       namespace=namespace).stdout
+            return [f"{link['ifname']} {address['local']}"
+                    for link in json.loads(out or "[]") if "LOWER_UP" in link.get("flags", ())
+                    for address in link.get("addr_info", ())
+                    if address.get("tentative") and not address.get("dadfailed")]
+
         deadline = time.monotonic() + timeout
         for node in self.lab.nodes:
-            namespace = self.node_ns(node.name)
-            while True:
-                out = _run(["ip", "-j", "-6", "addr", "show", "tentative", "scope", "global"],
-                           namespace=namespace).stdout
-                pending = [f"{link['ifname']} {address['local']}"
-                           for link in json.loads(out or "[]") if "LOWER_UP" in link.get("flags", ())
-                           for address in link.get("addr_info", ())
-                           if address.get("tentative") and not address.get("dadfailed")]
-                if not pending:
-                    break
-                if time.monotonic() > deadline:
-                    raise VerifyError(f"IPv6 addresses of {node.name} still tentative after "
-                                      f"{timeout:.0f} s: {', '.join(pending)}")
-                time.sleep(0.1)
+            _settle(partial(tentative, self.node_ns(node.name)), deadline,
+                    f"IPv6 addresses of {node.name} still tentative after {timeout:.0f} s")
 
     def wait_for_bridge_ports(self, timeout: float = 15.0) -> None:
         """With `stp on`, bridge ports listen and learn (2 x forward delay) before they
@@ -218,18 +224,15 @@ class Rig:
         bridges = [(f"host {host}", self.node_ns(host)) for host in self.hosts_up]
         bridges += [(f"network {network.name}", self.segment_ns(network.name))
                     for network in self.lab.networks if network.mode is Mode.EXTERNAL]
+        def waiting(namespace: str) -> list[str]:
+            out = _run(["bridge", "-j", "link", "show"], namespace=namespace).stdout
+            return [f"{port.get('ifname')} {port.get('state')}" for port in json.loads(out or "[]")
+                    if port.get("state") not in ("forwarding", None)
+                    and not (port.get("state") == "disabled" and "UP" not in port.get("flags", ()))]
+
         for what, namespace in bridges:
-            while True:
-                out = _run(["bridge", "-j", "link", "show"], namespace=namespace).stdout
-                waiting = [f"{port.get('ifname')} {port.get('state')}" for port in json.loads(out or "[]")
-                           if port.get("state") not in ("forwarding", None)
-                           and not (port.get("state") == "disabled" and "UP" not in port.get("flags", ()))]
-                if not waiting:
-                    break
-                if time.monotonic() > deadline:
-                    raise VerifyError(f"bridge ports of {what} did not reach the "
-                                      f"forwarding state in {timeout:.0f} s: {', '.join(waiting)}")
-                time.sleep(0.1)
+            _settle(partial(waiting, namespace), deadline,
+                    f"bridge ports of {what} did not reach the forwarding state in {timeout:.0f} s")
 
     def wire(self, node: Host | Vm | External, nic: Nic, ports: dict[str, int]) -> None:
         network = self.lab.network(nic.network)
